@@ -1,0 +1,3 @@
+from l2bt.cli import main
+
+raise SystemExit(main())
