@@ -1,0 +1,69 @@
+"""From teacher and student features to a full-resolution anomaly map and an image score.
+
+Per patch, the map is ‖n(f(t_a)) − n(t_b)‖ · ‖n(b(t_b)) − n(t_a)‖ with n the L2
+normalisation, f the forward and b the backward student, t_a and t_b the teacher's
+features of the two layers. The patch grid is upsampled bilinearly to the padded
+square, smoothed with five 5×5 then three 7×7 zero-padded box blurs (the paper's
+smoothing), and cropped back to the original image's pixels.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from l2bt.preprocess import PadGeometry
+
+BLUR_PASSES = ((5, 5), (7, 3))  # (box side, repetitions)
+TOP_FRACTION = 0.001  # image score: mean of the top 0.1 % of map pixels
+
+
+def patch_anomaly(
+    forward_student: nn.Module,
+    backward_student: nn.Module,
+    early: torch.Tensor,
+    late: torch.Tensor,
+) -> torch.Tensor:
+    """(B, h, w, D) features of both layers -> (B, h, w) per-patch anomaly."""
+    forward_error = F.normalize(forward_student(early), dim=-1) - F.normalize(late, dim=-1)
+    backward_error = F.normalize(backward_student(late), dim=-1) - F.normalize(early, dim=-1)
+    return forward_error.norm(dim=-1) * backward_error.norm(dim=-1)
+
+
+def box_blur(maps: torch.Tensor, side: int) -> torch.Tensor:
+    """Zero-padded side×side mean filter on (B, 1, H, W), as two separable passes."""
+    pad = side // 2
+    maps = F.avg_pool2d(maps, (side, 1), stride=1, padding=(pad, 0), count_include_pad=True)
+    return F.avg_pool2d(maps, (1, side), stride=1, padding=(0, pad), count_include_pad=True)
+
+
+def smooth(maps: torch.Tensor) -> torch.Tensor:
+    """The paper's smoothing of (B, 1, H, W) maps."""
+    for side, repetitions in BLUR_PASSES:
+        for _ in range(repetitions):
+            maps = box_blur(maps, side)
+    return maps
+
+
+def to_image_maps(patch_maps: torch.Tensor, geometry: PadGeometry) -> np.ndarray:
+    """(B, h, w) patch maps of images sharing one size -> (B, H, W) float32 maps at that size."""
+    maps = patch_maps.float().unsqueeze(1)  # (B, h, w) -> (B, 1, h, w)
+    maps = F.interpolate(maps, size=(geometry.side, geometry.side), mode="bilinear",
+                         align_corners=False)
+    maps = smooth(maps)
+    rows = slice(geometry.top, geometry.top + geometry.height)
+    cols = slice(geometry.left, geometry.left + geometry.width)
+    maps = maps[:, 0, rows, cols]  # (B, 1, side, side) -> (B, H, W)
+    return maps.cpu().numpy().astype(np.float32, copy=False)
+
+
+def image_score(anomaly_map: np.ndarray) -> float:
+    """Mean of the top 0.1 % of map pixels (at least one pixel)."""
+    values = anomaly_map.ravel()
+    k = max(1, math.ceil(TOP_FRACTION * values.size))
+    top = np.partition(values, values.size - k)[values.size - k:]
+    return float(top.astype(np.float64).mean())

@@ -1,0 +1,58 @@
+"""Frozen configuration of an L2BT model: what a run folder's `config.json` holds."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from l2bt.errors import InputError
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """Which frozen teacher, which layers, at which input size (paper defaults)."""
+
+    variant: str = "dinov2_vitb14_reg"
+    weights: str | None = None  # None: official checkpoint; a path or URL; or "random"
+    image_size: int = 1036  # side of the square input, a multiple of the patch size 14
+    layers: tuple[int, int] = (7, 11)  # forward student maps layers[0] -> layers[1]
+
+    def __post_init__(self) -> None:
+        if self.image_size <= 0 or self.image_size % 14:
+            raise InputError(
+                f"--image-size must be a positive multiple of 14, got {self.image_size}"
+            )
+        if len(self.layers) != 2 or self.layers[0] == self.layers[1]:
+            raise InputError(f"layers must be two different block indices, got {self.layers}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Student training hyper-parameters (paper defaults)."""
+
+    epochs: int = 50
+    batch_size: int = 4  # images per step; every patch of every image is a sample
+    lr: float = 1e-4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
+            raise InputError(
+                f"epochs and batch size must be ≥ 1 and lr > 0, got {self.epochs}, "
+                f"{self.batch_size}, {self.lr}"
+            )
+
+
+@dataclass(frozen=True)
+class L2BTConfig:
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> L2BTConfig:
+        teacher = dict(data["teacher"])
+        teacher["layers"] = tuple(teacher["layers"])
+        return cls(teacher=TeacherConfig(**teacher), train=TrainConfig(**data["train"]))
