@@ -33,3 +33,10 @@ def add_device_args(parser: argparse.ArgumentParser) -> None:
         "--precision", default="fp32", choices=("fp32", "bf16"),
         help="teacher precision (bf16 uses autocast)",
     )
+
+
+def show_progress() -> bool:
+    """Progress bars only when a person is watching a terminal."""
+    import sys
+
+    return sys.stderr.isatty()

@@ -1,0 +1,285 @@
+"""The L2BT model: a frozen teacher, two students, and the run folder that describes them.
+
+A run folder holds `config.json` (every setting, the teacher's weights identity, how
+and on what it was trained) and `students.safetensors`; `L2BT.load(run_dir)` needs
+nothing else. It is written to a temporary folder and renamed into place, so a run
+that dies leaves no half-written model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from l2bt import __version__
+from l2bt.anomaly_map import image_score, patch_anomaly, to_image_maps
+from l2bt.config import L2BTConfig
+from l2bt.data.image_io import read_image, to_rgb_array
+from l2bt.errors import InputError
+from l2bt.features import cached_train_features, teacher_features
+from l2bt.preprocess import PadGeometry, preprocess
+from l2bt.students import Student
+from l2bt.teacher import Teacher, load_teacher
+from l2bt.training import TrainingHistory, normal_score_range, train_students
+
+RUN_FORMAT = "l2bt-run/1"
+ImageInput = str | Path | Image.Image | np.ndarray
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """An anomaly map at the input image's exact height × width, and the image score."""
+
+    anomaly_map: np.ndarray
+    score: float
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' picks CUDA when available; 'cuda' without a GPU is an input error."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for, but no CUDA device is available")
+    return device
+
+
+def as_rgb(image: ImageInput) -> np.ndarray:
+    """Any accepted image input as (H, W, 3) uint8 RGB."""
+    if isinstance(image, str | Path):
+        return read_image(image)
+    return to_rgb_array(image)
+
+
+class L2BT:
+    """Teacher + forward/backward students; predicts anomaly maps at original resolution."""
+
+    def __init__(
+        self,
+        config: L2BTConfig,
+        teacher: Teacher,
+        forward_student: Student,
+        backward_student: Student,
+        device: str | torch.device = "auto",
+        precision: str = "fp32",
+        info: dict[str, Any] | None = None,
+    ) -> None:
+        self.config = config
+        self.device = resolve_device(device)
+        self.precision = precision
+        self.teacher = teacher.to(self.device)
+        self.forward_student = forward_student.to(self.device).eval()
+        self.backward_student = backward_student.to(self.device).eval()
+        self.info = dict(info or {})
+
+    # ---- training -------------------------------------------------------------------------
+
+    @classmethod
+    def fit(
+        cls,
+        train_images: Sequence[str | Path],
+        config: L2BTConfig | None = None,
+        device: str | torch.device = "auto",
+        precision: str = "fp32",
+        cache_dir: str | Path | None = None,
+        progress: bool = True,
+        teacher: Teacher | None = None,
+        info: dict[str, Any] | None = None,
+    ) -> L2BT:
+        """Train the students on defect-free images (teacher features cached on disk)."""
+        config = config or L2BTConfig()
+        images = [Path(p) for p in train_images]
+        if not images:
+            raise InputError("no training images")
+        device = resolve_device(device)
+        if teacher is None:
+            teacher = load_teacher(config.teacher.variant, weights=config.teacher.weights)
+        teacher = teacher.to(device)
+        start = time.perf_counter()
+        features = cached_train_features(
+            teacher, images, config.teacher, device, precision,
+            None if cache_dir is None else Path(cache_dir), progress=progress,
+        )
+        feature_seconds = time.perf_counter() - start
+        forward, backward, history = train_students(features, config.train, device, progress)
+        training = _training_info(images, history, feature_seconds, device)
+        calibration = normal_score_range(features, forward, backward, device)
+        return cls(config, teacher, forward, backward, device, precision,
+                   info={**(info or {}), "training": training, "normal_patch_scores": calibration})
+
+    # ---- persistence ----------------------------------------------------------------------
+
+    def save(self, run_dir: str | Path, overwrite: bool = False) -> Path:
+        """Write the run folder atomically (temporary folder, then rename)."""
+        run_dir = Path(run_dir)
+        if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
+            raise InputError("output folder exists and is not empty (use --overwrite)", run_dir)
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}-", dir=run_dir.parent))
+        try:
+            tensors = {f"forward.{k}": v for k, v in self.forward_student.state_dict().items()}
+            tensors |= {f"backward.{k}": v for k, v in self.backward_student.state_dict().items()}
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+                      str(staging / "students.safetensors"))
+            (staging / "config.json").write_text(json.dumps(self.describe(), indent=2))
+            _plot_losses(self.info.get("training", {}).get("epoch_losses"), staging / "loss.png")
+            if run_dir.exists():
+                shutil.rmtree(run_dir)
+            os.replace(staging, run_dir)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return run_dir
+
+    def describe(self) -> dict[str, Any]:
+        """What `config.json` holds: enough to rebuild the model and to know how it was made."""
+        return {
+            "format": RUN_FORMAT,
+            "l2bt_version": __version__,
+            "config": self.config.to_dict(),
+            "teacher": {"weights_id": self.teacher.weights_id, "embed_dim": self.teacher.embed_dim},
+            "precision": self.precision,
+            **self.info,
+        }
+
+    @classmethod
+    def load(
+        cls,
+        run_dir: str | Path,
+        device: str | torch.device = "auto",
+        precision: str | None = None,
+        weights: str | None = None,
+    ) -> L2BT:
+        """Rebuild a model from a run folder written by `l2bt fit`.
+
+        `weights` overrides where the teacher checkpoint is read from (e.g. the same file
+        at a new path); its identity must still match the one the students were trained on.
+        """
+        run_dir = Path(run_dir)
+        config_path = run_dir / "config.json"
+        if not config_path.is_file():
+            raise InputError("not an l2bt run folder (no config.json)", run_dir)
+        try:
+            described = json.loads(config_path.read_text())
+            config = L2BTConfig.from_dict(described["config"])
+            weights_id = described["teacher"]["weights_id"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise InputError(f"unreadable run configuration ({e})", config_path) from e
+        if described.get("format") != RUN_FORMAT:
+            raise InputError(f"unknown run format {described.get('format')!r}", config_path)
+        teacher = load_teacher(config.teacher.variant, weights=weights or config.teacher.weights)
+        if teacher.weights_id != weights_id:
+            raise InputError(
+                f"teacher weights {teacher.weights_id} differ from those the students were "
+                f"trained with ({weights_id})", config_path,
+            )
+        forward, backward = _load_students(run_dir / "students.safetensors", teacher.embed_dim)
+        info = {k: v for k, v in described.items()
+                if k not in ("format", "l2bt_version", "config", "teacher", "precision")}
+        return cls(config, teacher, forward, backward, device,
+                   precision or described.get("precision", "fp32"), info)
+
+    # ---- inference ------------------------------------------------------------------------
+
+    def predict(self, image: ImageInput) -> Prediction:
+        """Anomaly map (exactly the image's H × W, float32) and image score."""
+        return self.predict_batch([image])[0]
+
+    @torch.inference_mode()
+    def predict_batch(self, images: Sequence[ImageInput]) -> list[Prediction]:
+        """Predict several images in one teacher batch; post-processing grouped by size."""
+        inputs, geometries = zip(*(preprocess(as_rgb(im), self.config.teacher.image_size)
+                                   for im in images), strict=True)
+        patch_maps = self.patch_maps(torch.stack(inputs).to(self.device))  # (B, h, w)
+        maps: list[np.ndarray | None] = [None] * len(images)
+        for geometry, indices in _group_by(geometries).items():
+            for i, image_map in zip(indices, to_image_maps(patch_maps[indices], geometry),
+                                    strict=True):
+                maps[i] = image_map
+        return [Prediction(m, image_score(m)) for m in maps if m is not None]
+
+    def patch_maps(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) inputs -> (B, S/14, S/14) per-patch anomaly."""
+        early, late = teacher_features(self.teacher, x, self.config.teacher.layers, self.precision)
+        return patch_anomaly(self.forward_student, self.backward_student, early, late)
+
+
+def _group_by(geometries: Sequence[PadGeometry]) -> dict[PadGeometry, list[int]]:
+    groups: dict[PadGeometry, list[int]] = {}
+    for i, geometry in enumerate(geometries):
+        groups.setdefault(geometry, []).append(i)
+    return groups
+
+
+def _load_students(path: Path, dim: int) -> tuple[Student, Student]:
+    if not path.is_file():
+        raise InputError("missing students.safetensors in run folder", path.parent)
+    try:
+        tensors = load_file(str(path))
+    except Exception as e:  # safetensors raises its own error types for corrupt files
+        raise InputError(f"unreadable student weights ({e})", path) from e
+    students = []
+    for prefix in ("forward.", "backward."):
+        student = Student(dim)
+        state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        try:
+            student.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            raise InputError(f"student weights do not fit the teacher (dim {dim}): "
+                             f"{str(e).splitlines()[0]}", path) from e
+        students.append(student)
+    return students[0], students[1]
+
+
+def _training_info(images: Sequence[Path], history: TrainingHistory, feature_seconds: float,
+                   device: torch.device) -> dict[str, Any]:
+    return {
+        "n_images": len(images),
+        "first_image": str(images[0]),
+        "epoch_losses": list(history.epoch_losses),
+        "student_seconds": round(history.seconds, 3),
+        "feature_seconds": round(feature_seconds, 3),
+        "device": _device_name(device),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def _plot_losses(losses: Sequence[float] | None, path: Path) -> None:
+    """A small loss-per-epoch figure in the run folder: easier to read than the JSON."""
+    if not losses:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 3), dpi=100)
+    ax.plot(range(1, len(losses) + 1), losses, marker="o" if len(losses) < 30 else None)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (forward + backward)")
+    ax.set_title("student training")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

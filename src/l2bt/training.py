@@ -1,0 +1,107 @@
+"""Training the two students on cached teacher features of defect-free images."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from l2bt.anomaly_map import patch_anomaly
+from l2bt.config import TrainConfig
+from l2bt.errors import InputError
+from l2bt.features import TrainFeatures
+from l2bt.students import Student, cosine_loss
+
+
+@dataclass(frozen=True)
+class TrainingHistory:
+    """Mean loss per epoch (forward + backward student) and wall time."""
+
+    epoch_losses: tuple[float, ...]
+    seconds: float
+
+
+def new_students(dim: int, seed: int) -> tuple[Student, Student]:
+    """Forward and backward students, initialised reproducibly from `seed`."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return Student(dim), Student(dim)
+
+
+def _batch(features: np.ndarray, indices: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Rows `indices` of an (N, h, w, D) fp16 array as float32 (n·h·w, D) patches."""
+    block = torch.from_numpy(np.asarray(features[np.sort(indices)]))  # (n, h, w, D)
+    return block.to(device).float().flatten(0, 2)  # (n, h, w, D) -> (n·h·w, D)
+
+
+def train_students(
+    features: TrainFeatures,
+    config: TrainConfig,
+    device: torch.device,
+    progress: bool = True,
+) -> tuple[Student, Student, TrainingHistory]:
+    """Fit forward (early → late) and backward (late → early) students with the cosine loss.
+
+    Each step takes every patch of `batch_size` images; the loss is the sum of the two
+    students' (1 − mean cosine) losses, minimised with Adam. A non-finite loss stops
+    training with an `InputError` rather than writing a broken model.
+    """
+    forward, backward = new_students(features.early.shape[-1], config.seed)
+    forward.to(device).train()
+    backward.to(device).train()
+    params = [*forward.parameters(), *backward.parameters()]
+    optimizer = torch.optim.Adam(params, lr=config.lr)
+    order_rng = np.random.default_rng(config.seed)
+    n_images = len(features)
+    steps_per_epoch = math.ceil(n_images / config.batch_size)
+    epoch_losses: list[float] = []
+    start = time.perf_counter()
+    bar = tqdm(total=config.epochs * steps_per_epoch, desc="students", unit="step",
+               disable=not progress)
+    with bar:
+        for epoch in range(config.epochs):
+            order = order_rng.permutation(n_images)
+            total = 0.0
+            for step in range(steps_per_epoch):
+                indices = order[step * config.batch_size:(step + 1) * config.batch_size]
+                early = _batch(features.early, indices, device)
+                late = _batch(features.late, indices, device)
+                loss = cosine_loss(forward(early), late) + cosine_loss(backward(late), early)
+                if not torch.isfinite(loss):
+                    raise InputError(
+                        f"training diverged: loss is {loss.item()} at epoch {epoch + 1}, "
+                        f"step {step + 1} (try a lower --lr)"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += loss.item() * len(indices)
+                bar.update(1)
+            epoch_losses.append(total / n_images)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{epoch_losses[-1]:.4f}")
+    forward.eval()
+    backward.eval()
+    return forward, backward, TrainingHistory(tuple(epoch_losses), time.perf_counter() - start)
+
+
+@torch.inference_mode()
+def normal_score_range(
+    features: TrainFeatures, forward: Student, backward: Student, device: torch.device
+) -> dict[str, float]:
+    """Median and maximum patch anomaly over the training images.
+
+    Stored with the model to give overlays a fixed colour scale: values at the median of
+    defect-free patches are blue, values beyond the most anomalous defect-free patch red.
+    """
+    values = []
+    for start in range(0, len(features), 8):
+        indices = np.arange(start, min(start + 8, len(features)))
+        early = _batch(features.early, indices, device)
+        late = _batch(features.late, indices, device)
+        values.append(patch_anomaly(forward, backward, early, late).float().cpu())
+    flat = torch.cat(values)
+    return {"median": float(flat.median()), "max": float(flat.max())}

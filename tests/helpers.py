@@ -1,0 +1,40 @@
+"""Small builders shared by tests: tiny images and MVTec-layout trees."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def textured_image(height: int, width: int, seed: int) -> np.ndarray:
+    """A smooth random texture (H, W, 3) uint8, so that a random teacher sees structure."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    base = 128 + 60 * np.sin(xx / 5.0 + rng.random() * 6) * np.cos(yy / 7.0)
+    noise = rng.normal(0, 8, (height, width))
+    gray = np.clip(base + noise, 0, 255)
+    return np.repeat(gray[:, :, None], 3, axis=2).astype(np.uint8)
+
+
+def write_mvtec_tree(root: Path, category: str = "toy", sizes=((40, 60), (56, 42), (45, 45)),
+                     n_train: int = 6) -> Path:
+    """A tiny MVTec AD tree: train/good, test/good, test/spot with masks."""
+    base = root / category
+    for sub in ("train/good", "test/good", "test/spot", "ground_truth/spot"):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+    for i in range(n_train):
+        h, w = sizes[i % len(sizes)]
+        Image.fromarray(textured_image(h, w, i)).save(base / "train/good" / f"{i:03d}.png")
+    for i, (h, w) in enumerate(sizes):
+        Image.fromarray(textured_image(h, w, 100 + i)).save(base / "test/good" / f"{i:03d}.png")
+        image = textured_image(h, w, 200 + i)
+        mask = np.zeros((h, w), np.uint8)
+        mask[h // 3:h // 3 + 6, w // 2:w // 2 + 5] = 255
+        image[mask > 0] = 255
+        Image.fromarray(image).save(base / "test/spot" / f"{i:03d}.png")
+        Image.fromarray(mask).save(base / "ground_truth/spot" / f"{i:03d}_mask.png")
+    return base

@@ -1,0 +1,106 @@
+import csv
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from helpers import SHARED_DATA, write_mvtec_tree
+from l2bt.cli import main
+
+TINY = ["--teacher", "dinov2_vits14", "--weights", "random", "--image-size", "56"]
+
+
+@pytest.fixture(autouse=True)
+def feature_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("L2BT_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def fit(data, out, *extra):
+    return main(["fit", "--data", str(data), "--category", "toy", "--out", str(out),
+                 *TINY, "--epochs", "1", *extra])
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "Traceback" not in err[0]
+    return err[0]
+
+
+def test_fit_then_predict_writes_the_spec_layout(tmp_path, capsys):
+    write_mvtec_tree(tmp_path / "data")
+    assert fit(tmp_path / "data", tmp_path / "run") == 0
+    test_dir = tmp_path / "data/toy/test"
+    maps = tmp_path / "maps/toy"
+    assert main(["predict", "--model", str(tmp_path / "run"), "--out", str(maps),
+                 str(test_dir)]) == 0
+    for image in sorted(test_dir.rglob("*.png")):
+        rel = image.relative_to(test_dir.parent).with_suffix("")
+        anomaly_map = tifffile.imread(maps / f"{rel}.tiff")
+        assert anomaly_map.dtype == np.float32
+        assert anomaly_map.shape == Image.open(image).size[::-1]
+        assert (maps / f"{rel}.png").is_file()
+    with open(maps / "scores.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["key"] for r in rows} == {
+        str(p.relative_to(test_dir.parent).with_suffix("")) for p in test_dir.rglob("*.png")}
+    assert all(np.isfinite(float(r["score"])) for r in rows)
+
+
+def test_missing_data_folder_is_one_line(tmp_path, capsys):
+    assert fit(tmp_path / "nowhere", tmp_path / "run") == 2
+    assert "nowhere" in one_error_line(capsys)
+    assert not (tmp_path / "run").exists()
+
+
+def test_existing_run_folder_is_not_overwritten_without_the_flag(tmp_path, capsys):
+    write_mvtec_tree(tmp_path / "data")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run/keep.txt").write_text("mine")
+    assert fit(tmp_path / "data", tmp_path / "run") == 2
+    assert "--overwrite" in one_error_line(capsys)
+    assert (tmp_path / "run/keep.txt").read_text() == "mine"
+
+
+def test_unreadable_input_fails_before_any_map_is_written(tmp_path, capsys):
+    write_mvtec_tree(tmp_path / "data")
+    assert fit(tmp_path / "data", tmp_path / "run") == 0
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    Image.fromarray(np.zeros((30, 30, 3), np.uint8)).save(inputs / "a.png")
+    data = (tmp_path / "data/toy/test/good/000.png").read_bytes()
+    (inputs / "b.png").write_bytes(data[: len(data) // 2])  # truncated
+    capsys.readouterr()
+    assert main(["predict", "--model", str(tmp_path / "run"), "--out",
+                 str(tmp_path / "out"), str(inputs)]) == 2
+    assert "b.png" in one_error_line(capsys)
+    assert not (tmp_path / "out").exists()
+
+
+def test_predict_with_a_folder_that_is_not_a_run(tmp_path, capsys):
+    (tmp_path / "notrun").mkdir()
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(image)
+    assert main(["predict", "--model", str(tmp_path / "notrun"), "--out",
+                 str(tmp_path / "out"), str(image)]) == 2
+    assert "notrun" in one_error_line(capsys)
+
+
+@pytest.mark.slow
+def test_fit_and_predict_on_real_magnetic_tile_images(tmp_path):
+    root = SHARED_DATA
+    if not (root / "magnetic_tile_mini").is_dir():
+        pytest.skip("../shared/data/magnetic_tile_mini is absent")
+    assert main(["fit", "--data", str(root), "--category", "magnetic_tile_mini",
+                 "--out", str(tmp_path / "run"), "--teacher", "dinov2_vits14",
+                 "--weights", "random", "--image-size", "224", "--epochs", "3"]) == 0
+    test_dir = root / "magnetic_tile_mini/test"
+    out = tmp_path / "maps/magnetic_tile_mini"
+    assert main(["predict", "--model", str(tmp_path / "run"), "--out", str(out),
+                 "--no-overlays", str(test_dir)]) == 0
+    images = sorted(test_dir.rglob("*.jpg")) + sorted(test_dir.rglob("*.png"))
+    assert len(images) == 35
+    for image in images:
+        rel = image.relative_to(test_dir.parent).with_suffix("")
+        assert tifffile.imread(out / f"{rel}.tiff").shape == Image.open(image).size[::-1]
