@@ -1,4 +1,7 @@
-"""The MVTec AD layout: ROOT/CAT/{train/good, test/<defect>, ground_truth/<defect>/<stem>_mask.png}."""
+"""The MVTec AD layout.
+
+ROOT/CAT/{train/good, test/<defect>, ground_truth/<defect>/<stem>_mask.png}.
+"""
 
 from __future__ import annotations
 
