@@ -1,0 +1,34 @@
+"""`l2bt evaluate`: score anomaly maps from any tool against full-resolution masks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from l2bt.cli.common import add_dataset_args, show_progress
+from l2bt.data import load_category
+from l2bt.evaluation import evaluate_maps
+from l2bt.inference import write_text_atomic
+from l2bt.metrics import format_table
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "evaluate", help="AUPRO by defect size, AUROCs and robustness of a folder of maps",
+        description="Reads <maps>/<category>/test/<defect>/<stem>.tiff (+ scores.csv).",
+    )
+    add_dataset_args(parser)
+    parser.add_argument("--maps", required=True, help="folder of maps in the MVTec layout")
+    parser.add_argument("--out", default=None, help="write the metrics as JSON here")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    split = load_category(args.data, args.category, args.dataset)
+    result = evaluate_maps(split, args.maps, progress=show_progress())
+    print(format_table(result))
+    if args.out:
+        write_text_atomic(Path(args.out), json.dumps(result.to_json_dict(), indent=2) + "\n")
+        print(f"\nwrote {args.out}")
+    return 0

@@ -1,0 +1,223 @@
+"""Exact AUPRO per defect-size bin, and P-AUROC, from one streaming evaluator.
+
+Definitions (SPEC §6). A threshold t marks pixels with score ≥ t. FPR(t) is the fraction
+of all defect-free pixels of all test images marked; PRO_b(t) the mean, over the regions
+of size bin b, of the fraction of each region marked. The PRO curve joins the points
+(FPR(t), PRO(t)) for every distinct score t, from (0, 0), with straight lines; AUPRO@L
+is its area over FPR ∈ [0, L], divided by L, with linear interpolation at L.
+
+Algorithm. Let a₁ > a₂ > … > a_m be the distinct scores of defect pixels. Between two
+consecutive aⱼ no defect pixel changes state, so every PRO is constant there and the
+curve is horizontal: the defect-free pixels with scores in (aⱼ₊₁, aⱼ) matter only by
+their count. At aⱼ itself FPR and PRO jump together (a sloped segment). So the curve is
+exact given (i) the defect pixels' scores with their regions, and (ii) for each aⱼ the
+number of defect-free pixels equal to it and strictly between it and the next one.
+
+The evaluator therefore takes two passes over the maps:
+1. `add_defects(map, mask)` for every image with defect pixels: regions are labelled
+   once (8-connected) and their pixels' scores kept. Memory: the defect pixels.
+2. `add_normal(map, mask)` for every image: defect-free pixels are counted into the
+   2m + 1 cells "above a₁, = a₁, between a₁ and a₂, …, below a_m" by binary search and
+   discarded. Memory: O(m), independent of the number of defect-free pixels and images.
+
+Size bins need the quantiles of all region areas, known after pass 1; each bin's PRO at
+every aⱼ is then one cumulative sum over the defect pixels sorted once. P-AUROC follows
+from the same counts (Mann–Whitney with ties as one half). Every result is exact up to
+float64 rounding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from l2bt.metrics.regions import SIZE_BINS, bin_membership, label_regions, size_quantiles
+
+FPR_LIMITS = (0.3, 0.1, 0.05, 0.01)
+CURVE_POINTS = 400  # points kept per PRO curve for plots
+
+
+@dataclass(frozen=True)
+class ProCurve:
+    """A PRO curve up to the largest FPR limit, thinned for plotting."""
+
+    fpr: np.ndarray
+    pro: np.ndarray
+
+
+@dataclass(frozen=True)
+class PixelMetrics:
+    """What the pixel-level maps give: AUPRO per limit and bin, P-AUROC, region facts."""
+
+    n_regions: int
+    size_quantiles_px: tuple[float, float, float] | None
+    aupro: dict[float, dict[str, float | None]]
+    p_auroc: float | None
+    pro_curves: dict[str, ProCurve]
+
+
+class PixelEvaluator:
+    """Streams maps and masks through the two passes described in the module docstring."""
+
+    def __init__(self) -> None:
+        self._scores: list[np.ndarray] = []  # defect-pixel scores, per image
+        self._regions: list[np.ndarray] = []  # their region index (global), per image
+        self._areas: list[np.ndarray] = []  # area of every region, per image
+        self._n_regions = 0
+        self._edges: np.ndarray | None = None  # distinct defect scores, descending
+        self._counts: np.ndarray | None = None  # defect-free pixels in the 2m + 1 cells
+        self._n_normal = 0
+
+    def add_defects(self, anomaly_map: np.ndarray, mask: np.ndarray) -> None:
+        """Pass 1, for each image whose mask has defect pixels."""
+        if self._edges is not None:
+            raise RuntimeError("add_defects after add_normal: pass 1 must come first")
+        _check_pair(anomaly_map, mask)
+        labels, count = label_regions(mask)
+        if count == 0:
+            return
+        inside = labels > 0
+        self._scores.append(anomaly_map[inside].astype(np.float64))
+        self._regions.append(labels[inside] - 1 + self._n_regions)
+        self._areas.append(np.bincount(labels[inside], minlength=count + 1)[1:])
+        self._n_regions += count
+
+    def add_normal(self, anomaly_map: np.ndarray, mask: np.ndarray) -> None:
+        """Pass 2, for every image: count its defect-free pixels."""
+        _check_pair(anomaly_map, mask)
+        if self._edges is None:
+            self._freeze_defects()
+        assert self._edges is not None and self._counts is not None
+        normal = anomaly_map[~mask].astype(np.float64)
+        self._n_normal += normal.size
+        self._counts += _cell_counts(normal, self._edges)
+
+    def result(self) -> PixelMetrics:
+        if self._edges is None:
+            self._freeze_defects()
+        scores, regions, areas = self._defect_arrays()
+        quantiles = size_quantiles(areas)
+        members = bin_membership(areas, quantiles)
+        order = np.argsort(-scores, kind="stable")
+        group_ends = _group_ends(scores[order])
+        aupro: dict[float, dict[str, float | None]] = {limit: {} for limit in FPR_LIMITS}
+        curves: dict[str, ProCurve] = {}
+        for name in SIZE_BINS:
+            in_bin = members[name]
+            if not in_bin.any() or self._n_normal == 0:
+                for limit in FPR_LIMITS:
+                    aupro[limit][name] = None
+                continue
+            weights = np.where(in_bin, 1.0 / (areas * in_bin.sum()), 0.0)[regions[order]]
+            pro_at_edges = np.cumsum(weights)[group_ends]  # PRO(≥ aⱼ), j = 1..m
+            fpr, pro = self._curve(pro_at_edges)
+            for limit in FPR_LIMITS:
+                aupro[limit][name] = area_under(fpr, pro, limit) / limit
+            curves[name] = _thin(fpr, pro, max(FPR_LIMITS))
+        return PixelMetrics(
+            n_regions=self._n_regions,
+            size_quantiles_px=quantiles,
+            aupro=aupro,
+            p_auroc=self._p_auroc(scores.size),
+            pro_curves=curves,
+        )
+
+    # ---- internals ------------------------------------------------------------------------
+
+    def _defect_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if not self._scores:
+            return np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return (np.concatenate(self._scores), np.concatenate(self._regions),
+                np.concatenate(self._areas))
+
+    def _freeze_defects(self) -> None:
+        """End of pass 1: fix the cell edges (distinct defect scores, descending)."""
+        scores = self._defect_arrays()[0]
+        self._edges = np.unique(scores)[::-1].copy()
+        self._counts = np.zeros(2 * self._edges.size + 1, np.int64)
+
+    def _curve(self, pro_at_edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The curve's vertices: (0, 0), then per cell its end point, in FPR order.
+
+        Cell 2j (strictly between edges) is horizontal at the PRO reached so far; cell
+        2j + 1 (equal to edge j) rises from the previous PRO to PRO(≥ aⱼ).
+        """
+        assert self._counts is not None
+        fpr = np.concatenate([[0.0], np.cumsum(self._counts) / self._n_normal])
+        levels = np.concatenate([[0.0], pro_at_edges])  # PRO after edge j, j = 0..m
+        pro_after_cell = np.empty(self._counts.size)
+        pro_after_cell[0::2] = levels  # a between-cell keeps the level of its upper edge
+        pro_after_cell[1::2] = levels[1:]  # an equal-cell ends at the new level
+        pro = np.concatenate([[0.0], pro_after_cell])
+        return fpr, pro
+
+    def _p_auroc(self, n_defect: int) -> float | None:
+        """Mann–Whitney over pixels from the cell counts; ties count one half."""
+        if n_defect == 0 or self._n_normal == 0:
+            return None
+        assert self._counts is not None and self._edges is not None
+        scores = self._defect_arrays()[0]
+        per_edge = _count_equal(scores, self._edges)  # defect pixels equal to each edge
+        above = np.concatenate([[0], np.cumsum(per_edge)])  # defect pixels ≥ a_j, j = 0..m
+        between, equal = self._counts[0::2], self._counts[1::2]
+        wins = (between * above).sum() + (equal * (above[:-1] + 0.5 * per_edge)).sum()
+        return float(wins / (n_defect * self._n_normal))
+
+
+def area_under(fpr: np.ndarray, pro: np.ndarray, limit: float) -> float:
+    """Area under the piecewise-linear curve through (fpr, pro) over [0, limit].
+
+    `fpr` is non-decreasing from 0; the curve is cut at `limit` by linear interpolation
+    (vertical steps, where fpr repeats, take the value reached last before the cut).
+    """
+    end = int(np.searchsorted(fpr, limit, side="right"))  # vertices with fpr ≤ limit
+    x, y = fpr[:end], pro[:end]
+    area = float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2.0))
+    if end < fpr.size and x[-1] < limit:
+        x0, y0, x1, y1 = x[-1], y[-1], fpr[end], pro[end]
+        y_cut = y0 + (y1 - y0) * (limit - x0) / (x1 - x0)
+        area += (limit - x0) * (y0 + y_cut) / 2.0
+    return area
+
+
+def _check_pair(anomaly_map: np.ndarray, mask: np.ndarray) -> None:
+    if anomaly_map.shape != mask.shape or anomaly_map.ndim != 2:
+        raise ValueError(f"map {anomaly_map.shape} and mask {mask.shape} must be equal 2-D shapes")
+
+
+def _cell_counts(values: np.ndarray, edges_desc: np.ndarray) -> np.ndarray:
+    """Counts of `values` in the 2m + 1 cells defined by descending edges a₁ > … > a_m."""
+    m = edges_desc.size
+    ascending = edges_desc[::-1]
+    # Number of edges strictly below / at-or-below each value.
+    below = np.searchsorted(ascending, values, side="left")
+    at_or_below = np.searchsorted(ascending, values, side="right")
+    is_equal = at_or_below > below
+    # Value above k edges' worth from the top: cell index counted from the top.
+    edges_above = m - at_or_below  # edges strictly greater than the value
+    cells = np.where(is_equal, 2 * edges_above + 1, 2 * edges_above)
+    return np.bincount(cells, minlength=2 * m + 1)
+
+
+def _count_equal(values: np.ndarray, edges_desc: np.ndarray) -> np.ndarray:
+    """How many `values` equal each edge (every value is an edge)."""
+    index = edges_desc.size - 1 - np.searchsorted(edges_desc[::-1], values, side="left")
+    return np.bincount(index, minlength=edges_desc.size)
+
+
+def _group_ends(sorted_desc: np.ndarray) -> np.ndarray:
+    """Index of the last element of each run of equal values in a sorted array."""
+    if sorted_desc.size == 0:
+        return np.zeros(0, np.int64)
+    changes = np.flatnonzero(sorted_desc[1:] != sorted_desc[:-1])
+    return np.concatenate([changes, [sorted_desc.size - 1]])
+
+
+def _thin(fpr: np.ndarray, pro: np.ndarray, limit: float) -> ProCurve:
+    """The curve up to `limit`, resampled at CURVE_POINTS FPR values for plotting."""
+    grid = np.linspace(0.0, limit, CURVE_POINTS)
+    last = np.maximum.accumulate(pro)  # monotone for interpolation on repeated fpr
+    _, first = np.unique(fpr, return_index=True)
+    keep = np.append(first[1:] - 1, fpr.size - 1)  # last vertex of each distinct fpr
+    return ProCurve(fpr=grid, pro=np.interp(grid, fpr[keep], last[keep]))

@@ -1,0 +1,33 @@
+"""Defect regions: 8-connected components of a ground-truth mask, and size bins."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+SIZE_BINS = ("q1", "q2", "q3", "all")
+
+
+def label_regions(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """(H, W) bool mask -> (int32 labels 0..n, n): 0 is background, 1..n the regions."""
+    labels, count = ndimage.label(mask, structure=EIGHT_CONNECTED)
+    return labels.astype(np.int32, copy=False), int(count)
+
+
+def size_quantiles(areas: np.ndarray) -> tuple[float, float, float] | None:
+    """25/50/75 % quantiles (linear) of region areas; None without regions."""
+    if areas.size == 0:
+        return None
+    q1, q2, q3 = np.quantile(areas.astype(np.float64), [0.25, 0.5, 0.75])
+    return float(q1), float(q2), float(q3)
+
+
+def bin_membership(areas: np.ndarray, quantiles: tuple[float, float, float] | None
+                   ) -> dict[str, np.ndarray]:
+    """Per size bin, a bool mask over regions. Bins are cumulative: q1 ⊂ q2 ⊂ q3 ⊂ all."""
+    if quantiles is None:
+        return {name: np.zeros(areas.shape, bool) for name in SIZE_BINS}
+    q1, q2, q3 = quantiles
+    return {"q1": areas <= q1, "q2": areas <= q2, "q3": areas <= q3,
+            "all": np.ones(areas.shape, bool)}

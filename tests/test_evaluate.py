@@ -1,0 +1,114 @@
+import json
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from helpers import write_mvtec_tree
+from l2bt.cli import main
+from l2bt.data import load_category
+from l2bt.evaluation import evaluate_maps
+from l2bt.metrics import PixelEvaluator
+
+SPEC_KEYS = {"category", "n_images", "n_regions", "size_quantiles_px", "i_auroc", "p_auroc",
+             "aupro", "robustness"}
+LIMITS = {"0.3", "0.1", "0.05", "0.01"}
+
+
+def write_maps(data, maps, noise=0.0, seed=0):
+    """Maps that light up the ground truth (plus noise), in the SPEC §5 layout."""
+    rng = np.random.default_rng(seed)
+    split = load_category(data, "toy")
+    for s in split.test:
+        w, h = Image.open(s.image).size
+        target = np.zeros((h, w), np.float32)
+        if s.mask is not None:
+            target = (np.asarray(Image.open(s.mask)) > 127).astype(np.float32)
+        path = maps / "toy" / f"{s.key}.tiff"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tifffile.imwrite(path, target + noise * rng.random((h, w)).astype(np.float32))
+    return split
+
+
+def test_evaluate_writes_the_spec_json(tmp_path, capsys):
+    write_mvtec_tree(tmp_path / "data")
+    write_maps(tmp_path / "data", tmp_path / "maps", noise=0.1)
+    out = tmp_path / "m.json"
+    assert main(["evaluate", "--data", str(tmp_path / "data"), "--category", "toy",
+                 "--maps", str(tmp_path / "maps"), "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result) == SPEC_KEYS
+    assert set(result["aupro"]) == LIMITS == set(result["robustness"])
+    assert all(set(v) == {"q1", "q2", "q3", "all"} for v in result["aupro"].values())
+    assert result["n_images"] == 6 and result["n_regions"] == 3
+    # Perfect maps (defects > 1 > noise): every metric is 1.
+    assert result["p_auroc"] == pytest.approx(1.0) and result["i_auroc"] == pytest.approx(1.0)
+    assert result["aupro"]["0.01"]["all"] == pytest.approx(1.0)
+    assert "AUPRO" in capsys.readouterr().out
+
+
+def test_evaluate_equals_the_metrics_on_the_same_arrays(tmp_path):
+    write_mvtec_tree(tmp_path / "data")
+    split = write_maps(tmp_path / "data", tmp_path / "maps", noise=1.5, seed=3)
+    result = evaluate_maps(split, tmp_path / "maps", progress=False)
+    evaluator = PixelEvaluator()
+    pairs = []
+    for s in split.test:
+        m = tifffile.imread(tmp_path / "maps/toy" / f"{s.key}.tiff")
+        k = np.zeros(m.shape, bool) if s.mask is None else np.asarray(Image.open(s.mask)) > 127
+        pairs.append((m, k))
+    for m, k in pairs:
+        if k.any():
+            evaluator.add_defects(m, k)
+    for m, k in pairs:
+        evaluator.add_normal(m, k)
+    direct = evaluator.result()
+    assert result.aupro == direct.aupro and result.p_auroc == direct.p_auroc
+
+
+def test_scores_csv_is_used_for_image_auroc(tmp_path):
+    write_mvtec_tree(tmp_path / "data")
+    split = write_maps(tmp_path / "data", tmp_path / "maps", noise=0.1)
+    # Scores that rank every good image above every defective one: I-AUROC 0.
+    lines = ["key,score"] + [f"{s.key},{0.0 if s.is_anomalous else 1.0}" for s in split.test]
+    (tmp_path / "maps/toy/scores.csv").write_text("\n".join(lines) + "\n")
+    assert evaluate_maps(split, tmp_path / "maps", progress=False).i_auroc == 0.0
+
+
+def one_error_line(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0]
+    return err[0]
+
+
+def test_a_map_of_the_wrong_size_is_named_and_nothing_is_written(tmp_path, capsys):
+    write_mvtec_tree(tmp_path / "data")
+    write_maps(tmp_path / "data", tmp_path / "maps")
+    bad = tmp_path / "maps/toy/test/spot/001.tiff"
+    tifffile.imwrite(bad, np.zeros((10, 10), np.float32))
+    out = tmp_path / "m.json"
+    assert main(["evaluate", "--data", str(tmp_path / "data"), "--category", "toy",
+                 "--maps", str(tmp_path / "maps"), "--out", str(out)]) == 2
+    line = one_error_line(capsys)
+    assert "001.tiff" in line and "10x10" in line
+    assert not out.exists()
+
+
+def test_a_missing_map_is_named(tmp_path, capsys):
+    write_mvtec_tree(tmp_path / "data")
+    write_maps(tmp_path / "data", tmp_path / "maps")
+    (tmp_path / "maps/toy/test/good/002.tiff").unlink()
+    assert main(["evaluate", "--data", str(tmp_path / "data"), "--category", "toy",
+                 "--maps", str(tmp_path / "maps")]) == 2
+    assert "002.tiff" in one_error_line(capsys)
+
+
+def test_a_mask_of_the_wrong_size_is_named(tmp_path, capsys):
+    write_mvtec_tree(tmp_path / "data")
+    write_maps(tmp_path / "data", tmp_path / "maps")
+    mask = tmp_path / "data/toy/ground_truth/spot/000_mask.png"
+    Image.fromarray(np.zeros((5, 5), np.uint8)).save(mask)
+    assert main(["evaluate", "--data", str(tmp_path / "data"), "--category", "toy",
+                 "--maps", str(tmp_path / "maps")]) == 2
+    assert "000_mask.png" in one_error_line(capsys)
