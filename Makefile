@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
+# Offline without the official weights: make demo WEIGHTS=path/to/checkpoint.pth (or random)
 demo: $(STAMP)
-	$(BIN)/l2bt demo --out runs/demo
+	$(BIN)/l2bt demo --out runs/demo $(if $(WEIGHTS),--weights $(WEIGHTS))
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -252,14 +252,14 @@ def _training_info(images: Sequence[Path], history: TrainingHistory, feature_sec
         "epoch_losses": list(history.epoch_losses),
         "student_seconds": round(history.seconds, 3),
         "feature_seconds": round(feature_seconds, 3),
-        "device": _device_name(device),
+        "device": device_name(device),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
 
 
-def _device_name(device: torch.device) -> str:
+def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"

@@ -78,8 +78,8 @@ class PixelEvaluator:
         if count == 0:
             return
         inside = labels > 0
-        self._scores.append(anomaly_map[inside].astype(np.float64))
-        self._regions.append(labels[inside] - 1 + self._n_regions)
+        self._scores.append(anomaly_map[inside])
+        self._regions.append((labels[inside] - 1 + self._n_regions).astype(np.int32))
         self._areas.append(np.bincount(labels[inside], minlength=count + 1)[1:])
         self._n_regions += count
 
@@ -89,7 +89,10 @@ class PixelEvaluator:
         if self._edges is None:
             self._freeze_defects()
         assert self._edges is not None and self._counts is not None
-        normal = anomaly_map[~mask].astype(np.float64)
+        normal = anomaly_map[~mask]
+        common = np.promote_types(normal.dtype, self._edges.dtype)  # compare without rounding
+        if common != self._edges.dtype:
+            self._edges = self._edges.astype(common)
         self._n_normal += normal.size
         self._counts += _cell_counts(normal, self._edges)
 
@@ -99,7 +102,7 @@ class PixelEvaluator:
         scores, regions, areas = self._defect_arrays()
         quantiles = size_quantiles(areas)
         members = bin_membership(areas, quantiles)
-        order = np.argsort(-scores, kind="stable")
+        order = np.argsort(scores, kind="stable")[::-1]  # descending
         group_ends = _group_ends(scores[order])
         aupro: dict[float, dict[str, float | None]] = {limit: {} for limit in FPR_LIMITS}
         curves: dict[str, ProCurve] = {}
@@ -110,6 +113,7 @@ class PixelEvaluator:
                     aupro[limit][name] = None
                 continue
             weights = np.where(in_bin, 1.0 / (areas * in_bin.sum()), 0.0)[regions[order]]
+            # weights: float64, so cumulative sums stay exact to rounding
             pro_at_edges = np.cumsum(weights)[group_ends]  # PRO(≥ aⱼ), j = 1..m
             fpr, pro = self._curve(pro_at_edges)
             for limit in FPR_LIMITS:
@@ -127,7 +131,7 @@ class PixelEvaluator:
 
     def _defect_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if not self._scores:
-            return np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64)
+            return np.zeros(0, np.float32), np.zeros(0, np.int32), np.zeros(0, np.int64)
         return (np.concatenate(self._scores), np.concatenate(self._regions),
                 np.concatenate(self._areas))
 
