@@ -191,3 +191,12 @@ def test_defects_must_come_first():
     evaluator.add_normal(np.zeros((2, 2), np.float32), np.zeros((2, 2), bool))
     with pytest.raises(RuntimeError):
         evaluator.add_defects(np.zeros((2, 2), np.float32), np.ones((2, 2), bool))
+
+
+def test_float64_maps_after_float32_ones_are_not_rounded():
+    # A defect-free pixel just above a float32 defect score must stay above it.
+    defect = np.float32(0.5)
+    above = np.nextafter(np.float64(defect), 1.0)  # not representable in float32
+    maps = [np.array([[defect, 0.0]], np.float32), np.array([[above, 0.0]], np.float64)]
+    masks = [np.array([[True, False]]), np.array([[False, False]])]
+    assert_matches(maps, masks)

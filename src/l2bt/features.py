@@ -83,6 +83,12 @@ class TrainFeatures:
     def __len__(self) -> int:
         return self.early.shape[0]
 
+    def rows(self, indices: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images `indices` (sorted for disk locality) as float32 (n, h, w, D) tensors."""
+        indices = np.sort(indices)
+        return tuple(torch.from_numpy(array[indices]).to(device).float()  # fancy index: a copy
+                     for array in (self.early, self.late))
+
 
 def cache_key(
     config: TeacherConfig, weights_id: str, precision: str, images: Sequence[Path]

@@ -32,10 +32,11 @@ def new_students(dim: int, seed: int) -> tuple[Student, Student]:
         return Student(dim), Student(dim)
 
 
-def _batch(features: np.ndarray, indices: np.ndarray, device: torch.device) -> torch.Tensor:
-    """Rows `indices` of an (N, h, w, D) fp16 array as float32 (n·h·w, D) patches."""
-    block = torch.from_numpy(np.asarray(features[np.sort(indices)]))  # (n, h, w, D)
-    return block.to(device).float().flatten(0, 2)  # (n, h, w, D) -> (n·h·w, D)
+def _patches(features: TrainFeatures, indices: np.ndarray, device: torch.device
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both layers' features of images `indices` as float32 (n·h·w, D) patches."""
+    early, late = features.rows(indices, device)
+    return early.flatten(0, 2), late.flatten(0, 2)  # (n, h, w, D) -> (n·h·w, D)
 
 
 def train_students(
@@ -68,8 +69,7 @@ def train_students(
             total = 0.0
             for step in range(steps_per_epoch):
                 indices = order[step * config.batch_size:(step + 1) * config.batch_size]
-                early = _batch(features.early, indices, device)
-                late = _batch(features.late, indices, device)
+                early, late = _patches(features, indices, device)
                 loss = cosine_loss(forward(early), late) + cosine_loss(backward(late), early)
                 if not torch.isfinite(loss):
                     raise InputError(
@@ -100,8 +100,7 @@ def normal_score_range(
     values = []
     for start in range(0, len(features), 8):
         indices = np.arange(start, min(start + 8, len(features)))
-        early = _batch(features.early, indices, device)
-        late = _batch(features.late, indices, device)
+        early, late = _patches(features, indices, device)
         values.append(patch_anomaly(forward, backward, early, late).float().cpu())
     flat = torch.cat(values)
     return {"median": float(flat.median()), "max": float(flat.max())}

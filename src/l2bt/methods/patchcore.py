@@ -147,10 +147,9 @@ class PatchCore:
         """Aggregated features of every training patch: (N·h·w, 2D) float32."""
         chunks = []
         for start in range(0, len(features), 8):
-            early = torch.from_numpy(np.asarray(features.early[start:start + 8])).float()
-            late = torch.from_numpy(np.asarray(features.late[start:start + 8])).float()
-            chunks.append(aggregate(early.to(self.device), late.to(self.device)).flatten(0, 2))
-            # (b, h, w, 2D) -> (b·h·w, 2D)
+            indices = np.arange(start, min(start + 8, len(features)))
+            early, late = features.rows(indices, self.device)
+            chunks.append(aggregate(early, late).flatten(0, 2))  # (b, h, w, 2D) -> (b·h·w, 2D)
         return torch.cat(chunks)
 
     @torch.inference_mode()

@@ -1,0 +1,111 @@
+import csv
+import json
+
+import pytest
+import tifffile
+
+from helpers import SHARED_DATA, write_mvtec_tree
+from l2bt.benchmark import runner
+from l2bt.cli import main
+
+TINY = ["--teacher", "dinov2_vits14", "--weights", "random", "--image-size", "56",
+        "--epochs", "1"]
+SPEC_KEYS = {"category", "n_images", "n_regions", "size_quantiles_px", "i_auroc", "p_auroc",
+             "aupro", "robustness"}
+
+
+@pytest.fixture(autouse=True)
+def feature_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("L2BT_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def copy_maps_as_external(bench, method, category, target):
+    """Another tool's maps: here, l2bt's maps copied to a folder of their own."""
+    for path in (bench / "maps" / method / category).rglob("*.tiff"):
+        out = target / category / path.relative_to(bench / "maps" / method / category)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tifffile.imwrite(out, tifffile.imread(path))
+
+
+def test_every_method_runs_and_the_table_has_every_column(tmp_path, capsys):
+    write_mvtec_tree(tmp_path / "data", "toy")
+    write_mvtec_tree(tmp_path / "data", "other", sizes=((50, 64), (43, 57)))
+    bench = tmp_path / "bench"
+    assert main(["benchmark", "--data", str(tmp_path / "data"), "--categories", "toy",
+                 "--methods", "l2bt", "--out", str(tmp_path / "first"), *TINY]) == 0
+    copy_maps_as_external(tmp_path / "first", "l2bt", "toy", tmp_path / "ext")
+    methods = f"l2bt,l2bt@28,patchcore,external:copy={tmp_path / 'ext'}"
+    assert main(["benchmark", "--data", str(tmp_path / "data"), "--categories", "toy",
+                 "--methods", methods, "--out", str(bench), *TINY]) == 0
+    with open(bench / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["method"] for r in rows} == {"l2bt", "l2bt@28", "patchcore", "copy"}
+    for name in ("I-AUROC", "P-AUROC", "AUPRO@30% all", "AUPRO@1% q1", "rho@10%",
+                 "infer s/img", "peak MiB", "train s"):
+        assert name in rows[0]
+    for method in ("l2bt", "l2bt@28", "patchcore"):
+        row = next(r for r in rows if r["method"] == method)
+        assert all(row[c] != "" for c in ("I-AUROC", "infer s/img", "peak MiB", "train s"))
+        result = json.loads((bench / "results" / method / "toy.json").read_text())
+        assert set(result) >= SPEC_KEYS and result["run"]["device"].startswith("cpu")
+    # The external copy of l2bt's maps scores exactly as l2bt did.
+    l2bt = json.loads((bench / "results/l2bt/toy.json").read_text())
+    copy = json.loads((bench / "results/copy/toy.json").read_text())
+    assert copy["aupro"] == l2bt["aupro"] and copy["p_auroc"] == l2bt["p_auroc"]
+    for plot in ("pro_curves_toy.png", "aupro_by_size_toy.png", "smallest_defects_toy.png"):
+        assert (bench / "plots" / plot).stat().st_size > 1000
+    assert json.loads((bench / "benchmark.json").read_text())["methods"][0] == "l2bt"
+
+
+def test_a_rerun_redoes_nothing_and_a_killed_run_keeps_what_it_finished(tmp_path, monkeypatch):
+    write_mvtec_tree(tmp_path / "data", "a")
+    write_mvtec_tree(tmp_path / "data", "b")
+    args = ["benchmark", "--data", str(tmp_path / "data"), "--methods", "l2bt",
+            "--out", str(tmp_path / "bench"), *TINY]
+    real_run_one = runner._run_one
+    calls = []
+
+    def dies_on_the_second(method, split, *rest):
+        calls.append(split.name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_run_one(method, split, *rest)
+
+    monkeypatch.setattr(runner, "_run_one", dies_on_the_second)
+    assert main(args) == 130
+    assert (tmp_path / "bench/results/l2bt/a.json").is_file()
+    assert not (tmp_path / "bench/results/l2bt/b.json").exists()
+    assert "Not finished yet: l2bt/b" in (tmp_path / "bench/results.md").read_text()
+    calls.clear()
+    monkeypatch.setattr(runner, "_run_one", lambda m, s, *rest: (calls.append(s.name),
+                                                                 real_run_one(m, s, *rest))[1])
+    assert main(args) == 0
+    assert calls == ["b"]  # a was kept
+    calls.clear()
+    assert main(args) == 0
+    assert calls == []
+
+
+def test_an_unknown_method_is_one_line(tmp_path, capsys):
+    write_mvtec_tree(tmp_path / "data")
+    assert main(["benchmark", "--data", str(tmp_path / "data"), "--methods", "l2bt,magic",
+                 "--out", str(tmp_path / "bench"), *TINY]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "magic" in err[0]
+    assert not (tmp_path / "bench").exists()
+
+
+@pytest.mark.slow
+def test_all_methods_on_real_magnetic_tile_images(tmp_path):
+    if not (SHARED_DATA / "magnetic_tile_mini").is_dir():
+        pytest.skip("../shared/data/magnetic_tile_mini is absent")
+    assert main(["benchmark", "--data", str(SHARED_DATA), "--categories", "magnetic_tile_mini",
+                 "--teacher", "dinov2_vits14", "--weights", "random", "--image-size", "224",
+                 "--epochs", "1", "--methods", "l2bt,l2bt@112,patchcore",
+                 "--out", str(tmp_path / "bench")]) == 0
+    with open(tmp_path / "bench/results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["method"] for r in rows] == ["l2bt", "l2bt@112", "patchcore"]
+    assert all(r["AUPRO@30% all"] != "" and r["AUPRO@30% q1"] != "" for r in rows)
+    result = json.loads((tmp_path / "bench/results/l2bt/magnetic_tile_mini.json").read_text())
+    assert result["n_images"] == 35 and result["n_regions"] >= 25
