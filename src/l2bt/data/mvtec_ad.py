@@ -1,26 +1,23 @@
 """The MVTec AD layout.
 
-ROOT/CAT/{train/good, test/<defect>, ground_truth/<defect>/<stem>_mask.png}.
+ROOT/CAT/{train/good, test/<defect>, ground_truth/<defect>/<stem>_mask.png}. The
+converted VisA layout (`visa_pytorch`: test/bad with ground_truth/bad/<stem>.png) is the
+same shape and is read by the same code.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from l2bt.data.image_io import is_image_file
+from l2bt.data.files import (
+    check_unique_keys,
+    find_mask,
+    list_images,
+    require_folder,
+    require_training_images,
+)
+from l2bt.data.problems import Problems
 from l2bt.data.sample import CategorySplit, Sample
-from l2bt.errors import InputError
-
-
-def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if is_image_file(p))
-
-
-def _find_mask(gt_dir: Path, stem: str) -> Path | None:
-    for candidate in sorted(gt_dir.glob(f"{stem}_mask.*")) + sorted(gt_dir.glob(f"{stem}.*")):
-        if is_image_file(candidate):
-            return candidate
-    return None
 
 
 def list_categories(root: Path) -> list[str]:
@@ -28,26 +25,29 @@ def list_categories(root: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if (p / "train" / "good").is_dir())
 
 
-def load_category(root: Path, category: str) -> CategorySplit:
+def load_category(root: Path, category: str, problems: Problems | None = None,
+                  mask_threshold: float = 127.0) -> CategorySplit:
+    problems = problems or Problems()
     base = root / category
-    train_dir = base / "train" / "good"
-    test_dir = base / "test"
-    for needed in (train_dir, test_dir):
-        if not needed.is_dir():
-            raise InputError("missing folder (expected the MVTec AD layout)", needed)
-    train = tuple(
-        Sample(image=p, key=f"train/good/{p.stem}") for p in _images(train_dir)
-    )
+    train_dir, test_dir = base / "train" / "good", base / "test"
+    require_folder(train_dir, "training images, MVTec AD layout", problems)
+    require_folder(test_dir, "test images, MVTec AD layout", problems)
+    train = [Sample(image=p, key=f"train/good/{p.stem}") for p in list_images(train_dir)]
+    if train_dir.is_dir():
+        require_training_images(train, train_dir, problems)
     test: list[Sample] = []
-    for defect_dir in sorted(p for p in test_dir.iterdir() if p.is_dir()):
+    defects = sorted(p for p in test_dir.iterdir() if p.is_dir()) if test_dir.is_dir() else []
+    for defect_dir in defects:
         defect = defect_dir.name
-        for p in _images(defect_dir):
+        for p in list_images(defect_dir):
             mask = None
             if defect != "good":
-                mask = _find_mask(base / "ground_truth" / defect, p.stem)
+                mask = find_mask(base / "ground_truth" / defect, p.stem)
                 if mask is None:
-                    raise InputError(
-                        f"no ground-truth mask under {base / 'ground_truth' / defect}", p
-                    )
-            test.append(Sample(image=p, key=f"test/{defect}/{p.stem}", defect=defect, mask=mask))
-    return CategorySplit(name=category, root=base, train=train, test=tuple(test))
+                    problems.report(f"anomalous image without a mask in "
+                                    f"{base / 'ground_truth' / defect}", p)
+                    continue
+            test.append(Sample(image=p, key=f"test/{defect}/{p.stem}", defect=defect,
+                               mask=mask, mask_threshold=mask_threshold))
+    check_unique_keys([*train, *test], problems)
+    return CategorySplit(name=category, root=base, train=tuple(train), test=tuple(test))

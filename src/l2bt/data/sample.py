@@ -36,6 +36,7 @@ class CategorySplit:
     root: Path
     train: tuple[Sample, ...]
     test: tuple[Sample, ...]
+    validation: tuple[Sample, ...] = ()  # defect-free held-out images, where a layout has them
 
     @property
     def evaluable_test(self) -> tuple[Sample, ...]:
