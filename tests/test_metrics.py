@@ -200,3 +200,20 @@ def test_float64_maps_after_float32_ones_are_not_rounded():
     maps = [np.array([[defect, 0.0]], np.float32), np.array([[above, 0.0]], np.float64)]
     masks = [np.array([[True, False]]), np.array([[False, False]])]
     assert_matches(maps, masks)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_cell_counts_against_plain_counting(seed):
+    from l2bt.metrics.aupro import _cell_counts
+
+    rng = np.random.default_rng(seed)
+    values = np.round(rng.random(300) * 8).astype(np.float32)  # many ties, values on edges
+    edges = np.unique(np.round(rng.random(seed + 1) * 8).astype(np.float32))[::-1]
+    if seed == 0:
+        edges = edges[:0]  # no defect pixels at all: one cell holds everything
+    expected = [np.sum(values > edges[0]) if edges.size else values.size]
+    for j, edge in enumerate(edges):
+        expected.append(np.sum(values == edge))
+        below = edges[j + 1] if j + 1 < edges.size else -np.inf
+        expected.append(np.sum((values < edge) & (values > below)))
+    assert _cell_counts(values, edges).tolist() == expected

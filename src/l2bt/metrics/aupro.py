@@ -16,9 +16,9 @@ number of defect-free pixels equal to it and strictly between it and the next on
 The evaluator therefore takes two passes over the maps:
 1. `add_defects(map, mask)` for every image with defect pixels: regions are labelled
    once (8-connected) and their pixels' scores kept. Memory: the defect pixels.
-2. `add_normal(map, mask)` for every image: defect-free pixels are counted into the
-   2m + 1 cells "above a₁, = a₁, between a₁ and a₂, …, below a_m" by binary search and
-   discarded. Memory: O(m), independent of the number of defect-free pixels and images.
+2. `add_normal(map, mask)` for every image: defect-free pixels are sorted and counted
+   into the 2m + 1 cells "above a₁, = a₁, between a₁ and a₂, …, below a_m" by searching
+   the edges among them, then discarded. Memory: O(m), independent of the number of defect-free pixels and images.
 
 Size bins need the quantiles of all region areas, known after pass 1; each bin's PRO at
 every aⱼ is then one cumulative sum over the defect pixels sorted once. P-AUROC follows
@@ -191,17 +191,21 @@ def _check_pair(anomaly_map: np.ndarray, mask: np.ndarray) -> None:
 
 
 def _cell_counts(values: np.ndarray, edges_desc: np.ndarray) -> np.ndarray:
-    """Counts of `values` in the 2m + 1 cells defined by descending edges a₁ > … > a_m."""
-    m = edges_desc.size
+    """Counts of `values` in the 2m + 1 cells defined by descending edges a₁ > … > a_m.
+
+    The values are sorted (fast, vectorised) and the m edges searched in them, so the
+    cost is a sort plus O(m log n), not n binary searches into the edges.
+    """
+    ordered = np.sort(values)
     ascending = edges_desc[::-1]
-    # Number of edges strictly below / at-or-below each value.
-    below = np.searchsorted(ascending, values, side="left")
-    at_or_below = np.searchsorted(ascending, values, side="right")
-    is_equal = at_or_below > below
-    # Value above k edges' worth from the top: cell index counted from the top.
-    edges_above = m - at_or_below  # edges strictly greater than the value
-    cells = np.where(is_equal, 2 * edges_above + 1, 2 * edges_above)
-    return np.bincount(cells, minlength=2 * m + 1)
+    below = np.searchsorted(ordered, ascending, side="left")  # values < edge
+    at_or_below = np.searchsorted(ordered, ascending, side="right")  # values ≤ edge
+    equal = at_or_below - below
+    between = np.append(below, ordered.size) - np.insert(at_or_below, 0, 0)
+    # Interleave from the bottom: between₀, equal₀, between₁, …, then flip to top-first.
+    cells = np.empty(2 * edges_desc.size + 1, dtype=np.int64)
+    cells[0::2], cells[1::2] = between, equal
+    return cells[::-1]
 
 
 def _count_equal(values: np.ndarray, edges_desc: np.ndarray) -> np.ndarray:
