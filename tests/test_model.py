@@ -121,3 +121,16 @@ def test_loading_with_other_teacher_weights_is_refused(train_paths, tmp_path):
     torch.save({k: v + 1 for k, v in model.teacher.state_dict().items()}, other)
     with pytest.raises(InputError, match="differ"):
         L2BT.load(run, device="cpu", weights=str(other))
+
+
+def test_bf16_teacher_gives_nearly_the_fp32_map(train_paths, tmp_path):
+    model = L2BT.fit(train_paths, L2BTConfig(CONFIG.teacher, TrainConfig(epochs=1)),
+                     device="cpu", progress=False)
+    run = model.save(tmp_path / "run")
+    bf16 = L2BT.load(run, device="cpu", precision="bf16")
+    assert bf16.precision == "bf16"
+    image = textured_image(40, 60, seed=11)
+    a, b = model.predict(image).anomaly_map, bf16.predict(image).anomaly_map
+    assert not np.array_equal(a, b)  # autocast really ran in bf16
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.98
+    assert np.abs(a - b).max() < 0.1 * np.abs(a).max()
