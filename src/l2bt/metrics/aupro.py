@@ -18,7 +18,8 @@ The evaluator therefore takes two passes over the maps:
    once (8-connected) and their pixels' scores kept. Memory: the defect pixels.
 2. `add_normal(map, mask)` for every image: defect-free pixels are sorted and counted
    into the 2m + 1 cells "above a₁, = a₁, between a₁ and a₂, …, below a_m" by searching
-   the edges among them, then discarded. Memory: O(m), independent of the number of defect-free pixels and images.
+   the edges among them, then discarded. Memory: O(m), independent of the number of
+   defect-free pixels and of images.
 
 Size bins need the quantiles of all region areas, known after pass 1; each bin's PRO at
 every aⱼ is then one cumulative sum over the defect pixels sorted once. P-AUROC follows
