@@ -84,3 +84,16 @@ def test_patchcore_end_to_end_on_tiny_images(tmp_path):
     again = PatchCore(settings, coreset_ratio=0.5)
     again.fit([], tmp_path / "work", progress=False)
     assert torch.equal(again.bank, method.bank)
+
+
+def test_the_bank_is_gathered_chunk_by_chunk_exactly(tmp_path):
+    from l2bt.features import TrainFeatures
+
+    rng = np.random.default_rng(0)
+    early = rng.normal(size=(19, 3, 4, 8)).astype(np.float16)  # 19 images: chunks of 8, 8, 3
+    features = TrainFeatures(early=early, late=early[..., ::-1].copy(), folder=tmp_path)
+    method = PatchCore(MethodSettings(device="cpu"))
+    everything = torch.cat(list(method._patch_chunks(features)))
+    assert everything.shape == (19 * 12, 16)
+    chosen = torch.tensor(sorted(rng.choice(19 * 12, 30, replace=False).tolist()))
+    assert torch.equal(method._gather(features, chosen), everything[chosen])

@@ -6,9 +6,11 @@ normalised and concatenated, so a patch is a 2·D vector. The training images' f
 come from L2BT's on-disk cache, so both methods share one teacher pass.
 
 Memory bank: greedy k-center coreset (PatchCore) of all training patches, selected on a
-seeded Gaussian random projection to 128 dimensions. Selection keeps the projected bank
-(N × 128 float32) and one running distance per patch; the kept bank is ratio × N patches
-of 2·D floats. Cost: ratio · N² · 128 multiply-adds, the known price of PatchCore.
+seeded Gaussian random projection to 128 dimensions. The cached features are streamed
+twice, a few images at a time: once to project every patch, once to gather the chosen
+ones. Memory: N × 128 projected floats and one running distance per patch during
+selection, then ratio × N × 2·D floats for the bank; the full N × 2·D set never exists.
+Cost: ratio · N² · 128 multiply-adds, the known price of PatchCore.
 
 Scores: a patch's anomaly is its Euclidean distance to the nearest coreset patch
 (exact, in chunks); the patch map is upsampled, smoothed and cropped exactly as L2BT's,
@@ -131,26 +133,36 @@ class PatchCore:
             self.settings.precision,
             None if self.settings.cache_dir is None else Path(self.settings.cache_dir),
             progress=progress)
-        patches = self._train_patches(features)  # (N, 2D)
-        self.n_train_patches = patches.shape[0]
-        size = max(1, round(self.coreset_ratio * patches.shape[0]))
-        projected = patches @ random_projection(patches.shape[1], self.seed).to(patches.device)
-        with tqdm(total=1, desc=f"coreset {size} of {patches.shape[0]}", disable=not progress):
+        projection = random_projection(2 * self.teacher.embed_dim, self.seed).to(self.device)
+        projected = torch.cat([patches @ projection for patches in self._patch_chunks(features)])
+        self.n_train_patches = projected.shape[0]
+        size = max(1, round(self.coreset_ratio * self.n_train_patches))
+        with tqdm(total=1, desc=f"coreset {size} of {self.n_train_patches}",
+                  disable=not progress):
             chosen = greedy_coreset(projected, size, self.seed)
-        self.bank = patches[chosen.to(patches.device)].contiguous()
+        del projected
+        self.bank = self._gather(features, chosen.sort().values)
         work_dir.mkdir(parents=True, exist_ok=True)
         save_file({"bank": self.bank.cpu()}, str(saved))
         config_path.write_text(json.dumps({"settings": self._settings_key(),
                                            "n_train_patches": self.n_train_patches}, indent=2))
 
-    def _train_patches(self, features) -> torch.Tensor:
-        """Aggregated features of every training patch: (N·h·w, 2D) float32."""
-        chunks = []
-        for start in range(0, len(features), 8):
-            indices = np.arange(start, min(start + 8, len(features)))
+    def _patch_chunks(self, features, images_per_chunk: int = 8):
+        """Aggregated training patches, a few images at a time: (n·h·w, 2D) float32 each."""
+        for start in range(0, len(features), images_per_chunk):
+            indices = np.arange(start, min(start + images_per_chunk, len(features)))
             early, late = features.rows(indices, self.device)
-            chunks.append(aggregate(early, late).flatten(0, 2))  # (b, h, w, 2D) -> (b·h·w, 2D)
-        return torch.cat(chunks)
+            yield aggregate(early, late).flatten(0, 2)  # (n, h, w, 2D) -> (n·h·w, 2D)
+
+    def _gather(self, features, chosen: torch.Tensor) -> torch.Tensor:
+        """Full-dimensional rows `chosen` (sorted global patch indices), chunk by chunk."""
+        kept, offset = [], 0
+        chosen = chosen.to(self.device)
+        for patches in self._patch_chunks(features):
+            inside = chosen[(chosen >= offset) & (chosen < offset + patches.shape[0])]
+            kept.append(patches[inside - offset])
+            offset += patches.shape[0]
+        return torch.cat(kept).contiguous()
 
     @torch.inference_mode()
     def predict_batch(self, images: Sequence[np.ndarray]) -> list[Prediction]:
