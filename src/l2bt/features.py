@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
@@ -24,6 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from l2bt.atomic import atomic_folder
 from l2bt.config import TeacherConfig
 from l2bt.data.image_io import read_image
 from l2bt.preprocess import PadGeometry, preprocess
@@ -134,11 +133,9 @@ def cached_train_features(
     cached = _open_cached(folder)
     if cached is not None:
         return cached
-    root.mkdir(parents=True, exist_ok=True)
     grid = config.image_size // teacher.patch_size
     shape = (len(images), grid, grid, teacher.embed_dim)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=root))
-    try:
+    with atomic_folder(folder) as staging:
         early = np.lib.format.open_memmap(staging / "early.npy", "w+", np.float16, shape)
         late = np.lib.format.open_memmap(staging / "late.npy", "w+", np.float16, shape)
         batches = iter_inputs(images, config.image_size, batch_size)
@@ -154,10 +151,6 @@ def cached_train_features(
         del early, late
         meta = {"n_images": len(images), "shape": list(shape), "images": [str(p) for p in images]}
         (staging / "meta.json").write_text(json.dumps(meta))
-        os.replace(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     cached = _open_cached(folder)
     assert cached is not None
     return cached

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import statistics
 import time
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ import tifffile
 from PIL import Image
 from tqdm.auto import tqdm
 
+from l2bt.atomic import atomic_file, write_text_atomic
 from l2bt.data.image_io import is_image_file, read_image
 from l2bt.errors import InputError
 from l2bt.model import Prediction
@@ -80,18 +80,9 @@ def collect_inputs(inputs: Sequence[str | Path]) -> list[PredictItem]:
 
 
 def write_map(path: Path, anomaly_map: np.ndarray) -> None:
-    """A float32 TIFF, written to a temporary name and renamed when complete."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tifffile.imwrite(tmp, anomaly_map.astype(np.float32, copy=False))
-    os.replace(tmp, path)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """A float32 TIFF, written atomically."""
+    with atomic_file(path) as tmp:
+        tifffile.imwrite(tmp, anomaly_map.astype(np.float32, copy=False))
 
 
 def write_scores(path: Path, scores: dict[str, float]) -> None:
@@ -145,6 +136,5 @@ def predict_to_folder(
 def _write_overlay(path: Path, image: np.ndarray, anomaly_map: np.ndarray,
                    colour_range: tuple[float, float] | None) -> None:
     low, high = colour_range or (float(anomaly_map.min()), float(anomaly_map.max()))
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(overlay(image, anomaly_map, low, high)).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        Image.fromarray(overlay(image, anomaly_map, low, high)).save(tmp, format="PNG")

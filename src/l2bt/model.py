@@ -9,10 +9,7 @@ that dies leaves no half-written model.
 from __future__ import annotations
 
 import json
-import os
 import platform
-import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from l2bt import __version__
 from l2bt.anomaly_map import image_score, patch_anomaly, to_image_maps
+from l2bt.atomic import atomic_folder
 from l2bt.config import L2BTConfig
 from l2bt.data.image_io import read_image, to_rgb_array
 from l2bt.errors import InputError
@@ -127,21 +125,13 @@ class L2BT:
         run_dir = Path(run_dir)
         if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
             raise InputError("output folder exists and is not empty (use --overwrite)", run_dir)
-        run_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}-", dir=run_dir.parent))
-        try:
+        with atomic_folder(run_dir) as staging:
             tensors = {f"forward.{k}": v for k, v in self.forward_student.state_dict().items()}
             tensors |= {f"backward.{k}": v for k, v in self.backward_student.state_dict().items()}
             save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
                       str(staging / "students.safetensors"))
             (staging / "config.json").write_text(json.dumps(self.describe(), indent=2))
             _plot_losses(self.info.get("training", {}).get("epoch_losses"), staging / "loss.png")
-            if run_dir.exists():
-                shutil.rmtree(run_dir)
-            os.replace(staging, run_dir)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         return run_dir
 
     def describe(self) -> dict[str, Any]:

@@ -25,12 +25,13 @@ from typing import Any
 import torch
 
 from l2bt import __version__
+from l2bt.atomic import write_text_atomic
 from l2bt.benchmark.memory import PeakMemory
 from l2bt.data import load_category
 from l2bt.data.sample import CategorySplit
 from l2bt.errors import InputError
 from l2bt.evaluation import evaluate_maps
-from l2bt.inference import PredictItem, predict_to_folder, write_text_atomic
+from l2bt.inference import PredictItem, predict_to_folder
 from l2bt.methods import ExternalMaps, MethodSettings, make_method
 from l2bt.model import device_name, resolve_device
 from l2bt.report.plots import plot_smallest_defects

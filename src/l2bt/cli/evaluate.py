@@ -6,10 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
+from l2bt.atomic import write_text_atomic
 from l2bt.cli.common import add_dataset_args, show_progress
 from l2bt.data import load_category
 from l2bt.evaluation import evaluate_maps
-from l2bt.inference import write_text_atomic
 from l2bt.metrics import format_table
 
 

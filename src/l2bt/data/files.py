@@ -47,3 +47,13 @@ def require_folder(folder: Path, what: str, problems: Problems) -> bool:
 def require_training_images(samples: list[Sample], folder: Path, problems: Problems) -> None:
     if not samples:
         problems.report("no training images", folder)
+
+
+def train_good(base: Path, layout: str, problems: Problems) -> list[Sample]:
+    """The defect-free training images in `base/train/good`, which must exist and hold some."""
+    folder = base / "train" / "good"
+    if not require_folder(folder, f"training images, {layout} layout", problems):
+        return []
+    train = [Sample(image=p, key=f"train/good/{p.stem}") for p in list_images(folder)]
+    require_training_images(train, folder, problems)
+    return train

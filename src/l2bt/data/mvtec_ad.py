@@ -14,7 +14,7 @@ from l2bt.data.files import (
     find_mask,
     list_images,
     require_folder,
-    require_training_images,
+    train_good,
 )
 from l2bt.data.problems import Problems
 from l2bt.data.sample import CategorySplit, Sample
@@ -29,12 +29,9 @@ def load_category(root: Path, category: str, problems: Problems | None = None,
                   mask_threshold: float = 127.0) -> CategorySplit:
     problems = problems or Problems()
     base = root / category
-    train_dir, test_dir = base / "train" / "good", base / "test"
-    require_folder(train_dir, "training images, MVTec AD layout", problems)
+    test_dir = base / "test"
+    train = train_good(base, "MVTec AD", problems)
     require_folder(test_dir, "test images, MVTec AD layout", problems)
-    train = [Sample(image=p, key=f"train/good/{p.stem}") for p in list_images(train_dir)]
-    if train_dir.is_dir():
-        require_training_images(train, train_dir, problems)
     test: list[Sample] = []
     defects = sorted(p for p in test_dir.iterdir() if p.is_dir()) if test_dir.is_dir() else []
     for defect_dir in defects:

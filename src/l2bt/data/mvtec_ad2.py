@@ -17,7 +17,7 @@ from l2bt.data.files import (
     find_mask,
     list_images,
     require_folder,
-    require_training_images,
+    train_good,
 )
 from l2bt.data.problems import Problems
 from l2bt.data.sample import CategorySplit, Sample
@@ -34,12 +34,9 @@ def load_category(root: Path, category: str, problems: Problems | None = None
                   ) -> CategorySplit:
     problems = problems or Problems()
     base = root / category
-    train_dir, public = base / "train" / "good", base / "test_public"
-    require_folder(train_dir, "training images, MVTec AD 2 layout", problems)
+    public = base / "test_public"
+    train = train_good(base, "MVTec AD 2", problems)
     require_folder(public, "public test images, MVTec AD 2 layout", problems)
-    train = [Sample(image=p, key=f"train/good/{p.stem}") for p in list_images(train_dir)]
-    if train_dir.is_dir():
-        require_training_images(train, train_dir, problems)
     validation = [Sample(image=p, key=f"validation/good/{p.stem}")
                   for p in list_images(base / "validation" / "good")]
     test = [Sample(image=p, key=f"test_public/good/{p.stem}")

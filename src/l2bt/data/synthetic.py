@@ -14,9 +14,6 @@ seed and written in the MVTec AD layout.
 from __future__ import annotations
 
 import itertools
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +22,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from l2bt.atomic import atomic_folder
 from l2bt.errors import InputError
 
 DEFECT_TYPES = ("scratch", "spot", "crack", "stain")
@@ -165,9 +163,7 @@ def write_synthetic(out: str | Path, config: SyntheticConfig, overwrite: bool = 
     target = out / config.category
     if target.exists() and any(target.iterdir()) and not overwrite:
         raise InputError("output folder exists and is not empty (use --overwrite)", target)
-    out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{config.category}-", dir=out))
-    try:
+    with atomic_folder(target) as staging:
         (staging / "train/good").mkdir(parents=True)
         (staging / "test/good").mkdir(parents=True)
         for i in range(config.n_train):
@@ -184,10 +180,4 @@ def write_synthetic(out: str | Path, config: SyntheticConfig, overwrite: bool = 
             _save_rgb(image, staging / f"test/{kind}/{i:03d}.png")
             Image.fromarray(mask.astype(np.uint8) * 255).save(
                 staging / f"ground_truth/{kind}/{i:03d}_mask.png")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return target

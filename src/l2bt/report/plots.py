@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import tifffile
 
+from l2bt.atomic import atomic_file
 from l2bt.data.image_io import read_image, read_mask
 from l2bt.data.sample import CategorySplit
 from l2bt.metrics import label_regions
@@ -26,11 +27,9 @@ BIN_LABELS = {"q1": "smallest 25 %", "q2": "smallest 50 %", "q3": "smallest 75 %
 
 
 def _save(fig: plt.Figure, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
     plt.close(fig)
-    tmp.replace(path)
 
 
 def plot_pro_curves(results: dict[str, dict[str, Any]], category: str, path: Path) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from l2bt.inference import write_text_atomic
+from l2bt.atomic import write_text_atomic
 
 LIMITS = ("0.3", "0.1", "0.05", "0.01")
 
