@@ -51,7 +51,7 @@ def plot_pro_curves(results: dict[str, dict[str, Any]], category: str, path: Pat
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("per-region overlap (PRO)")
     axes[0][-1].legend(loc="lower right", fontsize=8)
-    fig.suptitle(f"{category}: PRO curves by defect size")
+    fig.suptitle(f"{category}: PRO curves by defect size", y=1.03)
     _save(fig, path)
 
 
