@@ -204,7 +204,7 @@ def test_float64_maps_after_float32_ones_are_not_rounded():
 
 @pytest.mark.parametrize("seed", range(6))
 def test_cell_counts_against_plain_counting(seed):
-    from l2bt.metrics.aupro import _cell_counts
+    from l2bt.metrics.aupro import _add_cell_counts
 
     rng = np.random.default_rng(seed)
     values = np.round(rng.random(300) * 8).astype(np.float32)  # many ties, values on edges
@@ -216,4 +216,6 @@ def test_cell_counts_against_plain_counting(seed):
         expected.append(np.sum(values == edge))
         below = edges[j + 1] if j + 1 < edges.size else -np.inf
         expected.append(np.sum((values < edge) & (values > below)))
-    assert _cell_counts(values, edges).tolist() == expected
+    cells = np.full(2 * edges.size + 1, 7, np.int64)  # counts add to what is there
+    _add_cell_counts(cells, values, edges)
+    assert (cells - 7).tolist() == expected

@@ -95,7 +95,7 @@ class PixelEvaluator:
         if common != self._edges.dtype:
             self._edges = self._edges.astype(common)
         self._n_normal += normal.size
-        self._counts += _cell_counts(normal, self._edges)
+        _add_cell_counts(self._counts, normal, self._edges)
 
     def result(self) -> PixelMetrics:
         if self._edges is None:
@@ -106,6 +106,7 @@ class PixelEvaluator:
         order = np.argsort(scores, kind="stable")[::-1]  # descending
         group_ends = _group_ends(scores[order])
         aupro: dict[float, dict[str, float | None]] = {limit: {} for limit in FPR_LIMITS}
+        n_cells = self._cells_to_reach(max(FPR_LIMITS)) if self._n_normal else 0
         curves: dict[str, ProCurve] = {}
         for name in SIZE_BINS:
             in_bin = members[name]
@@ -116,7 +117,7 @@ class PixelEvaluator:
             weights = np.where(in_bin, 1.0 / (areas * in_bin.sum()), 0.0)[regions[order]]
             # weights: float64, so cumulative sums stay exact to rounding
             pro_at_edges = np.cumsum(weights)[group_ends]  # PRO(≥ aⱼ), j = 1..m
-            fpr, pro = self._curve(pro_at_edges)
+            fpr, pro = self._curve(pro_at_edges, n_cells)
             for limit in FPR_LIMITS:
                 aupro[limit][name] = area_under(fpr, pro, limit) / limit
             curves[name] = _thin(fpr, pro, max(FPR_LIMITS))
@@ -142,18 +143,26 @@ class PixelEvaluator:
         self._edges = np.unique(scores)[::-1].copy()
         self._counts = np.zeros(2 * self._edges.size + 1, np.int64)
 
-    def _curve(self, pro_at_edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The curve's vertices: (0, 0), then per cell its end point, in FPR order.
+    def _cells_to_reach(self, limit: float) -> int:
+        """How many cells, top first, it takes for FPR to reach `limit` (vertices past it
+        change no AUPRO and no plotted curve, so they are never built)."""
+        assert self._counts is not None
+        cumulative = np.cumsum(self._counts)
+        needed = int(np.searchsorted(cumulative, limit * self._n_normal, side="left")) + 1
+        return min(needed, self._counts.size)
+
+    def _curve(self, pro_at_edges: np.ndarray, n_cells: int) -> tuple[np.ndarray, np.ndarray]:
+        """The curve's vertices: (0, 0), then the end point of each of the first `n_cells`.
 
         Cell 2j (strictly between edges) is horizontal at the PRO reached so far; cell
         2j + 1 (equal to edge j) rises from the previous PRO to PRO(≥ aⱼ).
         """
         assert self._counts is not None
-        fpr = np.concatenate([[0.0], np.cumsum(self._counts) / self._n_normal])
+        fpr = np.concatenate([[0.0], np.cumsum(self._counts[:n_cells]) / self._n_normal])
         levels = np.concatenate([[0.0], pro_at_edges])  # PRO after edge j, j = 0..m
-        pro_after_cell = np.empty(self._counts.size)
-        pro_after_cell[0::2] = levels  # a between-cell keeps the level of its upper edge
-        pro_after_cell[1::2] = levels[1:]  # an equal-cell ends at the new level
+        pro_after_cell = np.empty(n_cells)
+        pro_after_cell[0::2] = levels[:(n_cells + 1) // 2]  # between: the level above it
+        pro_after_cell[1::2] = levels[1:n_cells // 2 + 1]  # equal: ends at the new level
         pro = np.concatenate([[0.0], pro_after_cell])
         return fpr, pro
 
@@ -191,22 +200,25 @@ def _check_pair(anomaly_map: np.ndarray, mask: np.ndarray) -> None:
         raise ValueError(f"map {anomaly_map.shape} and mask {mask.shape} must be equal 2-D shapes")
 
 
-def _cell_counts(values: np.ndarray, edges_desc: np.ndarray) -> np.ndarray:
-    """Counts of `values` in the 2m + 1 cells defined by descending edges a₁ > … > a_m.
+def _add_cell_counts(cells: np.ndarray, values: np.ndarray, edges_desc: np.ndarray) -> None:
+    """Add to `cells` (2m + 1, top first) the counts of `values` per cell of the
+    descending edges a₁ > … > a_m, in place.
 
-    The values are sorted (fast, vectorised) and the m edges searched in them, so the
+    The values are sorted (fast, vectorised) and the m edges searched among them, so the
     cost is a sort plus O(m log n), not n binary searches into the edges.
     """
     ordered = np.sort(values)
     ascending = edges_desc[::-1]
     below = np.searchsorted(ordered, ascending, side="left")  # values < edge
     at_or_below = np.searchsorted(ordered, ascending, side="right")  # values ≤ edge
-    equal = at_or_below - below
-    between = np.append(below, ordered.size) - np.insert(at_or_below, 0, 0)
-    # Interleave from the bottom: between₀, equal₀, between₁, …, then flip to top-first.
-    cells = np.empty(2 * edges_desc.size + 1, dtype=np.int64)
-    cells[0::2], cells[1::2] = between, equal
-    return cells[::-1]
+    cells[-2::-2] += at_or_below - below  # equal-cells 2m-1, …, 3, 1: edges bottom-up
+    between = cells[::-2]  # a view: between-cells 2m, …, 2, 0 (below the lowest edge first)
+    if edges_desc.size == 0:
+        between[0] += ordered.size
+        return
+    between[0] += below[0]
+    between[1:-1] += below[1:] - at_or_below[:-1]
+    between[-1] += ordered.size - at_or_below[-1]
 
 
 def _count_equal(values: np.ndarray, edges_desc: np.ndarray) -> np.ndarray:
