@@ -219,3 +219,12 @@ def test_cell_counts_against_plain_counting(seed):
     cells = np.full(2 * edges.size + 1, 7, np.int64)  # counts add to what is there
     _add_cell_counts(cells, values, edges)
     assert (cells - 7).tolist() == expected
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 7])
+def test_integration_in_chunks_changes_nothing(monkeypatch, chunk):
+    from l2bt.metrics import aupro
+
+    monkeypatch.setattr(aupro, "AREA_CHUNK", chunk)
+    assert_matches(*random_case(7))
+    assert_matches(*random_case(107, levels=4))

@@ -194,12 +194,12 @@ class L2BT:
         inputs, geometries = zip(*(preprocess(as_rgb(im), self.config.teacher.image_size)
                                    for im in images), strict=True)
         patch_maps = self.patch_maps(torch.stack(inputs).to(self.device))  # (B, h, w)
-        maps: list[np.ndarray | None] = [None] * len(images)
+        maps: dict[int, np.ndarray] = {}  # input position -> map
         for geometry, indices in _group_by(geometries).items():
             for i, image_map in zip(indices, to_image_maps(patch_maps[indices], geometry),
                                     strict=True):
                 maps[i] = image_map
-        return [Prediction(m, image_score(m)) for m in maps if m is not None]
+        return [Prediction(maps[i], image_score(maps[i])) for i in range(len(images))]
 
     def patch_maps(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) inputs -> (B, S/14, S/14) per-patch anomaly."""

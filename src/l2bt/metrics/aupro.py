@@ -37,6 +37,7 @@ from l2bt.metrics.regions import SIZE_BINS, bin_membership, label_regions, size_
 
 FPR_LIMITS = (0.3, 0.1, 0.05, 0.01)
 CURVE_POINTS = 400  # points kept per PRO curve for plots
+AREA_CHUNK = 1 << 18  # vertices per step when integrating
 
 
 @dataclass(frozen=True)
@@ -105,8 +106,10 @@ class PixelEvaluator:
         members = bin_membership(areas, quantiles)
         order = np.argsort(scores, kind="stable")[::-1]  # descending
         group_ends = _group_ends(scores[order])
+        p_auroc = self._p_auroc(scores)
         aupro: dict[float, dict[str, float | None]] = {limit: {} for limit in FPR_LIMITS}
-        n_cells = self._cells_to_reach(max(FPR_LIMITS)) if self._n_normal else 0
+        fpr = self._fpr_vertices(max(FPR_LIMITS)) if self._n_normal else np.zeros(1)
+        pro = np.empty_like(fpr)  # one buffer, refilled for each bin
         curves: dict[str, ProCurve] = {}
         for name in SIZE_BINS:
             in_bin = members[name]
@@ -117,7 +120,8 @@ class PixelEvaluator:
             weights = np.where(in_bin, 1.0 / (areas * in_bin.sum()), 0.0)[regions[order]]
             # weights: float64, so cumulative sums stay exact to rounding
             pro_at_edges = np.cumsum(weights)[group_ends]  # PRO(≥ aⱼ), j = 1..m
-            fpr, pro = self._curve(pro_at_edges, n_cells)
+            del weights
+            self._fill_pro_vertices(pro, pro_at_edges)
             for limit in FPR_LIMITS:
                 aupro[limit][name] = area_under(fpr, pro, limit) / limit
             curves[name] = _thin(fpr, pro, max(FPR_LIMITS))
@@ -125,7 +129,7 @@ class PixelEvaluator:
             n_regions=self._n_regions,
             size_quantiles_px=quantiles,
             aupro=aupro,
-            p_auroc=self._p_auroc(scores.size),
+            p_auroc=p_auroc,
             pro_curves=curves,
         )
 
@@ -143,35 +147,39 @@ class PixelEvaluator:
         self._edges = np.unique(scores)[::-1].copy()
         self._counts = np.zeros(2 * self._edges.size + 1, np.int64)
 
-    def _cells_to_reach(self, limit: float) -> int:
-        """How many cells, top first, it takes for FPR to reach `limit` (vertices past it
-        change no AUPRO and no plotted curve, so they are never built)."""
-        assert self._counts is not None
-        cumulative = np.cumsum(self._counts)
-        needed = int(np.searchsorted(cumulative, limit * self._n_normal, side="left")) + 1
-        return min(needed, self._counts.size)
+    def _fpr_vertices(self, limit: float) -> np.ndarray:
+        """FPR at the curve's vertices, (0, 0) first, up to the first one at or past
+        `limit`: vertices beyond it change no AUPRO and no plotted curve.
 
-    def _curve(self, pro_at_edges: np.ndarray, n_cells: int) -> tuple[np.ndarray, np.ndarray]:
-        """The curve's vertices: (0, 0), then the end point of each of the first `n_cells`.
-
-        Cell 2j (strictly between edges) is horizontal at the PRO reached so far; cell
-        2j + 1 (equal to edge j) rises from the previous PRO to PRO(≥ aⱼ).
+        Vertex k + 1 ends cell k: cell 2j (strictly between edges) is a horizontal
+        segment, cell 2j + 1 (equal to edge j) a sloped or vertical one.
         """
         assert self._counts is not None
-        fpr = np.concatenate([[0.0], np.cumsum(self._counts[:n_cells]) / self._n_normal])
-        levels = np.concatenate([[0.0], pro_at_edges])  # PRO after edge j, j = 0..m
-        pro_after_cell = np.empty(n_cells)
-        pro_after_cell[0::2] = levels[:(n_cells + 1) // 2]  # between: the level above it
-        pro_after_cell[1::2] = levels[1:n_cells // 2 + 1]  # equal: ends at the new level
-        pro = np.concatenate([[0.0], pro_after_cell])
-        return fpr, pro
+        cumulative = np.cumsum(self._counts)
+        n_cells = min(int(np.searchsorted(cumulative, limit * self._n_normal, side="left")) + 1,
+                      cumulative.size)
+        fpr = np.empty(n_cells + 1)
+        fpr[0] = 0.0
+        np.divide(cumulative[:n_cells], self._n_normal, out=fpr[1:])
+        return fpr
 
-    def _p_auroc(self, n_defect: int) -> float | None:
+    @staticmethod
+    def _fill_pro_vertices(pro: np.ndarray, pro_at_edges: np.ndarray) -> None:
+        """PRO at the vertices of `_fpr_vertices`, in place: a between-cell ends at the
+        level of the edge above it, an equal-cell at its own edge's level."""
+        pro[0] = 0.0
+        between, equal = pro[1::2], pro[2::2]  # vertices ending cells 0, 2, … and 1, 3, …
+        between[0] = 0.0
+        between[1:] = pro_at_edges[:between.size - 1]
+        equal[:] = pro_at_edges[:equal.size]
+
+
+    def _p_auroc(self, scores: np.ndarray) -> float | None:
         """Mann–Whitney over pixels from the cell counts; ties count one half."""
+        n_defect = scores.size
         if n_defect == 0 or self._n_normal == 0:
             return None
         assert self._counts is not None and self._edges is not None
-        scores = self._defect_arrays()[0]
         per_edge = _count_equal(scores, self._edges)  # defect pixels equal to each edge
         above = np.concatenate([[0], np.cumsum(per_edge)])  # defect pixels ≥ a_j, j = 0..m
         between, equal = self._counts[0::2], self._counts[1::2]
@@ -187,7 +195,11 @@ def area_under(fpr: np.ndarray, pro: np.ndarray, limit: float) -> float:
     """
     end = int(np.searchsorted(fpr, limit, side="right"))  # vertices with fpr ≤ limit
     x, y = fpr[:end], pro[:end]
-    area = float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2.0))
+    area = 0.0
+    for start in range(0, max(end - 1, 0), AREA_CHUNK):  # bounded temporaries
+        stop = min(start + AREA_CHUNK, end - 1)
+        widths = x[start + 1:stop + 1] - x[start:stop]
+        area += float(np.dot(widths, y[start + 1:stop + 1] + y[start:stop])) / 2.0
     if end < fpr.size and x[-1] < limit:
         x0, y0, x1, y1 = x[-1], y[-1], fpr[end], pro[end]
         y_cut = y0 + (y1 - y0) * (limit - x0) / (x1 - x0)
@@ -238,7 +250,4 @@ def _group_ends(sorted_desc: np.ndarray) -> np.ndarray:
 def _thin(fpr: np.ndarray, pro: np.ndarray, limit: float) -> ProCurve:
     """The curve up to `limit`, resampled at CURVE_POINTS FPR values for plotting."""
     grid = np.linspace(0.0, limit, CURVE_POINTS)
-    last = np.maximum.accumulate(pro)  # monotone for interpolation on repeated fpr
-    _, first = np.unique(fpr, return_index=True)
-    keep = np.append(first[1:] - 1, fpr.size - 1)  # last vertex of each distinct fpr
-    return ProCurve(fpr=grid, pro=np.interp(grid, fpr[keep], last[keep]))
+    return ProCurve(fpr=grid, pro=np.interp(grid, fpr, pro))  # fpr sorted; pro non-decreasing
