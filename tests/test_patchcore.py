@@ -1,20 +1,36 @@
+"""PatchCore: coreset and nearest neighbours against brute force, then fit/predict/reload."""
+
 import itertools
+import json
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
+import l2bt.methods.patchcore as patchcore
 from helpers import textured_image
+from l2bt.errors import InputError
+from l2bt.features import TrainFeatures
 from l2bt.methods.base import MethodSettings
-from l2bt.methods.patchcore import PatchCore, greedy_coreset, nearest_distances
+from l2bt.methods.coreset import greedy_coreset, random_projection
+from l2bt.methods.nearest import nearest_distances, nearest_neighbours
+from l2bt.methods.patchcore import BANK_FILE, CONFIG_FILE, PatchCore, patch_descriptors
+from l2bt.teacher import load_teacher
+
+# ---- brute-force references ------------------------------------------------------------------
 
 
-def brute_force_coreset(points: np.ndarray, size: int, first: int) -> list[int]:
-    chosen = [first]
-    for _ in range(1, size):
-        gaps = [min(np.sum((p - points[c]) ** 2) for c in chosen) for p in points]
+def brute_force_coreset(points: np.ndarray, size: int, first: int) -> tuple[list[int], list[float]]:
+    """Textbook k-center greedy from `first`: picks and covering radius after each pick,
+    stopping once every point is covered at distance 0."""
+    chosen, radii = [first], []
+    while True:
+        gaps = [min(np.sqrt(np.sum((p - points[c]) ** 2)) for c in chosen) for p in points]
+        radii.append(max(gaps))
+        if len(chosen) == size or radii[-1] == 0:
+            return chosen, radii
         chosen.append(int(np.argmax(gaps)))  # first index on ties, like torch.argmax
-    return chosen
 
 
 def plain_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -26,69 +42,96 @@ def covering_radius(points: torch.Tensor, chosen: torch.Tensor) -> float:
     return float(plain_distances(points, points[chosen]).min(dim=1).values.max())
 
 
-@pytest.mark.parametrize("seed", range(5))
-def test_coreset_matches_brute_force_greedy(seed):
+# ---- coreset ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_coreset_matches_brute_force_greedy_with_ties_and_duplicates(seed):
     rng = np.random.default_rng(seed)
-    points = rng.integers(0, 4, (40, 3)).astype(np.float64)  # duplicates and ties
+    points = rng.integers(0, 4, (40, 3)).astype(np.float64)  # many duplicates and ties
     got = greedy_coreset(torch.from_numpy(points), 9, seed=seed)
-    assert got.tolist() == brute_force_coreset(points, 9, int(got[0]))
+    picks, radii = brute_force_coreset(points, 9, int(got.indices[0]))
+    assert got.indices.tolist() == picks
+    assert got.radii.tolist() == pytest.approx(radii, abs=1e-12)
+
+
+def test_coreset_stops_once_every_point_is_covered():
+    points = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 0.0], [1.0, 0.0], [0.0, 0.0]])
+    got = greedy_coreset(points, 4, seed=0)
+    assert sorted(points[got.indices].tolist()) == [[0.0, 0.0], [1.0, 0.0]]
+    assert got.covering_radius == 0.0
 
 
 def test_first_pick_is_seeded_and_size_is_capped():
     points = torch.randn(30, 4)
-    assert torch.equal(greedy_coreset(points, 5, seed=3), greedy_coreset(points, 5, seed=3))
-    assert len(greedy_coreset(points, 100, seed=0)) == 30
+    a, b = greedy_coreset(points, 5, seed=3), greedy_coreset(points, 5, seed=3)
+    assert torch.equal(a.indices, b.indices)
+    firsts = {int(greedy_coreset(points, 1, seed=s).indices[0]) for s in range(10)}
+    assert len(firsts) > 1  # the seed, not the data, decides where selection starts
+    assert len(greedy_coreset(points, 100, seed=0).indices) == 30
 
 
 def test_covering_radius_never_grows_with_the_ratio():
     points = torch.randn(200, 5, dtype=torch.float64)
-    radii = [covering_radius(points, greedy_coreset(points, k, seed=1))
-             for k in (1, 5, 20, 60, 200)]
+    coresets = [greedy_coreset(points, k, seed=1) for k in (1, 5, 20, 60, 200)]
+    radii = [covering_radius(points, c.indices) for c in coresets]
     assert all(a >= b for a, b in itertools.pairwise(radii))
     assert radii[-1] == 0.0
+    assert coresets[2].covering_radius == pytest.approx(radii[2], rel=1e-9)  # reported = true
+    assert all(a >= b for a, b in itertools.pairwise(coresets[-1].radii.tolist()))
 
 
-@pytest.mark.parametrize("n,m,chunk", [(1, 1, 1), (17, 33, 5), (50, 7, 64), (9, 100, 31)])
-def test_nearest_distances_match_brute_force(n, m, chunk):
+def test_random_projection_keeps_distances_on_average():
+    assert random_projection(64, 128, seed=0) is None  # nothing to gain: use the points
+    points = torch.randn(300, 1536, dtype=torch.float64)
+    projection = random_projection(1536, 128, seed=0).double()
+    before = torch.pdist(points)
+    after = torch.pdist(points @ projection)
+    assert (after / before).mean() == pytest.approx(1.0, abs=0.05)
+    assert torch.equal(projection, random_projection(1536, 128, seed=0).double())
+
+
+# ---- nearest neighbours ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n,m,query_chunk,bank_chunk",
+                         [(1, 1, 1, 1), (17, 33, 4, 5), (50, 7, 64, 3), (9, 100, 2, 31)])
+def test_nearest_neighbours_match_brute_force(n, m, query_chunk, bank_chunk):
     generator = torch.Generator().manual_seed(n * m)
     queries = torch.randn(n, 6, generator=generator, dtype=torch.float64)
     bank = torch.randn(m, 6, generator=generator, dtype=torch.float64)
-    queries[0] = bank[-1]  # identical to a bank point: distance 0
-    expected = plain_distances(queries, bank).min(dim=1).values
-    got = nearest_distances(queries, bank, chunk=chunk)
-    # |q|² + |b|² − 2q·b cancels: float64 leaves about sqrt(eps)·|q| ≈ 1e-8 near zero.
-    assert torch.allclose(got, expected, rtol=1e-9, atol=1e-7)
-    assert got[0] < 1e-7
+    queries[0] = bank[-1]  # identical to a bank point: distance exactly 0
+    expected, expected_index = plain_distances(queries, bank).min(dim=1)
+    got, index = nearest_neighbours(queries, bank, query_chunk=query_chunk,
+                                    bank_chunk=bank_chunk)
+    assert torch.allclose(got, expected, rtol=1e-12, atol=1e-12)
+    assert torch.equal(index, expected_index)
+    assert got[0] == 0.0
 
 
-def test_patchcore_end_to_end_on_tiny_images(tmp_path):
-    from PIL import Image
+def test_nearest_distance_is_exact_near_zero_in_float32():
+    bank = torch.randn(70, 1536)
+    queries = bank[[3, 41]] + torch.tensor([[0.0], [1e-3]])  # equal, and 1e-3 off per coordinate
+    got = nearest_distances(queries, bank, bank_chunk=16)
+    assert got[0] == 0.0
+    assert got[1] == pytest.approx(1e-3 * 1536**0.5, rel=1e-3)
 
-    paths = []
-    for i, (h, w) in enumerate([(60, 45), (50, 70), (56, 56), (45, 60)]):
-        paths.append(tmp_path / f"{i}.png")
-        Image.fromarray(textured_image(h, w, seed=i)).save(paths[-1])
-    settings = MethodSettings(teacher="dinov2_vits14", weights="random", image_size=56,
-                              device="cpu", cache_dir=str(tmp_path / "cache"))
-    method = PatchCore(settings, coreset_ratio=0.5)
-    method.fit(paths, tmp_path / "work", progress=False)
-    assert method.bank is not None and method.bank.shape == (round(0.5 * 4 * 16), 768)
-    normal = textured_image(50, 70, seed=9)
-    broken = normal.copy()
-    broken[10:30, 20:45] = 255  # a bright defect
-    out = method.predict_batch([normal, broken, textured_image(33, 41, seed=3)])
-    assert [p.anomaly_map.shape for p in out] == [(50, 70), (50, 70), (33, 41)]
-    assert all(np.isfinite(p.score) for p in out)
-    assert out[1].score > out[0].score
-    # A second fit with the same settings reloads the bank instead of rebuilding it.
-    again = PatchCore(settings, coreset_ratio=0.5)
-    again.fit([], tmp_path / "work", progress=False)
-    assert torch.equal(again.bank, method.bank)
+
+# ---- the method ------------------------------------------------------------------------------
+
+
+def test_descriptors_are_unit_per_layer_and_local_means():
+    early, late = torch.randn(2, 5, 6, 8), torch.randn(2, 5, 6, 8)
+    out = patch_descriptors(early, late)
+    assert out.shape == (2, 5, 6, 16)
+    assert torch.allclose(out[..., :8].norm(dim=-1), torch.ones(2, 5, 6))
+    corner = early[1, :2, :2].mean(dim=(0, 1))  # a corner averages its 2×2 in-grid patches
+    assert torch.allclose(out[1, 0, 0, :8], corner / corner.norm(), atol=1e-6)
+    single = patch_descriptors(early, late, neighbourhood=1)
+    assert torch.allclose(single[..., 8:], late / late.norm(dim=-1, keepdim=True))
 
 
 def test_the_bank_is_gathered_chunk_by_chunk_exactly(tmp_path):
-    from l2bt.features import TrainFeatures
-
     rng = np.random.default_rng(0)
     early = rng.normal(size=(19, 3, 4, 8)).astype(np.float16)  # 19 images: chunks of 8, 8, 3
     features = TrainFeatures(early=early, late=early[..., ::-1].copy(), folder=tmp_path)
@@ -97,3 +140,103 @@ def test_the_bank_is_gathered_chunk_by_chunk_exactly(tmp_path):
     assert everything.shape == (19 * 12, 16)
     chosen = torch.tensor(sorted(rng.choice(19 * 12, 30, replace=False).tolist()))
     assert torch.equal(method._gather(features, chosen), everything[chosen])
+
+
+def test_bad_settings_are_input_errors(tmp_path):
+    with pytest.raises(InputError, match="ratio"):
+        PatchCore(MethodSettings(device="cpu"), coreset_ratio=0.0)
+    with pytest.raises(InputError, match="neighbourhood"):
+        PatchCore(MethodSettings(device="cpu"), neighbourhood=2)
+    with pytest.raises(InputError, match="training image"):
+        PatchCore(MethodSettings(device="cpu")).fit([], tmp_path, progress=False)
+
+
+@pytest.fixture(scope="module")
+def shared_teacher():
+    """Fits load one random teacher, not one each (frozen, so sharing it is safe)."""
+    teachers = {}
+
+    def load_once(variant, weights=None, progress=True):
+        if (variant, weights) not in teachers:
+            teachers[variant, weights] = load_teacher(variant, weights, progress)
+        return teachers[variant, weights]
+
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(patchcore, "load_teacher", load_once)
+        yield
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory, shared_teacher):
+    """PatchCore fitted on four tiny images of different sizes with a random ViT-S/14."""
+    root = tmp_path_factory.mktemp("patchcore")
+    paths = []
+    for i, (h, w) in enumerate([(60, 45), (50, 70), (56, 56), (45, 60)]):
+        paths.append(root / f"{i}.png")
+        Image.fromarray(textured_image(h, w, seed=i)).save(paths[-1])
+    settings = MethodSettings(teacher="dinov2_vits14", weights="random", image_size=56,
+                              device="cpu", cache_dir=str(root / "cache"))
+    method = PatchCore(settings, coreset_ratio=0.5)
+    method.fit(paths, root / "work", progress=False)
+    return method, settings, paths, root / "work"
+
+
+def test_end_to_end_maps_have_each_images_size_and_a_defect_scores_higher(fitted):
+    method, *_ = fitted
+    assert method.bank.shape == (round(0.5 * 4 * 16), 2 * 384)  # 4 images × 4×4 patches
+    normal = textured_image(50, 70, seed=9)
+    broken = normal.copy()
+    broken[10:30, 20:45] = 255  # a bright defect
+    out = method.predict_batch([normal, broken, textured_image(33, 41, seed=3)])
+    assert [p.anomaly_map.shape for p in out] == [(50, 70), (50, 70), (33, 41)]
+    assert all(p.anomaly_map.dtype == np.float32 for p in out)
+    assert all(np.isfinite(p.score) and np.isfinite(p.anomaly_map).all() for p in out)
+    assert out[1].score > out[0].score
+    defect, rest = out[1].anomaly_map[10:30, 20:45], out[1].anomaly_map[35:, :]
+    assert defect.mean() > rest.mean()
+    described = method.describe()
+    assert described["bank_size"] == 32 and described["n_train_patches"] == 64
+
+
+def test_a_training_image_scores_lower_than_a_new_one(fitted):
+    method, _, paths, _ = fitted
+    train = np.asarray(Image.open(paths[2]))  # 56 × 56: no padding, same input as in fit
+    map_train = method.predict_batch([train])[0].anomaly_map
+    map_new = method.predict_batch([textured_image(56, 56, seed=50)])[0].anomaly_map
+    assert map_train.mean() < map_new.mean()
+
+
+def test_a_second_fit_reloads_the_bank_and_new_settings_rebuild_it(fitted, monkeypatch):
+    method, settings, paths, work = fitted
+
+    def no_extraction(*args, **kwargs):
+        raise AssertionError("features extracted although the bank could be reloaded")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(patchcore, "cached_train_features", no_extraction)
+        again = PatchCore(settings, coreset_ratio=0.5)
+        again.fit(paths, work, progress=False)
+    assert torch.equal(again.bank, method.bank)
+    image = textured_image(40, 52, seed=7)
+    assert np.array_equal(again.predict_batch([image])[0].anomaly_map,
+                          method.predict_batch([image])[0].anomaly_map)
+    assert again.describe()["reloaded"] is True
+
+    other = PatchCore(settings, coreset_ratio=0.25)  # same folder, other ratio: rebuilt
+    other.fit(paths, work, progress=False)
+    assert other.bank.shape[0] == 16
+    assert json.loads((work / CONFIG_FILE).read_text())["coreset_ratio"] == 0.25
+
+
+def test_a_bank_from_another_run_is_not_trusted(fitted, tmp_path):
+    method, settings, paths, _ = fitted
+    work = tmp_path / "work"
+    PatchCore(settings, coreset_ratio=0.5).fit(paths, work, progress=False)
+    config = json.loads((work / CONFIG_FILE).read_text())
+    PatchCore(settings, coreset_ratio=0.25).fit(paths, tmp_path / "other", progress=False)
+    (work / BANK_FILE).write_bytes((tmp_path / "other" / BANK_FILE).read_bytes())
+    assert json.loads((work / CONFIG_FILE).read_text()) == config  # config of run A, bank of B
+    again = PatchCore(settings, coreset_ratio=0.5)
+    again.fit(paths, work, progress=False)
+    assert "reloaded" not in again.describe()
+    assert torch.equal(again.bank, method.bank)

@@ -1,161 +1,167 @@
 """PatchCore on the L2BT teacher: the strong training-free baseline.
 
-Features: the same frozen teacher, input size and two layers as L2BT (default 7 and 11),
-each averaged over its 3×3 patch neighbourhood (PatchCore's local aggregation), L2
-normalised and concatenated, so a patch is a 2·D vector. The training images' features
-come from L2BT's on-disk cache, so both methods share one teacher pass.
+Features. The same frozen teacher, input size and two layers as L2BT (default blocks 7
+and 11), so the two methods see the same patches and differ only in how they score
+them. Each layer is averaged over its 3×3 patch neighbourhood (PatchCore's local
+aggregation: a little context, more robust to one-patch jitter), L2-normalised, and the
+two are concatenated into a 2·D descriptor. Why this for DINOv2: block 11 carries the
+semantic tokens AnomalyDINO matches, block 7 the finer local structure PatchCore takes
+from mid-level CNN stages; normalising each layer makes them count equally, and for
+unit vectors ‖a − b‖² = 2 − 2·cos(a, b), so the Euclidean distance below is
+AnomalyDINO's cosine distance summed over the two layers.
 
-Memory bank: greedy k-center coreset (PatchCore) of all training patches, selected on a
-seeded Gaussian random projection to 128 dimensions. The cached features are streamed
-twice, a few images at a time: once to project every patch, once to gather the chosen
-ones. Memory: N × 128 projected floats and one running distance per patch during
-selection, then ratio × N × 2·D floats for the bank; the full N × 2·D set never exists.
-Cost: ratio · N² · 128 multiply-adds, the known price of PatchCore.
+Memory bank. The k-center greedy coreset (PatchCore) of all training patches, keeping
+`coreset_ratio` of them (default 10 %), selected on a seeded Gaussian projection to 128
+dimensions (`coreset.py`). Training features come from L2BT's on-disk cache (fp16; one
+teacher pass shared by both methods) and are streamed twice, a few images at a time:
+once to project every patch, once to gather the chosen ones. The bank is kept in fp16
+on disk, like the cache it came from, and rounded so at fit time too, so a reloaded
+bank predicts exactly as the freshly built one.
 
-Scores: a patch's anomaly is its Euclidean distance to the nearest coreset patch
-(exact, in chunks); the patch map is upsampled, smoothed and cropped exactly as L2BT's,
-so the two differ only in how patches are scored.
+Bound, for N training patches (N = images × (size/14)², 5,476 per image at 1036 px)
+and feature dimension D: selection holds N × 128 projected floats plus 3 floats per
+patch (norm, running distance, buffer): 524 bytes per patch, 2.2 GB for 4.2 M patches
+(761 images), never an N × N or N × 2D matrix. The bank is ratio · N × 2D floats
+(0.42 M × 1,536 × 4 B = 2.6 GB in memory, half that on disk). Selection time is
+ratio · N² · 128 multiply-adds, memory-bound: every pick reads the N × 128 points once
+(PatchCore's known quadratic price; see benchmarks/README.md for measured rates).
+
+Scores. A patch's anomaly is its Euclidean distance to the nearest bank descriptor
+(exact search, `nearest.py`); the patch map is upsampled, smoothed and cropped exactly
+as L2BT's map, and the image score is the same top-0.1 % mean.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch.nn import functional as F
-from tqdm.auto import tqdm
 
 from l2bt.anomaly_map import image_score, to_image_maps
+from l2bt.atomic import atomic_file, write_text_atomic
 from l2bt.config import TeacherConfig
-from l2bt.features import cached_train_features, teacher_features
+from l2bt.errors import InputError
+from l2bt.features import TrainFeatures, cache_key, cached_train_features, teacher_features
 from l2bt.methods.base import MethodSettings
+from l2bt.methods.coreset import Coreset, greedy_coreset, random_projection
+from l2bt.methods.nearest import nearest_distances, squared_norms
 from l2bt.model import Prediction, resolve_device
 from l2bt.preprocess import preprocess
-from l2bt.teacher import load_teacher
+from l2bt.teacher import Teacher, load_teacher
 
+BANK_FORMAT = "l2bt-patchcore/1"
+BANK_FILE = "memory_bank.safetensors"
+CONFIG_FILE = "config.json"
 PROJECTION_DIM = 128
+IMAGES_PER_CHUNK = 8  # cached training images read at once while building the bank
 
 
-def aggregate(early: torch.Tensor, late: torch.Tensor) -> torch.Tensor:
-    """(B, h, w, D) × 2 -> (B, h, w, 2D): 3×3 neighbourhood means, L2-normalised, joined."""
+def patch_descriptors(early: torch.Tensor, late: torch.Tensor, neighbourhood: int = 3
+                      ) -> torch.Tensor:
+    """(B, h, w, D) features of two layers -> (B, h, w, 2D) descriptors.
+
+    Each layer: mean over the neighbourhood × neighbourhood patches around each patch
+    (only those inside the grid), then L2 normalisation; the two are concatenated.
+    """
     joined = []
     for features in (early, late):
         grid = features.permute(0, 3, 1, 2)  # (B, h, w, D) -> (B, D, h, w)
-        grid = F.avg_pool2d(grid, 3, stride=1, padding=1, count_include_pad=False)
+        grid = F.avg_pool2d(grid, neighbourhood, stride=1, padding=neighbourhood // 2,
+                            count_include_pad=False)
         joined.append(F.normalize(grid.permute(0, 2, 3, 1), dim=-1))  # back to (B, h, w, D)
     return torch.cat(joined, dim=-1)
 
 
-def squared_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(n, d), (m, d) -> (n, m) squared Euclidean distances, clamped at 0."""
-    return (a.square().sum(1, keepdim=True) + b.square().sum(1)[None] - 2.0 * a @ b.T).clamp_(0)
-
-
-def greedy_coreset(points: torch.Tensor, size: int, seed: int = 0) -> torch.Tensor:
-    """Indices of a k-center greedy coreset of (N, d) points, the first pick seeded.
-
-    Each step adds the point farthest from the coreset so far (the first one on ties),
-    keeping one running minimum distance per point: O(N) memory besides the points.
-    """
-    n = points.shape[0]
-    size = max(1, min(size, n))
-    generator = torch.Generator().manual_seed(seed)
-    first = int(torch.randint(n, (1,), generator=generator))
-    chosen = torch.empty(size, dtype=torch.long)
-    chosen[0] = first
-    nearest = squared_distances(points, points[first:first + 1])[:, 0]
-    for step in range(1, size):
-        pick = int(torch.argmax(nearest))
-        chosen[step] = pick
-        nearest = torch.minimum(nearest, squared_distances(points, points[pick:pick + 1])[:, 0])
-    return chosen
-
-
-def nearest_distances(queries: torch.Tensor, bank: torch.Tensor, chunk: int = 4096
-                      ) -> torch.Tensor:
-    """(n, d) queries -> (n,) Euclidean distance to the nearest of (m, d) bank rows, exact."""
-    best = torch.full((queries.shape[0],), float("inf"), dtype=queries.dtype,
-                      device=queries.device)
-    for start in range(0, bank.shape[0], chunk):
-        block = squared_distances(queries, bank[start:start + chunk])
-        best = torch.minimum(best, block.min(dim=1).values)
-    return best.sqrt()
-
-
-def random_projection(dim: int, seed: int) -> torch.Tensor:
-    """A seeded (dim, 128) Gaussian projection, scaled to keep distances on average."""
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randn(dim, PROJECTION_DIM, generator=generator) / PROJECTION_DIM**0.5
-
-
 class PatchCore:
-    """Memory bank of teacher patch features; anomaly = distance to the nearest normal patch."""
+    """Memory bank of normal patch descriptors; anomaly = distance to the nearest one."""
 
     name = "patchcore"
 
     def __init__(self, settings: MethodSettings, layers: tuple[int, int] = (7, 11),
-                 coreset_ratio: float = 0.1, seed: int = 0) -> None:
+                 coreset_ratio: float = 0.1, seed: int = 0, neighbourhood: int = 3,
+                 projection_dim: int = PROJECTION_DIM) -> None:
+        if not 0 < coreset_ratio <= 1:
+            raise InputError(f"PatchCore coreset ratio must be in (0, 1], got {coreset_ratio}")
+        if neighbourhood < 1 or neighbourhood % 2 == 0:
+            raise InputError(f"PatchCore neighbourhood must be odd and ≥ 1, got {neighbourhood}")
         self.settings = settings
         self.teacher_config = TeacherConfig(settings.teacher, settings.weights,
-                                            settings.image_size, layers)
+                                            settings.image_size, tuple(layers))
         self.coreset_ratio = coreset_ratio
         self.seed = seed
+        self.neighbourhood = neighbourhood
+        self.projection_dim = projection_dim
         self.device = resolve_device(settings.device)
-        self.teacher = None
-        self.bank: torch.Tensor | None = None  # (M, 2D)
-        self.n_train_patches = 0
+        self.teacher: Teacher | None = None
+        self.bank: torch.Tensor | None = None  # (M, 2D) float32, on self.device
+        self.bank_squared_norms: torch.Tensor | None = None  # (M,)
+        self.info: dict[str, Any] = {}  # how the bank was built
 
-    def _settings_key(self) -> dict[str, Any]:
-        return {"teacher": self.teacher_config.variant, "weights": self.teacher_config.weights,
-                "image_size": self.teacher_config.image_size,
-                "layers": list(self.teacher_config.layers),
-                "coreset_ratio": self.coreset_ratio, "seed": self.seed,
-                "precision": self.settings.precision}
+    # ---- fit ------------------------------------------------------------------------------
 
     def fit(self, train_images: Sequence[Path], work_dir: Path, progress: bool) -> None:
-        self.teacher = load_teacher(self.teacher_config.variant, self.teacher_config.weights)
-        self.teacher.to(self.device)
-        saved = work_dir / "memory_bank.safetensors"
-        config_path = work_dir / "config.json"
-        if saved.is_file() and config_path.is_file():
-            described = json.loads(config_path.read_text())
-            if described.get("settings") == self._settings_key():
-                self.bank = load_file(str(saved))["bank"].to(self.device)
-                self.n_train_patches = described["n_train_patches"]
-                return
+        """Build the memory bank from defect-free images, or reload the one in `work_dir`
+        when it was built from the same images with the same settings."""
+        images = [Path(p) for p in train_images]
+        if not images:
+            raise InputError("PatchCore needs at least one training image")
+        work_dir = Path(work_dir)
+        teacher = load_teacher(self.teacher_config.variant, self.teacher_config.weights)
+        self.teacher = teacher.to(self.device)
+        key = self._bank_key(images)
+        if self._load(work_dir, key):
+            return
         features = cached_train_features(
-            self.teacher, train_images, self.teacher_config, self.device,
-            self.settings.precision,
+            self.teacher, images, self.teacher_config, self.device, self.settings.precision,
             None if self.settings.cache_dir is None else Path(self.settings.cache_dir),
             progress=progress)
-        projection = random_projection(2 * self.teacher.embed_dim, self.seed).to(self.device)
-        projected = torch.cat([patches @ projection for patches in self._patch_chunks(features)])
-        self.n_train_patches = projected.shape[0]
-        size = max(1, round(self.coreset_ratio * self.n_train_patches))
-        with tqdm(total=1, desc=f"coreset {size} of {self.n_train_patches}",
-                  disable=not progress):
-            chosen = greedy_coreset(projected, size, self.seed)
-        del projected
-        self.bank = self._gather(features, chosen.sort().values)
-        work_dir.mkdir(parents=True, exist_ok=True)
-        save_file({"bank": self.bank.cpu()}, str(saved))
-        config_path.write_text(json.dumps({"settings": self._settings_key(),
-                                           "n_train_patches": self.n_train_patches}, indent=2))
+        tic = time.perf_counter()
+        coreset = self._select(features, progress)
+        bank = self._gather(features, coreset.indices.sort().values)
+        self._set_bank(bank.half().float())  # as stored, so reloads predict identically
+        self.info = {"n_train_images": len(images), "n_train_patches": _n_patches(features),
+                     "bank_size": int(bank.shape[0]),
+                     "covering_radius_projected": round(coreset.covering_radius, 6),
+                     "coreset_seconds": round(time.perf_counter() - tic, 3)}
+        self._save(work_dir, key)
 
-    def _patch_chunks(self, features, images_per_chunk: int = 8):
-        """Aggregated training patches, a few images at a time: (n·h·w, 2D) float32 each."""
-        for start in range(0, len(features), images_per_chunk):
-            indices = np.arange(start, min(start + images_per_chunk, len(features)))
+    def _select(self, features: TrainFeatures, progress: bool) -> Coreset:
+        """k-center greedy over the (projected) descriptors of every training patch."""
+        n = _n_patches(features)
+        dim = 2 * features.early.shape[-1]
+        projection = random_projection(dim, self.projection_dim, self.seed)
+        width = dim if projection is None else self.projection_dim
+        if projection is not None:
+            projection = projection.to(self.device)
+        projected = torch.empty(n, width, device=self.device)  # (N, p), filled chunk by chunk
+        offset = 0
+        for patches in self._patch_chunks(features):
+            rows = patches if projection is None else patches @ projection  # (n, 2D) -> (n, p)
+            projected[offset:offset + rows.shape[0]] = rows
+            offset += rows.shape[0]
+        size = max(1, round(self.coreset_ratio * n))
+        return greedy_coreset(projected, size, self.seed, progress)
+
+    def _patch_chunks(self, features: TrainFeatures) -> Iterator[torch.Tensor]:
+        """Training descriptors, a few images at a time: (n·h·w, 2D) float32 each, in the
+        order of the flattened (N_images, h, w) grid."""
+        for start in range(0, len(features), IMAGES_PER_CHUNK):
+            indices = np.arange(start, min(start + IMAGES_PER_CHUNK, len(features)))
             early, late = features.rows(indices, self.device)
-            yield aggregate(early, late).flatten(0, 2)  # (n, h, w, 2D) -> (n·h·w, 2D)
+            descriptors = patch_descriptors(early, late, self.neighbourhood)
+            yield descriptors.flatten(0, 2)  # (n, h, w, 2D) -> (n·h·w, 2D)
 
-    def _gather(self, features, chosen: torch.Tensor) -> torch.Tensor:
-        """Full-dimensional rows `chosen` (sorted global patch indices), chunk by chunk."""
+    def _gather(self, features: TrainFeatures, chosen: torch.Tensor) -> torch.Tensor:
+        """Full descriptors of `chosen` (sorted flat patch indices), chunk by chunk."""
         kept, offset = [], 0
         chosen = chosen.to(self.device)
         for patches in self._patch_chunks(features):
@@ -164,16 +170,74 @@ class PatchCore:
             offset += patches.shape[0]
         return torch.cat(kept).contiguous()
 
+    def _set_bank(self, bank: torch.Tensor) -> None:
+        self.bank = bank.to(self.device, torch.float32).contiguous()
+        self.bank_squared_norms = squared_norms(self.bank)
+
+    # ---- persistence ----------------------------------------------------------------------
+
+    def settings_dict(self) -> dict[str, Any]:
+        """Everything besides the training images that the bank depends on."""
+        return {"teacher": self.teacher_config.variant, "weights": self.teacher_config.weights,
+                "image_size": self.teacher_config.image_size,
+                "layers": list(self.teacher_config.layers), "neighbourhood": self.neighbourhood,
+                "coreset_ratio": self.coreset_ratio, "projection_dim": self.projection_dim,
+                "seed": self.seed, "precision": self.settings.precision}
+
+    def _bank_key(self, images: Sequence[Path]) -> str:
+        """A digest of the settings, the teacher's weights and the exact training files."""
+        assert self.teacher is not None
+        features = cache_key(self.teacher_config, self.teacher.weights_id,
+                             self.settings.precision, images)
+        description = {"format": BANK_FORMAT, "features": features, **self.settings_dict()}
+        return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:24]
+
+    def _save(self, work_dir: Path, key: str) -> None:
+        """Bank then config, each atomically; the key sits in both, so a bank and a config
+        from different runs (one killed between the two writes) never pass as a pair."""
+        assert self.bank is not None
+        with atomic_file(work_dir / BANK_FILE) as tmp:
+            save_file({"bank": self.bank.half().cpu()}, str(tmp), metadata={"key": key})
+        config = {"format": BANK_FORMAT, "key": key, **self.describe()}
+        write_text_atomic(work_dir / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
+
+    def _load(self, work_dir: Path, key: str) -> bool:
+        """Load the bank in `work_dir` if it was built with `key`; False otherwise."""
+        config_path, bank_path = work_dir / CONFIG_FILE, work_dir / BANK_FILE
+        if not (config_path.is_file() and bank_path.is_file()):
+            return False
+        try:
+            described = json.loads(config_path.read_text())
+            if described.get("format") != BANK_FORMAT or described.get("key") != key:
+                return False
+            with safe_open(str(bank_path), framework="pt") as f:
+                if (f.metadata() or {}).get("key") != key:
+                    return False
+                bank = f.get_tensor("bank")
+        except Exception:  # unreadable or foreign files: rebuild rather than fail
+            return False
+        self._set_bank(bank)
+        self.info = {k: described[k] for k in ("n_train_images", "n_train_patches", "bank_size",
+                                               "covering_radius_projected", "coreset_seconds")
+                     if k in described}
+        self.info["reloaded"] = True
+        return True
+
+    # ---- predict --------------------------------------------------------------------------
+
     @torch.inference_mode()
     def predict_batch(self, images: Sequence[np.ndarray]) -> list[Prediction]:
-        assert self.bank is not None and self.teacher is not None, "fit first"
+        """(H, W, 3) uint8 images -> maps at each image's own size and image scores."""
+        if self.bank is None or self.teacher is None:
+            raise RuntimeError("PatchCore.fit must run before predict_batch")
         inputs, geometries = zip(*(preprocess(im, self.teacher_config.image_size)
                                    for im in images), strict=True)
         early, late = teacher_features(self.teacher, torch.stack(inputs).to(self.device),
                                        self.teacher_config.layers, self.settings.precision)
-        patches = aggregate(early, late)  # (B, h, w, 2D)
-        batch, h, w, dim = patches.shape
-        distances = nearest_distances(patches.reshape(-1, dim), self.bank)
+        descriptors = patch_descriptors(early, late, self.neighbourhood)  # (B, h, w, 2D)
+        batch, h, w, dim = descriptors.shape
+        distances = nearest_distances(descriptors.reshape(-1, dim),  # (B·h·w, 2D)
+                                      self.bank, self.bank_squared_norms)
         patch_maps = distances.reshape(batch, h, w)  # (B·h·w,) -> (B, h, w)
         predictions = []
         for i, geometry in enumerate(geometries):
@@ -182,6 +246,12 @@ class PatchCore:
         return predictions
 
     def describe(self) -> dict[str, Any]:
-        return {"method": self.name, **self._settings_key(),
-                "bank_size": None if self.bank is None else int(self.bank.shape[0]),
-                "n_train_patches": self.n_train_patches}
+        """Settings, teacher identity and bank statistics, for the results files."""
+        weights_id = None if self.teacher is None else self.teacher.weights_id
+        return {"method": self.name, **self.settings_dict(), "teacher_weights_id": weights_id,
+                **self.info}
+
+
+def _n_patches(features: TrainFeatures) -> int:
+    n_images, h, w, _ = features.early.shape
+    return n_images * h * w
