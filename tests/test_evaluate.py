@@ -9,7 +9,7 @@ from helpers import write_mvtec_tree
 from l2bt.cli import main
 from l2bt.data import load_category
 from l2bt.evaluation import evaluate_maps
-from l2bt.metrics import PixelEvaluator
+from l2bt.metrics import evaluate_arrays
 
 SPEC_KEYS = {"category", "n_images", "n_regions", "size_quantiles_px", "i_auroc", "p_auroc",
              "aupro", "robustness"}
@@ -52,19 +52,14 @@ def test_evaluate_equals_the_metrics_on_the_same_arrays(tmp_path):
     write_mvtec_tree(tmp_path / "data")
     split = write_maps(tmp_path / "data", tmp_path / "maps", noise=1.5, seed=3)
     result = evaluate_maps(split, tmp_path / "maps", progress=False)
-    evaluator = PixelEvaluator()
-    pairs = []
+    maps, masks = [], []
     for s in split.test:
-        m = tifffile.imread(tmp_path / "maps/toy" / f"{s.key}.tiff")
-        k = np.zeros(m.shape, bool) if s.mask is None else np.asarray(Image.open(s.mask)) > 127
-        pairs.append((m, k))
-    for m, k in pairs:
-        if k.any():
-            evaluator.add_defects(m, k)
-    for m, k in pairs:
-        evaluator.add_normal(m, k)
-    direct = evaluator.result()
+        maps.append(tifffile.imread(tmp_path / "maps/toy" / f"{s.key}.tiff"))
+        masks.append(np.zeros(maps[-1].shape, bool) if s.mask is None
+                     else np.asarray(Image.open(s.mask)) > 127)
+    direct = evaluate_arrays(maps, masks)
     assert result.aupro == direct.aupro and result.p_auroc == direct.p_auroc
+    assert result.i_auroc == direct.i_auroc and result.n_images == 6
 
 
 def test_scores_csv_is_used_for_image_auroc(tmp_path):
@@ -112,3 +107,39 @@ def test_a_mask_of_the_wrong_size_is_named(tmp_path, capsys):
     assert main(["evaluate", "--data", str(tmp_path / "data"), "--category", "toy",
                  "--maps", str(tmp_path / "maps")]) == 2
     assert "000_mask.png" in one_error_line(capsys)
+
+
+def test_non_finite_values_in_a_map_are_named(tmp_path, capsys):
+    write_mvtec_tree(tmp_path / "data")
+    write_maps(tmp_path / "data", tmp_path / "maps")
+    bad = tmp_path / "maps/toy/test/good/001.tiff"
+    broken = tifffile.imread(bad)
+    broken[3, 4] = np.nan
+    tifffile.imwrite(bad, broken)
+    out = tmp_path / "m.json"
+    assert main(["evaluate", "--data", str(tmp_path / "data"), "--category", "toy",
+                 "--maps", str(tmp_path / "maps"), "--out", str(out)]) == 2
+    line = one_error_line(capsys)
+    assert "001.tiff" in line and "non-finite" in line
+    assert not out.exists()
+
+
+def test_a_scores_file_missing_an_image_is_named(tmp_path, capsys):
+    write_mvtec_tree(tmp_path / "data")
+    split = write_maps(tmp_path / "data", tmp_path / "maps")
+    lines = ["key,score"] + [f"{s.key},1.0" for s in split.test[1:]]
+    (tmp_path / "maps/toy/scores.csv").write_text("\n".join(lines) + "\n")
+    assert main(["evaluate", "--data", str(tmp_path / "data"), "--category", "toy",
+                 "--maps", str(tmp_path / "maps")]) == 2
+    line = one_error_line(capsys)
+    assert "scores.csv" in line and split.test[0].key in line
+
+
+def test_float64_maps_are_read_without_rounding(tmp_path):
+    write_mvtec_tree(tmp_path / "data")
+    split = write_maps(tmp_path / "data", tmp_path / "maps", noise=0.5, seed=1)
+    for s in split.test:  # rewrite every map as float64
+        path = tmp_path / "maps/toy" / f"{s.key}.tiff"
+        tifffile.imwrite(path, tifffile.imread(path).astype(np.float64) + 1e-12)
+    result = evaluate_maps(split, tmp_path / "maps", progress=False)
+    assert result.p_auroc is not None and result.aupro[0.3]["all"] is not None

@@ -16,7 +16,9 @@ from l2bt.metrics import format_table
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "evaluate", help="AUPRO by defect size, AUROCs and robustness of a folder of maps",
-        description="Reads <maps>/<category>/test/<defect>/<stem>.tiff (+ scores.csv).",
+        description="Reads <maps>/<category>/test/<defect>/<stem>.tiff, one float32 map per "
+        "test image at its full size, and <maps>/<category>/scores.csv (key,score) when "
+        "present; prints a table and optionally writes the SPEC JSON.",
     )
     add_dataset_args(parser)
     parser.add_argument("--maps", required=True, help="folder of maps in the MVTec layout")
@@ -29,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate_maps(split, args.maps, progress=show_progress())
     print(format_table(result))
     if args.out:
-        write_text_atomic(Path(args.out), json.dumps(result.to_json_dict(), indent=2) + "\n")
+        text = json.dumps(result.to_json_dict(), indent=2, allow_nan=False) + "\n"
+        write_text_atomic(Path(args.out), text)
         print(f"\nwrote {args.out}")
     return 0

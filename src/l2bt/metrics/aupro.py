@@ -1,190 +1,218 @@
-"""Exact AUPRO per defect-size bin, and P-AUROC, from one streaming evaluator.
+"""Exact PRO curves per defect-size bin, and P-AUROC, from counts — the pure arithmetic.
 
-Definitions (SPEC §6). A threshold t marks pixels with score ≥ t. FPR(t) is the fraction
-of all defect-free pixels of all test images marked; PRO_b(t) the mean, over the regions
-of size bin b, of the fraction of each region marked. The PRO curve joins the points
-(FPR(t), PRO(t)) for every distinct score t, from (0, 0), with straight lines; AUPRO@L
-is its area over FPR ∈ [0, L], divided by L, with linear interpolation at L.
+Definitions (SPEC §6). A threshold t marks every pixel with score ≥ t (one convention,
+used everywhere). FPR(t) is the fraction of all defect-free pixels of all test images
+marked; PRO_b(t) the mean, over the regions of size bin b, of the fraction of each
+region marked. The PRO curve joins (0, 0) and the points (FPR(t), PRO_b(t)) for every
+distinct score t, from the highest down, with straight lines; AUPRO@L is its area over
+FPR ∈ [0, L], divided by L, with linear interpolation at L.
 
-Algorithm. Let a₁ > a₂ > … > a_m be the distinct scores of defect pixels. Between two
-consecutive aⱼ no defect pixel changes state, so every PRO is constant there and the
-curve is horizontal: the defect-free pixels with scores in (aⱼ₊₁, aⱼ) matter only by
-their count. At aⱼ itself FPR and PRO jump together (a sloped segment). So the curve is
-exact given (i) the defect pixels' scores with their regions, and (ii) for each aⱼ the
-number of defect-free pixels equal to it and strictly between it and the next one.
+Where the curve bends. Let a₁ > a₂ > … > a_m be the distinct scores of defect pixels.
+While t moves between two consecutive aⱼ no defect pixel changes state, so every PRO is
+constant and the curve is horizontal: defect-free pixels with scores strictly between
+aⱼ₊₁ and aⱼ matter only by their number. At t = aⱼ the defect pixels equal to aⱼ and
+the defect-free pixels equal to aⱼ switch together: one straight (sloped) segment.
+Hence the exact curve needs only
 
-The evaluator therefore takes two passes over the maps:
-1. `add_defects(map, mask)` for every image with defect pixels: regions are labelled
-   once (8-connected) and their pixels' scores kept. Memory: the defect pixels.
-2. `add_normal(map, mask)` for every image: defect-free pixels are sorted and counted
-   into the 2m + 1 cells "above a₁, = a₁, between a₁ and a₂, …, below a_m" by searching
-   the edges among them, then discarded. Memory: O(m), independent of the number of
-   defect-free pixels and of images.
+  (i)  the defect pixels' scores and regions, sorted once (`DefectTable`), and
+  (ii) the number of defect-free pixels in each of the 2m + 1 cells
+       "above a₁", "= a₁", "between a₁ and a₂", "= a₂", …, "below a_m" (`CellCounter`).
 
-Size bins need the quantiles of all region areas, known after pass 1; each bin's PRO at
-every aⱼ is then one cumulative sum over the defect pixels sorted once. P-AUROC follows
-from the same counts (Mann–Whitney with ties as one half). Every result is exact up to
-float64 rounding.
+Cell k ends at curve vertex k + 1, vertex 0 being (0, 0): an even cell (strictly between
+two edges) is a horizontal segment at the PRO of the edge above it, an odd cell (equal
+to edge j) a segment rising to PRO(≥ aⱼ). FPR at the vertices is the running sum of the
+cell counts; PRO(≥ aⱼ) of a bin is a running sum over the sorted defect pixels, each
+weighing 1 / (its region's area × regions in the bin); P-AUROC is the Mann–Whitney
+count over the same cells. Counts are integers; the only error is float64 rounding in
+the running sums (relative, at most D · 2⁻⁵³ for D defect pixels: 1e-9 for D = 10 M in
+the worst case, typically √D times smaller), no thresholds are sampled or quantised.
+
+Why the defect scores must be known before the defect-free pixels are counted (two
+passes, see `l2bt.metrics.evaluator`): in a single pass a defect score seen later may
+fall anywhere between defect-free scores seen earlier, so the counts of (ii) would need
+every defect-free score kept — the bulk of the data, which this design never keeps.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from l2bt.metrics.regions import SIZE_BINS, bin_membership, label_regions, size_quantiles
-
 FPR_LIMITS = (0.3, 0.1, 0.05, 0.01)
-CURVE_POINTS = 400  # points kept per PRO curve for plots
-AREA_CHUNK = 1 << 18  # vertices per step when integrating
+CURVE_POINTS = 400  # points kept per PRO curve, for plots
+AREA_CHUNK = 1 << 18  # vertices per step when integrating: bounded temporaries
+BUFFER_MIN, BUFFER_MAX = 1 << 20, 1 << 23  # defect-free scores counted per batch
 
 
 @dataclass(frozen=True)
 class ProCurve:
-    """A PRO curve up to the largest FPR limit, thinned for plotting."""
+    """A PRO curve on FPR ∈ [0, max limit], resampled at CURVE_POINTS points for plots."""
 
     fpr: np.ndarray
     pro: np.ndarray
 
 
 @dataclass(frozen=True)
-class PixelMetrics:
-    """What the pixel-level maps give: AUPRO per limit and bin, P-AUROC, region facts."""
+class DefectTable:
+    """Every defect pixel of a test set, by descending score, grouped by distinct score."""
 
-    n_regions: int
-    size_quantiles_px: tuple[float, float, float] | None
-    aupro: dict[float, dict[str, float | None]]
-    p_auroc: float | None
-    pro_curves: dict[str, ProCurve]
+    regions: np.ndarray  # (D,) int32: the region of each defect pixel, scores descending
+    group_ends: np.ndarray  # (m,) int64: index of the last pixel of each distinct score
+    edges: np.ndarray  # (m,) the distinct defect scores a₁ > … > a_m
+    areas: np.ndarray  # (R,) int64: pixels per region
 
+    @classmethod
+    def from_pixels(cls, scores: np.ndarray, regions: np.ndarray, areas: np.ndarray
+                    ) -> DefectTable:
+        """scores, regions: (D,) per defect pixel; areas: (R,) per region."""
+        order = np.argsort(scores, kind="stable")[::-1]  # (D,) descending scores
+        sorted_scores = scores[order]
+        group_ends = _run_ends(sorted_scores)
+        return cls(regions=regions[order], group_ends=group_ends,
+                   edges=sorted_scores[group_ends], areas=areas)
 
-class PixelEvaluator:
-    """Streams maps and masks through the two passes described in the module docstring."""
-
-    def __init__(self) -> None:
-        self._scores: list[np.ndarray] = []  # defect-pixel scores, per image
-        self._regions: list[np.ndarray] = []  # their region index (global), per image
-        self._areas: list[np.ndarray] = []  # area of every region, per image
-        self._n_regions = 0
-        self._edges: np.ndarray | None = None  # distinct defect scores, descending
-        self._counts: np.ndarray | None = None  # defect-free pixels in the 2m + 1 cells
-        self._n_normal = 0
-
-    def add_defects(self, anomaly_map: np.ndarray, mask: np.ndarray) -> None:
-        """Pass 1, for each image whose mask has defect pixels."""
-        if self._edges is not None:
-            raise RuntimeError("add_defects after add_normal: pass 1 must come first")
-        _check_pair(anomaly_map, mask)
-        labels, count = label_regions(mask)
-        if count == 0:
-            return
-        inside = labels > 0
-        self._scores.append(anomaly_map[inside])
-        self._regions.append((labels[inside] - 1 + self._n_regions).astype(np.int32))
-        self._areas.append(np.bincount(labels[inside], minlength=count + 1)[1:])
-        self._n_regions += count
-
-    def add_normal(self, anomaly_map: np.ndarray, mask: np.ndarray) -> None:
-        """Pass 2, for every image: count its defect-free pixels."""
-        _check_pair(anomaly_map, mask)
-        if self._edges is None:
-            self._freeze_defects()
-        assert self._edges is not None and self._counts is not None
-        normal = anomaly_map[~mask]
-        common = np.promote_types(normal.dtype, self._edges.dtype)  # compare without rounding
-        if common != self._edges.dtype:
-            self._edges = self._edges.astype(common)
-        self._n_normal += normal.size
-        _add_cell_counts(self._counts, normal, self._edges)
-
-    def result(self) -> PixelMetrics:
-        if self._edges is None:
-            self._freeze_defects()
-        scores, regions, areas = self._defect_arrays()
-        quantiles = size_quantiles(areas)
-        members = bin_membership(areas, quantiles)
-        order = np.argsort(scores, kind="stable")[::-1]  # descending
-        group_ends = _group_ends(scores[order])
-        p_auroc = self._p_auroc(scores)
-        aupro: dict[float, dict[str, float | None]] = {limit: {} for limit in FPR_LIMITS}
-        fpr = self._fpr_vertices(max(FPR_LIMITS)) if self._n_normal else np.zeros(1)
-        pro = np.empty_like(fpr)  # one buffer, refilled for each bin
-        curves: dict[str, ProCurve] = {}
-        for name in SIZE_BINS:
-            in_bin = members[name]
-            if not in_bin.any() or self._n_normal == 0:
-                for limit in FPR_LIMITS:
-                    aupro[limit][name] = None
-                continue
-            weights = np.where(in_bin, 1.0 / (areas * in_bin.sum()), 0.0)[regions[order]]
-            # weights: float64, so cumulative sums stay exact to rounding
-            pro_at_edges = np.cumsum(weights)[group_ends]  # PRO(≥ aⱼ), j = 1..m
-            del weights
-            self._fill_pro_vertices(pro, pro_at_edges)
-            for limit in FPR_LIMITS:
-                aupro[limit][name] = area_under(fpr, pro, limit) / limit
-            curves[name] = _thin(fpr, pro, max(FPR_LIMITS))
-        return PixelMetrics(
-            n_regions=self._n_regions,
-            size_quantiles_px=quantiles,
-            aupro=aupro,
-            p_auroc=p_auroc,
-            pro_curves=curves,
-        )
-
-    # ---- internals ------------------------------------------------------------------------
-
-    def _defect_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        if not self._scores:
-            return np.zeros(0, np.float32), np.zeros(0, np.int32), np.zeros(0, np.int64)
-        return (np.concatenate(self._scores), np.concatenate(self._regions),
-                np.concatenate(self._areas))
-
-    def _freeze_defects(self) -> None:
-        """End of pass 1: fix the cell edges (distinct defect scores, descending)."""
-        scores = self._defect_arrays()[0]
-        self._edges = np.unique(scores)[::-1].copy()
-        self._counts = np.zeros(2 * self._edges.size + 1, np.int64)
-
-    def _fpr_vertices(self, limit: float) -> np.ndarray:
-        """FPR at the curve's vertices, (0, 0) first, up to the first one at or past
-        `limit`: vertices beyond it change no AUPRO and no plotted curve.
-
-        Vertex k + 1 ends cell k: cell 2j (strictly between edges) is a horizontal
-        segment, cell 2j + 1 (equal to edge j) a sloped or vertical one.
-        """
-        assert self._counts is not None
-        cumulative = np.cumsum(self._counts)
-        n_cells = min(int(np.searchsorted(cumulative, limit * self._n_normal, side="left")) + 1,
-                      cumulative.size)
-        fpr = np.empty(n_cells + 1)
-        fpr[0] = 0.0
-        np.divide(cumulative[:n_cells], self._n_normal, out=fpr[1:])
-        return fpr
-
-    @staticmethod
-    def _fill_pro_vertices(pro: np.ndarray, pro_at_edges: np.ndarray) -> None:
-        """PRO at the vertices of `_fpr_vertices`, in place: a between-cell ends at the
-        level of the edge above it, an equal-cell at its own edge's level."""
-        pro[0] = 0.0
-        between, equal = pro[1::2], pro[2::2]  # vertices ending cells 0, 2, … and 1, 3, …
-        between[0] = 0.0
-        between[1:] = pro_at_edges[:between.size - 1]
-        equal[:] = pro_at_edges[:equal.size]
+    @property
+    def per_edge(self) -> np.ndarray:
+        """(m,) how many defect pixels equal each edge."""
+        return np.diff(self.group_ends, prepend=-1)
 
 
-    def _p_auroc(self, scores: np.ndarray) -> float | None:
-        """Mann–Whitney over pixels from the cell counts; ties count one half."""
-        n_defect = scores.size
-        if n_defect == 0 or self._n_normal == 0:
-            return None
-        assert self._counts is not None and self._edges is not None
-        per_edge = _count_equal(scores, self._edges)  # defect pixels equal to each edge
-        above = np.concatenate([[0], np.cumsum(per_edge)])  # defect pixels ≥ a_j, j = 0..m
-        between, equal = self._counts[0::2], self._counts[1::2]
-        wins = (between * above).sum() + (equal * (above[:-1] + 0.5 * per_edge)).sum()
-        return float(wins / (n_defect * self._n_normal))
+class CellCounter:
+    """Counts defect-free scores into the 2m + 1 cells of fixed descending edges.
+
+    Scores are buffered (one preallocated array of at most BUFFER_MAX values) and counted
+    a buffer at a time: the m edges are then searched once per ~4m scores instead of once
+    per image, so the cost per score stays O(log) however large m gets, and memory stays
+    bounded. Comparisons are exact: scores and edges are widened to a common dtype.
+    """
+
+    def __init__(self, edges_desc: np.ndarray) -> None:
+        self.edges = edges_desc  # (m,)
+        self.cells = np.zeros(2 * edges_desc.size + 1, np.int64)  # (2m + 1,) top first
+        self.total = 0
+        self._capacity = int(np.clip(4 * edges_desc.size, BUFFER_MIN, BUFFER_MAX))
+        self._buffer: np.ndarray | None = None
+        self._filled = 0
+
+    def add(self, values: np.ndarray) -> None:
+        """Count `values` ((n,) real numbers); they are copied, never kept by reference."""
+        common = np.promote_types(values.dtype, self.edges.dtype)
+        if common != self.edges.dtype:
+            self.flush()  # what is buffered is counted in its own, exact, precision
+            self.edges, self._buffer = self.edges.astype(common), None
+        if self._buffer is None:
+            self._buffer = np.empty(self._capacity, common)
+        self.total += values.size
+        for start in range(0, values.size, self._capacity):
+            chunk = values[start:start + self._capacity]
+            if self._filled + chunk.size > self._capacity:
+                self.flush()
+            self._buffer[self._filled:self._filled + chunk.size] = chunk
+            self._filled += chunk.size
+
+    def flush(self) -> None:
+        """Count what is buffered."""
+        if self._buffer is not None and self._filled:
+            pending = self._buffer[:self._filled]  # a view
+            pending.sort()  # in place: the buffer is refilled next
+            count_sorted(self.cells, pending, self.edges)
+        self._filled = 0
+
+    def counts(self) -> np.ndarray:
+        """(2m + 1,) every value added so far, per cell; frees the buffer."""
+        self.flush()
+        self._buffer = None
+        return self.cells
+
+
+def add_cell_counts(cells: np.ndarray, values: np.ndarray, edges_desc: np.ndarray) -> None:
+    """Add to `cells` ((2m + 1,) int64, top first) the number of `values` in each cell of
+    the descending edges a₁ > … > a_m, in place. `values` and `edges_desc` must share a
+    dtype, so that every comparison is exact.
+
+    The values are sorted, then the smaller side is searched in the larger: the m edges
+    among the n values (m log n) while m ≤ n, else the n values among the m edges
+    (n log m). With `CellCounter`'s batches of ≥ 4m values, the cost per value so stays
+    O(log) as a test set adds defect pixels.
+    """
+    count_sorted(cells, np.sort(values), edges_desc)
+
+
+def count_sorted(cells: np.ndarray, ordered: np.ndarray, edges_desc: np.ndarray) -> None:
+    """`add_cell_counts` for values already sorted ascending."""
+    if ordered.size == 0:
+        return
+    ascending = edges_desc[::-1]  # (m,) a view
+    if ascending.size <= ordered.size:
+        _count_searching_edges(cells, ordered, ascending)
+    else:
+        _count_searching_values(cells, ordered, ascending)
+
+
+def _count_searching_edges(cells: np.ndarray, ordered: np.ndarray, ascending: np.ndarray
+                           ) -> None:
+    """Cells from the positions of the edges among the sorted values (m-sized temporaries)."""
+    between = cells[::-2]  # view, bottom-up: [0] below the lowest edge, [m] above the top
+    equal = cells[-2::-2]  # view, bottom-up: [j] holds the values equal to ascending[j]
+    if ascending.size == 0:
+        between[0] += ordered.size
+        return
+    below = np.searchsorted(ordered, ascending, side="left")  # (m,) values < each edge
+    hit = np.flatnonzero(ordered.take(below, mode="clip") == ascending)  # (h,) edges hit
+    ties = np.searchsorted(ordered, ascending[hit], side="right") - below[hit]  # (h,)
+    equal[hit] += ties
+    between[0] += below[0]
+    between[1:-1] += np.diff(below)  # values in [edge j, edge j+1), ties at j included
+    between[-1] += ordered.size - below[-1]
+    between[hit + 1] -= ties  # … and taken out again: they sit in their equal-cell
+
+
+def _count_searching_values(cells: np.ndarray, ordered: np.ndarray, ascending: np.ndarray
+                            ) -> None:
+    """Cells from the position of every sorted value among the edges, run-length counted."""
+    m = ascending.size
+    cell = np.searchsorted(ascending, ordered, side="left")  # (n,) edges < each value
+    on_edge = ascending.take(cell, mode="clip") == ordered  # (n,) bool
+    np.subtract(m, cell, out=cell)  # (n,) edges ≥ each value
+    cell *= 2
+    cell -= on_edge  # (n,) the cell, top first; non-increasing as the values ascend
+    starts = np.flatnonzero(np.diff(cell)) + 1  # (runs - 1,) where the cell changes
+    first = np.concatenate([[0], starts])  # (runs,)
+    run_lengths = np.diff(np.concatenate([first, [cell.size]]))  # (runs,)
+    cells[cell[first]] += run_lengths  # cells distinct: plain fancy-index add is exact
+
+
+def fpr_vertices(cells: np.ndarray, n_normal: int, limit: float) -> np.ndarray:
+    """FPR at the curve's vertices, (0, 0) first, up to the first vertex at or past
+    `limit` (vertices beyond it change no AUPRO and no plotted curve)."""
+    cumulative = np.cumsum(cells)  # (2m + 1,) defect-free pixels in cells 0..k
+    n_cells = min(int(np.searchsorted(cumulative, limit * n_normal, side="left")) + 1,
+                  cumulative.size)
+    fpr = np.empty(n_cells + 1)  # (n_cells + 1,) float64
+    fpr[0] = 0.0
+    np.divide(cumulative[:n_cells], n_normal, out=fpr[1:])
+    return fpr
+
+
+def pro_at_edges(defects: DefectTable, in_bin: np.ndarray) -> np.ndarray:
+    """(m,) PRO(≥ aⱼ) of the bin given by `in_bin` ((R,) bool over regions)."""
+    share = np.where(in_bin, 1.0 / (defects.areas * in_bin.sum()), 0.0)  # (R,) per pixel
+    running = share[defects.regions]  # (D,) float64, pixels by descending score
+    np.cumsum(running, out=running)
+    return running[defects.group_ends]
+
+
+def fill_pro_vertices(pro: np.ndarray, pro_edges: np.ndarray) -> None:
+    """PRO at the vertices of `fpr_vertices`, in place: vertex 2j + 1 ends between-cell
+    2j at the level of the edge above (0 for j = 0), vertex 2j + 2 ends equal-cell
+    2j + 1 at PRO(≥ a_{j+1})."""
+    pro[0] = 0.0
+    between, equal = pro[1::2], pro[2::2]  # views: vertices 1, 3, … and 2, 4, …
+    between[0] = 0.0
+    between[1:] = pro_edges[:between.size - 1]
+    equal[:] = pro_edges[:equal.size]
 
 
 def area_under(fpr: np.ndarray, pro: np.ndarray, limit: float) -> float:
@@ -193,61 +221,63 @@ def area_under(fpr: np.ndarray, pro: np.ndarray, limit: float) -> float:
     `fpr` is non-decreasing from 0; the curve is cut at `limit` by linear interpolation
     (vertical steps, where fpr repeats, take the value reached last before the cut).
     """
-    end = int(np.searchsorted(fpr, limit, side="right"))  # vertices with fpr ≤ limit
-    x, y = fpr[:end], pro[:end]
+    return areas_under(fpr, pro, [limit])[0]
+
+
+def areas_under(fpr: np.ndarray, pro: np.ndarray, limits: Sequence[float]) -> list[float]:
+    """`area_under` for several limits in one pass over the vertices."""
+    areas = [0.0] * len(limits)
+    running, reached = 0.0, 0  # area from vertex 0 to vertex `reached`
+    for i in np.argsort(limits):  # increasing limits: one sweep
+        limit = limits[i]
+        end = int(np.searchsorted(fpr, limit, side="right"))  # vertices with fpr ≤ limit
+        running += _trapezoids(fpr, pro, reached, end - 1)
+        reached = end - 1
+        areas[i] = running + _cut_at(fpr, pro, end, limit)
+    return areas
+
+
+def _trapezoids(fpr: np.ndarray, pro: np.ndarray, first: int, last: int) -> float:
+    """Area of the segments from vertex `first` to vertex `last`, in bounded chunks."""
     area = 0.0
-    for start in range(0, max(end - 1, 0), AREA_CHUNK):  # bounded temporaries
-        stop = min(start + AREA_CHUNK, end - 1)
-        widths = x[start + 1:stop + 1] - x[start:stop]
-        area += float(np.dot(widths, y[start + 1:stop + 1] + y[start:stop])) / 2.0
-    if end < fpr.size and x[-1] < limit:
-        x0, y0, x1, y1 = x[-1], y[-1], fpr[end], pro[end]
-        y_cut = y0 + (y1 - y0) * (limit - x0) / (x1 - x0)
-        area += (limit - x0) * (y0 + y_cut) / 2.0
+    for start in range(first, last, AREA_CHUNK):
+        stop = min(start + AREA_CHUNK, last)
+        widths = fpr[start + 1:stop + 1] - fpr[start:stop]  # (chunk,)
+        area += float(np.dot(widths, pro[start + 1:stop + 1] + pro[start:stop])) / 2.0
     return area
 
 
-def _check_pair(anomaly_map: np.ndarray, mask: np.ndarray) -> None:
-    if anomaly_map.shape != mask.shape or anomaly_map.ndim != 2:
-        raise ValueError(f"map {anomaly_map.shape} and mask {mask.shape} must be equal 2-D shapes")
+def _cut_at(fpr: np.ndarray, pro: np.ndarray, end: int, limit: float) -> float:
+    """Area from the last vertex at or before `limit` (end - 1) to `limit` itself."""
+    x0, y0 = fpr[end - 1], pro[end - 1]
+    if end == fpr.size or x0 >= limit:
+        return 0.0
+    x1, y1 = fpr[end], pro[end]
+    y_cut = y0 + (y1 - y0) * (limit - x0) / (x1 - x0)
+    return float((limit - x0) * (y0 + y_cut) / 2.0)
 
 
-def _add_cell_counts(cells: np.ndarray, values: np.ndarray, edges_desc: np.ndarray) -> None:
-    """Add to `cells` (2m + 1, top first) the counts of `values` per cell of the
-    descending edges a₁ > … > a_m, in place.
-
-    The values are sorted (fast, vectorised) and the m edges searched among them, so the
-    cost is a sort plus O(m log n), not n binary searches into the edges.
-    """
-    ordered = np.sort(values)
-    ascending = edges_desc[::-1]
-    below = np.searchsorted(ordered, ascending, side="left")  # values < edge
-    at_or_below = np.searchsorted(ordered, ascending, side="right")  # values ≤ edge
-    cells[-2::-2] += at_or_below - below  # equal-cells 2m-1, …, 3, 1: edges bottom-up
-    between = cells[::-2]  # a view: between-cells 2m, …, 2, 0 (below the lowest edge first)
-    if edges_desc.size == 0:
-        between[0] += ordered.size
-        return
-    between[0] += below[0]
-    between[1:-1] += below[1:] - at_or_below[:-1]
-    between[-1] += ordered.size - at_or_below[-1]
+def pixel_auroc(cells: np.ndarray, per_edge: np.ndarray) -> float | None:
+    """P-AUROC: the Mann–Whitney statistic over (defect, defect-free) pixel pairs, ties
+    counting one half, from the cell counts; None without pixels of either kind."""
+    n_defect, n_normal = int(per_edge.sum()), int(cells.sum())
+    if n_defect == 0 or n_normal == 0:
+        return None
+    above = np.concatenate([[0], np.cumsum(per_edge)]).astype(np.float64)  # (m+1,) ≥ aⱼ
+    between, equal = cells[0::2].astype(np.float64), cells[1::2].astype(np.float64)
+    wins = np.dot(between, above) + np.dot(equal, above[:-1] + 0.5 * per_edge)
+    return float(wins / n_defect / n_normal)
 
 
-def _count_equal(values: np.ndarray, edges_desc: np.ndarray) -> np.ndarray:
-    """How many `values` equal each edge (every value is an edge)."""
-    index = edges_desc.size - 1 - np.searchsorted(edges_desc[::-1], values, side="left")
-    return np.bincount(index, minlength=edges_desc.size)
-
-
-def _group_ends(sorted_desc: np.ndarray) -> np.ndarray:
-    """Index of the last element of each run of equal values in a sorted array."""
-    if sorted_desc.size == 0:
-        return np.zeros(0, np.int64)
-    changes = np.flatnonzero(sorted_desc[1:] != sorted_desc[:-1])
-    return np.concatenate([changes, [sorted_desc.size - 1]])
-
-
-def _thin(fpr: np.ndarray, pro: np.ndarray, limit: float) -> ProCurve:
-    """The curve up to `limit`, resampled at CURVE_POINTS FPR values for plotting."""
+def thin_curve(fpr: np.ndarray, pro: np.ndarray, limit: float) -> ProCurve:
+    """The curve on [0, limit], resampled at CURVE_POINTS FPR values for plotting."""
     grid = np.linspace(0.0, limit, CURVE_POINTS)
-    return ProCurve(fpr=grid, pro=np.interp(grid, fpr, pro))  # fpr sorted; pro non-decreasing
+    return ProCurve(fpr=grid, pro=np.interp(grid, fpr, pro))
+
+
+def _run_ends(sorted_values: np.ndarray) -> np.ndarray:
+    """Index of the last element of each run of equal values in a sorted array."""
+    if sorted_values.size == 0:
+        return np.zeros(0, np.int64)
+    changes = np.flatnonzero(sorted_values[1:] != sorted_values[:-1])
+    return np.concatenate([changes, [sorted_values.size - 1]]).astype(np.int64)
