@@ -27,7 +27,7 @@ from PIL import Image
 
 from l2bt.anomaly_map import image_score, patch_anomaly, to_image_maps
 from l2bt.config import TeacherConfig, TrainConfig
-from l2bt.features import cached_train_features, teacher_features
+from l2bt.features import cached_train_features
 from l2bt.preprocess import preprocess
 from l2bt.students import cosine_loss
 from l2bt.teacher import load_teacher
@@ -71,7 +71,7 @@ def reextraction_epoch(teacher, images, config, students, optimizer) -> None:
     forward, backward = students
     for start in range(0, len(images), 4):
         x = torch.stack([preprocess(im, config.image_size)[0] for im in images[start:start + 4]])
-        early, late = teacher_features(teacher, x, config.layers)
+        early, late = teacher.features(x, config.layers)
         early, late = early.flatten(0, 2), late.flatten(0, 2)  # (B, h, w, D) -> (B·h·w, D)
         loss = cosine_loss(forward(early), late) + cosine_loss(backward(late), early)
         optimizer.zero_grad()
@@ -109,7 +109,7 @@ def main() -> None:
     image = make_image(height, width)
     x, geometry = preprocess(image, args.image_size)
     x = x[None]  # (3, S, S) -> (1, 3, S, S)
-    t_teacher = median_seconds(lambda: teacher_features(teacher, x, config.layers), args.repeats)
+    t_teacher = median_seconds(lambda: teacher.features(x, config.layers), args.repeats)
     flops = teacher_flops(n_tokens, n_patches, dim, blocks)
     rate = flops / t_teacher / 1e9
     mm_rate = matmul_gflops(n_tokens, dim, args.repeats)
@@ -119,7 +119,7 @@ def main() -> None:
           f" ratio {rate / mm_rate:.2f}")
 
     # 2. Predict latency split.
-    early, late = teacher_features(teacher, x, config.layers)
+    early, late = teacher.features(x, config.layers)
     forward, backward = new_students(dim, seed=0)
 
     def students_step():

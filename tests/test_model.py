@@ -55,11 +55,10 @@ def test_cached_features_equal_fresh_teacher_features(train_paths, tmp_path):
     features = cached_train_features(model.teacher, train_paths[:2], CONFIG.teacher,
                                      torch.device("cpu"), progress=False)
     from l2bt.data import read_image
-    from l2bt.features import teacher_features
     from l2bt.preprocess import preprocess
 
     x = torch.stack([preprocess(read_image(p), 56)[0] for p in train_paths[:2]])
-    early, late = teacher_features(model.teacher, x, (7, 11))
+    early, late = model.teacher.features(x, (7, 11))
     assert features.early.dtype == np.float16 and features.early.shape == tuple(early.shape)
     assert np.allclose(features.early, early.numpy(), rtol=2e-3, atol=2e-3)
     assert np.allclose(features.late, late.numpy(), rtol=2e-3, atol=2e-3)

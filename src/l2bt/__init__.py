@@ -9,10 +9,14 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    if name in ("L2BT", "Prediction"):
-        from l2bt import model
+    if name == "L2BT":
+        from l2bt.model import L2BT
 
-        return getattr(model, name)
+        return L2BT
+    if name == "Prediction":
+        from l2bt.prediction import Prediction
+
+        return Prediction
     raise AttributeError(name)
 
 

@@ -27,11 +27,15 @@ def patch_anomaly(
     backward_student: nn.Module,
     early: torch.Tensor,
     late: torch.Tensor,
+    precision: str = "fp32",
 ) -> torch.Tensor:
-    """(B, h, w, D) features of both layers -> (B, h, w) per-patch anomaly."""
+    """(B, h, w, D) features of both layers -> (B, h, w) per-patch anomaly.
+
+    `precision` is the students' ("fp32" or "bf16"); the result is float32.
+    """
     forward_error = F.normalize(forward_student(early), dim=-1) - F.normalize(late, dim=-1)
     backward_error = F.normalize(backward_student(late), dim=-1) - F.normalize(early, dim=-1)
-    return forward_error.norm(dim=-1) * backward_error.norm(dim=-1)
+    return (forward_error.norm(dim=-1) * backward_error.norm(dim=-1)).float()
 
 
 def box_blur(maps: torch.Tensor, side: int) -> torch.Tensor:

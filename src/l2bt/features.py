@@ -14,7 +14,6 @@ import json
 import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,13 +38,6 @@ def default_cache_dir() -> Path:
     return base / "l2bt" / "features"
 
 
-def autocast(device: torch.device, precision: str):
-    """bf16 autocast for the teacher when asked; a no-op context for fp32."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return nullcontext()
-
-
 def iter_inputs(
     images: Sequence[Path], size: int, batch_size: int, workers: int = 2
 ) -> Iterator[tuple[list[int], torch.Tensor, list[PadGeometry]]]:
@@ -59,16 +51,6 @@ def iter_inputs(
             indices = list(range(start, min(start + batch_size, len(images))))
             loaded = list(pool.map(load, [images[i] for i in indices]))
             yield indices, torch.stack([x for x, _ in loaded]), [g for _, g in loaded]
-
-
-@torch.inference_mode()
-def teacher_features(
-    teacher: Teacher, x: torch.Tensor, layers: tuple[int, int], precision: str = "fp32"
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, 3, S, S) inputs -> two float32 (B, S/14, S/14, D) feature maps, on x's device."""
-    with autocast(x.device, precision):
-        early, late = teacher.features(x, layers=layers)
-    return early.float(), late.float()
 
 
 @dataclass(frozen=True)
@@ -85,8 +67,9 @@ class TrainFeatures:
     def rows(self, indices: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """Images `indices` (sorted for disk locality) as float32 (n, h, w, D) tensors."""
         indices = np.sort(indices)
-        return tuple(torch.from_numpy(array[indices]).to(device).float()  # fancy index: a copy
-                     for array in (self.early, self.late))
+        early, late = (torch.from_numpy(array[indices]).to(device).float()  # fancy index: a copy
+                       for array in (self.early, self.late))
+        return early, late
 
 
 def cache_key(
@@ -142,7 +125,7 @@ def cached_train_features(
         bar = tqdm(total=len(images), desc="teacher features", unit="img", disable=not progress)
         with bar:
             for indices, x, _ in batches:
-                a, b = teacher_features(teacher, x.to(device), config.layers, precision)
+                a, b = teacher.features(x.to(device), config.layers, precision)
                 early[indices[0]:indices[-1] + 1] = a.cpu().numpy().astype(np.float16)
                 late[indices[0]:indices[-1] + 1] = b.cpu().numpy().astype(np.float16)
                 bar.update(len(indices))

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from l2bt.atomic import atomic_file, write_text_atomic
 from l2bt.data.image_io import is_image_file, read_image
 from l2bt.errors import InputError
-from l2bt.model import Prediction
+from l2bt.prediction import Prediction
 from l2bt.report.overlay import overlay
 
 

@@ -12,7 +12,6 @@ import json
 import platform
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +25,10 @@ from l2bt.anomaly_map import image_score, patch_anomaly, to_image_maps
 from l2bt.atomic import atomic_folder
 from l2bt.config import L2BTConfig
 from l2bt.data.image_io import read_image, to_rgb_array
+from l2bt.device import device_name, resolve_device
 from l2bt.errors import InputError
-from l2bt.features import cached_train_features, teacher_features
+from l2bt.features import cached_train_features
+from l2bt.prediction import Prediction
 from l2bt.preprocess import PadGeometry, preprocess
 from l2bt.students import Student
 from l2bt.teacher import Teacher, load_teacher
@@ -35,24 +36,6 @@ from l2bt.training import TrainingHistory, normal_score_range, train_students
 
 RUN_FORMAT = "l2bt-run/1"
 ImageInput = str | Path | Image.Image | np.ndarray
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """An anomaly map at the input image's exact height × width, and the image score."""
-
-    anomaly_map: np.ndarray
-    score: float
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """'auto' picks CUDA when available; 'cuda' without a GPU is an input error."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda was asked for, but no CUDA device is available")
-    return device
 
 
 def as_rgb(image: ImageInput) -> np.ndarray:
@@ -112,7 +95,8 @@ class L2BT:
             None if cache_dir is None else Path(cache_dir), progress=progress,
         )
         feature_seconds = time.perf_counter() - start
-        forward, backward, history = train_students(features, config.train, device, progress)
+        forward, backward, history = train_students(features, config.train, device, progress,
+                                                    precision)
         training = _training_info(images, history, feature_seconds, device)
         calibration = normal_score_range(features, forward, backward, device)
         return cls(config, teacher, forward, backward, device, precision,
@@ -203,8 +187,9 @@ class L2BT:
 
     def patch_maps(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) inputs -> (B, S/14, S/14) per-patch anomaly."""
-        early, late = teacher_features(self.teacher, x, self.config.teacher.layers, self.precision)
-        return patch_anomaly(self.forward_student, self.backward_student, early, late)
+        early, late = self.teacher.features(x, self.config.teacher.layers, self.precision)
+        return patch_anomaly(self.forward_student, self.backward_student, early, late,
+                             self.precision)
 
 
 def _group_by(geometries: Sequence[PadGeometry]) -> dict[PadGeometry, list[int]]:
@@ -247,12 +232,6 @@ def _training_info(images: Sequence[Path], history: TrainingHistory, feature_sec
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def _plot_losses(losses: Sequence[float] | None, path: Path) -> None:

@@ -44,12 +44,14 @@ def train_students(
     config: TrainConfig,
     device: torch.device,
     progress: bool = True,
+    precision: str = "fp32",
 ) -> tuple[Student, Student, TrainingHistory]:
     """Fit forward (early → late) and backward (late → early) students with the cosine loss.
 
     Each step takes every patch of `batch_size` images; the loss is the sum of the two
     students' (1 − mean cosine) losses, minimised with Adam. A non-finite loss stops
-    training with an `InputError` rather than writing a broken model.
+    training with an `InputError` rather than writing a broken model. `precision` names
+    the students' compute precision; training runs in float32 for both values today.
     """
     forward, backward = new_students(features.early.shape[-1], config.seed)
     forward.to(device).train()

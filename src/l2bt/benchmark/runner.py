@@ -29,11 +29,11 @@ from l2bt.atomic import write_text_atomic
 from l2bt.benchmark.memory import PeakMemory
 from l2bt.data import load_category
 from l2bt.data.sample import CategorySplit
+from l2bt.device import device_name, resolve_device
 from l2bt.errors import InputError
 from l2bt.evaluation import evaluate_maps
 from l2bt.inference import PredictItem, predict_to_folder
 from l2bt.methods import ExternalMaps, MethodSettings, make_method
-from l2bt.model import device_name, resolve_device
 from l2bt.report.plots import plot_smallest_defects
 from l2bt.report.summary import write_summary
 from l2bt.teacher import load_teacher
@@ -102,7 +102,7 @@ def _run_one(method, split: CategorySplit, out: Path, settings: MethodSettings,
              progress: bool) -> dict[str, Any]:
     if isinstance(method, ExternalMaps):
         evaluation = evaluate_maps(split, method.maps_dir, progress)
-        run = {"description": method.describe()}
+        run: dict[str, Any] = {"description": method.describe()}
     else:
         work_dir = out / "models" / method.name / split.name
         tic = time.perf_counter()

@@ -1,8 +1,11 @@
 """The `l2bt` command: a thin layer over the library, one module per verb.
 
 Each verb module defines `add_parser(subparsers)` (which sets `func`) and a `run(args)`
-that calls library functions. Bad input (`InputError`) becomes one plain line on stderr
-and exit status 2; `--debug` shows the traceback instead.
+that calls library functions. A verb module imports only argparse-level helpers at its
+top; its heavy dependencies (torch, the data layouts, optional extras) are imported
+inside `run`, so `l2bt --help` answers at once and `evaluate` never loads torch. Bad
+input (`InputError`) becomes one plain line on stderr and exit status 2; `--debug`
+shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from collections.abc import Sequence
 
 from l2bt.errors import InputError
 
-VERBS = ("fit", "predict", "evaluate", "benchmark", "check_data", "make_synthetic", "demo")
+VERBS = ("fit", "calibrate", "predict", "evaluate", "benchmark", "check_data", "make_synthetic",
+         "demo", "export", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:

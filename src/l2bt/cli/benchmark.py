@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from l2bt.benchmark.runner import BenchmarkConfig, parse_categories, run_benchmark
-from l2bt.cli.common import add_device_args, add_teacher_args, show_progress
-from l2bt.data import DATASETS, list_categories
-from l2bt.methods import METHOD_NAMES, MethodSettings
+from l2bt.cli.common import DATASETS, add_device_args, add_teacher_args, show_progress
+
+if TYPE_CHECKING:
+    from l2bt.methods import MethodSettings
+
+METHOD_NAMES = ("l2bt", "l2bt@N", "patchcore", "external:NAME=DIR")  # l2bt.methods.METHOD_NAMES
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -17,7 +20,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Re-running with the same --out continues where a run stopped.",
     )
     parser.add_argument("--data", required=True, help="data root folder")
-    parser.add_argument("--dataset", default="mvtec_ad", help=f"{', '.join(sorted(DATASETS))}")
+    parser.add_argument("--dataset", default="mvtec_ad", help=f"{', '.join(DATASETS)}")
     parser.add_argument("--categories", default=None, help="A,B (default: all found)")
     parser.add_argument("--methods", default="l2bt",
                         help=f"comma-separated: {', '.join(METHOD_NAMES)} (default l2bt)")
@@ -31,6 +34,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def settings_from(args: argparse.Namespace) -> MethodSettings:
+    from l2bt.methods import MethodSettings
+
     return MethodSettings(teacher=args.teacher, weights=args.weights,
                           image_size=args.image_size, epochs=args.epochs, device=args.device,
                           precision=args.precision, cache_dir=args.cache_dir,
@@ -38,6 +43,9 @@ def settings_from(args: argparse.Namespace) -> MethodSettings:
 
 
 def run(args: argparse.Namespace) -> int:
+    from l2bt.benchmark.runner import BenchmarkConfig, parse_categories, run_benchmark
+    from l2bt.data import list_categories
+
     categories = parse_categories(
         args.categories, [] if args.categories else list_categories(args.data, args.dataset))
     config = BenchmarkConfig(

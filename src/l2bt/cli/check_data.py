@@ -7,8 +7,6 @@ import sys
 from collections import Counter
 
 from l2bt.cli.common import add_dataset_args, show_progress
-from l2bt.data import list_categories
-from l2bt.data.checks import check_category
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -19,6 +17,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from l2bt.data import list_categories
+    from l2bt.data.checks import check_category
+
     categories = [args.category] if args.category else list_categories(args.data, args.dataset)
     if not categories:
         print(f"l2bt check-data: error: {args.data}: no categories found for the "

@@ -1,16 +1,22 @@
-"""Argument helpers shared by several verbs."""
+"""Argument helpers shared by several verbs.
+
+Nothing here imports torch, numpy or a data layout: building the parser (`l2bt --help`)
+stays fast, and each verb imports what it needs inside its `run`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
-from l2bt.data import DATASETS
+DATASETS = ("mvtec_ad", "visa", "mvtec_ad2", "folder")  # l2bt.data.DATASETS, by name
+PRECISIONS = ("fp32", "bf16")  # l2bt.teacher.PRECISIONS
 
 
 def add_dataset_args(parser: argparse.ArgumentParser, category_required: bool = True) -> None:
     parser.add_argument("--data", required=True, help="data root folder")
     parser.add_argument(
-        "--dataset", default="mvtec_ad", help=f"data layout: {', '.join(sorted(DATASETS))} "
+        "--dataset", default="mvtec_ad", help=f"data layout: {', '.join(DATASETS)} "
         "(default mvtec_ad)"
     )
     if category_required:
@@ -30,13 +36,11 @@ def add_teacher_args(parser: argparse.ArgumentParser) -> None:
 def add_device_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument(
-        "--precision", default="fp32", choices=("fp32", "bf16"),
-        help="teacher precision (bf16 uses autocast)",
+        "--precision", default="fp32", choices=PRECISIONS,
+        help="compute precision of the teacher and students (default fp32)",
     )
 
 
 def show_progress() -> bool:
     """Progress bars only when a person is watching a terminal."""
-    import sys
-
     return sys.stderr.isatty()

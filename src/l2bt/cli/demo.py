@@ -12,10 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from l2bt.benchmark.runner import BenchmarkConfig, check_teacher, run_benchmark
 from l2bt.cli.common import add_device_args, show_progress
-from l2bt.data.synthetic import SyntheticConfig, write_synthetic
-from l2bt.methods import MethodSettings
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -37,6 +34,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from l2bt.benchmark.runner import BenchmarkConfig, check_teacher, run_benchmark
+    from l2bt.data.synthetic import SyntheticConfig, write_synthetic
+    from l2bt.methods import MethodSettings
+
     out = Path(args.out)
     settings = MethodSettings(teacher=args.teacher, weights=args.weights,
                               image_size=args.image_size, epochs=args.epochs,

@@ -6,11 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from l2bt.atomic import write_text_atomic
 from l2bt.cli.common import add_dataset_args, show_progress
-from l2bt.data import load_category
-from l2bt.evaluation import evaluate_maps
-from l2bt.metrics import format_table
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -27,6 +23,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from l2bt.atomic import write_text_atomic
+    from l2bt.data import load_category
+    from l2bt.evaluation import evaluate_maps
+    from l2bt.metrics import format_table
+
     split = load_category(args.data, args.category, args.dataset)
     result = evaluate_maps(split, args.maps, progress=show_progress())
     print(format_table(result))

@@ -6,10 +6,6 @@ import argparse
 from pathlib import Path
 
 from l2bt.cli.common import add_dataset_args, add_device_args, add_teacher_args, show_progress
-from l2bt.config import L2BTConfig, TeacherConfig, TrainConfig
-from l2bt.data import load_category
-from l2bt.errors import InputError
-from l2bt.model import L2BT
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -29,6 +25,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from l2bt.config import L2BTConfig, TeacherConfig, TrainConfig
+    from l2bt.data import load_category
+    from l2bt.errors import InputError
+    from l2bt.model import L2BT
+
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise InputError("output folder exists and is not empty (use --overwrite)", out)

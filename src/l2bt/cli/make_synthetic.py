@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from l2bt.data.synthetic import SyntheticConfig, write_synthetic
-
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -23,6 +21,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from l2bt.data.synthetic import SyntheticConfig, write_synthetic
+
     config = SyntheticConfig(args.size, args.seed, args.category, args.n_train,
                              args.n_test_good, args.n_test_defective)
     target = write_synthetic(args.out, config, overwrite=args.overwrite)

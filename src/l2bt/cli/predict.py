@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from l2bt.cli.common import show_progress
-from l2bt.inference import collect_inputs, predict_to_folder
-from l2bt.model import L2BT
+from l2bt.cli.common import PRECISIONS, show_progress
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -21,7 +19,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--precision", default=None, choices=("fp32", "bf16"),
+    parser.add_argument("--precision", default=None, choices=PRECISIONS,
                         help="teacher precision (default: as trained)")
     parser.add_argument("--weights", default=None,
                         help="teacher checkpoint, if it moved since `fit` (must be the same)")
@@ -30,6 +28,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from l2bt.inference import collect_inputs, predict_to_folder
+    from l2bt.model import L2BT
+
     items = collect_inputs(args.inputs)
     model = L2BT.load(args.model, device=args.device, precision=args.precision,
                       weights=args.weights)

@@ -1,5 +1,6 @@
 """The methods a benchmark compares, chosen by name: `l2bt`, `l2bt@N`, `patchcore`,
-`external:NAME=DIR`."""
+`external:NAME=DIR`. Importing this package is cheap: each method's module (and torch)
+is imported when the method is made."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from pathlib import Path
 from l2bt.errors import InputError
 from l2bt.methods.base import Method, MethodSettings
 from l2bt.methods.external import ExternalMaps
-from l2bt.methods.l2bt_method import L2BTMethod
 
 METHOD_NAMES = ("l2bt", "l2bt@N", "patchcore", "external:NAME=DIR")
 
@@ -17,10 +17,12 @@ METHOD_NAMES = ("l2bt", "l2bt@N", "patchcore", "external:NAME=DIR")
 def make_method(spec: str, settings: MethodSettings) -> Method | ExternalMaps:
     """A method from its name in `--methods`."""
     spec = spec.strip()
-    if spec == "l2bt":
-        return L2BTMethod(settings)
-    if match := re.fullmatch(r"l2bt@(\d+)", spec):
-        size = int(match.group(1))
+    if spec == "l2bt" or re.fullmatch(r"l2bt@(\d+)", spec):
+        from l2bt.methods.l2bt_method import L2BTMethod
+
+        if spec == "l2bt":
+            return L2BTMethod(settings)
+        size = int(spec.split("@")[1])
         if size % 14:
             raise InputError(f"method {spec}: the input size must be a multiple of 14")
         return L2BTMethod(settings, image_size=size)

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from l2bt.model import Prediction
+from l2bt.prediction import Prediction
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ import numpy as np
 
 from l2bt.config import L2BTConfig, TeacherConfig, TrainConfig
 from l2bt.methods.base import MethodSettings
-from l2bt.model import L2BT, Prediction
+from l2bt.model import L2BT
+from l2bt.prediction import Prediction
 
 
 class L2BTMethod:

@@ -49,12 +49,13 @@ from torch.nn import functional as F
 from l2bt.anomaly_map import image_score, to_image_maps
 from l2bt.atomic import atomic_file, write_text_atomic
 from l2bt.config import TeacherConfig
+from l2bt.device import resolve_device
 from l2bt.errors import InputError
-from l2bt.features import TrainFeatures, cache_key, cached_train_features, teacher_features
+from l2bt.features import TrainFeatures, cache_key, cached_train_features
 from l2bt.methods.base import MethodSettings
 from l2bt.methods.coreset import Coreset, greedy_coreset, random_projection
 from l2bt.methods.nearest import nearest_distances, squared_norms
-from l2bt.model import Prediction, resolve_device
+from l2bt.prediction import Prediction
 from l2bt.preprocess import preprocess
 from l2bt.teacher import Teacher, load_teacher
 
@@ -95,7 +96,7 @@ class PatchCore:
             raise InputError(f"PatchCore neighbourhood must be odd and ≥ 1, got {neighbourhood}")
         self.settings = settings
         self.teacher_config = TeacherConfig(settings.teacher, settings.weights,
-                                            settings.image_size, tuple(layers))
+                                            settings.image_size, (layers[0], layers[1]))
         self.coreset_ratio = coreset_ratio
         self.seed = seed
         self.neighbourhood = neighbourhood
@@ -232,8 +233,8 @@ class PatchCore:
             raise RuntimeError("PatchCore.fit must run before predict_batch")
         inputs, geometries = zip(*(preprocess(im, self.teacher_config.image_size)
                                    for im in images), strict=True)
-        early, late = teacher_features(self.teacher, torch.stack(inputs).to(self.device),
-                                       self.teacher_config.layers, self.settings.precision)
+        early, late = self.teacher.features(torch.stack(inputs).to(self.device),
+                                            self.teacher_config.layers, self.settings.precision)
         descriptors = patch_descriptors(early, late, self.neighbourhood)  # (B, h, w, 2D)
         batch, h, w, dim = descriptors.shape
         distances = nearest_distances(descriptors.reshape(-1, dim),  # (B·h·w, 2D)

@@ -13,11 +13,11 @@ def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
 
     The Mann–Whitney statistic from average ranks; None when a class is empty.
     """
-    scores = np.asarray(scores, dtype=np.float64)
-    labels = np.asarray(labels, dtype=bool)
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    values = np.asarray(scores, dtype=np.float64)
+    positive = np.asarray(labels, dtype=bool)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
     if n_pos == 0 or n_neg == 0:
         return None
-    ranks = rankdata(scores)  # average ranks: ties share them
-    u = ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0
+    ranks = rankdata(values)  # average ranks: ties share them
+    u = ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0
     return float(u / (n_pos * n_neg))

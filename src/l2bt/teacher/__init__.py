@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -16,6 +17,7 @@ from l2bt.teacher import weights as weight_files
 from l2bt.teacher.vit import ARCHITECTURES, PATCH_SIZE, DinoVisionTransformer, init_random
 
 TEACHER_VARIANTS = tuple(ARCHITECTURES)
+PRECISIONS = ("fp32", "bf16")
 
 
 class Teacher(DinoVisionTransformer):
@@ -32,12 +34,13 @@ class Teacher(DinoVisionTransformer):
 
     @torch.inference_mode()
     def features(
-        self, x: torch.Tensor, layers: tuple[int, ...] = (7, 11)
+        self, x: torch.Tensor, layers: tuple[int, ...] = (7, 11), precision: str = "fp32"
     ) -> tuple[torch.Tensor, ...]:
         """Patch tokens after each block in `layers`, final LayerNorm applied, cls and
-        register tokens dropped: one (B, H/14, W/14, D) tensor per layer.
+        register tokens dropped: one float32 (B, H/14, W/14, D) tensor per layer.
 
-        `x` is (B, 3, H, W), ImageNet-normalised, H and W multiples of 14.
+        `x` is (B, 3, H, W), ImageNet-normalised, H and W multiples of 14. `precision`
+        "bf16" computes in bfloat16 (the result is still returned as float32).
         """
         if x.ndim != 4 or x.shape[1] != 3:
             raise InputError(f"teacher input must be (B, 3, H, W), got {tuple(x.shape)}")
@@ -48,7 +51,13 @@ class Teacher(DinoVisionTransformer):
         if bad or not layers:
             raise InputError(f"layers must be block indices in 0..{self.depth - 1} for "
                              f"{self.variant}, got {tuple(layers)}")
-        return self.intermediate_patch_tokens(x, tuple(layers))
+        if precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        context = (torch.autocast(device_type=x.device.type, dtype=torch.bfloat16)
+                   if precision == "bf16" else nullcontext())
+        with context:
+            kept = self.intermediate_patch_tokens(x, tuple(layers))
+        return tuple(t.float() for t in kept)
 
 
 def load_teacher(
@@ -103,4 +112,4 @@ def _load_checked(teacher: Teacher, state: dict[str, torch.Tensor], path: Path) 
     teacher.load_state_dict(state, strict=True)
 
 
-__all__ = ["TEACHER_VARIANTS", "Teacher", "load_teacher"]
+__all__ = ["PRECISIONS", "TEACHER_VARIANTS", "Teacher", "load_teacher"]

@@ -158,14 +158,15 @@ class DinoVisionTransformer(nn.Module):
         cls_pos, patch_pos = pos_embed[:, :1].float(), pos_embed[:, 1:].float()
         patch_pos = patch_pos.reshape(1, TRAINED_GRID, TRAINED_GRID, dim).permute(0, 3, 1, 2)
         # (1, 37·37, D) -> (1, D, 37, 37)
+        antialias = self.arch.interpolate_antialias
         if self.arch.interpolate_offset:
             offset = self.arch.interpolate_offset
             scale = ((grid_h + offset) / TRAINED_GRID, (grid_w + offset) / TRAINED_GRID)
-            resize = {"scale_factor": scale}
+            patch_pos = F.interpolate(patch_pos, scale_factor=scale, mode="bicubic",
+                                      antialias=antialias)
         else:
-            resize = {"size": (grid_h, grid_w)}
-        patch_pos = F.interpolate(patch_pos, mode="bicubic",
-                                  antialias=self.arch.interpolate_antialias, **resize)
+            patch_pos = F.interpolate(patch_pos, size=(grid_h, grid_w), mode="bicubic",
+                                      antialias=antialias)
         patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, grid_h * grid_w, dim)
         # (1, D, h, w) -> (1, h·w, D)
         return torch.cat((cls_pos, patch_pos), dim=1).to(pos_embed.dtype)
