@@ -28,7 +28,9 @@ class MethodSettings:
     device: str = "auto"
     precision: str = "fp32"
     cache_dir: str | None = None
-    batch_size: int = 4
+    batch_size: int = 4  # images per predict batch
+    dinomaly_iterations: int = 10_000  # Dinomaly's training steps (the official recipe)
+    dinomaly_batch_size: int = 16  # Dinomaly's images per training step (official)
 
 
 class Method(Protocol):
