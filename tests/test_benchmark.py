@@ -62,23 +62,23 @@ def test_a_rerun_redoes_nothing_and_a_killed_run_keeps_what_it_finished(tmp_path
     write_mvtec_tree(tmp_path / "data", "b")
     args = ["benchmark", "--data", str(tmp_path / "data"), "--methods", "l2bt",
             "--out", str(tmp_path / "bench"), *TINY]
-    real_run_one = runner._run_one
+    real_run_job = runner.run_job
     calls = []
 
-    def dies_on_the_second(method, split, *rest):
-        calls.append(split.name)
+    def dies_on_the_second(config, job, *rest):
+        calls.append(job.category)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real_run_one(method, split, *rest)
+        return real_run_job(config, job, *rest)
 
-    monkeypatch.setattr(runner, "_run_one", dies_on_the_second)
+    monkeypatch.setattr(runner, "run_job", dies_on_the_second)
     assert main(args) == 130
     assert (tmp_path / "bench/results/l2bt/a.json").is_file()
     assert not (tmp_path / "bench/results/l2bt/b.json").exists()
     assert "Not finished yet: l2bt/b" in (tmp_path / "bench/results.md").read_text()
     calls.clear()
-    monkeypatch.setattr(runner, "_run_one", lambda m, s, *rest: (calls.append(s.name),
-                                                                 real_run_one(m, s, *rest))[1])
+    monkeypatch.setattr(runner, "run_job", lambda c, j, *rest: (calls.append(j.category),
+                                                                real_run_job(c, j, *rest))[1])
     assert main(args) == 0
     assert calls == ["b"]  # a was kept
     calls.clear()

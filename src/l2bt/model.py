@@ -119,7 +119,7 @@ class L2BT:
                   batch_size: int = 4, progress: bool = True) -> Thresholds:
         """Set (and return) thresholds from defect-free `images` the students never saw."""
         self.thresholds = calibrate(self, [Path(p) for p in images], false_alarm_rate,
-                                    batch_size, progress)
+                                    batch_size, progress).thresholds
         return self.thresholds
 
     # ---- persistence ----------------------------------------------------------------------

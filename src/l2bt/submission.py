@@ -29,6 +29,7 @@ import tifffile
 from PIL import Image
 from tqdm.auto import tqdm
 
+from l2bt.atomic import TMP_MARK
 from l2bt.data.files import list_images
 from l2bt.data.image_io import read_image
 from l2bt.decisions.decide import decide
@@ -86,7 +87,7 @@ def write_submission(predictor: Predictor, object_dir: Path, out: Path,
     kinds = [MAPS] + ([MASKS] if thresholds is not None else [])
     total = sum(len(images) for images in splits.values())
     out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=out))
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}{TMP_MARK}-", dir=out))
     try:
         bar = tqdm(total=total, desc=f"submission {name}", unit="img", disable=not progress)
         with bar:

@@ -9,6 +9,7 @@ with the images' size.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -18,8 +19,17 @@ from l2bt.decisions.thresholds import Thresholds, check_false_alarm_rate, thresh
 from l2bt.prediction import Predictor
 
 
+@dataclass(frozen=True)
+class Calibration:
+    """The thresholds and what they were computed from (for plots and reports)."""
+
+    thresholds: Thresholds
+    image_scores: tuple[float, ...]
+    map_maxima: tuple[float, ...]
+
+
 def calibrate(predictor: Predictor, images: Sequence[Path], alpha: float,
-              batch_size: int = 4, progress: bool = True) -> Thresholds:
+              batch_size: int = 4, progress: bool = True) -> Calibration:
     """Image and pixel thresholds at false-alarm rate `alpha` from defect-free `images`."""
     check_false_alarm_rate(alpha)
     scores: list[float] = []
@@ -32,4 +42,5 @@ def calibrate(predictor: Predictor, images: Sequence[Path], alpha: float,
                 scores.append(prediction.score)
                 maxima.append(float(prediction.anomaly_map.max()))
             bar.update(len(batch))
-    return thresholds_from_scores(scores, maxima, alpha, [str(p) for p in images])
+    thresholds = thresholds_from_scores(scores, maxima, alpha, [str(p) for p in images])
+    return Calibration(thresholds, tuple(scores), tuple(maxima))
