@@ -11,7 +11,8 @@ from l2bt.cli.common import DATASETS, add_device_args, add_teacher_args, show_pr
 if TYPE_CHECKING:
     from l2bt.methods import MethodSettings
 
-METHOD_NAMES = ("l2bt", "l2bt@N", "patchcore", "external:NAME=DIR")  # l2bt.methods.METHOD_NAMES
+METHOD_NAMES = ("l2bt", "l2bt@N", "patchcore", "dinomaly",
+                "external:NAME=DIR")  # l2bt.methods.METHOD_NAMES
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
