@@ -328,27 +328,33 @@ class Dinomaly:
         teacher = load_teacher(self.settings.teacher, self.settings.weights)
         self.teacher = teacher.to(self.device)
         self.layers = target_layers(teacher.depth)
-        self.decoder = self._new_decoder()
         key = self._model_key(images)
-        if self._load(work_dir, key):
-            return
-        batch_size = min(self.batch_size, len(images))
         devices = [self.device] if self.device.type == "cuda" else []
-        tic = time.perf_counter()
-        with torch.random.fork_rng(devices=devices):  # seeded init and dropout, caller's RNG kept
+        with torch.random.fork_rng(devices=devices):  # seeded, and the caller's RNG is kept
             torch.manual_seed(self.seed)
-            init_official(self.decoder)
-            inputs = training_inputs(images, self.settings.image_size, batch_size, self.seed)
-            with closing(prefetched(inputs)) as batches:
-                losses = train_decoder(self.decoder, self.teacher, batches, self.layers,
-                                       self.recipe, self.iterations, self.device,
-                                       self.settings.precision, progress)
+            self.decoder = self._new_decoder()
+            if self._load(work_dir, key):
+                return
+            self._train(images, progress)
+        self._save(work_dir, key)
+
+    def _train(self, images: Sequence[Path], progress: bool) -> None:
+        """Official initialisation, then `train_decoder` (dropout drawn from the RNG as
+        seeded by `fit`, batches from the seeded `training_inputs`)."""
+        assert self.decoder is not None and self.teacher is not None
+        batch_size = min(self.batch_size, len(images))
+        tic = time.perf_counter()
+        init_official(self.decoder)
+        inputs = training_inputs(images, self.settings.image_size, batch_size, self.seed)
+        with closing(prefetched(inputs)) as batches:
+            losses = train_decoder(self.decoder, self.teacher, batches, self.layers,
+                                   self.recipe, self.iterations, self.device,
+                                   self.settings.precision, progress)
         self.decoder.eval()
         self.info = {"n_train_images": len(images), "batch_size_used": batch_size,
                      "iterations_done": len(losses),
                      "final_loss": round(float(np.mean(losses[-LOSS_WINDOW:])), 6),
                      "train_seconds": round(time.perf_counter() - tic, 3)}
-        self._save(work_dir, key)
 
     def _new_decoder(self) -> DinomalyDecoder:
         assert self.teacher is not None
