@@ -10,10 +10,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch import nn
+from torch.nn import functional as F
 
 import l2bt.cli.benchmark as cli_benchmark
 import l2bt.methods.dinomaly as dinomaly
 from helpers import SHARED_DATA, textured_image
+from l2bt.benchmark import runner
 from l2bt.cli import main
 from l2bt.errors import InputError
 from l2bt.methods import make_method
@@ -30,13 +33,18 @@ from l2bt.methods.dinomaly import (
     top_fraction_score,
 )
 from l2bt.methods.dinomaly_decoder import (
+    DecoderConfig,
+    DinomalyDecoder,
     LinearAttention,
     StableAdamW,
     WarmCosineSchedule,
+    grouped_patches,
     hard_mining_cosine_loss,
     hard_mining_p,
+    init_official,
 )
 from l2bt.preprocess import preprocess
+from l2bt.report import plots
 from l2bt.teacher import load_teacher
 
 
@@ -187,6 +195,54 @@ def test_linear_attention_equals_its_definition():
                                    rtol=1e-10, atol=1e-12)
 
 
+class AddConstant(nn.Module):
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.value
+
+
+def test_decoder_pairs_its_deepest_block_with_the_shallowest_target_and_fuses_groups():
+    decoder = DinomalyDecoder(DecoderConfig(dim=4, num_heads=2))
+    decoder.bottleneck = nn.Identity()
+    decoder.blocks = nn.ModuleList(AddConstant(i) for i in range(8))  # block i adds i
+    layers = []
+    for i in range(8):  # 3 prefix tokens (cls + 2 registers) worth 100, then 2 × 2 patches
+        tokens = torch.full((1, 3 + 4, 4), float(i))
+        tokens[:, :3] = 100.0
+        layers.append(tokens)
+    outputs = decoder(layers)  # input: the mean of all layers, 3.5 at every patch
+    assert [o[0, 5, 0].item() for o in outputs] == [3.5 + sum(range(j + 1))
+                                                     for j in reversed(range(8))]
+    grouped = grouped_patches(layers, ((0, 1, 2, 3), (4, 5, 6, 7)), first_patch=3, grid=(2, 2))
+    assert [g.shape for g in grouped] == [(1, 2, 2, 4)] * 2
+    assert torch.equal(grouped[0], torch.full((1, 2, 2, 4), 1.5))  # prefix tokens dropped
+    assert torch.equal(grouped[1], torch.full((1, 2, 2, 4), 5.5))
+
+
+def test_official_init_and_the_bottlenecks_dropout():
+    torch.manual_seed(0)
+    decoder = DinomalyDecoder(DecoderConfig(dim=32, num_heads=4))
+    init_official(decoder)
+    linears = [m for m in decoder.modules() if isinstance(m, nn.Linear)]
+    weights = torch.cat([m.weight.detach().flatten() for m in linears])
+    # N(0, 0.01²) cut at ±3σ has a standard deviation of 0.00987
+    assert weights.abs().max() <= 0.03 and 0.0097 < float(weights.std()) < 0.0100
+    assert all(not m.bias.any() for m in linears)
+    norms = [m for m in decoder.modules() if isinstance(m, nn.LayerNorm)]
+    assert len(norms) == 16 and all(m.eps == 1e-8 and (m.weight == 1).all() for m in norms)
+    bottleneck = decoder.bottleneck
+    x = torch.randn(2, 50, 32)
+    plain = bottleneck.fc2(F.gelu(bottleneck.fc1(x)))
+    torch.testing.assert_close(bottleneck.eval()(x), plain)  # dropout only when training
+    bottleneck.train()
+    first = bottleneck.drop(torch.ones(100_000))
+    assert float((first == 0).float().mean()) == pytest.approx(0.2, abs=0.01)
+    assert not torch.allclose(bottleneck(x), plain)
+
+
 def test_target_layers_are_the_official_middle_blocks():
     assert target_layers(12) == (2, 3, 4, 5, 6, 7, 8, 9)
     assert target_layers(24) == (4, 6, 8, 10, 12, 14, 16, 18)
@@ -224,12 +280,13 @@ def test_gaussian_kernel_is_the_normalised_official_formula():
 
 
 def test_full_resolution_map_upsamples_with_aligned_corners_and_crops_to_the_image():
-    patch_map = torch.arange(16, dtype=torch.float32).reshape(4, 4)
+    rows = torch.arange(4, dtype=torch.float32)[:, None].expand(4, 4)  # patch row index
     _, square = preprocess(textured_image(45, 45, 0), 56)
     identity = torch.ones(1, 1, 1, 1)
-    full = to_full_resolution(patch_map, square, identity)
+    full = to_full_resolution(rows, square, identity)
     assert full.shape == (45, 45) and full.dtype == np.float32
-    assert full[0, 0] == 0 and full[-1, -1] == 15 and full[0, -1] == 3  # the corners' patches
+    # align_corners=True: pixel i of 45 samples patch row i · 3 / 44, a ramp from 0 to 3.
+    np.testing.assert_allclose(full[:, 7], np.arange(45) * 3 / 44, rtol=0, atol=1e-5)
     _, wide = preprocess(textured_image(31, 57, 0), 56)  # padded to 57 × 57, rows 13..43
     constant = to_full_resolution(torch.full((4, 4), 2.0), wide, gaussian_kernel(5, 4.0))
     assert constant.shape == (31, 57)
@@ -400,6 +457,8 @@ def test_training_is_seeded_and_leaves_the_callers_rng_alone(fitted, tmp_path):
 def test_settings_are_checked(tmp_path):
     with pytest.raises(InputError, match="iteration"):
         Dinomaly(SETTINGS, iterations=0)
+    with pytest.raises(InputError, match="40 blocks"):  # before any benchmark output
+        make_method("dinomaly", MethodSettings(teacher="dinov2_vitg14"))
     with pytest.raises(InputError, match="training image"):
         Dinomaly(SETTINGS).fit([], tmp_path, progress=False)
     with pytest.raises(RuntimeError, match="fit"):
@@ -418,6 +477,9 @@ def test_the_benchmark_runs_dinomaly_beside_l2bt_and_patchcore(tmp_path, monkeyp
     real_settings = cli_benchmark.settings_from
     monkeypatch.setattr(cli_benchmark, "settings_from", lambda args: dataclasses.replace(
         real_settings(args), dinomaly_iterations=3, dinomaly_batch_size=2))
+    # Plots are checked in test_benchmark.py; skipped here, they are a third of the time.
+    monkeypatch.setattr(plots, "write_plots", lambda *args, **kwargs: None)
+    monkeypatch.setattr(runner, "plot_smallest_defects", lambda *args, **kwargs: None)
     bench = tmp_path / "bench"
     assert main(["benchmark", "--data", str(data.parent), "--categories", data.name,
                  "--methods", "l2bt,dinomaly,patchcore", "--teacher", "dinov2_vits14",

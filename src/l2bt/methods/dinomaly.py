@@ -60,19 +60,21 @@ What the shared teacher and the benchmark change:
     float32, as official); the default fp32 is the official precision.
 
 Cost, for a batch of B images of T = 1 + registers + (S/14)² tokens of width D, and
-E = last target block + 1 encoder blocks (10 for ViT-S/B): the encoder runs under
-no_grad and keeps only the 8 target outputs, 8·B·T·D floats (2.2 GB for ViT-B at
-S = 1036, B = 16); the decoder keeps its activations for the backward pass, about
-21·B·T·D floats per block and 12·B·T·D for the bottleneck (measured on CPU with
-autograd's saved-tensor hooks), ≈ 180·B·T·D floats in all: 48 GB for ViT-B at
-S = 1036, B = 16 (6.9 GB at the official 392 px), and linear in S². Per iteration
-the encoder costs E·B·T·(12·D² + 2·T·D) multiply-adds (its softmax attention is
-quadratic in T) and the decoder about 3 · 8 · B·T·12·D² (forward and backward; linear
-attention adds only 4·T·D·D/heads per block): ≈ 30 T multiply-adds for ViT-B at
-S = 1036, B = 16, against ≈ 2.3 T at 392 px. The encoder features are recomputed every
-iteration (no cache): with dropout in the bottleneck and 10,000 iterations a cache
-would save the encoder's third of the work at the price of N·8·T·D stored floats.
-Predicting keeps no activations: B·T·D floats per decoder block at a time.
+E = last target block + 1 encoder blocks (10 for ViT-S/B). Memory: the encoder runs
+under no_grad and keeps only its 8 target outputs, 8·B·T·D floats; the decoder keeps
+its activations for the backward pass, about 24·B·T·D floats per block and 15·B·T·D
+for the bottleneck, ≈ 210·B·T·D floats for a whole step with the loss (measured on CPU
+with autograd's saved-tensor hooks). For ViT-B at S = 1036 and B = 16 (B·T·D = 67 M)
+that is ≈ 59 GB of activations, linear in B and in S², ≈ 8.5 GB at the official
+392 px: a smaller GPU needs a smaller `dinomaly_batch_size`. Time per iteration, in
+multiply-adds: the encoder E·B·T·(12·D² + 2·T·D) (its softmax attention is quadratic
+in T), the decoder 3 · 8 · B·T·(12·D² + 2·D²/heads) (forward and backward; linear
+attention is linear in T) and the bottleneck 3 · B·T·8·D²: ≈ 30 T for ViT-B at
+S = 1036, B = 16 (the encoder 14 T of it), ≈ 3.4 T at 392 px. The encoder features
+are recomputed every iteration, without a cache: caching them would save under half
+of the work for N·8·T·D stored floats (N images), and the official recipe recomputes
+them too. Predicting keeps no activations, only B·T·D floats per block at a time and
+the 8 target layers.
 """
 
 from __future__ import annotations
@@ -114,6 +116,7 @@ from l2bt.methods.dinomaly_decoder import (
 from l2bt.prediction import Prediction
 from l2bt.preprocess import preprocess
 from l2bt.teacher import Teacher, load_teacher
+from l2bt.teacher.vit import ARCHITECTURES
 
 MODEL_FORMAT = "l2bt-dinomaly/1"
 WEIGHTS_FILE = "decoder.safetensors"
@@ -311,7 +314,8 @@ class Dinomaly:
         self.recipe = recipe or DinomalyRecipe()
         self.device = resolve_device(settings.device)
         self.teacher: Teacher | None = None
-        self.layers: tuple[int, ...] = ()
+        arch = ARCHITECTURES.get(settings.teacher)  # unknown names fail in load_teacher
+        self.layers = () if arch is None else target_layers(arch.depth)  # ViT-g fails here
         self.decoder: DinomalyDecoder | None = None
         self.kernel = gaussian_kernel(self.recipe.gaussian_size, self.recipe.gaussian_sigma)
         self.info: dict[str, Any] = {}  # how the decoder was trained
