@@ -415,6 +415,21 @@ def test_end_to_end_maps_have_each_images_exact_size(fitted, shared_teacher):
                                                  teacher.state_dict().values(), strict=True))
 
 
+def test_encoder_layers_are_the_teachers_blocks_before_its_final_norm(fitted, shared_teacher):
+    teacher = shared_teacher["dinov2_vits14", "random"]
+    x = torch.stack([preprocess(textured_image(56, 56, seed=s), 56)[0] for s in (1, 2)])
+    raw = dinomaly.encoder_layers(teacher, x, (2, 9))
+    assert [t.shape for t in raw] == [(2, 1 + 16, 384)] * 2  # cls + 4 × 4 patches
+    normed = teacher.features(x, layers=(2, 9))  # (B, 4, 4, D), final norm, patches only
+    for tokens, reference in zip(raw, normed, strict=True):
+        patches = teacher.norm(tokens)[:, 1:].reshape(2, 4, 4, 384)
+        torch.testing.assert_close(patches, reference)
+    half = dinomaly.encoder_layers(teacher, x, (2, 9), precision="bf16")
+    assert all(h.dtype == torch.float32 for h in half)
+    assert all(float(F.cosine_similarity(h, r, dim=-1).min()) > 0.95
+               for h, r in zip(half, raw, strict=True))
+
+
 def test_a_second_fit_reloads_and_new_settings_retrain(fitted, monkeypatch):
     method, paths, work = fitted
     real_train = dinomaly.train_decoder

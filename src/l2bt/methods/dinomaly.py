@@ -88,7 +88,7 @@ from contextlib import closing, nullcontext
 from dataclasses import asdict, dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -115,7 +115,7 @@ from l2bt.methods.dinomaly_decoder import (
 )
 from l2bt.prediction import Prediction
 from l2bt.preprocess import preprocess
-from l2bt.teacher import Teacher, load_teacher
+from l2bt.teacher import PRECISIONS, Teacher, load_teacher
 from l2bt.teacher.vit import ARCHITECTURES
 
 MODEL_FORMAT = "l2bt-dinomaly/1"
@@ -123,7 +123,7 @@ WEIGHTS_FILE = "decoder.safetensors"
 CONFIG_FILE = "config.json"
 LOSS_WINDOW = 100  # the final loss is the mean over the last 100 iterations, as logged officially
 
-T = TypeVar("T")
+Item = TypeVar("Item")
 
 
 @dataclass(frozen=True)
@@ -191,14 +191,25 @@ def gaussian_kernel(size: int, sigma: float) -> torch.Tensor:
     return (kernel / kernel.sum()).view(1, 1, size, size)
 
 
-def to_full_resolution(patch_map: torch.Tensor, geometry: Any, kernel: torch.Tensor
+class PaddedSquare(Protocol):
+    """What `to_full_resolution` reads of the geometry `preprocess` returns: the image's
+    place in the padded square the teacher saw."""
+
+    side: int
+    top: int
+    left: int
+    height: int
+    width: int
+
+
+def to_full_resolution(patch_map: torch.Tensor, geometry: PaddedSquare, kernel: torch.Tensor
                        ) -> np.ndarray:
     """(h, w) patch map of one image -> (H, W) float32 map at the image's own size.
 
     Dinomaly's map-to-image step: bilinear upsampling (align_corners=True, as official)
     to the padded square the teacher saw, the Gaussian `kernel` (zero padding), then the
-    crop back to the image. `geometry` is the object `preprocess` returned; only its
-    `side`, `top`, `left`, `height` and `width` are read, here and nowhere else.
+    crop back to the image. `geometry` is the object `preprocess` returned, read here
+    and nowhere else (the one place to adapt when its class changes).
     """
     maps = patch_map.float()[None, None]  # (h, w) -> (1, 1, h, w)
     maps = F.interpolate(maps, size=(geometry.side, geometry.side), mode="bilinear",
@@ -234,7 +245,7 @@ def epoch_batches(n_images: int, batch_size: int, rng: np.random.Generator
             yield order[start:start + batch_size]
 
 
-def prefetched(items: Iterator[T]) -> Generator[T, None, None]:
+def prefetched(items: Iterator[Item]) -> Generator[Item, None, None]:
     """The items of `items`, each next one prepared in a background thread while the
     caller works on the current one (image decoding overlaps the training step)."""
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -310,6 +321,9 @@ class Dinomaly:
         if self.iterations < 1 or self.batch_size < 1:
             raise InputError(f"Dinomaly needs ≥ 1 iteration and a batch size ≥ 1, got "
                              f"{self.iterations} and {self.batch_size}")
+        if settings.precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, "
+                             f"got {settings.precision!r}")
         self.seed = seed
         self.recipe = recipe or DinomalyRecipe()
         self.device = resolve_device(settings.device)
