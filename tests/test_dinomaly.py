@@ -3,6 +3,7 @@
 import copy
 import csv
 import dataclasses
+import itertools
 import json
 import math
 
@@ -283,15 +284,20 @@ def test_full_resolution_map_upsamples_with_aligned_corners_and_crops_to_the_ima
     rows = torch.arange(4, dtype=torch.float32)[:, None].expand(4, 4)  # patch row index
     _, square = preprocess(textured_image(45, 45, 0), 56)
     identity = torch.ones(1, 1, 1, 1)
-    full = to_full_resolution(rows, square, identity)
-    assert full.shape == (45, 45) and full.dtype == np.float32
+    full = to_full_resolution(torch.stack([rows, 2 * rows]), square, identity)
+    assert full.shape == (2, 45, 45) and full.dtype == np.float32
     # align_corners=True: pixel i of 45 samples patch row i · 3 / 44, a ramp from 0 to 3.
-    np.testing.assert_allclose(full[:, 7], np.arange(45) * 3 / 44, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(full[0, :, 7], np.arange(45) * 3 / 44, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(full[1], 2 * full[0], rtol=1e-6)
     _, wide = preprocess(textured_image(31, 57, 0), 56)  # padded to 57 × 57, rows 13..43
-    constant = to_full_resolution(torch.full((4, 4), 2.0), wide, gaussian_kernel(5, 4.0))
-    assert constant.shape == (31, 57)
-    assert np.allclose(constant[:, 2:-2], 2.0)  # a normalised kernel keeps the interior
-    assert (constant[:, :2] < 2.0).all()  # zero padding at the square's edges, as official
+    constant = to_full_resolution(torch.full((1, 4, 4), 2.0), wide, gaussian_kernel(5, 4.0))
+    assert constant.shape == (1, 31, 57)
+    assert np.allclose(constant[0, :, 2:-2], 2.0)  # a normalised kernel keeps the interior
+    assert (constant[0, :, :2] < 2.0).all()  # zero padding at the frame's edges, as official
+    _, aspect = preprocess(textured_image(31, 57, 0), 56, "aspect")  # the frame: the image
+    ramp = to_full_resolution(torch.arange(4.0)[None, None].expand(1, 2, 4), aspect, identity)
+    assert ramp.shape == (1, 31, 57)
+    np.testing.assert_allclose(ramp[0, 0], np.arange(57) * 3 / 56, rtol=0, atol=1e-5)
 
 
 # ---- optimisation ------------------------------------------------------------------------------
@@ -346,15 +352,22 @@ def test_stable_adamw_matches_its_plain_update_including_the_clipping():
     np.testing.assert_allclose(param.detach().numpy(), expected, rtol=1e-12, atol=1e-15)
 
 
-def test_epochs_are_permutations_cut_into_full_batches():
-    batches = epoch_batches(7, 3, np.random.default_rng(0))
+def test_epochs_are_permutations_cut_into_full_batches_of_one_shape():
+    one_shape = [(56, 56)] * 7
+    batches = epoch_batches(one_shape, 3, np.random.default_rng(0))
     first_epoch = [next(batches) for _ in range(2)]  # 7 // 3 = 2 batches, one image dropped
     seen = np.concatenate(first_epoch)
     assert all(len(b) == 3 for b in first_epoch) and len(set(seen.tolist())) == 6
     second_epoch = np.concatenate([next(batches) for _ in range(2)])
     assert len(set(second_epoch.tolist())) == 6 and not np.array_equal(seen, second_epoch)
-    with pytest.raises(ValueError, match="batch size"):
-        next(epoch_batches(2, 3, np.random.default_rng(0)))
+    few = epoch_batches([(56, 56)] * 2, 3, np.random.default_rng(0))
+    assert sorted(next(few)) == [0, 1]  # fewer images than a batch: all of them
+    # Aspect mode: batches never mix shapes; a shape too rare for a full batch still trains.
+    shapes = [(56, 28)] * 5 + [(28, 56)] * 2 + [(56, 42)]
+    epoch = list(itertools.islice(epoch_batches(shapes, 2, np.random.default_rng(1)), 4))
+    assert all(len({shapes[i] for i in b}) == 1 for b in epoch)
+    assert sorted(len(b) for b in epoch) == [1, 2, 2, 2]  # one (56, 28) image dropped
+    assert {shapes[b[0]] for b in epoch} == set(shapes)
 
 
 # ---- fit, predict, reload ----------------------------------------------------------------------
@@ -403,7 +416,7 @@ def test_end_to_end_maps_have_each_images_exact_size(fitted, shared_teacher):
     assert all(np.isfinite(p.anomaly_map).all() and np.isfinite(p.score) for p in out)
     assert all(p.score == pytest.approx(top_fraction_score(p.anomaly_map, 0.01)) for p in out)
     described = method.describe()
-    assert described["iterations_done"] == 3 and described["batch_size_used"] == 2
+    assert described["iterations_done"] == 3 and described["mean_batch_size"] == 2
     assert np.isfinite(described["final_loss"]) and described["train_seconds"] > 0
     assert described["target_layers"] == [2, 3, 4, 5, 6, 7, 8, 9]
     assert (work / WEIGHTS_FILE).is_file()
@@ -469,11 +482,26 @@ def test_training_is_seeded_and_leaves_the_callers_rng_alone(fitted, tmp_path):
     assert all(torch.equal(trained[0][k], trained[1][k]) for k in trained[0])
 
 
+def test_aspect_mode_trains_on_batches_of_one_shape_and_maps_every_size(fitted, tmp_path):
+    _, paths, _ = fitted  # shapes 60×45, 50×70, 56×56, 45×60: three input shapes at 56 px
+    method = Dinomaly(dataclasses.replace(SETTINGS, input_mode="aspect"), iterations=3)
+    method.fit(paths, tmp_path / "aspect", progress=False)
+    assert method.describe()["input_mode"] == "aspect"
+    sizes = [(33, 41), (57, 43), (50, 70)]
+    out = method.predict_batch([textured_image(h, w, seed=i) for i, (h, w) in enumerate(sizes)])
+    assert [p.anomaly_map.shape for p in out] == sizes
+    assert all(np.isfinite(p.anomaly_map).all() and np.isfinite(p.score) for p in out)
+
+
 def test_settings_are_checked(tmp_path):
     with pytest.raises(InputError, match="iteration"):
         Dinomaly(SETTINGS, iterations=0)
     with pytest.raises(InputError, match="40 blocks"):  # before any benchmark output
         make_method("dinomaly", MethodSettings(teacher="dinov2_vitg14"))
+    with pytest.raises(InputError, match="unknown teacher"):
+        make_method("dinomaly", MethodSettings(teacher="resnet18"))
+    with pytest.raises(InputError, match="input-mode"):
+        Dinomaly(dataclasses.replace(SETTINGS, input_mode="stretch"))
     with pytest.raises(InputError, match="training image"):
         Dinomaly(SETTINGS).fit([], tmp_path, progress=False)
     with pytest.raises(RuntimeError, match="fit"):

@@ -44,18 +44,23 @@ What the shared teacher and the benchmark change:
     follows the DINOv2 release (registered variants: antialiased, no offset), so at
     sizes other than 518 px the position embeddings differ slightly. ViT-g (40 blocks)
     has no official target layers and is refused.
-  - Input: the paper's edge-pad to a square, bicubic resize to `image_size` (1036 by
-    default: a 74 × 74 grid; official: resize to 448 and centre-crop 392, a 28 × 28
-    grid that never sees the border), ImageNet normalisation (`l2bt.preprocess`).
-  - Map: upsampled to the padded square (full resolution) and smoothed there with the
-    official 5 × 5, σ = 4 Gaussian, then cropped to the image; official: smoothed at
-    256 × 256 px of the centre crop. At full resolution a patch spans more pixels, so
-    the same kernel smooths less relative to a patch. The score is the mean of the top
-    1 % of the image's full-resolution map pixels.
+  - Input: `l2bt.preprocess` as for every method: in `pad` mode (the paper) edge-pad
+    to a square and bicubic resize to `image_size` (1036 by default: a 74 × 74 grid),
+    in `aspect` mode the long side to `image_size` and a grid that follows the image;
+    ImageNet normalisation. Official: resize to 448 × 448 and centre-crop 392, a
+    28 × 28 grid that never sees the image's border.
+  - Map: upsampled to the geometry's frame (pad: the padded square; aspect: the image)
+    at full resolution and smoothed there with the official 5 × 5, σ = 4 Gaussian,
+    then cropped to the image (`to_full_resolution`, through `l2bt.patch_predict`);
+    official: smoothed at 256 × 256 px of the centre crop. At full resolution a patch
+    spans more pixels, so the same kernel smooths less relative to a patch. The score
+    is the mean of the top 1 % of the image's full-resolution map pixels.
   - Seed 0 (official 1); iterations and batch size from the settings
-    (`dinomaly_iterations`, default 10,000; `dinomaly_batch_size`, default 16). With
-    fewer training images than the batch size, a batch is all of them (the official
-    loader, with drop_last, would have no batch at all).
+    (`dinomaly_iterations`, default 10,000; `dinomaly_batch_size`, default 16).
+    Batches as the official loader's (each epoch a permutation, incomplete batches
+    dropped), but of one input shape each (`epoch_batches`): with fewer images of a
+    shape than the batch size, a batch is all of them (the official loader would have
+    no batch at all, and aspect mode would lose whole shapes).
   - `precision="bf16"` runs the frozen encoder in bfloat16 (the decoder trains in
     float32, as official); the default fp32 is the official precision.
 
@@ -86,9 +91,10 @@ from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, nullcontext
 from dataclasses import asdict, dataclass
+from functools import partial
 from itertools import islice
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -101,7 +107,7 @@ from l2bt.atomic import atomic_file, write_text_atomic
 from l2bt.config import TeacherConfig
 from l2bt.device import resolve_device
 from l2bt.errors import InputError
-from l2bt.features import cache_key, iter_inputs
+from l2bt.features import cache_key, input_geometries, iter_inputs
 from l2bt.methods.base import MethodSettings
 from l2bt.methods.dinomaly_decoder import (
     DecoderConfig,
@@ -113,8 +119,9 @@ from l2bt.methods.dinomaly_decoder import (
     hard_mining_p,
     init_official,
 )
+from l2bt.patch_predict import predict_images
 from l2bt.prediction import Prediction
-from l2bt.preprocess import preprocess
+from l2bt.preprocess import InputGeometry
 from l2bt.teacher import PRECISIONS, Teacher, load_teacher
 from l2bt.teacher.vit import ARCHITECTURES
 
@@ -191,33 +198,24 @@ def gaussian_kernel(size: int, sigma: float) -> torch.Tensor:
     return (kernel / kernel.sum()).view(1, 1, size, size)
 
 
-class PaddedSquare(Protocol):
-    """What `to_full_resolution` reads of the geometry `preprocess` returns: the image's
-    place in the padded square the teacher saw."""
-
-    side: int
-    top: int
-    left: int
-    height: int
-    width: int
-
-
-def to_full_resolution(patch_map: torch.Tensor, geometry: PaddedSquare, kernel: torch.Tensor
-                       ) -> np.ndarray:
-    """(h, w) patch map of one image -> (H, W) float32 map at the image's own size.
+def to_full_resolution(patch_maps: torch.Tensor, geometry: InputGeometry,
+                       kernel: torch.Tensor) -> np.ndarray:
+    """(B, h, w) patch maps of images sharing one geometry -> (B, H, W) float32 maps at
+    the images' own size.
 
     Dinomaly's map-to-image step: bilinear upsampling (align_corners=True, as official)
-    to the padded square the teacher saw, the Gaussian `kernel` (zero padding), then the
-    crop back to the image. `geometry` is the object `preprocess` returned, read here
-    and nowhere else (the one place to adapt when its class changes).
+    to the frame of `geometry` (pad mode: the padded square the teacher saw; aspect
+    mode: the image itself), the Gaussian `kernel` (zero padding), then the crop back to
+    the image. The one place that reads the geometry `preprocess` returned.
     """
-    maps = patch_map.float()[None, None]  # (h, w) -> (1, 1, h, w)
-    maps = F.interpolate(maps, size=(geometry.side, geometry.side), mode="bilinear",
-                         align_corners=True)
+    maps = patch_maps.float().unsqueeze(1)  # (B, h, w) -> (B, 1, h, w)
+    maps = F.interpolate(maps, size=(geometry.frame_height, geometry.frame_width),
+                         mode="bilinear", align_corners=True)
     maps = F.conv2d(maps, kernel.to(maps.device), padding=kernel.shape[-1] // 2)
     rows = slice(geometry.top, geometry.top + geometry.height)
     cols = slice(geometry.left, geometry.left + geometry.width)
-    return maps[0, 0, rows, cols].cpu().numpy().astype(np.float32, copy=False)  # (H, W)
+    maps = maps[:, 0, rows, cols]  # (B, 1, frame_h, frame_w) -> (B, H, W)
+    return maps.cpu().numpy().astype(np.float32, copy=False)
 
 
 def top_fraction_score(anomaly_map: np.ndarray, fraction: float) -> float:
@@ -232,17 +230,28 @@ def top_fraction_score(anomaly_map: np.ndarray, fraction: float) -> float:
 # ---- training ----------------------------------------------------------------------------------
 
 
-def epoch_batches(n_images: int, batch_size: int, rng: np.random.Generator
-                  ) -> Iterator[np.ndarray]:
-    """Image indices, batch by batch, without end: each epoch a fresh permutation cut
-    into full batches, the remainder dropped (the official shuffle=True, drop_last=True)."""
-    if not 1 <= batch_size <= n_images:
-        raise ValueError(f"batch size {batch_size} must be in 1..{n_images} (the image count)")
-    per_epoch = n_images // batch_size
+def epoch_batches(shapes: Sequence[tuple[int, int]], batch_size: int,
+                  rng: np.random.Generator) -> Iterator[list[int]]:
+    """Image indices, batch by batch, without end; `shapes` are the images' input shapes.
+
+    Each epoch: a fresh permutation, cut into batches of `batch_size` images of one
+    shape; the incomplete last batch of a shape is dropped when that shape filled at
+    least one batch, and the batches come in random order. With one shape (pad mode)
+    this is the official DataLoader(shuffle=True, drop_last=True), except that fewer
+    images than `batch_size` make one batch of all of them rather than none; in aspect
+    mode no shape goes unseen.
+    """
     while True:
-        order = rng.permutation(n_images)
-        for start in range(0, per_epoch * batch_size, batch_size):
-            yield order[start:start + batch_size]
+        order = rng.permutation(len(shapes))
+        by_shape: dict[tuple[int, int], list[int]] = {}
+        for i in order:
+            by_shape.setdefault(shapes[i], []).append(int(i))
+        batches = []
+        for members in by_shape.values():
+            cut = [members[s:s + batch_size] for s in range(0, len(members), batch_size)]
+            batches += [b for b in cut if len(b) == batch_size] or cut
+        for k in rng.permutation(len(batches)):
+            yield batches[k]
 
 
 def prefetched(items: Iterator[Item]) -> Generator[Item, None, None]:
@@ -256,21 +265,31 @@ def prefetched(items: Iterator[Item]) -> Generator[Item, None, None]:
             yield item
 
 
-def training_inputs(images: Sequence[Path], size: int, batch_size: int, seed: int
-                    ) -> Iterator[torch.Tensor]:
-    """(B, 3, size, size) preprocessed training batches in `epoch_batches` order, forever."""
-    rng = np.random.default_rng(seed)
-    for indices in epoch_batches(len(images), batch_size, rng):
-        for _, x, _ in iter_inputs([images[i] for i in indices], size, batch_size):
+def training_inputs(images: Sequence[Path], config: TeacherConfig, batch_size: int,
+                    seed: int) -> Iterator[torch.Tensor]:
+    """(B, 3, h, w) preprocessed training batches in `epoch_batches` order, forever."""
+    geometries = input_geometries(images, config)
+    shapes = [(g.input_height, g.input_width) for g in geometries]
+    for batch in epoch_batches(shapes, batch_size, np.random.default_rng(seed)):
+        for _, x in iter_inputs([images[i] for i in batch], config,
+                                [geometries[i] for i in batch], len(batch)):
             yield x
+
+
+@dataclass(frozen=True)
+class TrainingLog:
+    """Per iteration: the loss and the number of images in the batch."""
+
+    losses: list[float]
+    batch_sizes: list[int]
 
 
 def train_decoder(decoder: DinomalyDecoder, teacher: Teacher, batches: Iterator[torch.Tensor],
                   layers: Sequence[int], recipe: DinomalyRecipe, iterations: int,
-                  device: torch.device, precision: str, progress: bool) -> list[float]:
+                  device: torch.device, precision: str, progress: bool) -> TrainingLog:
     """The official training loop on already initialised `decoder`: per iteration set the
     warm-cosine lr, encode a batch (no gradient), decode, take the hard-mining loss,
-    clip the gradient norm and step StableAdamW. Returns the loss of every iteration."""
+    clip the gradient norm and step StableAdamW."""
     optimizer = StableAdamW(decoder.parameters(), lr=recipe.lr, betas=recipe.betas,
                             eps=recipe.eps, weight_decay=recipe.weight_decay,
                             amsgrad=recipe.amsgrad)
@@ -278,7 +297,7 @@ def train_decoder(decoder: DinomalyDecoder, teacher: Teacher, batches: Iterator[
                                   recipe.warmup_iterations)
     first_patch = 1 + teacher.num_register_tokens
     decoder.train()
-    losses = []
+    log = TrainingLog([], [])
     bar = tqdm(total=iterations, desc="dinomaly", unit="it", disable=not progress)
     with bar:
         for iteration, x in enumerate(islice(batches, iterations)):
@@ -297,10 +316,11 @@ def train_decoder(decoder: DinomalyDecoder, teacher: Teacher, batches: Iterator[
             loss.backward()
             torch.nn.utils.clip_grad_norm_(decoder.parameters(), recipe.max_grad_norm)
             optimizer.step()
-            losses.append(loss.item())
+            log.losses.append(loss.item())
+            log.batch_sizes.append(x.shape[0])
             bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
-    return losses
+            bar.set_postfix(loss=f"{log.losses[-1]:.4f}")
+    return log
 
 
 # ---- the method --------------------------------------------------------------------------------
@@ -327,9 +347,17 @@ class Dinomaly:
         self.seed = seed
         self.recipe = recipe or DinomalyRecipe()
         self.device = resolve_device(settings.device)
+        if settings.teacher not in ARCHITECTURES:
+            raise InputError(f"unknown teacher {settings.teacher!r}; choose one of "
+                             f"{', '.join(ARCHITECTURES)}")
+        self.layers = target_layers(ARCHITECTURES[settings.teacher].depth)  # ViT-g: refused
+        # TeacherConfig holds two layers: the first and last target blocks (all eight are
+        # in `settings_dict`); it checks the input size and mode.
+        self.teacher_config = TeacherConfig(settings.teacher, settings.weights,
+                                            settings.image_size,
+                                            (self.layers[0], self.layers[-1]),
+                                            settings.input_mode)
         self.teacher: Teacher | None = None
-        arch = ARCHITECTURES.get(settings.teacher)  # unknown names fail in load_teacher
-        self.layers = () if arch is None else target_layers(arch.depth)  # ViT-g fails here
         self.decoder: DinomalyDecoder | None = None
         self.kernel = gaussian_kernel(self.recipe.gaussian_size, self.recipe.gaussian_sigma)
         self.info: dict[str, Any] = {}  # how the decoder was trained
@@ -345,7 +373,6 @@ class Dinomaly:
         work_dir = Path(work_dir)
         teacher = load_teacher(self.settings.teacher, self.settings.weights)
         self.teacher = teacher.to(self.device)
-        self.layers = target_layers(teacher.depth)
         key = self._model_key(images)
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):  # seeded, and the caller's RNG is kept
@@ -360,18 +387,17 @@ class Dinomaly:
         """Official initialisation, then `train_decoder` (dropout drawn from the RNG as
         seeded by `fit`, batches from the seeded `training_inputs`)."""
         assert self.decoder is not None and self.teacher is not None
-        batch_size = min(self.batch_size, len(images))
         tic = time.perf_counter()
         init_official(self.decoder)
-        inputs = training_inputs(images, self.settings.image_size, batch_size, self.seed)
+        inputs = training_inputs(images, self.teacher_config, self.batch_size, self.seed)
         with closing(prefetched(inputs)) as batches:
-            losses = train_decoder(self.decoder, self.teacher, batches, self.layers,
-                                   self.recipe, self.iterations, self.device,
-                                   self.settings.precision, progress)
+            log = train_decoder(self.decoder, self.teacher, batches, self.layers, self.recipe,
+                                self.iterations, self.device, self.settings.precision,
+                                progress)
         self.decoder.eval()
-        self.info = {"n_train_images": len(images), "batch_size_used": batch_size,
-                     "iterations_done": len(losses),
-                     "final_loss": round(float(np.mean(losses[-LOSS_WINDOW:])), 6),
+        self.info = {"n_train_images": len(images), "iterations_done": len(log.losses),
+                     "mean_batch_size": round(float(np.mean(log.batch_sizes)), 3),
+                     "final_loss": round(float(np.mean(log.losses[-LOSS_WINDOW:])), 6),
                      "train_seconds": round(time.perf_counter() - tic, 3)}
 
     def _new_decoder(self) -> DinomalyDecoder:
@@ -384,7 +410,8 @@ class Dinomaly:
     def settings_dict(self) -> dict[str, Any]:
         """Everything besides the training images that the trained decoder depends on."""
         return {"teacher": self.settings.teacher, "weights": self.settings.weights,
-                "image_size": self.settings.image_size, "precision": self.settings.precision,
+                "image_size": self.settings.image_size, "input_mode": self.settings.input_mode,
+                "precision": self.settings.precision,
                 "target_layers": list(self.layers), "iterations": self.iterations,
                 "batch_size": self.batch_size, "seed": self.seed,
                 "recipe": asdict(self.recipe)}
@@ -392,12 +419,8 @@ class Dinomaly:
     def _model_key(self, images: Sequence[Path]) -> str:
         """A digest of the settings, the teacher's weights and the exact training files."""
         assert self.teacher is not None
-        # TeacherConfig holds two layers: the first and last target blocks; all are below.
-        teacher_config = TeacherConfig(self.settings.teacher, self.settings.weights,
-                                       self.settings.image_size,
-                                       (self.layers[0], self.layers[-1]))
-        files = cache_key(teacher_config, self.teacher.weights_id, self.settings.precision,
-                          images)
+        files = cache_key(self.teacher_config, self.teacher.weights_id,
+                          self.settings.precision, images)
         description = {"format": MODEL_FORMAT, "files": files, **self.settings_dict()}
         return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -430,35 +453,36 @@ class Dinomaly:
         except Exception:  # unreadable or foreign files: retrain rather than fail
             return False
         self.decoder.eval()
-        self.info = {k: described[k] for k in ("n_train_images", "batch_size_used",
-                                               "iterations_done", "final_loss",
+        self.info = {k: described[k] for k in ("n_train_images", "iterations_done",
+                                               "mean_batch_size", "final_loss",
                                                "train_seconds") if k in described}
         self.info["reloaded"] = True
         return True
 
     # ---- predict --------------------------------------------------------------------------
 
-    @torch.inference_mode()
     def predict_batch(self, images: Sequence[np.ndarray]) -> list[Prediction]:
-        """(H, W, 3) uint8 images -> maps at each image's own size and image scores."""
+        """(H, W, 3) uint8 images -> maps at each image's own size and image scores, with
+        Dinomaly's own map-to-image step and score."""
         if self.decoder is None or self.teacher is None:
             raise RuntimeError("Dinomaly.fit must run before predict_batch")
-        inputs, geometries = zip(*(preprocess(im, self.settings.image_size) for im in images),
-                                 strict=True)
-        x = torch.stack(inputs).to(self.device)
+        return predict_images(self.patch_maps, images, self.teacher_config.image_size,
+                              self.teacher_config.input_mode, self.device,
+                              to_maps=partial(to_full_resolution, kernel=self.kernel),
+                              score=partial(top_fraction_score,
+                                            fraction=self.recipe.max_ratio))
+
+    @torch.inference_mode()
+    def patch_maps(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, h, w) inputs -> (B, h/14, w/14): 1 − cosine per group, mean over groups."""
+        assert self.teacher is not None and self.decoder is not None
         grid = (x.shape[-2] // self.teacher.patch_size, x.shape[-1] // self.teacher.patch_size)
         first_patch = 1 + self.teacher.num_register_tokens
         encoded = encoder_layers(self.teacher, x, self.layers, self.settings.precision)
         decoded = self.decoder(encoded)
         maps = group_maps(grouped_patches(encoded, self.recipe.groups, first_patch, grid),
                           grouped_patches(decoded, self.recipe.groups, first_patch, grid))
-        patch_maps = maps.mean(dim=1)  # (B, G, h, w) -> (B, h, w)
-        predictions = []
-        for patch_map, geometry in zip(patch_maps, geometries, strict=True):
-            anomaly_map = to_full_resolution(patch_map, geometry, self.kernel)
-            predictions.append(Prediction(anomaly_map,
-                                          top_fraction_score(anomaly_map, self.recipe.max_ratio)))
-        return predictions
+        return maps.mean(dim=1)  # (B, G, h, w) -> (B, h, w)
 
     def describe(self) -> dict[str, Any]:
         """Settings, teacher identity and training statistics, for the results files."""
