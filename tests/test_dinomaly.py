@@ -368,6 +368,8 @@ def test_epochs_are_permutations_cut_into_full_batches_of_one_shape():
     assert all(len({shapes[i] for i in b}) == 1 for b in epoch)
     assert sorted(len(b) for b in epoch) == [1, 2, 2, 2]  # one (56, 28) image dropped
     assert {shapes[b[0]] for b in epoch} == set(shapes)
+    with pytest.raises(ValueError, match="images"):
+        next(epoch_batches([], 2, np.random.default_rng(0)))
 
 
 # ---- fit, predict, reload ----------------------------------------------------------------------

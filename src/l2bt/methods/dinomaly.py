@@ -241,6 +241,8 @@ def epoch_batches(shapes: Sequence[tuple[int, int]], batch_size: int,
     images than `batch_size` make one batch of all of them rather than none; in aspect
     mode no shape goes unseen.
     """
+    if not shapes or batch_size < 1:
+        raise ValueError(f"need images and a batch size ≥ 1, got {len(shapes)} and {batch_size}")
     while True:
         order = rng.permutation(len(shapes))
         by_shape: dict[tuple[int, int], list[int]] = {}
