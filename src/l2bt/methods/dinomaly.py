@@ -64,7 +64,8 @@ What the shared teacher and the benchmark change:
   - `precision="bf16"` runs the frozen encoder in bfloat16 (the decoder trains in
     float32, as official); the default fp32 is the official precision.
 
-Cost, for a batch of B images of T = 1 + registers + (S/14)² tokens of width D, and
+Cost, for a batch of B images of T = 1 + registers + h·w tokens of width D (h·w = (S/14)²
+in pad mode), and
 E = last target block + 1 encoder blocks (10 for ViT-S/B). Memory: the encoder runs
 under no_grad and keeps only its 8 target outputs, 8·B·T·D floats; the decoder keeps
 its activations for the backward pass, about 24·B·T·D floats per block and 15·B·T·D
