@@ -19,7 +19,8 @@ from l2bt.cli.common import (
 if TYPE_CHECKING:
     from l2bt.methods import MethodSettings
 
-METHOD_NAMES = ("l2bt", "l2bt@N", "patchcore", "external:NAME=DIR")  # l2bt.methods.METHOD_NAMES
+METHOD_NAMES = ("l2bt", "l2bt@N", "patchcore", "dinomaly",
+                "external:NAME=DIR")  # l2bt.methods.METHOD_NAMES
 LOCAL_RAY = "local"  # `--ray` without an address: start a local Ray instance
 
 
@@ -38,6 +39,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_teacher_args(parser)
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=4, help="images per predict batch")
+    parser.add_argument("--dinomaly-iterations", type=int, default=10_000,
+                        help="Dinomaly's training steps (default 10000, the official recipe)")
+    parser.add_argument("--dinomaly-batch-size", type=int, default=16,
+                        help="Dinomaly's images per training step (default 16)")
     add_calibration_args(parser)
     add_device_args(parser)
     parser.add_argument("--cache-dir", default=None, help="feature cache folder")
@@ -54,7 +59,9 @@ def settings_from(args: argparse.Namespace) -> MethodSettings:
     return MethodSettings(teacher=args.teacher, weights=args.weights,
                           image_size=args.image_size, input_mode=args.input_mode,
                           epochs=args.epochs, device=args.device, precision=args.precision,
-                          cache_dir=args.cache_dir, batch_size=args.batch_size)
+                          cache_dir=args.cache_dir, batch_size=args.batch_size,
+                          dinomaly_iterations=args.dinomaly_iterations,
+                          dinomaly_batch_size=args.dinomaly_batch_size)
 
 
 def run(args: argparse.Namespace) -> int:
