@@ -22,7 +22,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -36,14 +36,15 @@ import tifffile  # noqa: E402
 import uvicorn  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from helpers import textured_image, write_mvtec_tree  # noqa: E402
+from helpers import textured_image  # noqa: E402
 from l2bt.cli import main  # noqa: E402
+from l2bt.config import L2BTConfig, TeacherConfig, TrainConfig  # noqa: E402
 from l2bt.data.image_io import to_rgb_array  # noqa: E402
+from l2bt.decisions.thresholds import Thresholds  # noqa: E402
 from l2bt.model import L2BT  # noqa: E402
 from l2bt.serve import ServeSettings, create_app, server_config  # noqa: E402
 
 TIMEOUT = 60.0  # seconds: only so that a broken server fails the test instead of hanging it
-TINY = ["--teacher", "dinov2_vits14", "--weights", "random", "--image-size", "56"]
 KEYS = {"score", "verdict", "threshold", "width", "height", "regions", "seconds", "model"}
 
 
@@ -51,30 +52,36 @@ KEYS = {"score", "verdict", "threshold", "width", "height", "regions", "seconds"
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    """A run fitted on 12 tiny images, 3 held out for calibration, then thresholds moved
-    inside the maps' range (a random teacher separates nothing, so the calibrated ones
-    give empty masks): the pixel threshold at the 90th percentile of the test maps."""
+def fitted(tmp_path_factory) -> tuple[Path, L2BT]:
+    """A tiny random-teacher run (one epoch on 4 images) and its folder, with thresholds
+    set inside the maps' range (a random teacher separates nothing, so calibrated ones
+    would give empty masks): pixel at the lower of the sample maps' 90th percentiles,
+    image at the median sample score."""
     root = tmp_path_factory.mktemp("serve")
-    write_mvtec_tree(root / "data", n_train=12)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("L2BT_CACHE_DIR", str(root / "cache"))
-        assert main(["fit", "--data", str(root / "data"), "--category", "toy", "--out",
-                     str(root / "run"), *TINY, "--epochs", "1", "--calibration", "0.25",
-                     "--false-alarm-rate", "0.2"]) == 0
-    model = L2BT.load(root / "run", device="cpu")
-    assert model.thresholds is not None
+    train = []
+    for seed in range(4):
+        train.append(root / f"train/{seed}.png")
+        train[-1].parent.mkdir(exist_ok=True)
+        Image.fromarray(textured_image(40 + 4 * seed, 50, seed)).save(train[-1])
+    config = L2BTConfig(TeacherConfig("dinov2_vits14", "random", 56), TrainConfig(epochs=1))
+    model = L2BT.fit(train, config, device="cpu", cache_dir=root / "cache", progress=False)
     predictions = [model.predict(image) for image in sample_images()]
-    pixels = np.concatenate([p.anomaly_map.ravel() for p in predictions])
-    model.thresholds = replace(model.thresholds, pixel=float(np.quantile(pixels, 0.9)),
-                               image=float(np.median([p.score for p in predictions])))
-    model.save_thresholds(root / "run")
-    return root / "run"
+    model.thresholds = Thresholds(
+        image=float(np.median([p.score for p in predictions])),
+        pixel=min(float(np.quantile(p.anomaly_map, 0.9)) for p in predictions),
+        false_alarm_rate=0.2, guaranteed_rate=0.2, n_calibration=2,
+        calibration_images=("a.png", "b.png"))
+    return model.save(root / "run"), model
 
 
 @pytest.fixture(scope="module")
-def model(run_dir) -> L2BT:
-    return L2BT.load(run_dir, device="cpu")
+def run_dir(fitted) -> Path:
+    return fitted[0]
+
+
+@pytest.fixture(scope="module")
+def model(fitted) -> L2BT:
+    return fitted[1]
 
 
 def description(model: L2BT, run: str = "run") -> dict:

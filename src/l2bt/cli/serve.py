@@ -61,7 +61,8 @@ def _load(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
 
         # l2bt.engines comes with the ONNX export work; imported by name until it lands
         engines = importlib.import_module("l2bt.engines")
-        engine = engines.load_engine(path, engine="onnxruntime")
+        engine = engines.load_engine(path, engine="onnxruntime", device=args.device,
+                                     precision=args.precision)
         return engine, {**engine.describe(), "run": path.stem}
     from l2bt.model import L2BT
 

@@ -28,7 +28,7 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, UploadFile
 from starlette.exceptions import HTTPException
@@ -92,7 +92,7 @@ class Service:
         self.admitted = 0  # requests in progress; changed on the event loop's thread only
 
     async def answer(self, request: Request, map_format: MapFormat,
-                     mask_format: MaskFormat) -> PredictResponse:
+                     mask_format: MaskFormat) -> Response:
         started = time.perf_counter()
         if mask_format == "png" and self.image_threshold is None:
             raise RequestError(400, "mask=png needs thresholds and this run has none "
@@ -103,9 +103,16 @@ class Service:
             del body
             prediction = await self.predict(image)
             del image
-            return await run_in_threadpool(
-                prediction_response, prediction, self.image_threshold, self.model, started,
-                map_format, mask_format, self.normal_scores)
+            return await run_in_threadpool(self.render, prediction, started, map_format,
+                                           mask_format)
+
+    def render(self, prediction: Prediction, started: float, map_format: MapFormat,
+               mask_format: MaskFormat) -> Response:
+        """The JSON bytes, made here (in a thread) rather than by FastAPI on the event
+        loop: a map's base64 text can be tens of megabytes."""
+        body = prediction_response(prediction, self.image_threshold, self.model, started,
+                                   map_format, mask_format, self.normal_scores)
+        return Response(body.model_dump_json(exclude_unset=True), media_type="application/json")
 
     @contextmanager
     def admission(self) -> Iterator[None]:
@@ -251,12 +258,12 @@ def create_app(predictor: Predictor, description: dict[str, Any],
     app.add_middleware(RequestLog)
     add_error_handlers(app)
 
-    @app.post("/v1/predict", response_model=PredictResponse, response_model_exclude_unset=True,
-              responses=ERRORS, openapi_extra=IMAGE_BODY)
+    @app.post("/v1/predict", response_model=PredictResponse, responses=ERRORS,
+              openapi_extra=IMAGE_BODY)
     async def predict(request: Request,
                       map_format: Annotated[MapFormat, Query(alias="map")] = "none",
                       mask_format: Annotated[MaskFormat, Query(alias="mask")] = "none",
-                      ) -> PredictResponse:
+                      ) -> Response:
         """One image (multipart field `image`, or the raw bytes) -> map, score, decision."""
         return await service.answer(request, map_format, mask_format)
 
