@@ -61,7 +61,8 @@ IMAGE_BODY = {"requestBody": {"required": True, "content": {
 }}}
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": meaning} for status, meaning in {
-        400: "empty, truncated or undecodable image; bad query; no thresholds for mask=png",
+        400: "empty, truncated or undecodable image, or one the model cannot take; bad "
+             "query; mask=png for a run without thresholds",
         413: "body over --max-body-mb, or image over --max-pixels",
         415: "not an image",
         500: "the predictor failed on this image",

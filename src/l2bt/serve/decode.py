@@ -5,9 +5,10 @@ and checked against `max_pixels` before any pixel is decoded, so a small file th
 claims a huge image (a decompression bomb) is refused without allocating it. The image
 is then fully decoded, so a truncated file fails here and not in the model, and
 converted as files are (`to_rgb_array`: grayscale, RGBA, 16-bit and float images to
-8-bit RGB). Memory: the body, the decoded image (≤ 4 bytes per pixel for RGBA) and its
-RGB copy (3 bytes per pixel); a 16-bit image also passes through a float64 copy (8 bytes
-per channel value) while it is scaled.
+8-bit RGB). Memory per request, briefly, besides the body: the decoded image (≤ 4 bytes
+per pixel) and up to two 3-byte-per-pixel copies while it becomes an RGB array (450 MB
+at the default 50 MP); a 16-bit image is scaled through a float64 copy (8 bytes per
+value).
 """
 
 from __future__ import annotations
