@@ -19,7 +19,7 @@ import statistics
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +51,7 @@ class PredictSummary:
     n_images: int
     seconds_per_image: tuple[float, ...]  # each batch's time shared among its images
     n_defective: int | None = None  # images with the verdict "defective"; None: no verdicts
+    scores: dict[str, float] = field(default_factory=dict)  # key -> image score
 
     @property
     def median_seconds(self) -> float:
@@ -160,7 +161,7 @@ def predict_to_folder(
     if verdicts:
         write_regions(out / "regions.csv", regions)
     n_defective = sum(v == DEFECTIVE for v in verdicts.values()) if verdicts else None
-    return PredictSummary(len(items), tuple(seconds), n_defective)
+    return PredictSummary(len(items), tuple(seconds), n_defective, scores)
 
 
 def _write_prediction(out: Path, key: str, image: np.ndarray, prediction: Prediction,

@@ -254,17 +254,12 @@ def _plot_losses(losses: Sequence[float] | None, path: Path) -> None:
     """A small loss-per-epoch figure in the run folder: easier to read than the JSON."""
     if not losses:
         return
-    import matplotlib
+    from l2bt.report.figures import plt, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.5, 3), dpi=100)
+    fig, ax = plt.subplots(figsize=(4.5, 3))
     ax.plot(range(1, len(losses) + 1), losses, marker="o" if len(losses) < 30 else None)
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss (forward + backward)")
     ax.set_title("student training")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)

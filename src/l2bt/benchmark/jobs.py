@@ -101,7 +101,20 @@ def run_job(config: BenchmarkConfig, job: Job, out: Path, progress: bool = False
         "inference_seconds_per_image_median": round(summary.median_seconds, 4),
         "peak_rss_mib": round(max(fit_memory.peak_mib, predict_memory.peak_mib), 1),
     }
-    return _result(job, evaluation, run, calibration)
+    result = _result(job, evaluation, run, calibration)
+    result["score_distribution"] = _score_distribution(split, summary.scores, calibration)
+    return result
+
+
+def _score_distribution(split: CategorySplit, scores: dict[str, float],
+                        calibration: Calibration | None) -> dict[str, list[float]]:
+    """Image scores of the calibration images and of the labelled test images, by label
+    (for the plot of score distributions against the threshold)."""
+    labelled = [s for s in split.test if s.has_ground_truth]
+    return {"calibration": [] if calibration is None else
+            [round(v, 8) for v in calibration.image_scores],
+            "test_good": [round(scores[s.key], 8) for s in labelled if not s.is_anomalous],
+            "test_defective": [round(scores[s.key], 8) for s in labelled if s.is_anomalous]}
 
 
 def _calibration_split(config: BenchmarkConfig, split: CategorySplit) -> CalibrationSplit:
@@ -146,7 +159,6 @@ def _result(job: Job, evaluation: Any, run: dict[str, Any], calibration: Calibra
         thresholds = calibration.thresholds.to_dict()
         thresholds.pop("calibration_images")  # listed in the model folder's thresholds.json
         result["thresholds"] = thresholds
-        result["calibration_scores"] = [round(s, 8) for s in calibration.image_scores]
     result["run"] = run
     result["pro_curves"] = _curves(evaluation.pro_curves)
     return result
