@@ -47,6 +47,7 @@ from l2bt.model import L2BT
 from l2bt.preprocess import InputGeometry
 
 MIN_OPSET = 18
+TEACHER_INPUT = "teacher_input"  # the input of `with_teacher_input`'s graph
 SINGLE_FILE_LIMIT = 2**31 - 2**26  # protobuf's 2 GiB, less room for the graph itself
 EXAMPLE_IMAGE_HW = (97, 131)  # traced with an odd, non-square size: nothing specialises
 
@@ -67,14 +68,29 @@ def teacher_input_hw(model: L2BT, image_hw: tuple[int, int] | None) -> tuple[int
     return geometry.input_height, geometry.input_width
 
 
+def require_export_tools(path: str | Path) -> None:
+    """One plain line naming the file to write when onnx or onnxscript is missing."""
+    import importlib.util
+
+    missing = [name for name in ("onnx", "onnxscript") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise InputError(f"exporting needs {' and '.join(missing)} (pip install "
+                         "'l2bt[export]')", path)
+
+
+def check_opset(opset: int) -> None:
+    if opset < MIN_OPSET:
+        raise InputError(f"--opset must be at least {MIN_OPSET} (antialiased Resize), got {opset}")
+
+
 def export_onnx(model: L2BT, path: str | Path, opset: int = MIN_OPSET,
                 image_hw: tuple[int, int] | None = None, source: str | None = None) -> GraphInfo:
     """Write `model` as one checked ONNX file at `path` (atomically); see the module
     docstring for the graph and its metadata."""
+    require_export_tools(path)
+    check_opset(opset)
     import onnx
 
-    if opset < MIN_OPSET:
-        raise InputError(f"--opset must be at least {MIN_OPSET} (antialiased Resize), got {opset}")
     input_hw = teacher_input_hw(model, image_hw)
     graph = L2BTGraph(model, input_hw).eval()
     if model.device.type != "cpu":
@@ -131,24 +147,30 @@ def _quiet_exporter() -> Iterator[None]:
         registration.setLevel(level)
 
 
+def teacher_input_name(proto: Any) -> str:
+    """The name of the normalised (1, 3, h, w) teacher input inside an exported graph: the
+    input of the patch embedding, the graph's only Conv."""
+    convs = [node for node in proto.graph.node if node.op_type == "Conv"]
+    if len(convs) != 1:
+        raise ValueError(f"expected one Conv (the patch embedding), found {len(convs)}")
+    return str(convs[0].input[0])
+
+
 def with_teacher_input(proto: Any) -> Any:
     """The graph from the teacher's normalised (1, 3, h, w) input on: a model with inputs
     `image` (used only for its size) and that tensor, named `teacher_input`.
 
-    The preprocessing is cut off at the input of the patch embedding (the graph's only
-    Conv), so the two engines can be compared on the same tensor.
+    The preprocessing is cut off at `teacher_input_name`, so the two engines can be
+    compared on the same tensor.
     """
     import onnx
 
-    convs = [node for node in proto.graph.node if node.op_type == "Conv"]
-    if len(convs) != 1:
-        raise ValueError(f"expected one Conv (the patch embedding), found {len(convs)}")
-    cut = convs[0].input[0]
+    cut = teacher_input_name(proto)
     outputs = [o.name for o in proto.graph.output]
     extracted = onnx.utils.Extractor(proto).extract_model([INPUT_NAME, cut], outputs)
-    renamed = {cut: "teacher_input"}
-    for value in [*extracted.graph.input]:
-        value.name = renamed.get(value.name, value.name)
+    for value in extracted.graph.input:
+        if value.name == cut:
+            value.name = TEACHER_INPUT
     for node in extracted.graph.node:
-        node.input[:] = [renamed.get(name, name) for name in node.input]
+        node.input[:] = [TEACHER_INPUT if name == cut else name for name in node.input]
     return extracted
