@@ -27,7 +27,7 @@ from l2bt.cli import main
 from l2bt.config import L2BTConfig, TeacherConfig
 from l2bt.decisions.regions import find_regions
 from l2bt.decisions.thresholds import Thresholds
-from l2bt.engines import CACHE_NAME, load_engine
+from l2bt.engines import CACHE_NAME, load_engine, source_digest
 from l2bt.engines.onnx_runtime import OnnxRuntimePredictor
 from l2bt.export.exporter import TEACHER_INPUT, teacher_input_name, with_teacher_input
 from l2bt.model import L2BT, as_rgb
@@ -243,6 +243,14 @@ def test_metadata_holds_the_run_config_and_the_graph(run_224):
     assert described["thresholds"] == json.loads((run / "config.json").read_text())["thresholds"]
 
 
+def test_a_graph_without_thresholds_gives_maps_and_scores_only(run_448):
+    assert [o.name for o in run_448.proto.graph.output] == ["anomaly_map", "score"]
+    assert run_448.engine.thresholds is None
+    prediction = run_448.engine.predict(textured_image(40, 90, seed=1))
+    assert prediction.anomaly_map.shape == (40, 90)
+    assert prediction.mask is None and prediction.verdict is None and prediction.regions == []
+
+
 def read_csv(path: Path) -> list[dict[str, str]]:
     with open(path) as f:
         return list(csv.DictReader(f))
@@ -326,6 +334,16 @@ def test_missing_onnxruntime_and_bad_export_options_are_one_line(tmp_path, capsy
     assert "needs onnxruntime" in line and str(pad_run) in line
     assert not (tmp_path / "a.onnx").exists() and not (tmp_path / "out").exists()
     assert not (pad_run / CACHE_NAME).exists()
+
+
+def test_the_cache_key_follows_the_run_folders_files(tmp_path):
+    run = random_model(56).save(tmp_path / "run")
+    before = source_digest(run)
+    assert source_digest(run) == before
+    described = json.loads((run / "config.json").read_text())
+    described["thresholds"] = {"image": 1.0}  # a recalibrated run exports again
+    (run / "config.json").write_text(json.dumps(described))
+    assert source_digest(run) != before
 
 
 def test_aspect_mode_graph_for_one_image_size(tmp_path, capsys):

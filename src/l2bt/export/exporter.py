@@ -6,12 +6,14 @@ height and width symbolic, so the padding, the frame the map is upsampled to, th
 and the top-k count are all computed from the input's shape inside the graph, and the
 exporter translates the antialiased bicubic resize to ONNX Resize (cubic, antialias=1,
 cubic_coeff_a=−0.5, exclude_outside=1), the kernel of torch's and PIL's antialiased
-bicubic. The TorchScript exporter (`dynamo=False`, deprecated) has no translation for
-the antialiased resize and turns Python arithmetic on sizes into constants.
+bicubic. The TorchScript exporter (`dynamo=False`, deprecated) fails on the antialiased
+resize (UnsupportedOperatorError in torch 2.13) and traces Python arithmetic on sizes
+into constants, so a padded frame would keep the example image's size.
 
-The file holds its weights (one file, no external data: under protobuf's 2 GB limit, so
-ViT-g, whose used blocks alone are larger, is refused), the graph is checked with
-`onnx.checker`, and it is written atomically. Metadata (`metadata_props`):
+The file holds its weights (one file, no external data). Only the blocks up to the
+deepest used layer are in it; a graph whose weights pass protobuf's 2 GiB limit (ViT-g
+with layers past block ~30) is refused. The graph is checked with `onnx.checker` and
+written atomically. Metadata (`metadata_props`):
 
 - `l2bt_config`: the run's `config.json` (settings, teacher identity, training
   information, thresholds), as `L2BT.describe()` gives it;
