@@ -18,6 +18,7 @@ read it. An aspect-mode run has no graph for every image size: it is exported wi
 from __future__ import annotations
 
 import hashlib
+import os
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -104,13 +105,12 @@ def exported_run(run_dir: Path, device: str = "auto", weights: str | None = None
     model = _load_for_export(run_dir, weights)
     from l2bt.export.exporter import export_onnx
 
-    try:
+    if os.access(run_dir, os.W_OK):
         export_onnx(model, cached, EXPORT_OPSET, source=source)
-    except OSError:  # a read-only run folder: export for this process only
-        with tempfile.TemporaryDirectory(prefix="l2bt-onnx-") as scratch:
-            export_onnx(model, Path(scratch) / CACHE_NAME, EXPORT_OPSET, source=source)
-            return OnnxRuntimePredictor(Path(scratch) / CACHE_NAME, device)
-    return OnnxRuntimePredictor(cached, device)
+        return OnnxRuntimePredictor(cached, device)
+    with tempfile.TemporaryDirectory(prefix="l2bt-onnx-") as scratch:  # for this process only
+        export_onnx(model, Path(scratch) / CACHE_NAME, EXPORT_OPSET, source=source)
+        return OnnxRuntimePredictor(Path(scratch) / CACHE_NAME, device)
 
 
 def _load_for_export(run_dir: Path, weights: str | None) -> L2BT:
