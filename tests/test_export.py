@@ -370,3 +370,30 @@ def test_the_library_imports_without_onnx():
             "from l2bt.cli import build_parser\n"
             "build_parser()\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@needs_data
+def test_serve_runs_an_exported_file_with_onnxruntime(run_224):
+    """`l2bt serve --model FILE.onnx`: the service answers from the ONNX Runtime engine."""
+    import argparse
+    import base64
+    import io
+
+    pytest.importorskip("fastapi")
+    from l2bt.cli.serve import _load
+    from test_serve import encode, live_server, post_image
+
+    engine, described = _load(argparse.Namespace(model=str(run_224.run / CACHE_NAME),
+                                                 device="cpu", precision=None, weights=None))
+    assert isinstance(engine, OnnxRuntimePredictor)
+    image = run_224.images[1]
+    expected = engine.predict_batch([image])[0]
+    with live_server(engine, described) as (client, _):
+        response = post_image(client, encode(image), mask="png")
+        assert response.status_code == 200, response.text
+        answer = response.json()
+    assert answer["score"] == pytest.approx(expected.score, rel=1e-6)
+    assert answer["verdict"] == expected.verdict
+    assert answer["threshold"] == run_224.model.thresholds.image
+    mask = np.asarray(Image.open(io.BytesIO(base64.b64decode(answer["mask"]))))
+    assert np.array_equal(mask == 255, expected.mask)

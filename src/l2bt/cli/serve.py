@@ -57,12 +57,10 @@ def _load(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     """The predictor and its description ("run": the model's name) for --model."""
     path = Path(args.model)
     if path.suffix.lower() == ".onnx":
-        import importlib
+        from l2bt.engines import load_engine
 
-        # l2bt.engines comes with the ONNX export work; imported by name until it lands
-        engines = importlib.import_module("l2bt.engines")
-        engine = engines.load_engine(path, engine="onnxruntime", device=args.device,
-                                     precision=args.precision)
+        engine = load_engine(path, engine="onnxruntime", device=args.device,
+                             precision=args.precision)
         return engine, {**engine.describe(), "run": path.stem}
     from l2bt.model import L2BT
 
