@@ -354,3 +354,13 @@ def test_memory_does_not_grow_with_defect_free_images():
     grown = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
     assert grown < 39 * 200  # a few bytes per image (its score), never its pixels
+
+
+def test_average_ranks_share_ties():
+    from l2bt.metrics.auroc import average_ranks
+
+    assert average_ranks(np.array([3.0, 1.0, 3.0, 2.0, 3.0])).tolist() == [4, 1, 4, 2, 4]
+    rng = np.random.default_rng(9)
+    values = np.round(rng.random(200) * 6)
+    plain = [1 + np.sum(values < v) + (np.sum(values == v) - 1) / 2 for v in values]
+    assert average_ranks(values).tolist() == plain
