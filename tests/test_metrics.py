@@ -364,3 +364,20 @@ def test_average_ranks_share_ties():
     values = np.round(rng.random(200) * 6)
     plain = [1 + np.sum(values < v) + (np.sum(values == v) - 1) / 2 for v in values]
     assert average_ranks(values).tolist() == plain
+
+
+@pytest.mark.parametrize("piece", [1, 2, 5, 1 << 14])
+@pytest.mark.parametrize("ratio", [0, 2, 10**6])  # 0: always search edges; 10**6: values
+def test_counting_piece_by_piece_against_plain_counting(monkeypatch, piece, ratio):
+    from l2bt.metrics import aupro
+
+    monkeypatch.setattr(aupro, "PIECE_EDGES", piece)
+    monkeypatch.setattr(aupro, "EDGE_SEARCH_RATIO", ratio)
+    rng = np.random.default_rng(piece + ratio)
+    for n_values, n_edges in [(400, 30), (30, 400), (0, 5), (7, 0), (50, 1)]:
+        values = np.round(rng.random(n_values) * 40).astype(np.float32)  # ties, on edges
+        edges = np.unique(np.round(rng.random(n_edges) * 40, 1).astype(np.float32))[::-1]
+        cells = np.zeros(2 * edges.size + 1, np.int64)
+        aupro.add_cell_counts(cells, values, edges)
+        assert cells.tolist() == plain_cell_counts(values, edges)
+    assert_matches(*random_case(109, levels=4))
