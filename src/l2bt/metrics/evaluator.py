@@ -37,7 +37,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from l2bt.metrics.aupimo import Aupimo, NormalPool, aupimo_scores
+from l2bt.metrics.aupimo import FPR_BOUNDS, Aupimo, NormalPool, aupimo_scores
 from l2bt.metrics.aupro import (
     FPR_LIMITS,
     CellCounter,
@@ -80,11 +80,14 @@ class StreamingEvaluator:
 
     `n_images`: how many images pass 2 will see (needed for AUPIMO, checked at the end).
     `workers`: threads counting defect-free pixels (1: all in the caller's thread).
+    `aupimo_fpr_bounds`: AUPIMO's integration range (SPEC: 1e-5 to 1e-4).
     """
 
-    def __init__(self, n_images: int | None = None, workers: int = 1) -> None:
+    def __init__(self, n_images: int | None = None, workers: int = 1,
+                 aupimo_fpr_bounds: tuple[float, float] = FPR_BOUNDS) -> None:
         self._n_images_expected = n_images
         self._workers = workers
+        self._aupimo_bounds = aupimo_fpr_bounds
         self._scores: list[np.ndarray] = []  # pass 1: defect-pixel scores, per image
         self._regions: list[np.ndarray] = []  # their region ids (global), per image
         self._areas: list[np.ndarray] = []  # pixels per region, per image
@@ -213,7 +216,7 @@ class StreamingEvaluator:
         if self._pool is None or self._defects is None or self._region_image is None:
             return Aupimo(None, {})
         scores = aupimo_scores(self._defects, self._region_image, len(self._defective_keys),
-                               self._pool)
+                               self._pool, self._aupimo_bounds)
         if self._pool.n_images == 0 or scores.size == 0:
             return Aupimo(None, {})
         return Aupimo(float(scores.mean()),
@@ -246,7 +249,7 @@ class StreamingEvaluator:
             if n_normal < 0:
                 raise RuntimeError(f"{len(self._defective_keys)} images with defects, but "
                                    f"only {self._n_images_expected} announced")
-            self._pool = NormalPool(n_normal)
+            self._pool = NormalPool(n_normal, self._aupimo_bounds[1])
 
 
 def _aupro_by_bin(defects: DefectTable, cells: np.ndarray, members: dict[str, np.ndarray]
@@ -273,10 +276,12 @@ def _aupro_by_bin(defects: DefectTable, cells: np.ndarray, members: dict[str, np
 
 def evaluate_arrays(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray],
                     scores: Sequence[float] | None = None, category: str = "",
-                    workers: int = 1) -> EvaluationResult:
+                    workers: int = 1, aupimo_fpr_bounds: tuple[float, float] = FPR_BOUNDS
+                    ) -> EvaluationResult:
     """Both passes over maps and masks already in memory (tests, small sets); images are
     keyed "0", "1", … by position."""
-    evaluator = StreamingEvaluator(n_images=len(maps), workers=workers)
+    evaluator = StreamingEvaluator(n_images=len(maps), workers=workers,
+                                   aupimo_fpr_bounds=aupimo_fpr_bounds)
     for i, (anomaly_map, mask) in enumerate(zip(maps, masks, strict=True)):
         evaluator.add_defects(anomaly_map, mask, key=str(i))
     for i, (anomaly_map, mask) in enumerate(zip(maps, masks, strict=True)):
