@@ -1,12 +1,37 @@
 """Scoring anomaly maps on disk against full-resolution ground truth.
 
 Reads `<maps>/<category>/<key>.tiff` (SPEC §5) for every test sample that has ground
-truth and streams maps and masks through `l2bt.metrics.StreamingEvaluator`: pass 1
-reads the images with defects, pass 2 every image, one map in memory at a time. Before
-any of that, every map is checked to exist and to match its image's size (TIFF headers
-only), and `scores.csv` to name every image, so bad input fails in seconds with one line
-naming the file. Image scores come from `<maps>/<category>/scores.csv` (header
-`key,score`) when present, else the map maximum. Masks are never resized.
+truth and streams maps and masks through `l2bt.metrics.StreamingEvaluator`: pass 1 the
+images with defects, pass 2 every image. Image scores come from
+`<maps>/<category>/scores.csv` (header `key,score`, optionally `verdict`) when present,
+else the map maximum. Masks are never resized.
+
+Both cores. A pool of READERS threads decodes maps and masks up to READ_AHEAD images
+ahead of the one being counted (file reads, TIFF and PNG decoding and numpy release the
+GIL), while the evaluator's `workers` threads count defect-free pixels
+(`l2bt.metrics.parallel`): decoding overlaps counting.
+
+Each map decoded once. Pass 1 needs only a map's defect pixels. An uncompressed TIFF,
+what `l2bt predict` writes, is memory-mapped and only those pixels are read — the pages
+of the rows a defect touches, a few percent of a typical map — so its one full decode
+is in pass 2. Each defective image's mask is decoded once too: pass 1 keeps its defect
+pixels' flat indices (4 bytes per defect pixel, ground truth the evaluator holds anyway
+as scores and region ids), from which pass 2 rebuilds the mask. Keeping the defect-free
+pixels of defective maps instead would cost 4 bytes per pixel — 6 MB per 1.5 MP map,
+~6 GB for VisA's 1,000 defective maps — so a map that cannot be mapped (compressed, or
+not a plain strip layout) is decoded in full in both passes; nothing unbounded is kept.
+The low-resolution protocol (`low_res_protocol=N`) reads in pass 1 the two source rows
+per output row that bilinear resizing needs, from the same mapping.
+
+Memory: the evaluator's bound (a fixed buffer per counting worker plus what the ground
+truth needs, `l2bt.metrics.evaluator`), plus READ_AHEAD + 1 decoded images in flight
+(map, mask, predicted mask), plus 4 bytes per defect pixel for the masks kept.
+
+Bad input fails in seconds with one line naming the file: `scores.csv` is read and the
+predicted masks are checked to be all there or all absent before anything else, and a
+background thread checks every map's and predicted mask's header (existence, size)
+while the first maps are being read; its first problem, in sample order, is the one
+reported, even if a reader met a later one first.
 """
 
 from __future__ import annotations
@@ -14,8 +39,12 @@ from __future__ import annotations
 import csv
 import math
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import tifffile
@@ -24,38 +53,242 @@ from tqdm.auto import tqdm
 from l2bt.data.image_io import image_size, read_mask
 from l2bt.data.sample import CategorySplit, Sample
 from l2bt.errors import InputError
-from l2bt.metrics import EvaluationResult, StreamingEvaluator
+from l2bt.metrics import EvaluationResult, LowResolution, StreamingEvaluator, default_workers
+from l2bt.metrics.low_res import resize_bilinear, resize_nearest
+
+READERS = 2  # threads decoding maps and masks
+READ_AHEAD = 3  # images decoded ahead of the one being counted
+VERDICTS = {"good": False, "defective": True}
+
+Item = TypeVar("Item")
 
 
 def map_path(maps_dir: Path, category: str, sample: Sample) -> Path:
     return Path(maps_dir) / category / f"{sample.key}.tiff"
 
 
-def evaluate_maps(split: CategorySplit, maps_dir: str | Path, progress: bool = True
-                  ) -> EvaluationResult:
-    """Every metric of SPEC §6 for one category's maps, at original resolution.
+def predicted_mask_path(maps_dir: Path, category: str, sample: Sample) -> Path:
+    """Where `l2bt predict` with thresholds writes a sample's mask (SPEC §7)."""
+    return Path(maps_dir) / category / f"{sample.key}_mask.png"
 
-    `progress` shows bars on stderr, and only when it is a terminal.
+
+@dataclass(frozen=True)
+class ScoreTable:
+    """`scores.csv`: a score per key, and a verdict per key (True: defective) when the
+    file has a `verdict` column."""
+
+    scores: dict[str, float]
+    verdicts: dict[str, bool] | None
+
+
+def evaluate_maps(split: CategorySplit, maps_dir: str | Path, progress: bool = True, *,
+                  low_res_protocol: int | None = None, workers: int | None = None
+                  ) -> EvaluationResult:
+    """Every metric of SPEC §6 (and §7's metrics with decisions, when the maps folder has
+    a predicted mask per image and `scores.csv` a verdict column) for one category's
+    maps, at original resolution; `low_res_protocol=N` adds the same maps scored at
+    N × N (`l2bt.metrics.low_res`). `workers`: counting threads (default: the cores, at
+    most 4). `progress` shows bars on stderr, and only when it is a terminal.
     """
     maps_dir = Path(maps_dir)
     samples = split.evaluable_test
     if not samples:
         raise InputError("no test images with ground truth", split.root)
-    paths = {s.key: map_path(maps_dir, split.name, s) for s in samples}
-    sizes = {s.key: image_size(s.image) for s in samples}
-    for s in samples:
-        check_map_shape(paths[s.key], sizes[s.key])
-    scores = read_scores(maps_dir / split.name / "scores.csv", [s.key for s in samples])
+    if low_res_protocol is not None and low_res_protocol < 1:
+        raise InputError(f"low-resolution size must be at least 1, not {low_res_protocol}")
+    table = read_score_table(maps_dir / split.name / "scores.csv", [s.key for s in samples])
+    predicted = _predicted_masks(maps_dir, split.name, samples)
+    files = _Files(maps_dir, split.name, predicted)
+    checker = _HeaderCheck(samples, files)
     show = progress and sys.stderr.isatty()
-    evaluator = StreamingEvaluator()
-    with_defects = [s for s in samples if s.mask is not None]
-    for s in tqdm(with_defects, desc="pass 1/2, defect pixels", unit="img", disable=not show):
-        evaluator.add_defects(read_map(paths[s.key]), sample_mask(s, sizes[s.key]))
-    for s in tqdm(samples, desc="pass 2/2, every pixel", unit="img", disable=not show):
-        evaluator.add(read_map(paths[s.key]), sample_mask(s, sizes[s.key]),
-                      score=None if scores is None else scores[s.key],
-                      anomalous=s.is_anomalous)
-    return evaluator.result(split.name)
+    evaluator = StreamingEvaluator(n_images=len(samples),
+                                   workers=default_workers() if workers is None else workers)
+    low = None if low_res_protocol is None else StreamingEvaluator()
+    defect_indices: dict[str, np.ndarray] = {}  # pass 1 -> pass 2: each mask, kept small
+    with ThreadPoolExecutor(READERS, thread_name_prefix="l2bt-read") as pool:
+        with_defects = [s for s in samples if s.mask is not None]
+        first = _read_ahead(pool, with_defects, lambda s: _read_defects(s, files,
+                                                                        low_res_protocol))
+        for s, d in tqdm(_checked(first, checker), total=len(with_defects),
+                         desc="pass 1/2, defect pixels", unit="img", disable=not show):
+            evaluator.add_defect_scores(d.mask, d.scores, key=s.key)
+            defect_indices[s.key] = d.indices
+            if low is not None and d.low_res is not None:
+                small_map, small_mask = d.low_res
+                low.add_defects(small_map, small_mask, key=s.key)
+        second = _read_ahead(pool, samples, lambda s: _read_image(
+            s, files, defect_indices.get(s.key), low_res_protocol))
+        for s, image in tqdm(_checked(second, checker), total=len(samples),
+                             desc="pass 2/2, every pixel", unit="img", disable=not show):
+            verdict = None if table is None or table.verdicts is None else table.verdicts[s.key]
+            evaluator.add(image.anomaly_map, image.mask,
+                          score=None if table is None else table.scores[s.key],
+                          anomalous=s.is_anomalous, verdict=verdict,
+                          predicted_mask=image.predicted_mask)
+            if low is not None and image.low_res is not None:
+                small_map, small_mask = image.low_res
+                low.add(small_map, small_mask, anomalous=s.is_anomalous)
+    checker.finish()
+    result = evaluator.result(split.name)
+    if low is not None and low_res_protocol is not None:
+        low_result = low.result(split.name)
+        result = replace(result, low_res=LowResolution(low_res_protocol, low_result.p_auroc,
+                                                       low_result.aupro))
+    return result
+
+
+# ---- reading, in the reader threads ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Files:
+    maps_dir: Path
+    category: str
+    predicted_masks: bool  # every sample has one (else none has)
+
+    def map(self, sample: Sample) -> Path:
+        return map_path(self.maps_dir, self.category, sample)
+
+    def predicted(self, sample: Sample) -> Path:
+        return predicted_mask_path(self.maps_dir, self.category, sample)
+
+
+@dataclass(frozen=True)
+class _Defects:
+    """Pass 1's reading of one image with a mask."""
+
+    mask: np.ndarray  # (H, W) bool
+    scores: np.ndarray  # (D,) the map at the mask's pixels, row-major
+    indices: np.ndarray  # (D,) their flat indices
+    low_res: tuple[np.ndarray, np.ndarray] | None  # (N, N) map and mask
+
+
+@dataclass(frozen=True)
+class _Image:
+    """Pass 2's reading of one image."""
+
+    anomaly_map: np.ndarray  # (H, W)
+    mask: np.ndarray  # (H, W) bool
+    predicted_mask: np.ndarray | None  # (H, W) bool
+    low_res: tuple[np.ndarray, np.ndarray] | None  # (N, N) map and mask
+
+
+def _read_defects(sample: Sample, files: _Files, low_res: int | None) -> _Defects:
+    hw = image_size(sample.image)
+    mask = sample_mask(sample, hw)
+    indices = np.flatnonzero(mask)  # (D,) int64
+    indices = indices.astype(np.int32) if mask.size < 2**31 else indices
+    source = _mapped_or_read(files.map(sample), hw)
+    scores = _widened(np.asarray(source.reshape(-1)[indices]))  # (H·W,): only D pixels read
+    if not np.isfinite(scores).all():
+        raise InputError("anomaly map has non-finite values (NaN or infinity)",
+                         files.map(sample))
+    small = None
+    if low_res is not None:
+        small = (resize_bilinear(source, low_res), resize_nearest(mask, low_res))
+    return _Defects(mask, scores, indices, small)
+
+
+def _read_image(sample: Sample, files: _Files, indices: np.ndarray | None,
+                low_res: int | None) -> _Image:
+    hw = image_size(sample.image)
+    path = files.map(sample)
+    anomaly_map = read_map(path)
+    _check_shape(path, anomaly_map.shape, hw)
+    mask = np.zeros(hw, dtype=bool)
+    if indices is not None:
+        mask.reshape(-1)[indices] = True  # (H, W) -> (H·W,), a view
+    predicted = None
+    if files.predicted_masks:
+        predicted = read_mask(files.predicted(sample), 127.0)
+        _check_shape(files.predicted(sample), predicted.shape, hw, what="predicted mask")
+    small = None
+    if low_res is not None:
+        small = (resize_bilinear(anomaly_map, low_res), resize_nearest(mask, low_res))
+    return _Image(anomaly_map, mask, predicted, small)
+
+
+def _mapped_or_read(path: Path, hw: tuple[int, int]) -> np.ndarray:
+    """The (H, W) map memory-mapped when the file allows it (nothing decoded yet), else
+    read in full; either way checked to be its image's size."""
+    if not path.is_file():
+        raise InputError("anomaly map not found", path)
+    try:
+        mapped = tifffile.memmap(path, mode="r")
+    except Exception:  # compressed, tiled, not a TIFF…: read_map says what is wrong
+        anomaly_map = read_map(path)
+        _check_shape(path, anomaly_map.shape, hw)
+        return anomaly_map
+    if mapped.ndim == 3 and mapped.shape[0] == 1:  # (1, H, W) -> (H, W)
+        mapped = mapped[0]
+    _check_shape(path, mapped.shape, hw)
+    if mapped.dtype.kind not in "fiu":
+        raise InputError(f"anomaly map must be a 2-D array of numbers, got {mapped.dtype}",
+                         path)
+    return mapped
+
+
+def _widened(values: np.ndarray) -> np.ndarray:
+    """float32 kept as is, other real types widened to float64 (as `read_map`)."""
+    return values if values.dtype == np.float32 else values.astype(np.float64)
+
+
+def _read_ahead(pool: ThreadPoolExecutor, samples: Sequence[Sample],
+                read: Callable[[Sample], Item]) -> Iterator[tuple[Sample, Future[Item]]]:
+    """(sample, future of its reading) in order, READ_AHEAD readings in flight."""
+    pending: list[tuple[Sample, Future[Item]]] = []
+    for sample in samples:
+        pending.append((sample, pool.submit(read, sample)))
+        if len(pending) > READ_AHEAD:
+            yield pending.pop(0)
+    yield from pending
+
+
+def _checked(readings: Iterator[tuple[Sample, Future[Item]]], checker: _HeaderCheck
+             ) -> Iterator[tuple[Sample, Item]]:
+    """Each reading's result; the header check's first problem wins over a reader's."""
+    for sample, future in readings:
+        checker.raise_if_failed()
+        try:
+            item = future.result()
+        except InputError:
+            checker.finish()  # an earlier file's problem, if the checker finds one
+            raise
+        yield sample, item
+
+
+class _HeaderCheck:
+    """Checks, in a background thread and in sample order, that every image's header is
+    readable and its map and predicted mask exist with its size (headers only)."""
+
+    def __init__(self, samples: Sequence[Sample], files: _Files) -> None:
+        self._error: InputError | None = None
+        self._thread = threading.Thread(target=self._run, args=(samples, files),
+                                        name="l2bt-check", daemon=True)
+        self._thread.start()
+
+    def _run(self, samples: Sequence[Sample], files: _Files) -> None:
+        try:
+            for s in samples:
+                hw = image_size(s.image)
+                check_map_shape(files.map(s), hw)
+                if files.predicted_masks:
+                    _check_shape(files.predicted(s), image_size(files.predicted(s)), hw,
+                                 what="predicted mask")
+        except InputError as e:
+            self._error = e
+
+    def raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def finish(self) -> None:
+        """Wait for the check; raise its problem, if any."""
+        self._thread.join()
+        self.raise_if_failed()
+
+
+# ---- files ----------------------------------------------------------------------------------
 
 
 def check_map_shape(path: Path, expected_hw: tuple[int, int]) -> None:
@@ -68,8 +301,13 @@ def check_map_shape(path: Path, expected_hw: tuple[int, int]) -> None:
     except Exception as e:  # tifffile raises several types for broken files
         raise InputError(f"cannot read anomaly map ({e})", path) from e
     shape = shape[1:] if len(shape) == 3 and shape[0] == 1 else shape  # (1, H, W) -> (H, W)
-    if shape != tuple(expected_hw):
-        raise InputError(f"anomaly map is {'x'.join(map(str, shape))} but its image is "
+    _check_shape(path, shape, expected_hw)
+
+
+def _check_shape(path: Path, shape: tuple[int, ...], expected_hw: tuple[int, int],
+                 what: str = "anomaly map") -> None:
+    if tuple(shape) != tuple(expected_hw):
+        raise InputError(f"{what} is {'x'.join(map(str, shape))} but its image is "
                          f"{expected_hw[0]}x{expected_hw[1]}", path)
 
 
@@ -85,8 +323,7 @@ def read_map(path: Path) -> np.ndarray:
     if anomaly_map.ndim != 2 or anomaly_map.dtype.kind not in "fiu":
         raise InputError(f"anomaly map must be a 2-D array of numbers, got "
                          f"{anomaly_map.dtype} {anomaly_map.shape}", path)
-    if anomaly_map.dtype != np.float32:
-        anomaly_map = anomaly_map.astype(np.float64)
+    anomaly_map = _widened(anomaly_map)
     if not np.isfinite(anomaly_map).all():
         raise InputError("anomaly map has non-finite values (NaN or infinity)", path)
     return anomaly_map
@@ -103,15 +340,36 @@ def sample_mask(sample: Sample, hw: tuple[int, int]) -> np.ndarray:
     return mask
 
 
+def _predicted_masks(maps_dir: Path, category: str, samples: Sequence[Sample]) -> bool:
+    """Whether every sample has a predicted mask; some but not all is an error naming
+    the first missing one."""
+    present = [predicted_mask_path(maps_dir, category, s).is_file() for s in samples]
+    if any(present) and not all(present):
+        missing = samples[present.index(False)]
+        raise InputError("predicted mask missing (the maps folder has masks for other "
+                         "images: every image needs one, or none)",
+                         predicted_mask_path(maps_dir, category, missing))
+    return all(present)
+
+
 def read_scores(path: Path, keys: Sequence[str]) -> dict[str, float] | None:
     """Image scores from a `key,score` CSV, checked to cover `keys`; None if absent."""
+    table = read_score_table(path, keys)
+    return None if table is None else table.scores
+
+
+def read_score_table(path: Path, keys: Sequence[str]) -> ScoreTable | None:
+    """`scores.csv` (`key,score`, optionally `verdict`: good | defective on every line),
+    checked to cover `keys`; None if absent."""
     if not path.is_file():
         return None
     scores: dict[str, float] = {}
+    verdicts: dict[str, bool] = {}
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         if reader.fieldnames is None or not {"key", "score"} <= set(reader.fieldnames):
             raise InputError("scores file needs the columns key,score", path)
+        has_verdicts = "verdict" in reader.fieldnames
         for line, row in enumerate(reader, start=2):
             try:
                 score = float(row["score"])
@@ -121,8 +379,13 @@ def read_scores(path: Path, keys: Sequence[str]) -> dict[str, float] | None:
             if not math.isfinite(score):
                 raise InputError(f"line {line}: score {row['score']!r} is not finite", path)
             scores[row["key"]] = score
+            if has_verdicts:
+                if row["verdict"] not in VERDICTS:
+                    raise InputError(f"line {line}: verdict {row['verdict']!r} is neither "
+                                     "'good' nor 'defective'", path)
+                verdicts[row["key"]] = VERDICTS[row["verdict"]]
     missing = [k for k in keys if k not in scores]
     if missing:
         raise InputError(f"no score for {missing[0]}"
                          + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""), path)
-    return scores
+    return ScoreTable(scores, verdicts if has_verdicts else None)
