@@ -276,14 +276,14 @@ def _aupro_by_bin(defects: DefectTable, cells: np.ndarray, members: dict[str, np
 
 def evaluate_arrays(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray],
                     scores: Sequence[float] | None = None, category: str = "",
-                    workers: int = 1, aupimo_fpr_bounds: tuple[float, float] = FPR_BOUNDS
-                    ) -> EvaluationResult:
+                    workers: int = 1, aupimo_fpr_bounds: tuple[float, float] = FPR_BOUNDS,
+                    keys: Sequence[str] | None = None) -> EvaluationResult:
     """Both passes over maps and masks already in memory (tests, small sets); images are
-    keyed "0", "1", … by position."""
+    keyed by `keys`, else "0", "1", … by position."""
     evaluator = StreamingEvaluator(n_images=len(maps), workers=workers,
                                    aupimo_fpr_bounds=aupimo_fpr_bounds)
     for i, (anomaly_map, mask) in enumerate(zip(maps, masks, strict=True)):
-        evaluator.add_defects(anomaly_map, mask, key=str(i))
+        evaluator.add_defects(anomaly_map, mask, key=str(i) if keys is None else keys[i])
     for i, (anomaly_map, mask) in enumerate(zip(maps, masks, strict=True)):
         evaluator.add(anomaly_map, mask, None if scores is None else scores[i])
     return evaluator.result(category)
