@@ -176,7 +176,7 @@ def test_a_verdict_that_is_neither_word_names_its_line(tmp_path):
     split, maps, _ = write_maps(tmp_path / "data", tmp_path / "maps")
     write_decisions(split, tmp_path / "maps", maps,
                     verdict=lambda s: "bad" if s.key.endswith("002") else "good")
-    with pytest.raises(InputError, match="line [0-9]+: verdict 'bad'") as error:
+    with pytest.raises(InputError, match=r"line [0-9]+: verdict 'bad'") as error:
         evaluate_maps(split, tmp_path / "maps", progress=False)
     assert Path(error.value.path).name == "scores.csv"
 
