@@ -44,7 +44,8 @@ from l2bt.metrics.aupro import DefectTable
 
 FPR_BOUNDS = (1e-5, 1e-4)
 POOL_MARGIN = 1e-9  # relative: the floor keeps a little more than U, against rounding
-POOL_MIN_PRUNE = 1 << 16  # values kept before the pool is first pruned
+POOL_MIN_PRUNE = 1 << 10  # values kept before the pool is first pruned (the first image
+# alone reaches the target, so its floor is known at once and later images skip partitions)
 PIXELS_PER_STEP = 1 << 21  # defect pixels integrated at a time: bounded temporaries
 
 
