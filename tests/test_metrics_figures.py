@@ -363,3 +363,14 @@ def test_a_worker_error_reaches_the_caller(monkeypatch):
         for _ in range(10):
             counter.add(np.arange(5, dtype=np.float32))
         counter.counts()
+
+
+def test_pixel_figures_swept_in_chunks_change_nothing(monkeypatch):
+    from l2bt.metrics import precision_recall
+
+    maps, masks = random_case(104, levels=4)
+    whole = evaluate_arrays(maps, masks)
+    monkeypatch.setattr(precision_recall, "EDGE_CHUNK", 2)
+    chunked = evaluate_arrays(maps, masks)
+    assert chunked.p_ap == pytest.approx(whole.p_ap, abs=1e-15)
+    assert chunked.oracle == whole.oracle

@@ -53,12 +53,10 @@ from l2bt.metrics.aupro import (
 from l2bt.metrics.auroc import auroc
 from l2bt.metrics.parallel import ParallelCellCounter
 from l2bt.metrics.precision_recall import (
-    EdgeCounts,
     ImageDecisions,
+    PixelPrecisionRecall,
     f1_from_counts,
     image_f1_max,
-    pixel_average_precision,
-    pixel_f1_max,
 )
 from l2bt.metrics.regions import (
     absolute_membership,
@@ -193,7 +191,7 @@ class StreamingEvaluator:
         quantiles = size_quantiles(defects.areas)
         aupro, curves = _aupro_by_bin(defects, cells, bin_membership(defects.areas, quantiles))
         aupro_abs, _ = _aupro_by_bin(defects, cells, absolute_membership(defects.areas))
-        edge_counts = EdgeCounts.from_cells(cells, defects.per_edge)
+        pixel_pr = PixelPrecisionRecall.from_cells(cells, defects.per_edge)
         return EvaluationResult(
             category=category,
             n_images=n_images,
@@ -204,11 +202,11 @@ class StreamingEvaluator:
             aupro=aupro,
             robustness={limit: robustness(aupro[limit]) for limit in FPR_LIMITS},
             pro_curves=curves,
-            p_ap=pixel_average_precision(edge_counts),
+            p_ap=pixel_pr.average_precision,
             aupro_abs=aupro_abs,
             aupimo=self._aupimo(),
             oracle=Oracle(image_f1_max(self._image_scores, self._image_labels),
-                          pixel_f1_max(edge_counts)),
+                          pixel_pr.f1_max),
             decisions=self._decisions(n_images),
         )
 

@@ -5,8 +5,8 @@ Thresholds: a pixel (image) is predicted defective when its score is ≥ t. Only
 distinct defect scores a₁ > … > a_m can be optimal or change recall, so every pixel
 figure is a sum or a maximum over the m edges of `l2bt.metrics.aupro`: at edge j,
 TP_j = defect pixels ≥ a_j (a running sum of the pixels per edge) and FP_j = defect-free
-pixels ≥ a_j (a running sum of the cells up to cell 2j + 1). O(m) time and memory, no
-pixel kept.
+pixels ≥ a_j (a running sum of the cells up to cell 2j + 1). O(m) time, one sweep with
+O(EDGE_CHUNK) temporaries, no pixel kept.
 """
 
 from __future__ import annotations
@@ -16,41 +16,37 @@ from dataclasses import dataclass
 
 import numpy as np
 
+EDGE_CHUNK = 1 << 20  # edges swept at a time: bounded temporaries
+
 
 @dataclass(frozen=True)
-class EdgeCounts:
-    """True and false positives when thresholding at each edge, top edge first."""
+class PixelPrecisionRecall:
+    """AP over all pixels, as sklearn's `average_precision_score` defines it (the step
+    sum Σ (R_j − R_{j−1}) · P_j over distinct scores, ties one threshold), and the best
+    pixel F1 = 2TP / (2TP + FP + FN) over every threshold; None without defect pixels."""
 
-    true_positives: np.ndarray  # (m,) int64: defect pixels ≥ a_j
-    false_positives: np.ndarray  # (m,) int64: defect-free pixels ≥ a_j
-    n_defect: int
+    average_precision: float | None
+    f1_max: float | None
 
     @classmethod
-    def from_cells(cls, cells: np.ndarray, per_edge: np.ndarray) -> EdgeCounts:
-        """cells: (2m + 1,) defect-free pixels per cell, top first; per_edge: (m,)."""
-        normal_at_or_above = np.cumsum(cells)[1::2]  # (m,) cells 0..2j+1 end at "= a_j"
-        return cls(np.cumsum(per_edge), normal_at_or_above, int(per_edge.sum()))
-
-
-def pixel_average_precision(counts: EdgeCounts) -> float | None:
-    """AP over all pixels, as sklearn's `average_precision_score` defines it (the step
-    sum Σ (R_j − R_{j−1}) · P_j over distinct scores, ties one threshold); None without
-    defect pixels."""
-    if counts.n_defect == 0:
-        return None
-    tp = counts.true_positives.astype(np.float64)
-    precision = tp / (tp + counts.false_positives)  # (m,) tp ≥ 1 at every edge
-    recall_gain = np.diff(counts.true_positives, prepend=0)  # (m,) defect pixels per edge
-    return float(np.dot(recall_gain, precision) / counts.n_defect)
-
-
-def pixel_f1_max(counts: EdgeCounts) -> float | None:
-    """The best pixel F1 = 2TP / (2TP + FP + FN) over every threshold; None without defect
-    pixels."""
-    if counts.n_defect == 0:
-        return None
-    tp = counts.true_positives.astype(np.float64)
-    return float(np.max(2 * tp / (tp + counts.false_positives + counts.n_defect)))
+    def from_cells(cls, cells: np.ndarray, per_edge: np.ndarray) -> PixelPrecisionRecall:
+        """cells: (2m + 1,) defect-free pixels per cell, top first; per_edge: (m,) defect
+        pixels per edge. One sweep over the edges, EDGE_CHUNK at a time."""
+        n_defect = int(per_edge.sum())
+        if n_defect == 0:
+            return cls(None, None)
+        ap_sum, f1_max = 0.0, 0.0
+        tp_before, fp_before = 0, 0  # defect and defect-free pixels above the chunk
+        for start in range(0, per_edge.size, EDGE_CHUNK):
+            gained = per_edge[start:start + EDGE_CHUNK]  # (c,) recall gained at each edge
+            tp = tp_before + np.cumsum(gained)  # (c,) defect pixels ≥ a_j
+            # cells 2·start … 2·stop − 1 end at "= a_j" on odd positions: FP_j
+            fp = fp_before + np.cumsum(cells[2 * start:2 * (start + gained.size)])[1::2]
+            precision = tp / (tp + fp)  # (c,) float64; tp ≥ 1 at every edge
+            ap_sum += float(np.dot(gained, precision))
+            f1_max = max(f1_max, float(np.max(2 * tp / (tp + fp + n_defect))))
+            tp_before, fp_before = int(tp[-1]), int(fp[-1])
+        return cls(ap_sum / n_defect, f1_max)
 
 
 def image_f1_max(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
