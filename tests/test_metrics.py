@@ -381,3 +381,14 @@ def test_counting_piece_by_piece_against_plain_counting(monkeypatch, piece, rati
         aupro.add_cell_counts(cells, values, edges)
         assert cells.tolist() == plain_cell_counts(values, edges)
     assert_matches(*random_case(109, levels=4))
+
+
+def test_defect_pixels_labelled_in_their_bounding_box_as_in_the_whole_mask():
+    from l2bt.metrics.regions import label_defect_pixels, label_regions
+
+    rng = np.random.default_rng(12)
+    for _ in range(20):
+        mask = rng.random((rng.integers(1, 30), rng.integers(1, 30))) > rng.uniform(0.5, 0.99)
+        labels, count = label_regions(mask)
+        got, got_count = label_defect_pixels(mask)
+        assert got_count == count and np.array_equal(got, labels[mask])

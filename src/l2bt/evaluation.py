@@ -57,7 +57,7 @@ from l2bt.metrics import EvaluationResult, LowResolution, StreamingEvaluator, de
 from l2bt.metrics.low_res import resize_bilinear, resize_nearest
 
 READERS = 2  # threads decoding maps and masks
-READ_AHEAD = 3  # images decoded ahead of the one being counted
+READ_AHEAD = 2  # images decoded ahead of the one being counted
 VERDICTS = {"good": False, "defective": True}
 
 Item = TypeVar("Item")

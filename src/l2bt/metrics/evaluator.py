@@ -61,7 +61,7 @@ from l2bt.metrics.precision_recall import (
 from l2bt.metrics.regions import (
     absolute_membership,
     bin_membership,
-    label_regions,
+    label_defect_pixels,
     size_quantiles,
 )
 from l2bt.metrics.result import (
@@ -121,10 +121,9 @@ class StreamingEvaluator:
         _check_scores(scores)
         key = f"image {self._n_pass1}" if key is None else key
         self._n_pass1 += 1
-        labels, count = label_regions(mask)  # (H, W) int32, 0 = background
+        region_labels, count = label_defect_pixels(mask)  # (D_i,) 1..count, like `scores`
         if count == 0:
             return
-        region_labels = labels[mask]  # (D_i,) 1..count, row-major like `scores`
         n_regions = sum(a.size for a in self._areas)
         self._scores.append(scores)
         self._regions.append(region_labels - 1 + n_regions)  # global ids

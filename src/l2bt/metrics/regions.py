@@ -24,6 +24,19 @@ def label_regions(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return labels.astype(np.int32, copy=False), int(count)
 
 
+def label_defect_pixels(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """The region (1..n) of each True pixel of an (H, W) bool mask, in row-major order
+    (the order of `array[mask]`), and n. Labels only the mask's bounding box: the cost
+    follows the defects' extent, not the image's."""
+    rows = np.flatnonzero(mask.any(axis=1))  # (r,)
+    if rows.size == 0:
+        return np.zeros(0, np.int32), 0
+    cols = np.flatnonzero(mask.any(axis=0))  # (c,)
+    box = mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]  # (h, w) view: every True pixel
+    labels, count = label_regions(box)
+    return labels[box], count  # row-major within the box = row-major in the image
+
+
 def size_quantiles(areas: np.ndarray) -> tuple[float, float, float] | None:
     """25/50/75 % quantiles (linear) of region areas; None without regions."""
     if areas.size == 0:
