@@ -374,3 +374,21 @@ def test_pixel_figures_swept_in_chunks_change_nothing(monkeypatch):
     chunked = evaluate_arrays(maps, masks)
     assert chunked.p_ap == pytest.approx(whole.p_ap, abs=1e-15)
     assert chunked.oracle == whole.oracle
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_counts_widened_to_int64_midway_change_nothing(monkeypatch, workers):
+    from l2bt.metrics import aupro
+
+    maps, masks = random_case(41, n_images=8, levels=5)
+    narrow = evaluate_arrays(maps, masks, workers=workers).to_json_dict()
+    monkeypatch.setattr(aupro, "INT32_COUNTS", 100)
+    monkeypatch.setattr(aupro, "BUFFER_MIN", 30)
+    monkeypatch.setattr(aupro, "BUFFER_MAX", 30)
+    assert evaluate_arrays(maps, masks, workers=workers).to_json_dict() == narrow
+    edges = np.array([0.6, 0.2], np.float32)
+    counter = aupro.CellCounter(edges) if workers == 1 else ParallelCellCounter(edges, 2)
+    for _ in range(5):
+        counter.add(np.linspace(0, 1, 40, dtype=np.float32))
+    counts = counter.counts()
+    assert counts.dtype == np.int64 and counts.sum() == 200

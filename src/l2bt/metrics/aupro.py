@@ -44,6 +44,7 @@ FPR_LIMITS = (0.3, 0.1, 0.05, 0.01)
 CURVE_POINTS = 400  # points kept per PRO curve, for plots
 AREA_CHUNK = 1 << 18  # vertices per step when integrating: bounded temporaries
 BUFFER_MIN, BUFFER_MAX = 1 << 20, 1 << 23  # defect-free scores counted per batch
+INT32_COUNTS = 2**31 - 1  # cells are int32 while this many values or fewer were added
 PIECE_EDGES = 1 << 14  # edges per piece when counting a sorted batch
 EDGE_SEARCH_RATIO = 2  # search a piece's edges among its values when this many times fewer
 
@@ -87,12 +88,14 @@ class CellCounter:
     Scores are buffered (one preallocated array of at most BUFFER_MAX values) and counted
     a buffer at a time: the m edges are then searched once per ~4m scores instead of once
     per image, so the cost per score stays O(log) however large m gets, and memory stays
-    bounded. Comparisons are exact: scores and edges are widened to a common dtype.
+    bounded. Comparisons are exact: scores and edges are widened to a common dtype. The
+    cells are int32 (half the memory) until the values added could overflow it, then
+    int64.
     """
 
     def __init__(self, edges_desc: np.ndarray) -> None:
         self.edges = edges_desc  # (m,)
-        self.cells = np.zeros(2 * edges_desc.size + 1, np.int64)  # (2m + 1,) top first
+        self.cells = np.zeros(2 * edges_desc.size + 1, np.int32)  # (2m + 1,) top first
         self.total = 0
         self._capacity = int(np.clip(4 * edges_desc.size, BUFFER_MIN, BUFFER_MAX))
         self._buffer: np.ndarray | None = None
@@ -106,6 +109,9 @@ class CellCounter:
             self.edges, self._buffer = self.edges.astype(common), None
         if self._buffer is None:
             self._buffer = np.empty(self._capacity, common)
+        if self.cells.dtype == np.int32 and self.total + values.size > INT32_COUNTS:
+            self.flush()
+            self.cells = self.cells.astype(np.int64)
         self.total += values.size
         for start in range(0, values.size, self._capacity):
             chunk = values[start:start + self._capacity]

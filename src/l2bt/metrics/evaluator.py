@@ -9,26 +9,30 @@ Two passes over the same test images, in any order within a pass:
         evaluator.add(anomaly_map, mask, score)
     result = evaluator.result("bottle")           # EvaluationResult
 
-Pass 1 labels each mask's regions once (8-connected) and keeps its defect pixels' scores
-and region ids (`add_defect_scores` takes the scores alone, for readers that fetch only
-the defect pixels of a map). Pass 2 freezes them into a `DefectTable` (sorted once; the
-m distinct defect scores become the thresholds), then counts every defect-free pixel
-into the 2m + 1 cells between and at those scores (`CellCounter`, in batches; with
-`workers` > 1 `ParallelCellCounter`, bit-identical) and drops it; `l2bt.metrics.aupro`
-says why that is exact and why it takes two passes. Every pixel figure comes from those
-counts: AUPRO per quartile bin and per absolute area bin (`result` weighs the sorted
-defect pixels by region, once per bin), P-AUROC, P-AP and pixel F1-max. AUPIMO needs
-the top of the normal images' scores besides (`l2bt.metrics.aupimo.NormalPool`), and
-so the number of images up front (`n_images`; without it AUPIMO is not computed).
-Decisions (verdicts, predicted masks) are counted as they come.
+Pass 1 labels each mask's regions once (8-connected, within the mask's bounding box)
+and keeps its defect pixels' scores and region ids (`add_defect_scores` takes the scores
+alone, for readers that fetch only the defect pixels of a map). Pass 2 freezes them into
+a `DefectTable` (sorted once; the m distinct defect scores become the thresholds), then
+counts every pixel into the 2m + 1 cells between and at those scores (`CellCounter`, in
+batches; with `workers` > 1 `ParallelCellCounter`, bit-identical) and drops it;
+`l2bt.metrics.aupro` says why that is exact and why it takes two passes. Defect pixels
+are counted too, so pass 2 picks no pixels by mask: each equals its own edge, so at the
+end pass 1's count per edge is taken out of that edge's equal-cell, leaving exactly the
+defect-free counts. Every pixel figure comes from those counts: AUPRO per quartile bin
+and per absolute area bin (`result` weighs the sorted defect pixels by region, once per
+bin), P-AUROC, P-AP and pixel F1-max. AUPIMO needs the top of the normal images' scores
+besides (`l2bt.metrics.aupimo.NormalPool`), and so the number of images up front
+(`n_images`; without it AUPIMO is not computed). Decisions (verdicts, predicted masks)
+are counted as they come.
 
-Memory. The defect-free pixels, the bulk (VisA: ~2,000 images × 1.5 MP), take fixed
-buffers of at most 8 M scores each (32 MB as float32; workers + 1 of them) whatever
-the number of images. What grows with the test set is its ground truth, which exactness
-needs: 8 bytes per defect pixel in pass 1 (score, region id), then 4 per defect pixel
-and 28 per distinct defect score; 4 per region; ~10 bytes per image; the AUPIMO pool's
-~2 · 10⁻⁴ of the normal images' pixels. `result` briefly needs about as much again (the
-curve's vertices). Per image: its map, mask and a few copies of them.
+Memory. The pixels, the bulk (VisA: ~2,000 images × 1.5 MP), take fixed buffers of at
+most 8 M scores each (32 MB as float32; workers + 1 of them) whatever the number of
+images. What grows with the test set is its ground truth, which exactness needs: 8
+bytes per defect pixel in pass 1 (score, region id), then 4 per defect pixel and 20–28
+per distinct defect score (the cells are int32 until 2³¹ pixels were counted); 4 per
+region; ~10 bytes per image; the AUPIMO pool's ~2 · 10⁻⁴ of the normal images' pixels.
+`result` briefly needs about as much again (the curve's vertices). Per image: its map,
+mask and a few copies of them.
 """
 
 from __future__ import annotations
@@ -146,13 +150,13 @@ class StreamingEvaluator:
         if self._counter is None:
             self._freeze_defects()
         assert self._counter is not None
-        has_defects = bool(mask.any())
-        # (n,) the defect-free pixels (a view when all are); the counter copies them
-        normal = anomaly_map[~mask] if has_defects else anomaly_map.ravel()
-        self._counter.add(normal)
-        if not has_defects and self._pool is not None:
-            self._pool.add(normal)
-        self._defect_pixels[1] += mask.size - normal.size
+        n_defect = int(np.count_nonzero(mask))
+        pixels = anomaly_map.ravel()  # (H·W,) a view when contiguous; the counter copies
+        self._counter.add(pixels)  # defect pixels too: `result` takes them out again
+        if n_defect == 0 and self._pool is not None:
+            self._pool.add(pixels)
+        self._defect_pixels[1] += n_defect
+        has_defects = n_defect > 0
         self._image_scores.append(float(anomaly_map.max()) if score is None else float(score))
         self._image_labels.append(has_defects if anomalous is None else bool(anomalous))
         if verdict is not None:
@@ -186,7 +190,7 @@ class StreamingEvaluator:
         if self._n_images_expected is not None and n_images != self._n_images_expected:
             raise RuntimeError(f"pass 2 saw {n_images} images, not the "
                                f"{self._n_images_expected} announced")
-        defects, cells = self._defects, self._counter.counts()
+        defects, cells = self._defects, _defect_free(self._counter.counts(), self._defects)
         quantiles = size_quantiles(defects.areas)
         aupro, curves = _aupro_by_bin(defects, cells, bin_membership(defects.areas, quantiles))
         aupro_abs, _ = _aupro_by_bin(defects, cells, absolute_membership(defects.areas))
@@ -247,6 +251,17 @@ class StreamingEvaluator:
                 raise RuntimeError(f"{len(self._defective_keys)} images with defects, but "
                                    f"only {self._n_images_expected} announced")
             self._pool = NormalPool(n_normal, self._aupimo_bounds[1])
+
+
+def _defect_free(cells: np.ndarray, defects: DefectTable) -> np.ndarray:
+    """Pass 2 counted every pixel; each defect pixel equals its edge, so it sits in that
+    edge's equal-cell: taking them out there leaves the defect-free counts, exactly."""
+    equal = cells[1::2]  # (m,) view: the cells "= a_j"
+    equal -= defects.per_edge
+    if equal.size and equal.min() < 0:
+        raise RuntimeError("pass 2's maps differ from pass 1's at defect pixels: give both "
+                           "passes the same maps")
+    return cells
 
 
 def _aupro_by_bin(defects: DefectTable, cells: np.ndarray, members: dict[str, np.ndarray]

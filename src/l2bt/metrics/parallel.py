@@ -5,7 +5,8 @@ caller's thread copies scores into a buffer; a full buffer goes to a worker thre
 which sorts it in place and counts it piece by piece (`l2bt.metrics.aupro.count_sorted`)
 while the caller fills the next buffer. numpy releases the GIL while it sorts and
 searches, so the workers run on separate cores. Each piece's counts are added to the
-one shared (2m + 1,) int64 array under a lock: integer additions commute, so the counts
+one shared (2m + 1,) array under a lock (int32 until the values could overflow it, then
+int64, as `CellCounter`): integer additions commute, so the counts
 are bit-identical to the sequential `CellCounter`'s, whatever the batches, the number of
 workers or the order in which they finish.
 
@@ -37,7 +38,7 @@ class ParallelCellCounter:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, not {workers}")
         self.edges = edges_desc  # (m,)
-        self.cells = np.zeros(2 * edges_desc.size + 1, np.int64)  # (2m + 1,) top first
+        self.cells = np.zeros(2 * edges_desc.size + 1, np.int32)  # (2m + 1,) top first
         self.total = 0
         self._workers = workers
         self._capacity = int(np.clip(4 * edges_desc.size, aupro.BUFFER_MIN, aupro.BUFFER_MAX))
@@ -56,6 +57,9 @@ class ParallelCellCounter:
             self._drain()  # what is buffered is counted in its own, exact, precision
             self.edges = self.edges.astype(common)
             self._free, self._made, self._buffer = SimpleQueue(), 0, None
+        if self.cells.dtype == np.int32 and self.total + values.size > aupro.INT32_COUNTS:
+            self._drain()  # no worker adds while the cells are widened
+            self.cells = self.cells.astype(np.int64)
         self.total += values.size
         for start in range(0, values.size, self._capacity):
             chunk = values[start:start + self._capacity]
