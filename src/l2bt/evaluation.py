@@ -13,10 +13,13 @@ GIL), while the evaluator's `workers` threads count defect-free pixels
 
 Each map decoded once. Pass 1 needs only a map's defect pixels. An uncompressed TIFF,
 what `l2bt predict` writes, is memory-mapped and only those pixels are read — the pages
-of the rows a defect touches, a few percent of a typical map — so its one full decode
-is in pass 2. Each defective image's mask is decoded once too: pass 1 keeps its defect
-pixels' flat indices (4 bytes per defect pixel, ground truth the evaluator holds anyway
-as scores and region ids), from which pass 2 rebuilds the mask. Keeping the defect-free
+of the rows a defect touches, a few percent of a typical map — so its one full read
+is in pass 2, through the same kind of mapping: the reader checks the values (which
+brings the file into the page cache) and the counter copies them straight from there
+into its buffer, so no per-image array is allocated at all. Each defective image's mask
+is decoded once too: pass 1 keeps its defect pixels' flat indices (4 bytes per defect
+pixel, ground truth the evaluator holds anyway as scores and region ids), from which
+pass 2 rebuilds the mask. Keeping the defect-free
 pixels of defective maps instead would cost 4 bytes per pixel — 6 MB per 1.5 MP map,
 ~6 GB for VisA's 1,000 defective maps — so a map that cannot be mapped (compressed, or
 not a plain strip layout) is decoded in full in both passes; nothing unbounded is kept.
@@ -193,8 +196,10 @@ def _read_image(sample: Sample, files: _Files, indices: np.ndarray | None,
                 low_res: int | None) -> _Image:
     hw = image_size(sample.image)
     path = files.map(sample)
-    anomaly_map = read_map(path)
-    _check_shape(path, anomaly_map.shape, hw)
+    anomaly_map = _mapped_or_read(path, hw)
+    if isinstance(anomaly_map, np.memmap) and not np.isfinite(anomaly_map).all():
+        # (this read also brings the pages into the page cache for the counting thread)
+        raise InputError("anomaly map has non-finite values (NaN or infinity)", path)
     mask = np.zeros(hw, dtype=bool)
     if indices is not None:
         mask.reshape(-1)[indices] = True  # (H, W) -> (H·W,), a view
