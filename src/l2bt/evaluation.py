@@ -40,6 +40,7 @@ reported, even if a reader met a later one first.
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import sys
 import threading
@@ -57,6 +58,7 @@ from l2bt.data.image_io import image_size, read_mask
 from l2bt.data.sample import CategorySplit, Sample
 from l2bt.errors import InputError
 from l2bt.metrics import EvaluationResult, LowResolution, StreamingEvaluator, default_workers
+from l2bt.metrics.evaluator import all_finite
 from l2bt.metrics.low_res import resize_bilinear, resize_nearest
 
 READERS = 2  # threads decoding maps and masks
@@ -183,7 +185,7 @@ def _read_defects(sample: Sample, files: _Files, low_res: int | None) -> _Defect
     indices = indices.astype(np.int32) if mask.size < 2**31 else indices
     source = _mapped_or_read(files.map(sample), hw)
     scores = _widened(np.asarray(source.reshape(-1)[indices]))  # (H·W,): only D pixels read
-    if not np.isfinite(scores).all():
+    if not all_finite(scores):
         raise InputError("anomaly map has non-finite values (NaN or infinity)",
                          files.map(sample))
     small = None
@@ -197,11 +199,13 @@ def _read_image(sample: Sample, files: _Files, indices: np.ndarray | None,
     hw = image_size(sample.image)
     path = files.map(sample)
     anomaly_map = _mapped_or_read(path, hw)
-    if isinstance(anomaly_map, np.memmap) and not np.isfinite(anomaly_map).all():
+    if isinstance(anomaly_map, np.memmap) and not all_finite(anomaly_map):
         # (this read also brings the pages into the page cache for the counting thread)
         raise InputError("anomaly map has non-finite values (NaN or infinity)", path)
-    mask = np.zeros(hw, dtype=bool)
-    if indices is not None:
+    if indices is None or indices.size == 0:
+        mask = _no_defects(hw)
+    else:
+        mask = np.zeros(hw, dtype=bool)
         mask.reshape(-1)[indices] = True  # (H, W) -> (H·W,), a view
     predicted = None
     if files.predicted_masks:
@@ -211,6 +215,14 @@ def _read_image(sample: Sample, files: _Files, indices: np.ndarray | None,
     if low_res is not None:
         small = (resize_bilinear(anomaly_map, low_res), resize_nearest(mask, low_res))
     return _Image(anomaly_map, mask, predicted, small)
+
+
+@functools.lru_cache(maxsize=8)
+def _no_defects(hw: tuple[int, int]) -> np.ndarray:
+    """A read-only all-False (H, W) mask, shared by the defect-free images of a size."""
+    mask = np.zeros(hw, dtype=bool)
+    mask.flags.writeable = False
+    return mask
 
 
 def _mapped_or_read(path: Path, hw: tuple[int, int]) -> np.ndarray:
@@ -329,7 +341,7 @@ def read_map(path: Path) -> np.ndarray:
         raise InputError(f"anomaly map must be a 2-D array of numbers, got "
                          f"{anomaly_map.dtype} {anomaly_map.shape}", path)
     anomaly_map = _widened(anomaly_map)
-    if not np.isfinite(anomaly_map).all():
+    if not all_finite(anomaly_map):
         raise InputError("anomaly map has non-finite values (NaN or infinity)", path)
     return anomaly_map
 

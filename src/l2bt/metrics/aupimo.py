@@ -79,7 +79,7 @@ class NormalPool:
         area = values.size
         if area == 0:
             return
-        candidates = values if self.floor == -math.inf else values[values >= self.floor]
+        candidates = values if self.floor == -math.inf else _at_least(values, self.floor)
         enough = math.ceil(self._target * area)  # this image's top pixels alone reach U
         if enough < candidates.size:
             kth_largest = np.partition(candidates, candidates.size - enough)[
@@ -117,6 +117,13 @@ class NormalPool:
             first = np.searchsorted(values, thresholds, side="right" if strict else "left")
             total += above[first] / area
         return total / self.n_images
+
+
+def _at_least(values: np.ndarray, floor: float) -> np.ndarray:
+    """values[values >= floor], a slice at a time: no temporary the size of the image."""
+    step = 1 << 18
+    return np.concatenate([part[part >= floor] for part in
+                           (values[i:i + step] for i in range(0, max(values.size, 1), step))])
 
 
 def _merge_counted(values_a: np.ndarray, counts_a: np.ndarray, values_b: np.ndarray,

@@ -317,5 +317,13 @@ def _check_mask(mask: np.ndarray) -> None:
 
 
 def _check_scores(values: np.ndarray) -> None:
-    if not np.issubdtype(values.dtype, np.number) or not np.isfinite(values).all():
+    if values.dtype.kind not in "fiu" or not all_finite(values):
         raise ValueError("anomaly map must hold finite numbers")
+
+
+def all_finite(values: np.ndarray) -> bool:
+    """No NaN or infinity among real `values`: from their extremes (NaN propagates to
+    them), so no temporary the size of the array."""
+    if values.dtype.kind in "iu" or values.size == 0:
+        return True
+    return bool(np.isfinite(values.min()) and np.isfinite(values.max()))
