@@ -40,6 +40,7 @@ reported, even if a reader met a later one first.
 from __future__ import annotations
 
 import csv
+import ctypes
 import functools
 import math
 import sys
@@ -64,6 +65,7 @@ from l2bt.metrics.low_res import resize_bilinear, resize_nearest
 READERS = 2  # threads decoding maps and masks
 READ_AHEAD = 2  # images decoded ahead of the one being counted
 VERDICTS = {"good": False, "defective": True}
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 
 Item = TypeVar("Item")
 
@@ -99,6 +101,9 @@ def evaluate_maps(split: CategorySplit, maps_dir: str | Path, progress: bool = T
     samples = split.evaluable_test
     if not samples:
         raise InputError("no test images with ground truth", split.root)
+    if workers is not None and workers < 1:
+        raise InputError(f"workers must be at least 1, not {workers}")
+    _return_large_frees()
     if low_res_protocol is not None and low_res_protocol < 1:
         raise InputError(f"low-resolution size must be at least 1, not {low_res_protocol}")
     table = read_score_table(maps_dir / split.name / "scores.csv", [s.key for s in samples])
@@ -140,6 +145,21 @@ def evaluate_maps(split: CategorySplit, maps_dir: str | Path, progress: bool = T
         result = replace(result, low_res=LowResolution(low_res_protocol, low_result.p_auroc,
                                                        low_result.aupro))
     return result
+
+
+def _return_large_frees() -> None:
+    """Have glibc's malloc give every freed block of 1 MiB or more back to the system.
+
+    By default glibc raises its mmap threshold each time a large block is freed, after
+    which blocks of that size come from per-thread heaps that keep freed memory: with
+    reader and counting threads, ~30 MB of RSS (a fifth of this module's peak) was freed
+    memory kept that way. A fixed threshold (mallopt M_MMAP_THRESHOLD) ends that, for
+    the whole process; it costs a page fault per page of each new large array, which is
+    negligible here. Does nothing where the C library is not glibc."""
+    try:
+        ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, 1 << 20)  # the C library's symbols
+    except (OSError, AttributeError):
+        pass
 
 
 # ---- reading, in the reader threads ---------------------------------------------------------
