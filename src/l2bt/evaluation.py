@@ -39,6 +39,7 @@ reported, even if a reader met a later one first.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import ctypes
 import functools
@@ -156,10 +157,8 @@ def _return_large_frees() -> None:
     memory kept that way. A fixed threshold (mallopt M_MMAP_THRESHOLD) ends that, for
     the whole process; it costs a page fault per page of each new large array, which is
     negligible here. Does nothing where the C library is not glibc."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, 1 << 20)  # the C library's symbols
-    except (OSError, AttributeError):
-        pass
 
 
 # ---- reading, in the reader threads ---------------------------------------------------------
