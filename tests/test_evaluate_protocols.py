@@ -234,3 +234,10 @@ def test_evaluate_never_imports_torch(tmp_path):
                          env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"}, timeout=60)
     assert run.returncode == 0, run.stderr
     assert "IMPORTED []" in run.stdout
+
+
+def test_progress_bars_pass_every_item_through():
+    from l2bt.evaluation import _progress
+
+    assert list(_progress(iter([1, 2, 3]), 3, "pass", show=True)) == [1, 2, 3]
+    assert list(_progress(iter([1, 2]), 2, "pass", show=False)) == [1, 2]

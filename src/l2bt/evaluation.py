@@ -54,7 +54,6 @@ from typing import TypeVar
 
 import numpy as np
 import tifffile
-from tqdm.auto import tqdm
 
 from l2bt.data.image_io import image_size, read_mask
 from l2bt.data.sample import CategorySplit, Sample
@@ -120,8 +119,8 @@ def evaluate_maps(split: CategorySplit, maps_dir: str | Path, progress: bool = T
         with_defects = [s for s in samples if s.mask is not None]
         first = _read_ahead(pool, with_defects, lambda s: _read_defects(s, files,
                                                                         low_res_protocol))
-        for s, d in tqdm(_checked(first, checker), total=len(with_defects),
-                         desc="pass 1/2, defect pixels", unit="img", disable=not show):
+        for s, d in _progress(_checked(first, checker), len(with_defects),
+                              "pass 1/2, defect pixels", show):
             evaluator.add_defect_scores(d.mask, d.scores, key=s.key)
             defect_indices[s.key] = d.indices
             if low is not None and d.low_res is not None:
@@ -129,8 +128,8 @@ def evaluate_maps(split: CategorySplit, maps_dir: str | Path, progress: bool = T
                 low.add_defects(small_map, small_mask, key=s.key)
         second = _read_ahead(pool, samples, lambda s: _read_image(
             s, files, defect_indices.get(s.key), low_res_protocol))
-        for s, image in tqdm(_checked(second, checker), total=len(samples),
-                             desc="pass 2/2, every pixel", unit="img", disable=not show):
+        for s, image in _progress(_checked(second, checker), len(samples),
+                                  "pass 2/2, every pixel", show):
             verdict = None if table is None or table.verdicts is None else table.verdicts[s.key]
             evaluator.add(image.anomaly_map, image.mask,
                           score=None if table is None else table.scores[s.key],
@@ -146,6 +145,15 @@ def evaluate_maps(split: CategorySplit, maps_dir: str | Path, progress: bool = T
         result = replace(result, low_res=LowResolution(low_res_protocol, low_result.p_auroc,
                                                        low_result.aupro))
     return result
+
+
+def _progress(items: Iterator[Item], total: int, title: str, show: bool) -> Iterator[Item]:
+    """`items` with a progress bar when `show` (tqdm is imported only then: start-up)."""
+    if not show:
+        return items
+    from tqdm.auto import tqdm
+
+    return iter(tqdm(items, total=total, desc=title, unit="img"))
 
 
 def _return_large_frees() -> None:
