@@ -24,6 +24,7 @@ process's peak RSS above its RSS before evaluating (ru_maxrss) and the tracemall
     .venv/bin/python benchmarks/bench_metrics.py --n-maps 20 --published-repeats 0  # quick
     .venv/bin/python benchmarks/bench_metrics.py --visa      # ours alone: 2,000 maps of
                                                              # 1000x1500, in memory
+    .venv/bin/python benchmarks/bench_metrics.py --visa --visa-maps 200   # quick
 
 `--visa` drives `StreamingEvaluator` directly (2,000 files of 6 MB would need 12 GB of
 disk): 64 synthetic pairs are made first, outside the measurement, and map i is pair
@@ -287,12 +288,13 @@ def main() -> None:
     parser.add_argument("--startup-repeats", type=int, default=5,
                         help="fresh processes timed to their first map read (median)")
     parser.add_argument("--visa", action="store_true",
-                        help="ours only, 2,000 maps of 1000x1500 in memory (--n-maps to change)")
+                        help="ours only, --visa-maps maps of 1000x1500 in memory")
+    parser.add_argument("--visa-maps", type=int, default=2000)
     parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args()
     height, width = (int(v) for v in args.size.split("x"))
     if args.visa:
-        n = args.n_maps if args.n_maps != 200 else 2000
+        n = args.visa_maps
         r = run("visa", n, height, width)
         print(f"VisA-sized: {n:,} maps of {height}x{width} ({n * height * width / 1e9:.1f} G "
               f"pixels), in memory: {r['seconds']:.1f} s evaluating; peak RSS "
