@@ -4,31 +4,31 @@ Reads `<maps>/<category>/<key>.tiff` (SPEC §5) for every test sample that has g
 truth and streams maps and masks through `l2bt.metrics.StreamingEvaluator`: pass 1 the
 images with defects, pass 2 every image. Image scores come from
 `<maps>/<category>/scores.csv` (header `key,score`, optionally `verdict`) when present,
-else the map maximum. Masks are never resized.
+else the map maximum; `<maps>/<category>/<key>_mask.png` beside every map, with
+verdicts, adds the metrics with decisions (SPEC §7). Masks are never resized.
 
-Both cores. A pool of READERS threads decodes maps and masks up to READ_AHEAD images
-ahead of the one being counted (file reads, TIFF and PNG decoding and numpy release the
-GIL), while the evaluator's `workers` threads count defect-free pixels
-(`l2bt.metrics.parallel`): decoding overlaps counting.
+Both cores. READERS threads read and check maps and masks up to READ_AHEAD images
+ahead of the one being counted (file reads, PNG decoding and numpy release the GIL),
+while the evaluator counts pixels on `workers` cores (`l2bt.metrics.parallel`):
+reading overlaps counting.
 
-Each map decoded once. Pass 1 needs only a map's defect pixels. An uncompressed TIFF,
-what `l2bt predict` writes, is memory-mapped and only those pixels are read — the pages
-of the rows a defect touches, a few percent of a typical map — so its one full read
-is in pass 2, through the same kind of mapping: the reader checks the values (which
-brings the file into the page cache) and the counter copies them straight from there
-into its buffer, so no per-image array is allocated at all. Each defective image's mask
-is decoded once too: pass 1 keeps its defect pixels' flat indices (4 bytes per defect
-pixel, ground truth the evaluator holds anyway as scores and region ids), from which
-pass 2 rebuilds the mask. Keeping the defect-free
-pixels of defective maps instead would cost 4 bytes per pixel — 6 MB per 1.5 MP map,
-~6 GB for VisA's 1,000 defective maps — so a map that cannot be mapped (compressed, or
-not a plain strip layout) is decoded in full in both passes; nothing unbounded is kept.
-The low-resolution protocol (`low_res_protocol=N`) reads in pass 1 the two source rows
-per output row that bilinear resizing needs, from the same mapping.
+Each map read once. Pass 1 needs only a map's defect pixels. An uncompressed TIFF — what
+`l2bt predict` writes — is memory-mapped and only those pixels are read: the pages of
+the rows a defect touches, a few percent of a typical map. Its one full read is in
+pass 2, through a mapping again: the reader checks the values (which brings the file
+into the page cache) and the counter copies them from there into its buffer, so no
+per-image array is made. Each defective image's mask is decoded once too: pass 1 keeps
+its defect pixels' flat indices (4 bytes per defect pixel, as much as the scores the
+evaluator keeps anyway), from which pass 2 rebuilds the mask. The alternative, keeping
+the defect-free pixels of defective maps between the passes, would cost 4 bytes per
+pixel — 6 MB per 1.5 MP map, 6 GB for VisA's 1,000 defective maps: unbounded. So a map
+that cannot be mapped (compressed, tiled) is decoded in full in both passes. The
+low-resolution protocol (`low_res_protocol=N`) reads in pass 1 only the two source
+rows per output row that bilinear resizing needs, from the same mapping.
 
-Memory: the evaluator's bound (a fixed buffer per counting worker plus what the ground
-truth needs, `l2bt.metrics.evaluator`), plus READ_AHEAD + 1 decoded images in flight
-(map, mask, predicted mask), plus 4 bytes per defect pixel for the masks kept.
+Memory: the evaluator's bound (`workers` fixed-size buffers plus what the ground truth
+needs, `l2bt.metrics.evaluator`), plus about READ_AHEAD + 2 images in flight (mapped
+map pages, mask, predicted mask), plus 4 bytes per defect pixel for the masks kept.
 
 Bad input fails in seconds with one line naming the file: `scores.csv` is read and the
 predicted masks are checked to be all there or all absent before anything else, and a
@@ -107,44 +107,73 @@ def evaluate_maps(split: CategorySplit, maps_dir: str | Path, progress: bool = T
     if low_res_protocol is not None and low_res_protocol < 1:
         raise InputError(f"low-resolution size must be at least 1, not {low_res_protocol}")
     table = read_score_table(maps_dir / split.name / "scores.csv", [s.key for s in samples])
-    predicted = _predicted_masks(maps_dir, split.name, samples)
-    files = _Files(maps_dir, split.name, predicted)
+    files = _Files(maps_dir, split.name, _predicted_masks(maps_dir, split.name, samples))
     checker = _HeaderCheck(samples, files)
-    show = progress and sys.stderr.isatty()
-    evaluator = StreamingEvaluator(n_images=len(samples),
-                                   workers=default_workers() if workers is None else workers)
-    low = None if low_res_protocol is None else StreamingEvaluator()
-    defect_indices: dict[str, np.ndarray] = {}  # pass 1 -> pass 2: each mask, kept small
+    run = _Run(files, checker, table, low_res_protocol, progress and sys.stderr.isatty(),
+               StreamingEvaluator(n_images=len(samples), workers=default_workers()
+                                  if workers is None else workers),
+               None if low_res_protocol is None else StreamingEvaluator())
     with ThreadPoolExecutor(READERS, thread_name_prefix="l2bt-read") as pool:
-        with_defects = [s for s in samples if s.mask is not None]
-        first = _read_ahead(pool, with_defects, lambda s: _read_defects(s, files,
-                                                                        low_res_protocol))
-        for s, d in _progress(_checked(first, checker), len(with_defects),
-                              "pass 1/2, defect pixels", show):
-            evaluator.add_defect_scores(d.mask, d.scores, key=s.key)
-            defect_indices[s.key] = d.indices
-            if low is not None and d.low_res is not None:
-                small_map, small_mask = d.low_res
-                low.add_defects(small_map, small_mask, key=s.key)
-        second = _read_ahead(pool, samples, lambda s: _read_image(
-            s, files, defect_indices.get(s.key), low_res_protocol))
-        for s, image in _progress(_checked(second, checker), len(samples),
-                                  "pass 2/2, every pixel", show):
-            verdict = None if table is None or table.verdicts is None else table.verdicts[s.key]
-            evaluator.add(image.anomaly_map, image.mask,
-                          score=None if table is None else table.scores[s.key],
-                          anomalous=s.is_anomalous, verdict=verdict,
-                          predicted_mask=image.predicted_mask)
-            if low is not None and image.low_res is not None:
-                small_map, small_mask = image.low_res
-                low.add(small_map, small_mask, anomalous=s.is_anomalous)
+        indices = _pass_one(run, pool, [s for s in samples if s.mask is not None])
+        _pass_two(run, pool, samples, indices)
     checker.finish()
-    result = evaluator.result(split.name)
-    if low is not None and low_res_protocol is not None:
-        low_result = low.result(split.name)
-        result = replace(result, low_res=LowResolution(low_res_protocol, low_result.p_auroc,
-                                                       low_result.aupro))
-    return result
+    return run.result(split.name)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What both passes share."""
+
+    files: _Files
+    checker: _HeaderCheck
+    table: ScoreTable | None
+    low_res_size: int | None
+    show: bool
+    evaluator: StreamingEvaluator
+    low_res: StreamingEvaluator | None  # the same maps at low_res_size × low_res_size
+
+    def result(self, category: str) -> EvaluationResult:
+        result = self.evaluator.result(category)
+        if self.low_res is None or self.low_res_size is None:
+            return result
+        low = self.low_res.result(category)
+        return replace(result, low_res=LowResolution(self.low_res_size, low.p_auroc, low.aupro))
+
+
+def _pass_one(run: _Run, pool: ThreadPoolExecutor, with_masks: Sequence[Sample]
+              ) -> dict[str, np.ndarray]:
+    """Every defect pixel to the evaluators; returns each mask's defect pixels' flat
+    indices, by key, for pass 2."""
+    indices: dict[str, np.ndarray] = {}
+    readings = _read_ahead(pool, with_masks, lambda s: _read_defects(s, run.files,
+                                                                     run.low_res_size))
+    for s, d in _progress(_checked(readings, run.checker), len(with_masks),
+                          "pass 1/2, defect pixels", run.show):
+        run.evaluator.add_defect_scores(d.mask, d.scores, key=s.key)
+        indices[s.key] = d.indices
+        if run.low_res is not None and d.low_res is not None:
+            small_map, small_mask = d.low_res
+            run.low_res.add_defects(small_map, small_mask, key=s.key)
+    return indices
+
+
+def _pass_two(run: _Run, pool: ThreadPoolExecutor, samples: Sequence[Sample],
+              indices: dict[str, np.ndarray]) -> None:
+    """Every image to the evaluators, with its score and decisions."""
+    readings = _read_ahead(pool, samples, lambda s: _read_image(
+        s, run.files, indices.get(s.key), run.low_res_size))
+    for s, image in _progress(_checked(readings, run.checker), len(samples),
+                              "pass 2/2, every pixel", run.show):
+        table = run.table
+        run.evaluator.add(image.anomaly_map, image.mask,
+                          score=None if table is None else table.scores[s.key],
+                          anomalous=s.is_anomalous,
+                          verdict=None if table is None or table.verdicts is None
+                          else table.verdicts[s.key],
+                          predicted_mask=image.predicted_mask)
+        if run.low_res is not None and image.low_res is not None:
+            small_map, small_mask = image.low_res
+            run.low_res.add(small_map, small_mask, anomalous=s.is_anomalous)
 
 
 def _progress(items: Iterator[Item], total: int, title: str, show: bool) -> Iterator[Item]:
