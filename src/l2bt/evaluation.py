@@ -319,13 +319,14 @@ def _read_ahead(pool: ThreadPoolExecutor, samples: Sequence[Sample],
 
 def _checked(readings: Iterator[tuple[Sample, Future[Item]]], checker: _HeaderCheck
              ) -> Iterator[tuple[Sample, Item]]:
-    """Each reading's result; the header check's first problem wins over a reader's."""
+    """Each reading's result; of the header check's problem and a reader's, the one met
+    first in sample order is raised."""
     for sample, future in readings:
         checker.raise_if_failed()
         try:
             item = future.result()
         except InputError:
-            checker.finish()  # an earlier file's problem, if the checker finds one
+            checker.finish(before=sample)
             raise
         yield sample, item
 
@@ -335,30 +336,35 @@ class _HeaderCheck:
     readable and its map and predicted mask exist with its size (headers only)."""
 
     def __init__(self, samples: Sequence[Sample], files: _Files) -> None:
+        self._order = {s.key: i for i, s in enumerate(samples)}
         self._error: InputError | None = None
+        self._failed_at = len(samples)  # the index of the sample with the problem
         self._thread = threading.Thread(target=self._run, args=(samples, files),
                                         name="l2bt-check", daemon=True)
         self._thread.start()
 
     def _run(self, samples: Sequence[Sample], files: _Files) -> None:
-        try:
-            for s in samples:
+        for i, s in enumerate(samples):
+            try:
                 hw = image_size(s.image)
                 check_map_shape(files.map(s), hw)
                 if files.predicted_masks:
                     _check_shape(files.predicted(s), image_size(files.predicted(s)), hw,
                                  what="predicted mask")
-        except InputError as e:
-            self._error = e
+            except InputError as e:
+                self._failed_at, self._error = i, e
+                return
 
     def raise_if_failed(self) -> None:
         if self._error is not None:
             raise self._error
 
-    def finish(self) -> None:
-        """Wait for the check; raise its problem, if any."""
+    def finish(self, before: Sample | None = None) -> None:
+        """Wait for the check; raise its problem, if any (with `before`: only a problem
+        of an earlier sample than that one)."""
         self._thread.join()
-        self.raise_if_failed()
+        if before is None or self._failed_at < self._order[before.key]:
+            self.raise_if_failed()
 
 
 # ---- files ----------------------------------------------------------------------------------
