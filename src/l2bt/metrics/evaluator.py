@@ -37,6 +37,7 @@ mask and a few copies of them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -144,7 +145,7 @@ class StreamingEvaluator:
         image score (default: the map maximum); `anomalous` its label for I-AUROC
         (default: the mask has a defect). Decisions, when made: `verdict` (True:
         defective) and `predicted_mask` ((H, W) bool)."""
-        _check_pair(anomaly_map, mask)
+        highest = _check_pair(anomaly_map, mask)
         if score is not None and not np.isfinite(score):
             raise ValueError(f"image score {score} is not finite")
         if self._counter is None:
@@ -157,7 +158,7 @@ class StreamingEvaluator:
             self._pool.add(pixels)
         self._defect_pixels[1] += n_defect
         has_defects = n_defect > 0
-        self._image_scores.append(float(anomaly_map.max()) if score is None else float(score))
+        self._image_scores.append(highest if score is None else float(score))
         self._image_labels.append(has_defects if anomalous is None else bool(anomalous))
         if verdict is not None:
             self._verdicts.append(bool(verdict))
@@ -301,12 +302,20 @@ def evaluate_arrays(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray],
     return evaluator.result(category)
 
 
-def _check_pair(anomaly_map: np.ndarray, mask: np.ndarray) -> None:
+def _check_pair(anomaly_map: np.ndarray, mask: np.ndarray) -> float:
+    """Checks shapes, types and values; returns the map's maximum (one pass less)."""
     if anomaly_map.ndim != 2 or anomaly_map.shape != mask.shape:
         raise ValueError(f"map {anomaly_map.shape} and mask {mask.shape} must be equal 2-D "
                          "shapes")
     _check_mask(mask)
-    _check_scores(anomaly_map)
+    if anomaly_map.size == 0:
+        raise ValueError("anomaly map is empty")
+    if anomaly_map.dtype.kind not in "fiu":
+        raise ValueError("anomaly map must hold finite numbers")
+    highest = float(anomaly_map.max())
+    if not (math.isfinite(highest) and math.isfinite(float(anomaly_map.min()))):
+        raise ValueError("anomaly map must hold finite numbers")
+    return highest
 
 
 def _check_mask(mask: np.ndarray) -> None:
