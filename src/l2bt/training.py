@@ -32,13 +32,6 @@ def new_students(dim: int, seed: int) -> tuple[Student, Student]:
         return Student(dim), Student(dim)
 
 
-def _patches(features: TrainFeatures, indices: np.ndarray, device: torch.device
-             ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both layers' features of images `indices` as float32 (n·h·w, D) patches."""
-    early, late = features.rows(indices, device)
-    return early.flatten(0, 2), late.flatten(0, 2)  # (n, h, w, D) -> (n·h·w, D)
-
-
 def train_students(
     features: TrainFeatures,
     config: TrainConfig,
@@ -53,7 +46,7 @@ def train_students(
     training with an `InputError` rather than writing a broken model. `precision` names
     the students' compute precision; training runs in float32 for both values today.
     """
-    forward, backward = new_students(features.early.shape[-1], config.seed)
+    forward, backward = new_students(features.dim, config.seed)
     forward.to(device).train()
     backward.to(device).train()
     params = [*forward.parameters(), *backward.parameters()]
@@ -71,7 +64,7 @@ def train_students(
             total = 0.0
             for step in range(steps_per_epoch):
                 indices = order[step * config.batch_size:(step + 1) * config.batch_size]
-                early, late = _patches(features, indices, device)
+                early, late = features.patches(indices, device)
                 loss = cosine_loss(forward(early), late) + cosine_loss(backward(late), early)
                 if not torch.isfinite(loss):
                     raise InputError(
@@ -102,7 +95,7 @@ def normal_score_range(
     values = []
     for start in range(0, len(features), 8):
         indices = np.arange(start, min(start + 8, len(features)))
-        early, late = _patches(features, indices, device)
+        early, late = features.patches(indices, device)
         values.append(patch_anomaly(forward, backward, early, late).float().cpu())
     flat = torch.cat(values)
     return {"median": float(flat.median()), "max": float(flat.max())}
