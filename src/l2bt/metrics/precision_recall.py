@@ -43,7 +43,7 @@ class PixelPrecisionRecall:
             # cells 2·start … 2·stop − 1 end at "= a_j" on odd positions: FP_j
             fp = fp_before + np.cumsum(cells[2 * start:2 * (start + gained.size)])[1::2]
             precision = tp / (tp + fp)  # (c,) float64; tp ≥ 1 at every edge
-            ap_sum += float(np.dot(gained, precision))
+            ap_sum += float(np.sum(gained * precision))  # numpy's sum, not BLAS: same everywhere
             f1_max = max(f1_max, float(np.max(2 * tp / (tp + fp + n_defect))))
             tp_before, fp_before = int(tp[-1]), int(fp[-1])
         return cls(ap_sum / n_defect, f1_max)
