@@ -32,9 +32,10 @@ map pages, mask, predicted mask), plus 4 bytes per defect pixel for the masks ke
 
 Bad input fails in seconds with one line naming the file: `scores.csv` is read and the
 predicted masks are checked to be all there or all absent before anything else, and a
-background thread checks every map's and predicted mask's header (existence, size)
-while the first maps are being read; its first problem, in sample order, is the one
-reported, even if a reader met a later one first.
+background thread checks every map's and predicted mask's header (existence, size), in
+sample order, while the first maps are being read. Its first problem is reported as
+soon as it is found, and also when a reader meets a later one first; a problem only
+reading finds (values, mask contents) is reported when it is met.
 """
 
 from __future__ import annotations
@@ -319,8 +320,8 @@ def _read_ahead(pool: ThreadPoolExecutor, samples: Sequence[Sample],
 
 def _checked(readings: Iterator[tuple[Sample, Future[Item]]], checker: _HeaderCheck
              ) -> Iterator[tuple[Sample, Item]]:
-    """Each reading's result; of the header check's problem and a reader's, the one met
-    first in sample order is raised."""
+    """Each reading's result. The header check's problem is raised as soon as it is
+    known, and instead of a reader's problem with a later sample."""
     for sample, future in readings:
         checker.raise_if_failed()
         try:
