@@ -138,7 +138,7 @@ def format_table(result: EvaluationResult) -> str:
     lines = [
         header,
         f"I-AUROC {_fmt(result.i_auroc, 0)}   P-AUROC {_fmt(result.p_auroc, 0)}   "
-        f"P-AP {_fmt(result.p_ap, 0)}   AUPIMO (FPR {low:g}–{high:g}) "
+        f"P-AP {_fmt(result.p_ap, 0)}   AUPIMO (FPR {_power(low)}–{_power(high)}) "
         f"{_fmt(result.aupimo.mean, 0)} over {len(result.aupimo.per_image)} images",
         f"oracle F1-max (test labels): image {_fmt(result.oracle.image_f1_max, 0)}   "
         f"pixel {_fmt(result.oracle.pixel_f1_max, 0)}",
@@ -157,6 +157,12 @@ def format_table(result: EvaluationResult) -> str:
                   f"{'':>12} P-AUROC {_fmt(result.low_res.p_auroc, 0)} (low-resolution "
                   "protocol: map bilinear, mask nearest)"]
     return "\n".join(lines)
+
+
+def _power(value: float) -> str:
+    """1e-05 -> "1e-5"."""
+    mantissa, exponent = f"{value:.0e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
 
 
 def _aupro_rows(title: str, table: AuproTable, bins: tuple[str, ...],
