@@ -127,8 +127,9 @@ def floor(data: Path, maps: Path) -> dict[str, float | None]:
 def ours(data: Path, maps: Path) -> dict[str, float | None]:
     """`l2bt evaluate`'s own code path."""
     from l2bt.data import load_category
-    from l2bt.evaluation import evaluate_maps
+    from l2bt.evaluation import evaluate_maps, return_large_frees
 
+    return_large_frees()  # as `l2bt evaluate` does
     result = evaluate_maps(load_category(data, CATEGORY), maps, progress=False)
     return {f"{limit}/{name}": result.aupro[limit][name] for limit in FPR_LIMITS
             for name in SIZE_BINS}

@@ -521,7 +521,12 @@ def test_the_benchmark_runs_dinomaly_beside_l2bt_and_patchcore(tmp_path, monkeyp
     with open(bench / "results.csv") as f:
         rows = list(csv.DictReader(f))
     row = next(r for r in rows if r["method"] == "dinomaly")
-    assert all(value != "" for value in row.values()), row
     result = json.loads((bench / "results" / "dinomaly" / f"{data.name}.json").read_text())
+    # Every column is filled, but for the precision of a run that calls no image
+    # defective (0 / 0: undefined, left empty rather than invented).
+    image = result["decisions"]["image"]
+    nothing_called_defective = image["recall"] == 0 and image["false_alarm_rate"] == 0
+    undefined = {"precision"} if nothing_called_defective else set()
+    assert all(value != "" for name, value in row.items() if name not in undefined), row
     assert result["run"]["description"]["iterations_done"] == 3
     assert (bench / "models" / "dinomaly" / data.name / WEIGHTS_FILE).is_file()

@@ -104,7 +104,6 @@ def evaluate_maps(split: CategorySplit, maps_dir: str | Path, progress: bool = T
         raise InputError("no test images with ground truth", split.root)
     if workers is not None and workers < 1:
         raise InputError(f"workers must be at least 1, not {workers}")
-    _return_large_frees()
     if low_res_protocol is not None and low_res_protocol < 1:
         raise InputError(f"low-resolution size must be at least 1, not {low_res_protocol}")
     table = read_score_table(maps_dir / split.name / "scores.csv", [s.key for s in samples])
@@ -186,8 +185,11 @@ def _progress(items: Iterator[Item], total: int, title: str, show: bool) -> Iter
     return iter(tqdm(items, total=total, desc=title, unit="img"))
 
 
-def _return_large_frees() -> None:
+def return_large_frees() -> None:
     """Have glibc's malloc give every freed block of 1 MiB or more back to the system.
+
+    A process-wide setting, so the library never calls it: `l2bt evaluate`, a process
+    that only evaluates, does (as does the metrics benchmark, to measure that process).
 
     By default glibc raises its mmap threshold each time a large block is freed, after
     which blocks of that size come from per-thread heaps that keep freed memory: with

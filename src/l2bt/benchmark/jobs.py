@@ -75,7 +75,8 @@ def run_job(config: BenchmarkConfig, job: Job, out: Path, progress: bool = False
     method = make_method(job.spec, config.settings)
     maps_root = out / "maps" / job.name
     if isinstance(method, ExternalMaps):
-        evaluation = evaluate_maps(split, method.maps_dir, progress)
+        evaluation = evaluate_maps(split, method.maps_dir, progress,
+                                   low_res_protocol=config.low_res_protocol)
         return _result(job, evaluation, {"description": method.describe()}, None)
     images = _calibration_split(config, split)
     work_dir = out / "models" / job.name / job.category
@@ -91,7 +92,8 @@ def run_job(config: BenchmarkConfig, job: Job, out: Path, progress: bool = False
             method, items, maps_root / job.category, config.settings.batch_size,
             overlays=False, progress=progress,
             thresholds=None if calibration is None else calibration.thresholds)
-    evaluation = evaluate_maps(split, maps_root, progress)
+    evaluation = evaluate_maps(split, maps_root, progress,
+                               low_res_protocol=config.low_res_protocol)
     run: dict[str, Any] = {
         "description": method.describe(),
         "device": device_name(resolve_device(config.settings.device)),

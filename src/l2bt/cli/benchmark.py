@@ -44,6 +44,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dinomaly-batch-size", type=int, default=16,
                         help="Dinomaly's images per training step (default 16)")
     add_calibration_args(parser)
+    parser.add_argument("--low-res-protocol", type=int, default=None, metavar="N",
+                        help="also score every method's maps as low-resolution benchmarks "
+                        "do (maps and masks resized to N x N), side by side in results.md")
     add_device_args(parser)
     parser.add_argument("--cache-dir", default=None, help="feature cache folder")
     parser.add_argument("--ray", nargs="?", const=LOCAL_RAY, default=None, metavar="ADDRESS",
@@ -79,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         data=str(Path(args.data).resolve()), dataset=args.dataset, categories=categories,
         methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
         settings=settings_from(args), calibration=args.calibration,
-        false_alarm_rate=args.false_alarm_rate,
+        false_alarm_rate=args.false_alarm_rate, low_res_protocol=args.low_res_protocol,
     )
     executor = None
     if args.ray is not None:

@@ -31,6 +31,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--n-train", type=int, default=48,
                         help="training images (the default holds out 8 of 48 to calibrate)")
     parser.add_argument("--false-alarm-rate", type=float, default=0.1, metavar="ALPHA")
+    parser.add_argument("--low-res-protocol", type=int, default=224, metavar="N",
+                        help="also score the maps at N x N, as low-resolution benchmarks do "
+                        "(default 224; 0: off)")
     parser.add_argument("--n-test", type=int, default=16, help="defective test images")
     add_device_args(parser)
     parser.set_defaults(func=run)
@@ -60,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     config = BenchmarkConfig(data=str(data.resolve()), dataset="mvtec_ad",
                              categories=(synthetic.category,),
                              methods=tuple(args.methods.split(",")), settings=settings,
-                             false_alarm_rate=args.false_alarm_rate)
+                             false_alarm_rate=args.false_alarm_rate,
+                             low_res_protocol=args.low_res_protocol or None)
     benchmark = run_benchmark(config, out / "benchmark", progress=show_progress())
     print((out / "benchmark" / "results.md").read_text())
     print(f"report: {out / 'benchmark' / 'results.md'}; plots: {out / 'benchmark' / 'plots'}")

@@ -32,10 +32,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from l2bt.atomic import write_text_atomic
     from l2bt.data import load_category
-    from l2bt.evaluation import evaluate_maps
+    from l2bt.evaluation import evaluate_maps, return_large_frees
     from l2bt.metrics import format_table
 
     split = load_category(args.data, args.category, args.dataset)
+    return_large_frees()  # this process only evaluates: freed memory goes back at once
     result = evaluate_maps(split, args.maps, progress=show_progress(),
                            low_res_protocol=args.low_res_protocol, workers=args.workers)
     print(format_table(result))
