@@ -138,7 +138,8 @@ def _certified_run(points: torch.Tensor, norms: torch.Tensor, nearest: torch.Ten
         nearest[pick] = 0.0
         return [pick], [radius]
     between = _squared_distances(points[members], norms[members]).cpu().numpy()  # (M, M)
-    run, radii = [], []
+    run: list[int] = []
+    radii: list[float] = []
     while len(run) < most:
         best = int(values.argmax())
         if not values[best] > outside or values[best] == 0:
