@@ -29,9 +29,11 @@ Each pick is therefore greedy's pick under the distances computed: the largest n
 squared distance, lowest index on ties. Distances are ‖x‖² + ‖c‖² − 2 x·c in the points'
 dtype, as in the reference; only the summation order of the products differs (BLAS
 matrix–matrix instead of matrix–vector), so the picks equal the reference's wherever its
-rounding does not decide one (always when the arithmetic is exact, e.g. integer
-coordinates; a decision within ~1e-7 relative is a rounding artefact for either: the
-reference's own dot products differ by that much between a full and a row-subset call).
+rounding does not decide one: always when the arithmetic is exact (e.g. integer
+coordinates, or float64 away from exact ties). Two candidates within float32 rounding
+(~1e-7 relative) of each other are ordered by rounding in either implementation (the
+reference's own dot products change by that much between a full and a row-subset call
+of the same BLAS routine), and greedy's later picks follow from that one choice.
 
 Bounds: memory (d + 2)·N floats for points, norms and nearest distances, plus M² and
 rows_per_block × M for one block of distances; never N × N or k × N. Time: the same
