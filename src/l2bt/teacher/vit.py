@@ -8,14 +8,15 @@ so official checkpoints load with `strict=True` and give the same features.
 Low precision. `intermediate_patch_tokens(x, layers, dtype=torch.bfloat16)` runs the
 blocks from a copy whose Linear weights are cast to bfloat16 once (kept until the fp32
 weights change or move) instead of autocast's cast of every weight on every call. The
-residual stream, patch embedding, LayerNorms and LayerScales stay in float32 (each
-block adds its bf16 branch output to the fp32 stream): what autocast computes, less the
-per-call casts. Matmuls and attention (`scaled_dot_product_attention`, whose kernels
-accumulate softmax and products in float32) run in bf16; the returned tokens are float32.
-Cost of one block on N tokens of width D (MLP hidden 4D): 24·N·D² + 4·N²·D FLOPs; bytes
-moved per block are O(N·D) activations plus 12·D² weights (24·D² B in bf16 against
-48·D² in fp32, and nothing recast per call). float32 is the default and is computed
-exactly as before: the only added operation, `x.to(weight.dtype)`, is then a no-op.
+residual stream, LayerNorms and LayerScales stay in float32 (each block adds its bf16
+branch output to the fp32 stream), as under autocast; the patch embedding (0.2 % of the
+FLOPs) stays float32 too. Matmuls and attention (`scaled_dot_product_attention`, whose
+kernels accumulate softmax and products in float32) run in bf16; the returned tokens
+are float32. Cost of one block on N tokens of width D (MLP hidden 4D): 24·N·D² + 4·N²·D
+FLOPs; its 12·D² weights are read as 24·D² bytes per call, where autocast reads 48·D²
+(fp32), writes 24·D² (the cast) and reads those again. float32 is the default and is
+computed exactly as before: the only added operation, `x.to(weight.dtype)`, is then a
+no-op.
 """
 
 from __future__ import annotations
