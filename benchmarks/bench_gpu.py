@@ -110,15 +110,18 @@ def bench_predict(teacher: Teacher, batch: int, args: argparse.Namespace,
 
 def random_cached_features(n_images: int, grid: int, dim: int, device: torch.device,
                            folder: Path) -> TrainFeatures:
-    """(n, grid, grid, D) fp16 host arrays like the feature cache's, made on the device."""
+    """Random fp16 features in host memory as the cache holds them: (n·grid², D) rows of
+    n grid × grid images, made on the device."""
     generator = torch.Generator(device=device).manual_seed(0)
-    early = np.empty((n_images, grid, grid, dim), np.float16)
+    per_image = grid * grid
+    early = np.empty((n_images * per_image, dim), np.float16)
     late = np.empty_like(early)
     for i in range(n_images):
-        a = torch.randn(grid, grid, dim, generator=generator, device=device)
-        b = torch.tanh(a) + 0.3 * torch.randn(grid, grid, dim, generator=generator, device=device)
-        early[i], late[i] = a.half().cpu().numpy(), b.half().cpu().numpy()
-    return TrainFeatures(early, late, folder)
+        rows = slice(i * per_image, (i + 1) * per_image)
+        a = torch.randn(per_image, dim, generator=generator, device=device)
+        b = torch.tanh(a) + 0.3 * torch.randn(per_image, dim, generator=generator, device=device)
+        early[rows], late[rows] = a.half().cpu().numpy(), b.half().cpu().numpy()
+    return TrainFeatures(early, late, grids=np.full((n_images, 2), grid), folder=folder)
 
 
 def bench_training(teacher: Teacher, args: argparse.Namespace, device: torch.device
@@ -129,7 +132,9 @@ def bench_training(teacher: Teacher, args: argparse.Namespace, device: torch.dev
     with tempfile.TemporaryDirectory() as tmp:
         features = random_cached_features(args.train_images, grid, teacher.embed_dim, device,
                                           Path(tmp))
-        warm = TrainFeatures(features.early[:8], features.late[:8], Path(tmp))
+        first = int(features.offsets[min(4, len(features))])  # the first (up to) 4 images
+        warm = TrainFeatures(features.early[:first], features.late[:first],
+                             grids=features.grids[:4], folder=Path(tmp))
         for precision in ("fp32", "bf16"):
             train_students(warm, TrainConfig(epochs=1), device, False, precision)  # warm-up
             synchronize(device)

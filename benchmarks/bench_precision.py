@@ -140,7 +140,9 @@ def bench_students(args: argparse.Namespace, dim: int) -> dict[str, object]:
     early = rng.normal(size=(8, grid, grid, dim)).astype(np.float16)
     late = (np.tanh(early) + 0.3 * rng.normal(size=early.shape)).astype(np.float16)
     with tempfile.TemporaryDirectory() as tmp:
-        features = TrainFeatures(early, late, Path(tmp))
+        features = TrainFeatures(early.reshape(-1, dim), late.reshape(-1, dim),
+                                 grids=np.full((8, 2), grid), folder=Path(tmp))
+        # (8, grid, grid, D) -> (8·grid², D) rows, as the feature cache holds them
         config = TrainConfig(epochs=1, batch_size=4)  # 2 steps of 4 images
         train = alternating_medians({
             precision: (lambda p=precision: train_students(features, config, torch.device("cpu"),

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from l2bt.anomaly_map import box_blur, image_score, patch_anomaly, smooth, to_image_maps
-from l2bt.preprocess import PadGeometry
+from l2bt.preprocess import InputGeometry
 
 
 def reference_box_blur(maps: torch.Tensor, side: int) -> torch.Tensor:
@@ -32,11 +32,12 @@ def test_smoothing_is_five_5x5_then_three_7x7_blurs():
 
 @pytest.mark.parametrize("height,width", [(30, 45), (45, 30), (31, 31), (17, 40)])
 def test_image_maps_are_cropped_from_the_padded_square_at_the_pad_offsets(height, width):
-    geometry = PadGeometry.for_size(height, width)
+    geometry = InputGeometry.pad(height, width, 56)
     patch_maps = torch.rand(2, 4, 4)
     maps = to_image_maps(patch_maps, geometry)
     assert maps.shape == (2, height, width) and maps.dtype == np.float32
-    full = F.interpolate(patch_maps[:, None], size=(geometry.side, geometry.side),
+    side = max(height, width)
+    full = F.interpolate(patch_maps[:, None], size=(side, side),
                          mode="bilinear", align_corners=False)
     for _ in range(5):
         full = reference_box_blur(full, 5)
@@ -48,7 +49,7 @@ def test_image_maps_are_cropped_from_the_padded_square_at_the_pad_offsets(height
 
 def test_a_hot_patch_lands_where_it_is_in_the_original_image():
     # A 20x60 image padded to 60x60: the image occupies rows 20..39 of the square.
-    geometry = PadGeometry.for_size(20, 60)
+    geometry = InputGeometry.pad(20, 60, 84)
     patch_maps = torch.zeros(1, 6, 6)
     patch_maps[0, 2, 5] = 1.0  # square rows 20..29, cols 50..59: the image's right edge
     image_map = to_image_maps(patch_maps, geometry)[0]

@@ -62,23 +62,23 @@ def test_a_rerun_redoes_nothing_and_a_killed_run_keeps_what_it_finished(tmp_path
     write_mvtec_tree(tmp_path / "data", "b")
     args = ["benchmark", "--data", str(tmp_path / "data"), "--methods", "l2bt",
             "--out", str(tmp_path / "bench"), *TINY]
-    real_run_one = runner._run_one
+    real_run_job = runner.run_job
     calls = []
 
-    def dies_on_the_second(method, split, *rest):
-        calls.append(split.name)
+    def dies_on_the_second(config, job, *rest):
+        calls.append(job.category)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real_run_one(method, split, *rest)
+        return real_run_job(config, job, *rest)
 
-    monkeypatch.setattr(runner, "_run_one", dies_on_the_second)
+    monkeypatch.setattr(runner, "run_job", dies_on_the_second)
     assert main(args) == 130
     assert (tmp_path / "bench/results/l2bt/a.json").is_file()
     assert not (tmp_path / "bench/results/l2bt/b.json").exists()
     assert "Not finished yet: l2bt/b" in (tmp_path / "bench/results.md").read_text()
     calls.clear()
-    monkeypatch.setattr(runner, "_run_one", lambda m, s, *rest: (calls.append(s.name),
-                                                                 real_run_one(m, s, *rest))[1])
+    monkeypatch.setattr(runner, "run_job", lambda c, j, *rest: (calls.append(j.category),
+                                                                real_run_job(c, j, *rest))[1])
     assert main(args) == 0
     assert calls == ["b"]  # a was kept
     calls.clear()
@@ -109,3 +109,44 @@ def test_all_methods_on_real_magnetic_tile_images(tmp_path):
     assert all(r["AUPRO@30% all"] != "" and r["AUPRO@30% q1"] != "" for r in rows)
     result = json.loads((tmp_path / "bench/results/l2bt/magnetic_tile_mini.json").read_text())
     assert result["n_images"] == 35 and result["n_regions"] >= 25
+
+
+def test_every_method_gets_thresholds_the_same_way(tmp_path):
+    write_mvtec_tree(tmp_path / "data", "toy", n_train=16)
+    bench = tmp_path / "bench"
+    assert main(["benchmark", "--data", str(tmp_path / "data"), "--categories", "toy",
+                 "--methods", "l2bt,patchcore", "--calibration", "0.5",
+                 "--false-alarm-rate", "0.2", "--out", str(bench), *TINY]) == 0
+    for method in ("l2bt", "patchcore"):
+        result = json.loads((bench / "results" / method / "toy.json").read_text())
+        stored = json.loads((bench / "models" / method / "toy/thresholds.json").read_text())
+        assert result["thresholds"]["n_calibration"] == 8
+        assert result["thresholds"]["image"] == stored["thresholds"]["image"]
+        assert result["run"]["n_train"] == 8 and result["run"]["calibration"]["n_calibration"] == 8
+        # the threshold is the k-th smallest calibration score, k = ceil(9 · 0.8) = 8
+        assert sorted(stored["image_scores"])[7] == stored["thresholds"]["image"]
+        distribution = result["score_distribution"]
+        assert len(distribution["calibration"]) == 8
+        assert len(distribution["test_good"]) == 3 and len(distribution["test_defective"]) == 3
+        maps = bench / "maps" / method / "toy"
+        assert len(list(maps.rglob("*_mask.png"))) == 6 and (maps / "regions.csv").is_file()
+        with open(maps / "scores.csv") as f:
+            assert {r["verdict"] for r in csv.DictReader(f)} <= {"good", "defective"}
+        assert (bench / "plots/scores_toy.png").stat().st_size > 1000
+    report = (bench / "results.md").read_text()
+    assert "## Decisions" in report and "split-conformal at a false-alarm rate of 0.2" in report
+    assert "Oracle" in report
+
+
+def test_a_benchmark_folder_is_not_continued_with_other_settings(tmp_path, capsys):
+    write_mvtec_tree(tmp_path / "data", "toy")
+    args = ["benchmark", "--data", str(tmp_path / "data"), "--methods", "l2bt",
+            "--out", str(tmp_path / "bench"), *TINY]
+    assert main(args) == 0
+    before = (tmp_path / "bench/benchmark.json").read_text()
+    capsys.readouterr()
+    assert main([*args[:-1], "2"]) == 2  # --epochs 2 instead of 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "settings.epochs" in err[0] and "benchmark.json" in err[0]
+    assert (tmp_path / "bench/benchmark.json").read_text() == before
+    assert main([*args, "--batch-size", "2"]) == 0  # a setting that changes no result

@@ -40,8 +40,10 @@ def test_names_listed_by_the_cli_match_the_library():
     from l2bt.cli import benchmark, common
     from l2bt.data import DATASETS
     from l2bt.methods import METHOD_NAMES
+    from l2bt.preprocess import INPUT_MODES
     from l2bt.teacher import PRECISIONS
 
     assert set(common.DATASETS) == set(DATASETS)
     assert common.PRECISIONS == PRECISIONS
+    assert common.INPUT_MODES == INPUT_MODES
     assert benchmark.METHOD_NAMES == METHOD_NAMES

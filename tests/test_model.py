@@ -59,14 +59,19 @@ def test_cached_features_equal_fresh_teacher_features(train_paths, tmp_path):
 
     x = torch.stack([preprocess(read_image(p), 56)[0] for p in train_paths[:2]])
     early, late = model.teacher.features(x, (7, 11))
-    assert features.early.dtype == np.float16 and features.early.shape == tuple(early.shape)
-    assert np.allclose(features.early, early.numpy(), rtol=2e-3, atol=2e-3)
-    assert np.allclose(features.late, late.numpy(), rtol=2e-3, atol=2e-3)
+    flat_early = early.flatten(0, 2).numpy()  # (2, h, w, D) -> (2·h·w, D)
+    assert features.early.dtype == np.float16 and features.early.shape == flat_early.shape
+    assert features.grids.tolist() == [list(early.shape[1:3])] * 2
+    assert np.allclose(features.early, flat_early, rtol=2e-3, atol=2e-3)
+    assert np.allclose(features.late, late.flatten(0, 2).numpy(), rtol=2e-3, atol=2e-3)
+    first_early, _ = features.image(1, torch.device("cpu"))  # the second image, as a grid
+    assert np.allclose(first_early.numpy(), early[1].numpy(), rtol=2e-3, atol=2e-3)
 
 
 def test_a_nan_loss_stops_training_with_a_clear_error(tmp_path):
-    early = np.full((2, 2, 2, 8), np.nan, np.float16)
-    features = TrainFeatures(early=early, late=early.copy(), folder=tmp_path)
+    early = np.full((8, 8), np.nan, np.float16)  # 2 images of 2 x 2 patches, D = 8
+    features = TrainFeatures(early=early, late=early.copy(), grids=np.full((2, 2), 2),
+                             folder=tmp_path)
     with pytest.raises(InputError, match="diverged"):
         train_students(features, TrainConfig(epochs=1), torch.device("cpu"), progress=False)
 

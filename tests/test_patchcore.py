@@ -133,12 +133,24 @@ def test_descriptors_are_unit_per_layer_and_local_means():
 
 def test_the_bank_is_gathered_chunk_by_chunk_exactly(tmp_path):
     rng = np.random.default_rng(0)
-    early = rng.normal(size=(19, 3, 4, 8)).astype(np.float16)  # 19 images: chunks of 8, 8, 3
-    features = TrainFeatures(early=early, late=early[..., ::-1].copy(), folder=tmp_path)
+    # 19 images (chunks of 8, 8, 3) whose grids differ, as in the aspect input mode
+    grids = np.array([(3, 4), (4, 3), (2, 5)] * 6 + [(1, 1)])
+    n_patches = int((grids[:, 0] * grids[:, 1]).sum())
+    early = rng.normal(size=(n_patches, 8)).astype(np.float16)
+    features = TrainFeatures(early=early, late=early[:, ::-1].copy(), grids=grids,
+                             folder=tmp_path)
     method = PatchCore(MethodSettings(device="cpu"))
     everything = torch.cat(list(method._patch_chunks(features)))
-    assert everything.shape == (19 * 12, 16)
-    chosen = torch.tensor(sorted(rng.choice(19 * 12, 30, replace=False).tolist()))
+    assert everything.shape == (n_patches, 16)
+    # Each image's descriptors are its own grid's, in the cache's row order.
+    expected, start = [], 0
+    for h, w in grids:
+        rows = torch.from_numpy(early[start:start + h * w]).float()
+        grid_early, grid_late = rows.reshape(1, h, w, 8), rows.flip(-1).reshape(1, h, w, 8)
+        expected.append(patch_descriptors(grid_early, grid_late).reshape(h * w, 16))
+        start += h * w
+    assert torch.allclose(everything, torch.cat(expected), atol=1e-6)
+    chosen = torch.tensor(sorted(rng.choice(n_patches, 30, replace=False).tolist()))
     assert torch.equal(method._gather(features, chosen), everything[chosen])
 
 

@@ -51,6 +51,13 @@ def plain_features(teacher, x, layers):
     return tuple(kept[i] for i in layers)
 
 
+def grid_features(early: np.ndarray, late: np.ndarray, folder) -> TrainFeatures:
+    """(N, h, w, D) fp16 grids as the cache holds them: (N·h·w, D) rows and N grids."""
+    n, h, w, dim = early.shape
+    rows = early.reshape(-1, dim), late.reshape(-1, dim)  # (N, h, w, D) -> (N·h·w, D)
+    return TrainFeatures(*rows, grids=np.full((n, 2), (h, w)), folder=folder)
+
+
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.double() - b.double()).norm() / b.double().norm())
 
@@ -101,8 +108,8 @@ def test_bf16_weights_are_cast_once_and_follow_weight_changes():
 def test_unknown_precision_is_an_input_error(teachers, tmp_path):
     with pytest.raises(InputError, match="precision"):
         teachers["dinov2_vits14"].features(torch.zeros(1, 3, 14, 14), (0,), "fp16")
-    features = TrainFeatures(np.zeros((1, 2, 2, 8), np.float16), np.zeros((1, 2, 2, 8), np.float16),
-                             tmp_path)
+    zeros = np.zeros((1, 2, 2, 8), np.float16)
+    features = grid_features(zeros, zeros, tmp_path)
     with pytest.raises(InputError, match="precision"):
         train_students(features, TrainConfig(epochs=1), torch.device("cpu"), False, "fp16")
 
@@ -145,7 +152,7 @@ def test_bf16_training_decreases_the_loss_like_fp32(tmp_path):
     rng = np.random.default_rng(0)
     early = rng.normal(size=(6, 4, 4, 32)).astype(np.float16)
     late = (np.tanh(early) + 0.1 * rng.normal(size=early.shape)).astype(np.float16)
-    features = TrainFeatures(early, late, tmp_path)
+    features = grid_features(early, late, tmp_path)
     config = TrainConfig(epochs=8, batch_size=2, lr=1e-3)
     histories = {}
     for precision in ("fp32", "bf16"):

@@ -3,26 +3,34 @@ import pytest
 import torch
 from PIL import Image
 
-from l2bt.preprocess import IMAGENET_MEAN, IMAGENET_STD, PadGeometry, pad_to_square, preprocess
+from l2bt.preprocess import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    InputGeometry,
+    pad_to_square,
+    preprocess,
+    square_frame,
+)
 
 
 @pytest.mark.parametrize("height,width", [(5, 9), (9, 5), (6, 9), (7, 7), (1, 4)])
 def test_pad_keeps_image_centred_and_replicates_edges(height, width):
     rng = np.random.default_rng(height * 10 + width)
     image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
-    padded, g = pad_to_square(image)
-    assert padded.shape == (g.side, g.side, 3) and g.side == max(height, width)
-    assert np.array_equal(padded[g.top:g.top + height, g.left:g.left + width], image)
+    padded = pad_to_square(image)
+    side, top, left = square_frame(height, width)
+    assert padded.shape == (side, side, 3) and side == max(height, width)
+    assert np.array_equal(padded[top:top + height, left:left + width], image)
     # Every margin pixel equals the nearest image pixel (edge replication).
-    rows = np.clip(np.arange(g.side) - g.top, 0, height - 1)
-    cols = np.clip(np.arange(g.side) - g.left, 0, width - 1)
+    rows = np.clip(np.arange(side) - top, 0, height - 1)
+    cols = np.clip(np.arange(side) - left, 0, width - 1)
     assert np.array_equal(padded, image[rows][:, cols])
     # Centred: the two margins differ by at most one pixel.
-    assert abs(2 * g.top - (g.side - height)) <= 1 and abs(2 * g.left - (g.side - width)) <= 1
+    assert abs(2 * top - (side - height)) <= 1 and abs(2 * left - (side - width)) <= 1
 
 
 def test_geometry_of_a_square_image_has_no_padding():
-    assert PadGeometry.for_size(10, 10) == PadGeometry(10, 10, 10, 0, 0)
+    assert InputGeometry.pad(10, 10, 28) == InputGeometry(10, 10, 28, 28, 10, 10, 0, 0)
 
 
 def test_preprocess_matches_pil_bicubic_and_imagenet_normalisation():
@@ -30,8 +38,8 @@ def test_preprocess_matches_pil_bicubic_and_imagenet_normalisation():
     image = rng.integers(0, 256, (30, 20, 3), dtype=np.uint8)
     x, g = preprocess(image, 28)
     assert x.shape == (3, 28, 28) and x.dtype == torch.float32
-    padded, _ = pad_to_square(image)
+    padded = pad_to_square(image)
     expected = np.asarray(Image.fromarray(padded).resize((28, 28), Image.BICUBIC)) / 255.0
     expected = (expected - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
     assert np.allclose(x.permute(1, 2, 0).numpy(), expected, atol=1e-5)
-    assert g == PadGeometry(30, 20, 30, 0, 5)
+    assert g == InputGeometry(30, 20, 28, 28, 30, 30, 0, 5)

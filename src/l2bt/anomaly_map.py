@@ -2,24 +2,23 @@
 
 Per patch, the map is ‖n(f(t_a)) − n(t_b)‖ · ‖n(b(t_b)) − n(t_a)‖ with n the L2
 normalisation, f the forward and b the backward student, t_a and t_b the teacher's
-features of the two layers. The patch grid is upsampled bilinearly to the padded
-square, smoothed with five 5×5 then three 7×7 zero-padded box blurs (the paper's
-smoothing), and cropped back to the original image's pixels.
+features of the two layers. The patch grid is upsampled bilinearly to the frame of the
+input geometry (the padded square in `pad` mode, the image itself in `aspect` mode),
+smoothed with five 5×5 then three 7×7 zero-padded box blurs (the paper's smoothing), and
+cropped back to the original image's pixels. The image score is the mean of the top
+k = ⌊0.001 · H · W⌋ map pixels (at least one), as the published code computes it.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from l2bt.preprocess import PadGeometry
+from l2bt.preprocess import InputGeometry
 
 BLUR_PASSES = ((5, 5), (7, 3))  # (box side, repetitions)
-TOP_FRACTION = 0.001  # image score: mean of the top 0.1 % of map pixels
 
 
 def patch_anomaly(
@@ -57,21 +56,30 @@ def smooth(maps: torch.Tensor) -> torch.Tensor:
     return maps
 
 
-def to_image_maps(patch_maps: torch.Tensor, geometry: PadGeometry) -> np.ndarray:
-    """(B, h, w) patch maps of images sharing one size -> (B, H, W) float32 maps at that size."""
+def to_image_maps(patch_maps: torch.Tensor, geometry: InputGeometry) -> np.ndarray:
+    """(B, h, w) patch maps of images sharing one geometry -> (B, H, W) float32 maps."""
     maps = patch_maps.float().unsqueeze(1)  # (B, h, w) -> (B, 1, h, w)
-    maps = F.interpolate(maps, size=(geometry.side, geometry.side), mode="bilinear",
-                         align_corners=False)
+    maps = F.interpolate(maps, size=(geometry.frame_height, geometry.frame_width),
+                         mode="bilinear", align_corners=False)
     maps = smooth(maps)
     rows = slice(geometry.top, geometry.top + geometry.height)
     cols = slice(geometry.left, geometry.left + geometry.width)
-    maps = maps[:, 0, rows, cols]  # (B, 1, side, side) -> (B, H, W)
+    maps = maps[:, 0, rows, cols]  # (B, 1, frame_h, frame_w) -> (B, H, W)
     return maps.cpu().numpy().astype(np.float32, copy=False)
 
 
+def top_count(n_pixels: int) -> int:
+    """k = ⌊0.001 · n⌋, at least 1: how many pixels the image score averages.
+
+    Integer arithmetic; equal to the published `int(0.001 * n)` for every n (the double
+    0.001 is slightly above 1/1000 and n/1000 is never within rounding of an integer
+    from below)."""
+    return max(1, n_pixels // 1000)
+
+
 def image_score(anomaly_map: np.ndarray) -> float:
-    """Mean of the top 0.1 % of map pixels (at least one pixel)."""
+    """Mean of the top k = ⌊0.001 · H · W⌋ map pixels (at least one pixel)."""
     values = anomaly_map.ravel()
-    k = max(1, math.ceil(TOP_FRACTION * values.size))
+    k = top_count(values.size)
     top = np.partition(values, values.size - k)[values.size - k:]
     return float(top.astype(np.float64).mean())

@@ -2,7 +2,9 @@
 
 Everything l2bt writes goes to a temporary name beside its target and is renamed into
 place when complete: a run that dies leaves either the old file or the new one, and
-never a partial output.
+never a partial output. Temporary names start with "." and hold ".l2bt-tmp", so a
+process killed by SIGKILL (which runs no clean-up) leaves only hidden leftovers that
+`remove_leftovers` recognises and a resumed run deletes.
 """
 
 from __future__ import annotations
@@ -14,13 +16,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+TMP_MARK = ".l2bt-tmp"
+
 
 @contextmanager
 def atomic_file(path: Path) -> Iterator[Path]:
     """A temporary path to write; it replaces `path` when the block ends without error."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # same suffix: writers infer formats
+    tmp = path.with_name(f".{path.stem}{TMP_MARK}{path.suffix}")  # writers infer the format
     try:
         yield tmp
         os.replace(tmp, path)
@@ -33,7 +37,7 @@ def atomic_folder(path: Path) -> Iterator[Path]:
     """A temporary folder to fill; it replaces the folder `path` when the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}{TMP_MARK}-", dir=path.parent))
     try:
         yield staging
         if path.exists():
@@ -47,3 +51,16 @@ def atomic_folder(path: Path) -> Iterator[Path]:
 def write_text_atomic(path: Path, text: str) -> None:
     with atomic_file(path) as tmp:
         tmp.write_text(text)
+
+
+def remove_leftovers(root: Path) -> int:
+    """Delete the temporaries a killed writer left under `root`; how many were found.
+
+    Only for a folder no other l2bt process is writing (a resumed benchmark)."""
+    leftovers = [p for p in Path(root).rglob(f".*{TMP_MARK}*") if p.name.startswith(".")]
+    for path in sorted(leftovers, key=lambda p: len(p.parts), reverse=True):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return len(leftovers)

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from l2bt.errors import InputError
+from l2bt.preprocess import INPUT_MODES
 
 
 @dataclass(frozen=True)
@@ -14,8 +15,9 @@ class TeacherConfig:
 
     variant: str = "dinov2_vitb14_reg"
     weights: str | None = None  # None: official checkpoint; a path or URL; or "random"
-    image_size: int = 1036  # side of the square input, a multiple of the patch size 14
+    image_size: int = 1036  # input side (pad) or long side (aspect), a multiple of 14
     layers: tuple[int, int] = (7, 11)  # forward student maps layers[0] -> layers[1]
+    input_mode: str = "pad"  # "pad": the paper's square; "aspect": no padding (SPEC §9)
 
     def __post_init__(self) -> None:
         if self.image_size <= 0 or self.image_size % 14:
@@ -24,6 +26,9 @@ class TeacherConfig:
             )
         if len(self.layers) != 2 or self.layers[0] == self.layers[1]:
             raise InputError(f"layers must be two different block indices, got {self.layers}")
+        if self.input_mode not in INPUT_MODES:
+            raise InputError(f"--input-mode must be one of {', '.join(INPUT_MODES)}, "
+                             f"got {self.input_mode!r}")
 
 
 @dataclass(frozen=True)

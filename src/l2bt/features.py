@@ -1,10 +1,18 @@
 """Teacher features of many images: batched extraction and the on-disk training cache.
 
 Training runs the students for many epochs over the same frozen-teacher features, so
-they are extracted once and kept on disk in fp16 (one memory-mapped array per layer),
-keyed by everything that changes them: teacher variant and weights, layers, input
-size, precision and the exact list of files (path, size, modification time). Fifty
-epochs then cost one teacher pass per image plus the MLP work.
+they are extracted once and kept on disk in fp16, keyed by everything that changes
+them: teacher variant and weights, layers, input size and mode, precision and the exact
+list of files (path, size, modification time). Fifty epochs then cost one teacher pass
+per image plus the MLP work.
+
+Layout of a cache entry: `early.npy` and `late.npy`, each (P, D) fp16 and memory-mapped,
+hold every patch of every image, image after image, each image's grid in row-major
+order; `grids.npy` (N, 2) holds each image's patch grid. In `pad` mode every grid is
+(S/14)²; in `aspect` mode grids follow the images' shapes, so rows are addressed by
+per-image offsets rather than a fixed stride. Extraction batches images that share an
+input shape (all of them in `pad` mode). Size on disk: 2 · P · D · 2 bytes (16 MiB per
+1036 px image of ViT-B).
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ import json
 import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +31,11 @@ from tqdm.auto import tqdm
 
 from l2bt.atomic import atomic_folder
 from l2bt.config import TeacherConfig
-from l2bt.data.image_io import read_image
-from l2bt.preprocess import PadGeometry, preprocess
+from l2bt.data.image_io import image_size, read_image
+from l2bt.preprocess import InputGeometry, preprocess
 from l2bt.teacher import Teacher
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 
 
 def default_cache_dir() -> Path:
@@ -38,36 +46,80 @@ def default_cache_dir() -> Path:
     return base / "l2bt" / "features"
 
 
-def iter_inputs(
-    images: Sequence[Path], size: int, batch_size: int, workers: int = 2
-) -> Iterator[tuple[list[int], torch.Tensor, list[PadGeometry]]]:
-    """Batches of (indices, (B, 3, size, size) inputs, pad geometries), read in threads."""
+def input_geometries(images: Sequence[Path], config: TeacherConfig) -> list[InputGeometry]:
+    """Each image's input geometry, from the file headers (no decoding)."""
+    return [InputGeometry.for_mode(config.input_mode, *image_size(p), config.image_size)
+            for p in images]
 
-    def load(path: Path) -> tuple[torch.Tensor, PadGeometry]:
-        return preprocess(read_image(path), size)
+
+def shape_batches(geometries: Sequence[InputGeometry], batch_size: int) -> list[list[int]]:
+    """Indices of images that share an input shape, at most `batch_size` per batch, in
+    order of each shape's first appearance (one shape, hence plain batches, in pad mode)."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, geometry in enumerate(geometries):
+        groups.setdefault((geometry.input_height, geometry.input_width), []).append(i)
+    return [indices[start:start + batch_size] for indices in groups.values()
+            for start in range(0, len(indices), batch_size)]
+
+
+def iter_inputs(
+    images: Sequence[Path], config: TeacherConfig, geometries: Sequence[InputGeometry],
+    batch_size: int, workers: int = 2,
+) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """Batches of (indices, (B, 3, h, w) inputs) of images sharing a shape, read in threads."""
+
+    def load(path: Path) -> torch.Tensor:
+        return preprocess(read_image(path), config.image_size, config.input_mode)[0]
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for start in range(0, len(images), batch_size):
-            indices = list(range(start, min(start + batch_size, len(images))))
-            loaded = list(pool.map(load, [images[i] for i in indices]))
-            yield indices, torch.stack([x for x, _ in loaded]), [g for _, g in loaded]
+        for indices in shape_batches(geometries, batch_size):
+            yield indices, torch.stack(list(pool.map(load, [images[i] for i in indices])))
 
 
 @dataclass(frozen=True)
 class TrainFeatures:
-    """Cached fp16 features of the training images: two (N, h, w, D) memory-mapped arrays."""
+    """Cached fp16 features of the training images (see the module docstring).
+
+    `early`, `late`: (P, D) memory-mapped arrays, every patch of every image in order;
+    `grids`: (N, 2) each image's patch grid (rows, columns).
+    """
 
     early: np.ndarray
     late: np.ndarray
+    grids: np.ndarray
     folder: Path
+    offsets: np.ndarray = field(init=False)  # (N + 1,) first row of each image, then P
+
+    def __post_init__(self) -> None:
+        counts = self.grids[:, 0] * self.grids[:, 1]  # (N,) patches per image
+        object.__setattr__(self, "offsets", np.concatenate([[0], np.cumsum(counts)]))
 
     def __len__(self) -> int:
-        return self.early.shape[0]
+        return self.grids.shape[0]
 
-    def rows(self, indices: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images `indices` (sorted for disk locality) as float32 (n, h, w, D) tensors."""
-        indices = np.sort(indices)
-        early, late = (torch.from_numpy(array[indices]).to(device).float()  # fancy index: a copy
+    @property
+    def n_patches(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
+    def dim(self) -> int:
+        return self.early.shape[1]
+
+    def patches(self, indices: np.ndarray, device: torch.device
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every patch of images `indices` (read in sorted order, for disk locality), as two
+        float32 (p, D) tensors."""
+        rows = [slice(self.offsets[i], self.offsets[i + 1]) for i in np.sort(indices)]
+        early, late = (torch.from_numpy(np.concatenate([array[r] for r in rows]))
+                       .to(device).float() for array in (self.early, self.late))
+        return early, late
+
+    def image(self, index: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """One image's features as two float32 (h, w, D) grids."""
+        rows = slice(self.offsets[index], self.offsets[index + 1])
+        h, w = (int(v) for v in self.grids[index])
+        early, late = (torch.from_numpy(np.array(array[rows])).to(device).float()
+                       .reshape(h, w, -1)  # (h·w, D) -> (h, w, D)
                        for array in (self.early, self.late))
         return early, late
 
@@ -83,7 +135,7 @@ def cache_key(
     description = {
         "format": CACHE_FORMAT, "variant": config.variant, "weights_id": weights_id,
         "layers": list(config.layers), "image_size": config.image_size,
-        "precision": precision, "files": files,
+        "input_mode": config.input_mode, "precision": precision, "files": files,
     }
     return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -93,7 +145,8 @@ def _open_cached(folder: Path) -> TrainFeatures | None:
         return None
     early = np.load(folder / "early.npy", mmap_mode="r")
     late = np.load(folder / "late.npy", mmap_mode="r")
-    return TrainFeatures(early=early, late=late, folder=folder)
+    return TrainFeatures(early=early, late=late, grids=np.load(folder / "grids.npy"),
+                         folder=folder)
 
 
 def cached_train_features(
@@ -116,23 +169,28 @@ def cached_train_features(
     cached = _open_cached(folder)
     if cached is not None:
         return cached
-    grid = config.image_size // teacher.patch_size
-    shape = (len(images), grid, grid, teacher.embed_dim)
+    geometries = input_geometries(images, config)
+    grids = np.array([g.grid for g in geometries], dtype=np.int64).reshape(-1, 2)  # (N, 2)
+    offsets = np.concatenate([[0], np.cumsum(grids[:, 0] * grids[:, 1])])  # (N + 1,)
+    shape = (int(offsets[-1]), teacher.embed_dim)
     with atomic_folder(folder) as staging:
         early = np.lib.format.open_memmap(staging / "early.npy", "w+", np.float16, shape)
         late = np.lib.format.open_memmap(staging / "late.npy", "w+", np.float16, shape)
-        batches = iter_inputs(images, config.image_size, batch_size)
         bar = tqdm(total=len(images), desc="teacher features", unit="img", disable=not progress)
         with bar:
-            for indices, x, _ in batches:
+            for indices, x in iter_inputs(images, config, geometries, batch_size):
                 a, b = teacher.features(x.to(device), config.layers, precision)
-                early[indices[0]:indices[-1] + 1] = a.cpu().numpy().astype(np.float16)
-                late[indices[0]:indices[-1] + 1] = b.cpu().numpy().astype(np.float16)
+                for row, i in enumerate(indices):
+                    rows = slice(offsets[i], offsets[i + 1])
+                    early[rows] = a[row].flatten(0, 1).cpu().numpy()  # (h, w, D) -> (h·w, D)
+                    late[rows] = b[row].flatten(0, 1).cpu().numpy()
                 bar.update(len(indices))
         early.flush()
         late.flush()
         del early, late
-        meta = {"n_images": len(images), "shape": list(shape), "images": [str(p) for p in images]}
+        np.save(staging / "grids.npy", grids)
+        meta = {"n_images": len(images), "n_patches": shape[0], "dim": shape[1],
+                "images": [str(p) for p in images]}
         (staging / "meta.json").write_text(json.dumps(meta))
     cached = _open_cached(folder)
     assert cached is not None

@@ -1,11 +1,14 @@
-"""Predicting many images into the SPEC §5 layout: TIFF maps, scores.csv and PNG overlays.
+"""Predicting many images into the SPEC §5 layout: TIFF maps, scores.csv and PNG overlays,
+and with thresholds (SPEC §7) masks, verdicts and regions.csv.
 
 Every input image gets a key (its path relative to the output folder, without
 extension); folders given as inputs keep their own name and inner tree, so
 `predict --out maps/bottle data/bottle/test` writes `maps/bottle/test/<defect>/<stem>.tiff`.
 Inputs are fully decoded before anything is written, so bad input fails early and
 leaves nothing behind; each map is written atomically, so a run that dies keeps every
-map it finished.
+map it finished. With thresholds each image also gets `<key>_mask.png` (0/255, its
+exact H × W), `scores.csv` a `verdict` column and `regions.csv` one row per predicted
+region; overlays outline the predicted regions.
 """
 
 from __future__ import annotations
@@ -16,9 +19,8 @@ import statistics
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import tifffile
@@ -27,15 +29,15 @@ from tqdm.auto import tqdm
 
 from l2bt.atomic import atomic_file, write_text_atomic
 from l2bt.data.image_io import is_image_file, read_image
+from l2bt.decisions.decide import DEFECTIVE, decide
+from l2bt.decisions.regions import Region
+from l2bt.decisions.thresholds import Thresholds
 from l2bt.errors import InputError
-from l2bt.prediction import Prediction
-from l2bt.report.overlay import overlay
+from l2bt.prediction import Prediction, Predictor
+from l2bt.report.overlay import outline, overlay
 
-
-class Predictor(Protocol):
-    """Anything that turns images into full-resolution anomaly maps and scores."""
-
-    def predict_batch(self, images: Sequence[np.ndarray]) -> list[Prediction]: ...
+REGION_COLUMNS = ("key", "region", "area_px", "x0", "y0", "x1", "y1", "max_score",
+                  "mean_score")
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,8 @@ class PredictItem:
 class PredictSummary:
     n_images: int
     seconds_per_image: tuple[float, ...]  # each batch's time shared among its images
+    n_defective: int | None = None  # images with the verdict "defective"; None: no verdicts
+    scores: dict[str, float] = field(default_factory=dict)  # key -> image score
 
     @property
     def median_seconds(self) -> float:
@@ -85,13 +89,32 @@ def write_map(path: Path, anomaly_map: np.ndarray) -> None:
         tifffile.imwrite(tmp, anomaly_map.astype(np.float32, copy=False))
 
 
-def write_scores(path: Path, scores: dict[str, float]) -> None:
-    """`scores.csv` with header `key,score`, the format `l2bt evaluate` reads."""
+def write_mask(path: Path, mask: np.ndarray) -> None:
+    """A uint8 PNG, 0 for good and 255 for defect pixels, written atomically."""
+    with atomic_file(path) as tmp:
+        Image.fromarray(mask.astype(np.uint8) * 255).save(tmp, format="PNG")
+
+
+def write_scores(path: Path, scores: dict[str, float],
+                 verdicts: dict[str, str] | None = None) -> None:
+    """`scores.csv` with header `key,score` (+ `verdict`), the format `l2bt evaluate` reads."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["key", "score"])
+    writer.writerow(["key", "score"] + (["verdict"] if verdicts else []))
     for key, score in scores.items():
-        writer.writerow([key, repr(float(score))])
+        writer.writerow([key, repr(float(score))] + ([verdicts[key]] if verdicts else []))
+    write_text_atomic(path, buffer.getvalue())
+
+
+def write_regions(path: Path, regions: dict[str, list[Region]]) -> None:
+    """`regions.csv`: one row per predicted region (SPEC §7), x1 and y1 exclusive."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(REGION_COLUMNS)
+    for key, found in regions.items():
+        for r in found:
+            writer.writerow([key, r.region, r.area_px, r.x0, r.y0, r.x1, r.y1,
+                             repr(r.max_score), repr(r.mean_score)])
     write_text_atomic(path, buffer.getvalue())
 
 
@@ -103,16 +126,21 @@ def predict_to_folder(
     overlays: bool = True,
     colour_range: tuple[float, float] | None = None,
     progress: bool = True,
+    thresholds: Thresholds | None = None,
 ) -> PredictSummary:
     """Predict every item; write `<out>/<key>.tiff` (+ `.png` overlay) and `<out>/scores.csv`.
 
-    `colour_range` fixes the overlays' colour scale; without it each overlay spans its
-    own map's range.
+    Predictions that carry a decision (a model with thresholds, or `thresholds` given
+    here for a predictor without its own) also write `<out>/<key>_mask.png`, a verdict
+    column and `<out>/regions.csv`. `colour_range` fixes the overlays' colour scale;
+    without it each overlay spans its own map's range.
     """
     for item in tqdm(items, desc="checking inputs", unit="img", disable=not progress):
         read_image(item.image)  # decode fully: bad files fail before anything is written
     out = Path(out)
     scores: dict[str, float] = {}
+    verdicts: dict[str, str] = {}
+    regions: dict[str, list[Region]] = {}
     seconds: list[float] = []
     bar = tqdm(total=len(items), desc="predict", unit="img", disable=not progress)
     with bar, ThreadPoolExecutor(max_workers=2) as pool:
@@ -120,21 +148,37 @@ def predict_to_folder(
             batch = items[start:start + batch_size]
             images = list(pool.map(read_image, [item.image for item in batch]))
             tic = time.perf_counter()
-            predictions = predictor.predict_batch(images)
+            predictions = [decide(p, thresholds) for p in predictor.predict_batch(images)]
             seconds += [(time.perf_counter() - tic) / len(batch)] * len(batch)
             for item, image, prediction in zip(batch, images, predictions, strict=True):
-                write_map(out / f"{item.key}.tiff", prediction.anomaly_map)
-                if overlays:
-                    _write_overlay(out / f"{item.key}.png", image, prediction.anomaly_map,
-                                   colour_range)
+                _write_prediction(out, item.key, image, prediction, overlays, colour_range)
                 scores[item.key] = prediction.score
+                if prediction.verdict is not None:
+                    verdicts[item.key] = prediction.verdict
+                    regions[item.key] = prediction.regions
             bar.update(len(batch))
-    write_scores(out / "scores.csv", scores)
-    return PredictSummary(len(items), tuple(seconds))
+    write_scores(out / "scores.csv", scores, verdicts or None)
+    if verdicts:
+        write_regions(out / "regions.csv", regions)
+    n_defective = sum(v == DEFECTIVE for v in verdicts.values()) if verdicts else None
+    return PredictSummary(len(items), tuple(seconds), n_defective, scores)
 
 
-def _write_overlay(path: Path, image: np.ndarray, anomaly_map: np.ndarray,
+def _write_prediction(out: Path, key: str, image: np.ndarray, prediction: Prediction,
+                      overlays: bool, colour_range: tuple[float, float] | None) -> None:
+    write_map(out / f"{key}.tiff", prediction.anomaly_map)
+    if prediction.mask is not None:
+        write_mask(out / f"{key}_mask.png", prediction.mask)
+    if overlays:
+        _write_overlay(out / f"{key}.png", image, prediction, colour_range)
+
+
+def _write_overlay(path: Path, image: np.ndarray, prediction: Prediction,
                    colour_range: tuple[float, float] | None) -> None:
+    anomaly_map = prediction.anomaly_map
     low, high = colour_range or (float(anomaly_map.min()), float(anomaly_map.max()))
+    picture = overlay(image, anomaly_map, low, high)
+    if prediction.mask is not None:
+        picture = outline(picture, prediction.mask)
     with atomic_file(path) as tmp:
-        Image.fromarray(overlay(image, anomaly_map, low, high)).save(tmp, format="PNG")
+        Image.fromarray(picture).save(tmp, format="PNG")

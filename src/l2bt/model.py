@@ -1,9 +1,10 @@
 """The L2BT model: a frozen teacher, two students, and the run folder that describes them.
 
 A run folder holds `config.json` (every setting, the teacher's weights identity, how
-and on what it was trained) and `students.safetensors`; `L2BT.load(run_dir)` needs
-nothing else. It is written to a temporary folder and renamed into place, so a run
-that dies leaves no half-written model.
+and on what it was trained, and the calibrated thresholds when there are some) and
+`students.safetensors`; `L2BT.load(run_dir)` needs nothing else. It is written to a
+temporary folder and renamed into place, so a run that dies leaves no half-written
+model. With thresholds (SPEC §7), predictions carry a mask, a verdict and regions.
 """
 
 from __future__ import annotations
@@ -21,15 +22,18 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from l2bt import __version__
-from l2bt.anomaly_map import image_score, patch_anomaly, to_image_maps
-from l2bt.atomic import atomic_folder
+from l2bt.anomaly_map import patch_anomaly
+from l2bt.atomic import atomic_folder, write_text_atomic
 from l2bt.config import L2BTConfig
 from l2bt.data.image_io import read_image, to_rgb_array
+from l2bt.decisions.calibrate import calibrate
+from l2bt.decisions.decide import decide
+from l2bt.decisions.thresholds import Thresholds
 from l2bt.device import device_name, resolve_device
 from l2bt.errors import InputError
 from l2bt.features import cached_train_features
+from l2bt.patch_predict import predict_images
 from l2bt.prediction import Prediction
-from l2bt.preprocess import PadGeometry, preprocess
 from l2bt.students import Student
 from l2bt.teacher import Teacher, load_teacher
 from l2bt.training import TrainingHistory, normal_score_range, train_students
@@ -57,6 +61,7 @@ class L2BT:
         device: str | torch.device = "auto",
         precision: str = "fp32",
         info: dict[str, Any] | None = None,
+        thresholds: Thresholds | None = None,
     ) -> None:
         self.config = config
         self.device = resolve_device(device)
@@ -65,6 +70,7 @@ class L2BT:
         self.forward_student = forward_student.to(self.device).eval()
         self.backward_student = backward_student.to(self.device).eval()
         self.info = dict(info or {})
+        self.thresholds = thresholds
 
     # ---- training -------------------------------------------------------------------------
 
@@ -79,8 +85,12 @@ class L2BT:
         progress: bool = True,
         teacher: Teacher | None = None,
         info: dict[str, Any] | None = None,
+        calibration_images: Sequence[str | Path] = (),
+        false_alarm_rate: float = 0.01,
     ) -> L2BT:
-        """Train the students on defect-free images (teacher features cached on disk)."""
+        """Train the students on defect-free images (teacher features cached on disk);
+        with `calibration_images` (other defect-free images), calibrate thresholds at
+        `false_alarm_rate` on them."""
         config = config or L2BTConfig()
         images = [Path(p) for p in train_images]
         if not images:
@@ -98,9 +108,19 @@ class L2BT:
         forward, backward, history = train_students(features, config.train, device, progress,
                                                     precision)
         training = _training_info(images, history, feature_seconds, device)
-        calibration = normal_score_range(features, forward, backward, device)
-        return cls(config, teacher, forward, backward, device, precision,
-                   info={**(info or {}), "training": training, "normal_patch_scores": calibration})
+        normal = normal_score_range(features, forward, backward, device)
+        model = cls(config, teacher, forward, backward, device, precision,
+                    info={**(info or {}), "training": training, "normal_patch_scores": normal})
+        if calibration_images:
+            model.calibrate(calibration_images, false_alarm_rate, progress=progress)
+        return model
+
+    def calibrate(self, images: Sequence[str | Path], false_alarm_rate: float = 0.01,
+                  batch_size: int = 4, progress: bool = True) -> Thresholds:
+        """Set (and return) thresholds from defect-free `images` the students never saw."""
+        self.thresholds = calibrate(self, [Path(p) for p in images], false_alarm_rate,
+                                    batch_size, progress).thresholds
+        return self.thresholds
 
     # ---- persistence ----------------------------------------------------------------------
 
@@ -118,6 +138,10 @@ class L2BT:
             _plot_losses(self.info.get("training", {}).get("epoch_losses"), staging / "loss.png")
         return run_dir
 
+    def save_thresholds(self, run_dir: str | Path) -> None:
+        """Rewrite the run folder's config.json (atomically) with the current thresholds."""
+        write_text_atomic(Path(run_dir) / "config.json", json.dumps(self.describe(), indent=2))
+
     def describe(self) -> dict[str, Any]:
         """What `config.json` holds: enough to rebuild the model and to know how it was made."""
         return {
@@ -127,6 +151,7 @@ class L2BT:
             "teacher": {"weights_id": self.teacher.weights_id, "embed_dim": self.teacher.embed_dim},
             "precision": self.precision,
             **self.info,
+            "thresholds": None if self.thresholds is None else self.thresholds.to_dict(),
         }
 
     @classmethod
@@ -150,7 +175,9 @@ class L2BT:
             described = json.loads(config_path.read_text())
             config = L2BTConfig.from_dict(described["config"])
             weights_id = described["teacher"]["weights_id"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            thresholds = (None if described.get("thresholds") is None
+                          else Thresholds.from_dict(described["thresholds"]))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise InputError(f"unreadable run configuration ({e})", config_path) from e
         if described.get("format") != RUN_FORMAT:
             raise InputError(f"unknown run format {described.get('format')!r}", config_path)
@@ -161,42 +188,31 @@ class L2BT:
                 f"trained with ({weights_id})", config_path,
             )
         forward, backward = _load_students(run_dir / "students.safetensors", teacher.embed_dim)
-        info = {k: v for k, v in described.items()
-                if k not in ("format", "l2bt_version", "config", "teacher", "precision")}
+        info = {k: v for k, v in described.items() if k not in
+                ("format", "l2bt_version", "config", "teacher", "precision", "thresholds")}
         return cls(config, teacher, forward, backward, device,
-                   precision or described.get("precision", "fp32"), info)
+                   precision or described.get("precision", "fp32"), info, thresholds)
 
     # ---- inference ------------------------------------------------------------------------
 
     def predict(self, image: ImageInput) -> Prediction:
-        """Anomaly map (exactly the image's H × W, float32) and image score."""
+        """Anomaly map (exactly the image's H × W, float32), image score and, with
+        thresholds, mask, verdict and regions."""
         return self.predict_batch([image])[0]
 
-    @torch.inference_mode()
     def predict_batch(self, images: Sequence[ImageInput]) -> list[Prediction]:
-        """Predict several images in one teacher batch; post-processing grouped by size."""
-        inputs, geometries = zip(*(preprocess(as_rgb(im), self.config.teacher.image_size)
-                                   for im in images), strict=True)
-        patch_maps = self.patch_maps(torch.stack(inputs).to(self.device))  # (B, h, w)
-        maps: dict[int, np.ndarray] = {}  # input position -> map
-        for geometry, indices in _group_by(geometries).items():
-            for i, image_map in zip(indices, to_image_maps(patch_maps[indices], geometry),
-                                    strict=True):
-                maps[i] = image_map
-        return [Prediction(maps[i], image_score(maps[i])) for i in range(len(images))]
+        """Predict several images; teacher batches by input shape, post-processing by size."""
+        teacher = self.config.teacher
+        predictions = predict_images(self.patch_maps, [as_rgb(im) for im in images],
+                                     teacher.image_size, teacher.input_mode, self.device)
+        return [decide(p, self.thresholds) for p in predictions]
 
+    @torch.inference_mode()
     def patch_maps(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) inputs -> (B, S/14, S/14) per-patch anomaly."""
+        """(B, 3, h, w) inputs -> (B, h/14, w/14) per-patch anomaly."""
         early, late = self.teacher.features(x, self.config.teacher.layers, self.precision)
         return patch_anomaly(self.forward_student, self.backward_student, early, late,
                              self.precision)
-
-
-def _group_by(geometries: Sequence[PadGeometry]) -> dict[PadGeometry, list[int]]:
-    groups: dict[PadGeometry, list[int]] = {}
-    for i, geometry in enumerate(geometries):
-        groups.setdefault(geometry, []).append(i)
-    return groups
 
 
 def _load_students(path: Path, dim: int) -> tuple[Student, Student]:
@@ -238,17 +254,12 @@ def _plot_losses(losses: Sequence[float] | None, path: Path) -> None:
     """A small loss-per-epoch figure in the run folder: easier to read than the JSON."""
     if not losses:
         return
-    import matplotlib
+    from l2bt.report.figures import plt, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.5, 3), dpi=100)
+    fig, ax = plt.subplots(figsize=(4.5, 3))
     ax.plot(range(1, len(losses) + 1), losses, marker="o" if len(losses) < 30 else None)
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss (forward + backward)")
     ax.set_title("student training")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)

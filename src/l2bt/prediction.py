@@ -3,7 +3,9 @@ a decision (mask, verdict, defect regions)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -25,3 +27,10 @@ class Prediction:
     mask: np.ndarray | None = None
     verdict: str | None = None
     regions: list[Region] = field(default_factory=list)
+
+
+class Predictor(Protocol):
+    """Anything that turns (H, W, 3) uint8 images into predictions at their own size:
+    an L2BT model, a benchmarked method, an ONNX Runtime engine."""
+
+    def predict_batch(self, images: Sequence[np.ndarray]) -> list[Prediction]: ...

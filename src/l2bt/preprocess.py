@@ -1,8 +1,18 @@
-"""Turning an image of any size into the teacher's square input, and remembering how.
+"""Turning an image of any size into the teacher's input, and remembering how.
 
-The paper pads every image to a square by replicating its edges (centred), resizes it
-with PIL bicubic to the input side, and normalises with ImageNet statistics. The pad
-geometry is kept so the anomaly map can be cropped back to exactly the image's pixels.
+Two input modes (SPEC §9):
+
+- `pad` (the paper): the image is centred in a square by replicating its edges, the
+  square resized with PIL bicubic to `size` × `size`. Every image gives the same
+  (size/14)² patch grid; a long, thin part spends most of its tokens on padding.
+- `aspect`: no padding; the image is resized so that its long side is `size` and its
+  short side the multiple of 14 nearest to the same scale (at least 14). The patch grid
+  follows the image's shape, so a 1130 × 460 part at 1036 px gets 74 × 30 patches
+  instead of 74 × 74.
+
+Both normalise with ImageNet statistics. The `InputGeometry` records where the image
+sits in the frame its anomaly map is upsampled to (the padded square, or the image
+itself), so the map can be cropped back to exactly the image's pixels.
 """
 
 from __future__ import annotations
@@ -15,40 +25,86 @@ from PIL import Image
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+PATCH = 14
+INPUT_MODES = ("pad", "aspect")
 
 
 @dataclass(frozen=True)
-class PadGeometry:
-    """Where the original image sits inside its padded square of side `side`."""
+class InputGeometry:
+    """How one image became the teacher's input, and how its map goes back.
+
+    `height` × `width`: the original image. `input_height` × `input_width`: the teacher
+    input (multiples of 14). `frame_height` × `frame_width`: what the patch map is
+    upsampled to before smoothing (pad: the padded square, side max(H, W); aspect: the
+    image itself). `top`, `left`: where the image sits in that frame.
+    """
 
     height: int
     width: int
-    side: int
+    input_height: int
+    input_width: int
+    frame_height: int
+    frame_width: int
     top: int
     left: int
 
     @classmethod
-    def for_size(cls, height: int, width: int) -> PadGeometry:
-        side = max(height, width)
-        return cls(height, width, side, top=(side - height) // 2, left=(side - width) // 2)
+    def pad(cls, height: int, width: int, size: int) -> InputGeometry:
+        """The paper's geometry: centred in a square of side max(H, W), resized to size²."""
+        side, top, left = square_frame(height, width)
+        return cls(height, width, size, size, side, side, top, left)
+
+    @classmethod
+    def aspect(cls, height: int, width: int, size: int) -> InputGeometry:
+        """Long side to `size`, short side to the nearest multiple of 14 (halves round up;
+        at least 14), no padding."""
+        long_side, short_side = max(height, width), min(height, width)
+        patches = int(size * short_side / long_side / PATCH + 0.5)
+        short_input = max(PATCH, patches * PATCH)
+        input_hw = (size, short_input) if height >= width else (short_input, size)
+        return cls(height, width, *input_hw, height, width, top=0, left=0)
+
+    @classmethod
+    def for_mode(cls, mode: str, height: int, width: int, size: int) -> InputGeometry:
+        if mode == "pad":
+            return cls.pad(height, width, size)
+        if mode == "aspect":
+            return cls.aspect(height, width, size)
+        raise ValueError(f"input mode must be one of {', '.join(INPUT_MODES)}, got {mode!r}")
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """The teacher's patch grid (rows, columns)."""
+        return self.input_height // PATCH, self.input_width // PATCH
 
 
-def pad_to_square(image: np.ndarray) -> tuple[np.ndarray, PadGeometry]:
+def square_frame(height: int, width: int) -> tuple[int, int, int]:
+    """(side, top, left): the square of side max(H, W) an image is centred in."""
+    side = max(height, width)
+    return side, (side - height) // 2, (side - width) // 2
+
+
+def pad_to_square(image: np.ndarray) -> np.ndarray:
     """Centre an (H, W, 3) image in a square, filling the margin by edge replication."""
     height, width = image.shape[:2]
-    geometry = PadGeometry.for_size(height, width)
-    bottom = geometry.side - height - geometry.top
-    right = geometry.side - width - geometry.left
-    padded = np.pad(image, ((geometry.top, bottom), (geometry.left, right), (0, 0)), mode="edge")
-    return padded, geometry
+    side, top, left = square_frame(height, width)
+    bottom, right = side - height - top, side - width - left
+    return np.pad(image, ((top, bottom), (left, right), (0, 0)), mode="edge")
 
 
-def preprocess(image: np.ndarray, size: int) -> tuple[torch.Tensor, PadGeometry]:
-    """(H, W, 3) uint8 RGB -> ((3, size, size) normalised float32 tensor, pad geometry)."""
-    padded, geometry = pad_to_square(image)
-    resized = Image.fromarray(padded).resize((size, size), Image.Resampling.BICUBIC)
-    x = torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0)  # (S, S, 3)
-    x = x.permute(2, 0, 1)  # (S, S, 3) -> (3, S, S)
+def preprocess(image: np.ndarray, size: int, mode: str = "pad"
+               ) -> tuple[torch.Tensor, InputGeometry]:
+    """(H, W, 3) uint8 RGB -> ((3, h, w) normalised float32 input, its geometry).
+
+    In `pad` mode the input is size × size; in `aspect` mode its long side is `size`.
+    """
+    height, width = image.shape[:2]
+    geometry = InputGeometry.for_mode(mode, height, width, size)
+    source = pad_to_square(image) if mode == "pad" else image
+    resized = Image.fromarray(source).resize((geometry.input_width, geometry.input_height),
+                                             Image.Resampling.BICUBIC)
+    x = torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0)  # (h, w, 3)
+    x = x.permute(2, 0, 1)  # (h, w, 3) -> (3, h, w)
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
     return (x - mean) / std, geometry

@@ -39,13 +39,6 @@ def new_students(dim: int, seed: int) -> tuple[Student, Student]:
         return Student(dim), Student(dim)
 
 
-def _patches(features: TrainFeatures, indices: np.ndarray, device: torch.device
-             ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both layers' features of images `indices` as float32 (n·h·w, D) patches."""
-    early, late = features.rows(indices, device)
-    return early.flatten(0, 2), late.flatten(0, 2)  # (n, h, w, D) -> (n·h·w, D)
-
-
 def train_students(
     features: TrainFeatures,
     config: TrainConfig,
@@ -64,7 +57,7 @@ def train_students(
         raise InputError(f"precision must be one of {', '.join(COMPUTE_DTYPES)}, "
                          f"got {precision!r}")
     dtype = COMPUTE_DTYPES[precision]
-    forward, backward = new_students(features.early.shape[-1], config.seed)
+    forward, backward = new_students(features.dim, config.seed)
     forward.to(device).train()
     backward.to(device).train()
     params = [*forward.parameters(), *backward.parameters()]
@@ -84,7 +77,7 @@ def train_students(
             total = 0.0
             for step in range(steps_per_epoch):
                 indices = order[step * config.batch_size:(step + 1) * config.batch_size]
-                early, late = _patches(features, indices, device)
+                early, late = features.patches(indices, device)
                 optimizer.zero_grad(set_to_none=True)
                 if dtype == torch.float32:
                     loss = cosine_loss(forward(early), late) + cosine_loss(backward(late), early)
@@ -128,7 +121,7 @@ def normal_score_range(
     values = []
     for start in range(0, len(features), 8):
         indices = np.arange(start, min(start + 8, len(features)))
-        early, late = _patches(features, indices, device)
+        early, late = features.patches(indices, device)
         values.append(patch_anomaly(forward, backward, early, late, precision).cpu())
     flat = torch.cat(values)
     return {"median": float(flat.median()), "max": float(flat.max())}

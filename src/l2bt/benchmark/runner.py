@@ -1,90 +1,185 @@
-"""The benchmark: for every category and method, fit → predict → evaluate, resumably.
+"""The benchmark: for every category and method, fit → calibrate → predict → evaluate,
+resumably, here or on a Ray cluster.
 
-Layout of the output folder (self-describing):
+Layout of the output folder (self-describing; identical whichever executor ran it):
 
     benchmark.json                          the settings of the run
-    models/<method>/<category>/             what each method learned (reused on resume)
-    maps/<method>/<category>/<key>.tiff     maps in the SPEC §5 layout, + scores.csv
-    results/<method>/<category>.json        SPEC §6 metrics + "run" (times, memory, device)
-                                            + "pro_curves" (for plots)
+    models/<method>/<category>/             what each method learned, its thresholds.json
+    maps/<method>/<category>/<key>.tiff     maps in the SPEC §5 layout, + scores.csv, and
+                                            with thresholds <key>_mask.png, regions.csv
+    results/<method>/<category>.json        SPEC §6–7 metrics + "run" (times, memory,
+                                            device, calibration) + "pro_curves" (plots)
     results.csv, results.md, plots/*.png    the summary, rewritten after every result
 
-A (method, category) whose results JSON exists is not redone, and every file is written
-atomically, so a killed run keeps everything it finished and a re-run continues.
+A (method, category) whose results JSON exists is not redone. Jobs (`jobs.run_job`) run
+one after another in this process, or as Ray tasks (`benchmark/ray.py`); either way
+this driver writes each result as its job finishes, atomically, then the summary, so a
+run killed at any moment (Ctrl-C or SIGKILL) keeps everything it finished and a re-run
+continues. A job that fails is reported in one line naming it; the others go on, and
+the run ends with a non-zero status.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from l2bt import __version__
-from l2bt.atomic import write_text_atomic
-from l2bt.benchmark.memory import PeakMemory
+from l2bt.atomic import remove_leftovers, write_text_atomic
+from l2bt.benchmark.jobs import (
+    RESULT_NEUTRAL_SETTINGS,
+    BenchmarkConfig,
+    Job,
+    results_path,
+    run_job,
+)
 from l2bt.data import load_category
 from l2bt.data.sample import CategorySplit
 from l2bt.device import device_name, resolve_device
 from l2bt.errors import InputError
-from l2bt.evaluation import evaluate_maps
-from l2bt.inference import PredictItem, predict_to_folder
 from l2bt.methods import ExternalMaps, MethodSettings, make_method
 from l2bt.report.plots import plot_smallest_defects
 from l2bt.report.summary import write_summary
 from l2bt.teacher import load_teacher
 
+# What may change between a run and its resumption: more or fewer methods and
+# categories, and settings that do not change results.
+RESUMABLE_CHANGES = ("methods", "categories", *RESULT_NEUTRAL_SETTINGS)
+
 
 @dataclass(frozen=True)
-class BenchmarkConfig:
-    data: str
-    dataset: str
-    categories: tuple[str, ...]
-    methods: tuple[str, ...]
-    settings: MethodSettings
+class JobFailure:
+    job: Job
+    error: str  # "ErrorType: message", one line
+
+    def line(self) -> str:
+        return f"[{self.job.label()}] failed: {self.error}"
 
 
-def results_path(out: Path, method: str, category: str) -> Path:
-    return out / "results" / method / f"{category}.json"
+@dataclass
+class BenchmarkRun:
+    """The plan of a run and what has come of it so far."""
+
+    config: BenchmarkConfig
+    out: Path
+    splits: list[CategorySplit]
+    names: list[str]  # method names, in --methods order
+    jobs: list[Job]  # every (category, method), in order
+    failures: list[JobFailure] = field(default_factory=list)
+
+    @property
+    def categories(self) -> list[str]:
+        return [s.name for s in self.splits]
+
+    def pending(self) -> list[Job]:
+        return [j for j in self.jobs if not results_path(self.out, j.name, j.category).is_file()]
+
+    def results(self) -> list[dict[str, Any]]:
+        return [json.loads(path.read_text()) for j in self.jobs
+                if (path := results_path(self.out, j.name, j.category)).is_file()]
 
 
-def run_benchmark(config: BenchmarkConfig, out: Path, progress: bool = True,
-                  log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """Run every (category, method) not done yet; returns every result present."""
+Executor = Callable[[BenchmarkRun, Sequence[Job], bool, Callable[[str], None]], None]
+
+
+def plan_benchmark(config: BenchmarkConfig, out: Path) -> BenchmarkRun:
+    """Check every input and the output folder, before any work or output."""
     methods = [make_method(spec, config.settings) for spec in config.methods]
     names = [m.name for m in methods]
     if len(set(names)) != len(names):
         raise InputError(f"a method is named twice in --methods: {', '.join(names)}")
     splits = [load_category(config.data, c, config.dataset) for c in config.categories]
     if not all(isinstance(m, ExternalMaps) for m in methods):
-        check_teacher(config.settings)  # before any output: offline without weights stops here
+        check_teacher(config.settings)  # offline without weights stops here
+    check_resumable(config, out)
+    jobs = [Job(spec, method.name, split.name) for split in splits
+            for spec, method in zip(config.methods, methods, strict=True)]
+    return BenchmarkRun(config, out, splits, names, jobs)
+
+
+def run_benchmark(config: BenchmarkConfig, out: Path, progress: bool = True,
+                  log: Callable[[str], None] = print, executor: Executor | None = None
+                  ) -> BenchmarkRun:
+    """Run every job not done yet (in this process, or with `executor`, e.g. Ray's)."""
+    run = plan_benchmark(config, out)
     out.mkdir(parents=True, exist_ok=True)
+    if removed := remove_leftovers(out):
+        log(f"removed {removed} temporary file(s) left by an earlier run that was killed")
     _write_description(config, out)
-    for split in splits:
-        for method in methods:
-            target = results_path(out, method.name, split.name)
-            if target.is_file():
-                log(f"[{split.name} / {method.name}] done earlier, kept")
-                continue
-            log(f"[{split.name} / {method.name}] running")
-            result = _run_one(method, split, out, config.settings, progress)
-            write_text_atomic(target, json.dumps(result, indent=1) + "\n")
-            write_summary(out, names, [s.name for s in splits])
-            log(f"[{split.name} / {method.name}] AUPRO@30% all {_short(result, 'all')}, "
-                f"q1 {_short(result, 'q1')}")
-        plot_smallest_defects(out, split, names)
-    write_summary(out, names, [s.name for s in splits])
-    return [json.loads(results_path(out, m, s.name).read_text())
-            for s in splits for m in names]
+    done = [j for j in run.jobs if j not in run.pending()]
+    for job in done:
+        log(f"[{job.label()}] done earlier, kept")
+    (executor or run_locally)(run, run.pending(), progress, log)
+    write_summary(out, run.names, run.categories)
+    return run
+
+
+def run_locally(run: BenchmarkRun, jobs: Sequence[Job], progress: bool,
+                log: Callable[[str], None]) -> None:
+    """One job after another in this process; Ctrl-C stops after what finished."""
+    for job in jobs:
+        log(f"[{job.label()}] running")
+        try:
+            result = run_job(run.config, job, run.out, progress)
+        except Exception as e:  # reported, and the other jobs go on
+            record_failure(run, job, e, log)
+        else:
+            record_result(run, job, result, log)
+
+
+def record_result(run: BenchmarkRun, job: Job, result: dict[str, Any],
+                  log: Callable[[str], None]) -> None:
+    """Write a finished job's results JSON, the summary, and a category's close-up plot
+    once all its methods are done."""
+    write_text_atomic(results_path(run.out, job.name, job.category),
+                      json.dumps(result, indent=1) + "\n")
+    write_summary(run.out, run.names, run.categories)
+    log(f"[{job.label()}] AUPRO@30% all {_short(result, 'all')}, q1 {_short(result, 'q1')}")
+    split = next(s for s in run.splits if s.name == job.category)
+    if all(results_path(run.out, name, split.name).is_file() for name in run.names):
+        plot_smallest_defects(run.out, split, run.names)
+
+
+def record_failure(run: BenchmarkRun, job: Job, error: BaseException,
+                   log: Callable[[str], None]) -> None:
+    message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    failure = JobFailure(job, f"{type(error).__name__}: {message}")
+    run.failures.append(failure)
+    log(failure.line())
 
 
 def check_teacher(settings: MethodSettings) -> None:
     """Load the teacher once, so missing or wrong weights fail before anything is written."""
     load_teacher(settings.teacher, settings.weights)
+
+
+def check_resumable(config: BenchmarkConfig, out: Path) -> None:
+    """An output folder holding a benchmark with other settings is not continued."""
+    path = out / "benchmark.json"
+    if not path.is_file():
+        return
+    try:
+        earlier = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise InputError(f"unreadable benchmark description ({e})", path) from e
+    now = _comparable(config.to_dict())
+    before = _comparable({k: earlier.get(k) for k in config.to_dict()})
+    changed = sorted(k for k in now if now[k] != before.get(k))
+    if changed:
+        raise InputError(f"this folder holds a benchmark run with other settings "
+                         f"({', '.join(changed)}); use another --out", path)
+
+
+def _comparable(described: dict[str, Any]) -> dict[str, Any]:
+    flat = {k: v for k, v in described.items() if k != "settings"}
+    flat |= {f"settings.{k}": v for k, v in (described.get("settings") or {}).items()}
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in flat.items()
+            if k.split(".")[-1] not in RESUMABLE_CHANGES}
 
 
 def _short(result: dict[str, Any], size_bin: str) -> str:
@@ -93,51 +188,10 @@ def _short(result: dict[str, Any], size_bin: str) -> str:
 
 
 def _write_description(config: BenchmarkConfig, out: Path) -> None:
-    description = {"l2bt_version": __version__, "torch": torch.__version__, **asdict(config),
+    description = {"l2bt_version": __version__, "torch": torch.__version__,
+                   **config.to_dict(),
                    "device": device_name(resolve_device(config.settings.device))}
     write_text_atomic(out / "benchmark.json", json.dumps(description, indent=2) + "\n")
-
-
-def _run_one(method, split: CategorySplit, out: Path, settings: MethodSettings,
-             progress: bool) -> dict[str, Any]:
-    if isinstance(method, ExternalMaps):
-        evaluation = evaluate_maps(split, method.maps_dir, progress)
-        run: dict[str, Any] = {"description": method.describe()}
-    else:
-        work_dir = out / "models" / method.name / split.name
-        tic = time.perf_counter()
-        with PeakMemory() as fit_memory:
-            method.fit([s.image for s in split.train], work_dir, progress)
-        train_seconds = time.perf_counter() - tic
-        maps_root = out / "maps" / method.name
-        items = [PredictItem(s.image, s.key) for s in split.test]
-        with PeakMemory() as predict_memory:
-            summary = predict_to_folder(method, items, maps_root / split.name,
-                                        settings.batch_size, overlays=False, progress=progress)
-        evaluation = evaluate_maps(split, maps_root, progress)
-        run = {
-            "description": method.describe(),
-            "device": device_name(resolve_device(settings.device)),
-            "n_train": len(split.train),
-            "train_seconds": round(train_seconds, 3),
-            "inference_seconds_per_image_median": round(summary.median_seconds, 4),
-            "peak_rss_mib": round(max(fit_memory.peak_mib, predict_memory.peak_mib), 1),
-        }
-        if torch.cuda.is_available() and resolve_device(settings.device).type == "cuda":
-            run["cuda_peak_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    result = evaluation.to_json_dict()
-    result["method"] = method.name
-    result["run"] = run
-    result["pro_curves"] = _curves(evaluation.pro_curves)
-    return result
-
-
-def _curves(curves) -> dict[str, Any]:
-    if not curves:
-        return {}
-    first = next(iter(curves.values()))
-    return {"fpr": [round(float(v), 6) for v in first.fpr],
-            **{name: [round(float(v), 6) for v in c.pro] for name, c in curves.items()}}
 
 
 def parse_categories(text: str | None, available: Sequence[str]) -> tuple[str, ...]:

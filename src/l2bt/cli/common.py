@@ -11,6 +11,7 @@ import sys
 
 DATASETS = ("mvtec_ad", "visa", "mvtec_ad2", "folder")  # l2bt.data.DATASETS, by name
 PRECISIONS = ("fp32", "bf16")  # l2bt.teacher.PRECISIONS
+INPUT_MODES = ("pad", "aspect")  # l2bt.preprocess.INPUT_MODES
 
 
 def add_dataset_args(parser: argparse.ArgumentParser, category_required: bool = True) -> None:
@@ -30,7 +31,23 @@ def add_teacher_args(parser: argparse.ArgumentParser) -> None:
         help="checkpoint path or URL, or 'random' (default: the official checkpoint, "
         "through torch's hub cache)",
     )
-    parser.add_argument("--image-size", type=int, default=1036, help="input side in pixels")
+    parser.add_argument("--image-size", type=int, default=1036,
+                        help="input side (pad) or long side (aspect) in pixels")
+    parser.add_argument("--input-mode", default="pad", choices=INPUT_MODES,
+                        help="pad: edge-pad to a square (the paper); aspect: keep the aspect "
+                        "ratio, no padding")
+
+
+def add_calibration_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--calibration", default=None, metavar="FRACTION|DIR|0",
+        help="defect-free images for the thresholds: a fraction of train/good held out "
+        "(default: validation/good where the data set has it, else 10 %%, at least 8, none "
+        "below 40 training images), a folder of good images, or 0 for none",
+    )
+    parser.add_argument("--false-alarm-rate", type=float, default=0.01, metavar="ALPHA",
+                        help="guaranteed rate of defect-free parts called defective "
+                        "(default 0.01)")
 
 
 def add_device_args(parser: argparse.ArgumentParser) -> None:

@@ -10,6 +10,7 @@ teacher; pass the paper's settings (`--teacher dinov2_vitb14_reg --image-size 10
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from l2bt.cli.common import add_device_args, show_progress
@@ -27,14 +28,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--methods", default="l2bt,l2bt@224,patchcore")
     parser.add_argument("--size", type=int, default=1536, help="long side of the images")
-    parser.add_argument("--n-train", type=int, default=20)
+    parser.add_argument("--n-train", type=int, default=48,
+                        help="training images (the default holds out 8 of 48 to calibrate)")
+    parser.add_argument("--false-alarm-rate", type=float, default=0.1, metavar="ALPHA")
     parser.add_argument("--n-test", type=int, default=16, help="defective test images")
     add_device_args(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from l2bt.benchmark.runner import BenchmarkConfig, check_teacher, run_benchmark
+    from l2bt.benchmark.jobs import BenchmarkConfig
+    from l2bt.benchmark.runner import check_teacher, run_benchmark
     from l2bt.data.synthetic import SyntheticConfig, write_synthetic
     from l2bt.methods import MethodSettings
 
@@ -42,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     settings = MethodSettings(teacher=args.teacher, weights=args.weights,
                               image_size=args.image_size, epochs=args.epochs,
                               device=args.device, precision=args.precision)
-    check_teacher(settings)
+    check_teacher(settings)  # before any output: offline without weights stops here
     data = out / "data"
     synthetic = SyntheticConfig(size=args.size, n_train=args.n_train,
                                 n_test_good=max(2, args.n_test // 3),
@@ -55,8 +59,11 @@ def run(args: argparse.Namespace) -> int:
               "pipeline working")
     config = BenchmarkConfig(data=str(data.resolve()), dataset="mvtec_ad",
                              categories=(synthetic.category,),
-                             methods=tuple(args.methods.split(",")), settings=settings)
-    run_benchmark(config, out / "benchmark", progress=show_progress())
+                             methods=tuple(args.methods.split(",")), settings=settings,
+                             false_alarm_rate=args.false_alarm_rate)
+    benchmark = run_benchmark(config, out / "benchmark", progress=show_progress())
     print((out / "benchmark" / "results.md").read_text())
     print(f"report: {out / 'benchmark' / 'results.md'}; plots: {out / 'benchmark' / 'plots'}")
-    return 0
+    for failure in benchmark.failures:
+        print(failure.line(), file=sys.stderr)
+    return 1 if benchmark.failures else 0

@@ -1,11 +1,18 @@
-"""`l2bt fit`: train the students on a category's defect-free training images."""
+"""`l2bt fit`: train the students on a category's defect-free images, and calibrate
+thresholds on defect-free images they never saw (SPEC §7)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from l2bt.cli.common import add_dataset_args, add_device_args, add_teacher_args, show_progress
+from l2bt.cli.common import (
+    add_calibration_args,
+    add_dataset_args,
+    add_device_args,
+    add_teacher_args,
+    show_progress,
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -17,6 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=4, help="images per training step")
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--seed", type=int, default=0)
+    add_calibration_args(parser)
     add_device_args(parser)
     parser.add_argument("--cache-dir", default=None,
                         help="feature cache folder (default $L2BT_CACHE_DIR or ~/.cache/l2bt)")
@@ -27,24 +35,36 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from l2bt.config import L2BTConfig, TeacherConfig, TrainConfig
     from l2bt.data import load_category
+    from l2bt.decisions.calibration import parse_calibration, split_calibration
+    from l2bt.decisions.thresholds import check_false_alarm_rate
     from l2bt.errors import InputError
     from l2bt.model import L2BT
 
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise InputError("output folder exists and is not empty (use --overwrite)", out)
+    check_false_alarm_rate(args.false_alarm_rate)
+    choice = parse_calibration(args.calibration)
     split = load_category(args.data, args.category, args.dataset)
     config = L2BTConfig(
-        teacher=TeacherConfig(args.teacher, args.weights, args.image_size),
+        teacher=TeacherConfig(args.teacher, args.weights, args.image_size,
+                              input_mode=args.input_mode),
         train=TrainConfig(args.epochs, args.batch_size, args.lr, args.seed),
     )
+    images = split_calibration([s.image for s in split.train], choice, args.seed,
+                               [s.image for s in split.validation])
+    if images.note:
+        print(images.note)
     data = {"root": str(Path(args.data).resolve()), "category": args.category,
-            "dataset": args.dataset}
-    model = L2BT.fit([s.image for s in split.train], config, device=args.device,
-                     precision=args.precision, cache_dir=args.cache_dir,
-                     progress=show_progress(), info={"data": data})
+            "dataset": args.dataset, "calibration": images.describe()}
+    model = L2BT.fit(images.train, config, device=args.device, precision=args.precision,
+                     cache_dir=args.cache_dir, progress=show_progress(), info={"data": data},
+                     calibration_images=images.calibration,
+                     false_alarm_rate=args.false_alarm_rate)
     model.save(out, overwrite=args.overwrite)
     losses = model.info["training"]["epoch_losses"]
-    print(f"trained on {len(split.train)} images of {args.category}; "
+    print(f"trained on {len(images.train)} images of {args.category}; "
           f"final loss {losses[-1]:.4f}; wrote {out}")
+    if model.thresholds is not None:
+        print(model.thresholds.summary())
     return 0

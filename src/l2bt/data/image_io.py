@@ -17,7 +17,10 @@ Image.MAX_IMAGE_PIXELS = 300_000_000
 
 
 def is_image_file(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in {s.lower() for s in IMAGE_SUFFIXES}
+    """An image by its suffix; hidden files (".name", e.g. macOS "._" forks and l2bt's own
+    temporaries) are not images."""
+    return (path.is_file() and not path.name.startswith(".")
+            and path.suffix.lower() in {s.lower() for s in IMAGE_SUFFIXES})
 
 
 def _open(path: Path) -> Image.Image:

@@ -1,6 +1,6 @@
 """The methods a benchmark compares, chosen by name: `l2bt`, `l2bt@N`, `patchcore`,
-`external:NAME=DIR`. Importing this package is cheap: each method's module (and torch)
-is imported when the method is made."""
+`dinomaly`, `external:NAME=DIR`. Importing this package is cheap: each method's module
+(and torch) is imported when the method is made."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from l2bt.errors import InputError
 from l2bt.methods.base import Method, MethodSettings
 from l2bt.methods.external import ExternalMaps
 
-METHOD_NAMES = ("l2bt", "l2bt@N", "patchcore", "external:NAME=DIR")
+METHOD_NAMES = ("l2bt", "l2bt@N", "patchcore", "dinomaly", "external:NAME=DIR")
 
 
 def make_method(spec: str, settings: MethodSettings) -> Method | ExternalMaps:
@@ -30,6 +30,10 @@ def make_method(spec: str, settings: MethodSettings) -> Method | ExternalMaps:
         from l2bt.methods.patchcore import PatchCore
 
         return PatchCore(settings)
+    if spec == "dinomaly":
+        from l2bt.methods.dinomaly import Dinomaly
+
+        return Dinomaly(settings)
     if match := re.fullmatch(r"external:([\w.-]+)=(.+)", spec):
         return ExternalMaps(match.group(1), Path(match.group(2)))
     raise InputError(f"unknown method {spec!r}; choose from {', '.join(METHOD_NAMES)}")

@@ -24,6 +24,7 @@ class MethodSettings:
     teacher: str = "dinov2_vitb14_reg"
     weights: str | None = None
     image_size: int = 1036
+    input_mode: str = "pad"  # SPEC §9: "pad" (the paper) or "aspect"
     epochs: int = 50
     device: str = "auto"
     precision: str = "fp32"

@@ -26,7 +26,8 @@ class L2BTMethod:
         size = image_size or settings.image_size
         self.name = "l2bt" if image_size is None else f"l2bt@{image_size}"
         self.settings = settings
-        self.config = L2BTConfig(TeacherConfig(settings.teacher, settings.weights, size),
+        self.config = L2BTConfig(TeacherConfig(settings.teacher, settings.weights, size,
+                                               input_mode=settings.input_mode),
                                  TrainConfig(epochs=settings.epochs))
         self.model: L2BT | None = None
 

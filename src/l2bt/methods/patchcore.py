@@ -46,7 +46,6 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch.nn import functional as F
 
-from l2bt.anomaly_map import image_score, to_image_maps
 from l2bt.atomic import atomic_file, write_text_atomic
 from l2bt.config import TeacherConfig
 from l2bt.device import resolve_device
@@ -55,8 +54,8 @@ from l2bt.features import TrainFeatures, cache_key, cached_train_features
 from l2bt.methods.base import MethodSettings
 from l2bt.methods.coreset import Coreset, greedy_coreset, random_projection
 from l2bt.methods.nearest import nearest_distances, squared_norms
+from l2bt.patch_predict import predict_images
 from l2bt.prediction import Prediction
-from l2bt.preprocess import preprocess
 from l2bt.teacher import Teacher, load_teacher
 
 BANK_FORMAT = "l2bt-patchcore/1"
@@ -96,7 +95,8 @@ class PatchCore:
             raise InputError(f"PatchCore neighbourhood must be odd and ≥ 1, got {neighbourhood}")
         self.settings = settings
         self.teacher_config = TeacherConfig(settings.teacher, settings.weights,
-                                            settings.image_size, (layers[0], layers[1]))
+                                            settings.image_size, (layers[0], layers[1]),
+                                            settings.input_mode)
         self.coreset_ratio = coreset_ratio
         self.seed = seed
         self.neighbourhood = neighbourhood
@@ -129,7 +129,7 @@ class PatchCore:
         coreset = self._select(features, progress)
         bank = self._gather(features, coreset.indices.sort().values)
         self._set_bank(bank.half().float())  # as stored, so reloads predict identically
-        self.info = {"n_train_images": len(images), "n_train_patches": _n_patches(features),
+        self.info = {"n_train_images": len(images), "n_train_patches": features.n_patches,
                      "bank_size": int(bank.shape[0]),
                      "covering_radius_projected": round(coreset.covering_radius, 6),
                      "coreset_seconds": round(time.perf_counter() - tic, 3)}
@@ -137,8 +137,8 @@ class PatchCore:
 
     def _select(self, features: TrainFeatures, progress: bool) -> Coreset:
         """k-center greedy over the (projected) descriptors of every training patch."""
-        n = _n_patches(features)
-        dim = 2 * features.early.shape[-1]
+        n = features.n_patches
+        dim = 2 * features.dim
         projection = random_projection(dim, self.projection_dim, self.seed)
         width = dim if projection is None else self.projection_dim
         if projection is not None:
@@ -153,13 +153,15 @@ class PatchCore:
         return greedy_coreset(projected, size, self.seed, progress)
 
     def _patch_chunks(self, features: TrainFeatures) -> Iterator[torch.Tensor]:
-        """Training descriptors, a few images at a time: (n·h·w, 2D) float32 each, in the
-        order of the flattened (N_images, h, w) grid."""
+        """Training descriptors, a few images at a time: (p, 2D) float32 each, in the
+        order of the cache's rows (image after image, each grid row-major)."""
         for start in range(0, len(features), IMAGES_PER_CHUNK):
-            indices = np.arange(start, min(start + IMAGES_PER_CHUNK, len(features)))
-            early, late = features.rows(indices, self.device)
-            descriptors = patch_descriptors(early, late, self.neighbourhood)
-            yield descriptors.flatten(0, 2)  # (n, h, w, 2D) -> (n·h·w, 2D)
+            chunk = []
+            for index in range(start, min(start + IMAGES_PER_CHUNK, len(features))):
+                early, late = features.image(index, self.device)  # (h, w, D) each
+                descriptors = patch_descriptors(early[None], late[None], self.neighbourhood)
+                chunk.append(descriptors.flatten(0, 2))  # (1, h, w, 2D) -> (h·w, 2D)
+            yield torch.cat(chunk)
 
     def _gather(self, features: TrainFeatures, chosen: torch.Tensor) -> torch.Tensor:
         """Full descriptors of `chosen` (sorted flat patch indices), chunk by chunk."""
@@ -181,6 +183,7 @@ class PatchCore:
         """Everything besides the training images that the bank depends on."""
         return {"teacher": self.teacher_config.variant, "weights": self.teacher_config.weights,
                 "image_size": self.teacher_config.image_size,
+                "input_mode": self.teacher_config.input_mode,
                 "layers": list(self.teacher_config.layers), "neighbourhood": self.neighbourhood,
                 "coreset_ratio": self.coreset_ratio, "projection_dim": self.projection_dim,
                 "seed": self.seed, "precision": self.settings.precision}
@@ -226,33 +229,27 @@ class PatchCore:
 
     # ---- predict --------------------------------------------------------------------------
 
-    @torch.inference_mode()
     def predict_batch(self, images: Sequence[np.ndarray]) -> list[Prediction]:
         """(H, W, 3) uint8 images -> maps at each image's own size and image scores."""
         if self.bank is None or self.teacher is None:
             raise RuntimeError("PatchCore.fit must run before predict_batch")
-        inputs, geometries = zip(*(preprocess(im, self.teacher_config.image_size)
-                                   for im in images), strict=True)
-        early, late = self.teacher.features(torch.stack(inputs).to(self.device),
-                                            self.teacher_config.layers, self.settings.precision)
+        return predict_images(self.patch_maps, images, self.teacher_config.image_size,
+                              self.teacher_config.input_mode, self.device)
+
+    @torch.inference_mode()
+    def patch_maps(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, h, w) inputs -> (B, h/14, w/14) distance to the nearest bank descriptor."""
+        assert self.teacher is not None and self.bank is not None
+        early, late = self.teacher.features(x, self.teacher_config.layers,
+                                            self.settings.precision)
         descriptors = patch_descriptors(early, late, self.neighbourhood)  # (B, h, w, 2D)
         batch, h, w, dim = descriptors.shape
         distances = nearest_distances(descriptors.reshape(-1, dim),  # (B·h·w, 2D)
                                       self.bank, self.bank_squared_norms)
-        patch_maps = distances.reshape(batch, h, w)  # (B·h·w,) -> (B, h, w)
-        predictions = []
-        for i, geometry in enumerate(geometries):
-            anomaly_map = to_image_maps(patch_maps[i:i + 1], geometry)[0]
-            predictions.append(Prediction(anomaly_map, image_score(anomaly_map)))
-        return predictions
+        return distances.reshape(batch, h, w)  # (B·h·w,) -> (B, h, w)
 
     def describe(self) -> dict[str, Any]:
         """Settings, teacher identity and bank statistics, for the results files."""
         weights_id = None if self.teacher is None else self.teacher.weights_id
         return {"method": self.name, **self.settings_dict(), "teacher_weights_id": weights_id,
                 **self.info}
-
-
-def _n_patches(features: TrainFeatures) -> int:
-    n_images, h, w, _ = features.early.shape
-    return n_images * h * w

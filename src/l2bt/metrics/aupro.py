@@ -26,6 +26,9 @@ weighing 1 / (its region's area × regions in the bin); P-AUROC is the Mann–Wh
 count over the same cells. Counts are integers; the only error is float64 rounding in
 the running sums (relative, at most D · 2⁻⁵³ for D defect pixels: 1e-9 for D = 10 M in
 the worst case, typically √D times smaller), no thresholds are sampled or quantised.
+Sums are numpy's own (pairwise, single-threaded), never BLAS dot products, whose
+summation order changes with the thread count: the figures are bit-identical on every
+machine and in every process (a Ray worker has one BLAS thread, a driver several).
 
 Why the defect scores must be known before the defect-free pixels are counted (two
 passes, see `l2bt.metrics.evaluator`): in a single pass a defect score seen later may
@@ -243,7 +246,7 @@ def _trapezoids(fpr: np.ndarray, pro: np.ndarray, first: int, last: int) -> floa
     for start in range(first, last, AREA_CHUNK):
         stop = min(start + AREA_CHUNK, last)
         widths = fpr[start + 1:stop + 1] - fpr[start:stop]  # (chunk,)
-        area += float(np.dot(widths, pro[start + 1:stop + 1] + pro[start:stop])) / 2.0
+        area += float(np.sum(widths * (pro[start + 1:stop + 1] + pro[start:stop]))) / 2.0
     return area
 
 
@@ -265,7 +268,7 @@ def pixel_auroc(cells: np.ndarray, per_edge: np.ndarray) -> float | None:
         return None
     above = np.concatenate([[0], np.cumsum(per_edge)]).astype(np.float64)  # (m+1,) ≥ aⱼ
     between, equal = cells[0::2].astype(np.float64), cells[1::2].astype(np.float64)
-    wins = np.dot(between, above) + np.dot(equal, above[:-1] + 0.5 * per_edge)
+    wins = np.sum(between * above) + np.sum(equal * (above[:-1] + 0.5 * per_edge))
     return float(wins / n_defect / n_normal)
 
 

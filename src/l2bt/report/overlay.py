@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 from matplotlib import colormaps
+from scipy import ndimage
+
+OUTLINE_COLOUR = (255, 255, 255)  # white: visible on every colour of 'jet'
 
 
 def overlay(image: np.ndarray, anomaly_map: np.ndarray, vmin: float, vmax: float,
@@ -17,3 +20,14 @@ def overlay(image: np.ndarray, anomaly_map: np.ndarray, vmin: float, vmax: float
     colours = colormaps["jet"](normalised)[..., :3] * 255.0  # (H, W, 4) -> (H, W, 3)
     blended = (1.0 - alpha) * image.astype(np.float32) + alpha * colours
     return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+
+
+def outline(image: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int] = OUTLINE_COLOUR,
+            width: int = 2) -> np.ndarray:
+    """(H, W, 3) uint8 image with the boundary of each region of the (H, W) bool mask drawn
+    in `colour`, `width` pixels thick, inside the region (so tiny regions stay visible)."""
+    inner = ndimage.binary_erosion(mask, iterations=width, border_value=0)
+    edge = mask & ~inner  # (H, W) bool
+    drawn = image.copy()
+    drawn[edge] = colour
+    return drawn

@@ -8,28 +8,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import tifffile
 
-from l2bt.atomic import atomic_file
 from l2bt.data.image_io import read_image, read_mask
 from l2bt.data.sample import CategorySplit
 from l2bt.metrics import label_regions
+from l2bt.report.distributions import plot_score_distributions
+from l2bt.report.figures import plt, save_figure
+from l2bt.report.protocols import plot_protocols
 
 SIZE_BINS = ("q1", "q2", "q3", "all")
 LIMITS = ("0.3", "0.1", "0.05", "0.01")
 BIN_LABELS = {"q1": "smallest 25 %", "q2": "smallest 50 %", "q3": "smallest 75 %",
               "all": "all defects"}
-
-
-def _save(fig: plt.Figure, path: Path) -> None:
-    with atomic_file(path) as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
 
 
 def plot_pro_curves(results: dict[str, dict[str, Any]], category: str, path: Path) -> None:
@@ -52,7 +44,7 @@ def plot_pro_curves(results: dict[str, dict[str, Any]], category: str, path: Pat
     axes[0][0].set_ylabel("per-region overlap (PRO)")
     axes[0][-1].legend(loc="lower right", fontsize=8)
     fig.suptitle(f"{category}: PRO curves by defect size", y=1.03)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_aupro_by_size(per_method: dict[str, dict[str, dict[str, float | None]]], title: str,
@@ -75,7 +67,7 @@ def plot_aupro_by_size(per_method: dict[str, dict[str, dict[str, float | None]]]
     axes[0].set_ylabel("AUPRO")
     axes[-1].legend(loc="lower right", fontsize=8)
     fig.suptitle(title, y=1.03)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _mean_aupro(results: Sequence[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
@@ -98,11 +90,21 @@ def write_plots(out: Path, results: dict[tuple[str, str], dict[str, Any]],
         plot_aupro_by_size({m: r["aupro"] for m, r in mine.items()},
                            f"{category}: AUPRO by defect size",
                            plots / f"aupro_by_size_{category}.png")
+        plot_score_distributions(mine, category, plots / f"scores_{category}.png")
+        plot_protocols(mine, f"{category}: original resolution vs low-resolution protocol",
+                       plots / f"protocols_{category}.png")
     if len(categories) > 1:
-        means = {m: _mean_aupro([results[(m, c)] for c in categories if (m, c) in results])
-                 for m in methods if any((m, c) in results for c in categories)}
+        done = {m: [results[(m, c)] for c in categories if (m, c) in results] for m in methods}
+        means = {m: _mean_aupro(mine) for m, mine in done.items() if mine}
         plot_aupro_by_size(means, "mean over categories: AUPRO by defect size",
                            plots / "aupro_by_size_mean.png")
+        low_res = {m: {"aupro": _mean_aupro(mine),
+                       "low_res_protocol": {**mine[0]["low_res_protocol"], "aupro": _mean_aupro(
+                           [r["low_res_protocol"] for r in mine])}}
+                   for m, mine in done.items()
+                   if mine and all(r.get("low_res_protocol") for r in mine)}
+        plot_protocols(low_res, "mean over categories: original vs low-resolution protocol",
+                       plots / "protocols_mean.png")
 
 
 def _smallest_defects(split: CategorySplit, count: int) -> list[tuple[Any, tuple[int, ...]]]:
@@ -161,4 +163,4 @@ def plot_smallest_defects(out: Path, split: CategorySplit, methods: Sequence[str
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(f"{split.name}: the smallest defects, close up")
-    _save(fig, out / "plots" / f"smallest_defects_{split.name}.png")
+    save_figure(fig, out / "plots" / f"smallest_defects_{split.name}.png")

@@ -1,5 +1,11 @@
 """The benchmark's summary: results.csv and results.md, one row per (method, category)
-and a mean row per method, like the paper's tables; then the plots."""
+and a mean row per method, like the paper's tables; then the plots.
+
+results.md opens with the protocol (resolution, thresholds, what "oracle" means), then
+the main table, the decisions table (at the thresholds calibrated on defect-free images,
+next to the oracle F1-max that uses the test labels), and, with `--low-res-protocol N`,
+the two protocols side by side.
+"""
 
 from __future__ import annotations
 
@@ -7,38 +13,82 @@ import csv
 import io
 import json
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from l2bt.atomic import write_text_atomic
 
 LIMITS = ("0.3", "0.1", "0.05", "0.01")
+Getter = Callable[[dict[str, Any]], Any]
+Results = dict[tuple[str, str], dict[str, Any]]
 
 
-def _columns() -> list[tuple[str, Any]]:
-    """(column name, getter on a result dict) for every column of the table."""
-    columns: list[tuple[str, Any]] = [
-        ("I-AUROC", lambda r: r["i_auroc"]),
-        ("P-AUROC", lambda r: r["p_auroc"]),
+def _path(*keys: str) -> Getter:
+    """A getter for a nested key, None where any level is missing."""
+
+    def get(result: dict[str, Any]) -> Any:
+        value: Any = result
+        for key in keys:
+            if not isinstance(value, dict):
+                return None
+            value = value.get(key)
+        return value
+
+    return get
+
+
+def metric_columns() -> list[tuple[str, Getter]]:
+    """(column name, getter on a result dict): the accuracy figures."""
+    columns: list[tuple[str, Getter]] = [
+        ("I-AUROC", _path("i_auroc")),
+        ("P-AUROC", _path("p_auroc")),
+        ("P-AP", _path("p_ap")),
     ]
     for size_bin in ("all", "q1"):
         for limit in LIMITS:
             columns.append((f"AUPRO@{float(limit):.0%} {size_bin}",
-                            lambda r, b=size_bin, lim=limit: r["aupro"][lim][b]))
+                            _path("aupro", limit, size_bin)))
     for limit in LIMITS:
-        columns.append((f"rho@{float(limit):.0%}",
-                        lambda r, lim=limit: r["robustness"][lim]["rho"]))
-    columns += [
-        ("infer s/img", lambda r: r.get("run", {}).get("inference_seconds_per_image_median")),
-        ("peak MiB", lambda r: r.get("run", {}).get("peak_rss_mib")),
-        ("train s", lambda r: r.get("run", {}).get("train_seconds")),
-    ]
+        columns.append((f"rho@{float(limit):.0%}", _path("robustness", limit, "rho")))
+    columns += [("AUPRO@30% <=64px", _path("aupro_abs", "0.3", "<=64")),
+                ("AUPIMO", _path("aupimo", "mean"))]
     return columns
 
 
-def load_results(out: Path, methods: Sequence[str], categories: Sequence[str]
-                 ) -> dict[tuple[str, str], dict[str, Any]]:
+def decision_columns() -> list[tuple[str, Getter]]:
+    """Decisions at the calibrated thresholds, then the oracle figures."""
+    return [
+        ("FAR", _path("decisions", "image", "false_alarm_rate")),
+        ("precision", _path("decisions", "image", "precision")),
+        ("recall", _path("decisions", "image", "recall")),
+        ("F1", _path("decisions", "image", "f1")),
+        ("SegF1", _path("decisions", "seg_f1")),
+        ("oracle F1-max", _path("oracle", "image_f1_max")),
+        ("oracle pixel F1-max", _path("oracle", "pixel_f1_max")),
+        ("guaranteed FAR", _path("thresholds", "guaranteed_rate")),
+    ]
+
+
+def run_columns() -> list[tuple[str, Getter]]:
+    return [("infer s/img", _path("run", "inference_seconds_per_image_median")),
+            ("peak MiB", _path("run", "peak_rss_mib")),
+            ("train s", _path("run", "train_seconds"))]
+
+
+def low_res_columns(size: int) -> list[tuple[str, Getter]]:
+    """The side-by-side table: the original resolution next to N × N."""
+    columns: list[tuple[str, Getter]] = []
+    for size_bin in ("q1", "all"):
+        columns += [(f"AUPRO@30% {size_bin}", _path("aupro", "0.3", size_bin)),
+                    (f"at {size}² {size_bin}",
+                     _path("low_res_protocol", "aupro", "0.3", size_bin))]
+    columns += [("P-AUROC", _path("p_auroc")),
+                (f"at {size}² P-AUROC", _path("low_res_protocol", "p_auroc"))]
+    return columns
+
+
+def load_results(out: Path, methods: Sequence[str], categories: Sequence[str]) -> Results:
     found = {}
     for method in methods:
         for category in categories:
@@ -48,10 +98,9 @@ def load_results(out: Path, methods: Sequence[str], categories: Sequence[str]
     return found
 
 
-def table_rows(results: dict[tuple[str, str], dict[str, Any]], methods: Sequence[str],
-               categories: Sequence[str]) -> list[list[Any]]:
+def table_rows(results: Results, methods: Sequence[str], categories: Sequence[str],
+               columns: Sequence[tuple[str, Getter]]) -> list[list[Any]]:
     """Rows [method, category, *values]; a 'mean' row per method over its categories."""
-    columns = _columns()
     rows = []
     for method in methods:
         mine = [results[(method, c)] for c in categories if (method, c) in results]
@@ -60,7 +109,7 @@ def table_rows(results: dict[tuple[str, str], dict[str, Any]], methods: Sequence
         if len(mine) > 1:
             means = []
             for _, get in columns:
-                values = [get(r) for r in mine if get(r) is not None]
+                values = [v for r in mine if isinstance(v := get(r), int | float)]
                 means.append(statistics.fmean(values) if values else None)
             rows.append([method, "mean", *means])
     return rows
@@ -74,23 +123,73 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(_cell(v) for v in row) + " |" for row in rows)]
+
+
+def protocol_text(results: Results) -> list[str]:
+    """The header of results.md: how every figure below was made."""
+    any_result = next(iter(results.values()), {})
+    thresholds = [r["thresholds"] for r in results.values() if r.get("thresholds")]
+    lines = [
+        "Every figure is computed at the original resolution of each test image, against "
+        "its full-resolution mask (never resized). AUPRO at FPR limits 30/10/5/1 % is exact "
+        "(every distinct score a threshold), for all defects and for the smallest quarter "
+        "(q1) of defect areas of the category; `<=64px` bins regions by absolute area. rho "
+        "= mean AUPRO over q1, q2, q3, all × AUPRO(q1)/AUPRO(all). AUPIMO: per defective "
+        "image, FPR 1e-5 to 1e-4 of the defect-free images. Times are medians per image; "
+        "memory is peak RSS.",
+    ]
+    if thresholds:
+        alpha = thresholds[0]["false_alarm_rate"]
+        sizes = sorted({t["n_calibration"] for t in thresholds})
+        lines += ["", f"Decisions use thresholds calibrated on defect-free images the methods "
+                  f"never trained on ({', '.join(map(str, sizes))} per category), never on "
+                  f"the test set: split-conformal at a false-alarm rate of {alpha:g}. "
+                  "`guaranteed FAR` is what the calibration set guarantees (the asked rate, "
+                  "or 1/(n+1) when n is too small); `FAR` is the rate observed on the test's "
+                  "defect-free images. SegF1 is the pixel F1 of the predicted masks. "
+                  "**Oracle** figures pick the best threshold using the test labels: an upper "
+                  "bound to compare with, not a decision anyone could make."]
+    else:
+        lines += ["", "No calibration images (`--calibration 0` or too few training images): "
+                  "no thresholds and no decisions; oracle figures use the test labels."]
+    low_res = any_result.get("low_res_protocol")
+    if low_res:
+        lines += ["", f"The low-resolution protocol (last table): the same maps scored as "
+                  f"low-resolution benchmarks do, map bilinear and mask nearest-neighbour "
+                  f"resized to {low_res['size']} × {low_res['size']}."]
+    return lines
+
+
 def write_summary(out: Path, methods: Sequence[str], categories: Sequence[str]) -> None:
     from l2bt.report.plots import write_plots
 
     results = load_results(out, methods, categories)
-    header = ["method", "category", *(name for name, _ in _columns())]
-    rows = table_rows(results, methods, categories)
+    columns = [*metric_columns(), *decision_columns(), *run_columns()]
+    header = ["method", "category", *(name for name, _ in columns)]
+    rows = table_rows(results, methods, categories, columns)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(header)
     writer.writerows([[("" if v is None else v) for v in row] for row in rows])
     write_text_atomic(out / "results.csv", buffer.getvalue())
-    lines = ["# Benchmark results", "",
-             "AUPRO at FPR limits, for all defects and for the smallest quarter (q1) of defect "
-             "areas, scored at the original resolution. rho = mean AUPRO over q1, q2, q3, all × "
-             "AUPRO(q1)/AUPRO(all). Times are medians per image; memory is peak RSS.", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+
+    lines = ["# Benchmark results", "", *protocol_text(results), ""]
+    main = [*metric_columns(), *run_columns()]
+    lines += markdown_table(["method", "category", *(n for n, _ in main)],
+                            table_rows(results, methods, categories, main))
+    decisions = decision_columns()
+    lines += ["", "## Decisions", ""]
+    lines += markdown_table(["method", "category", *(n for n, _ in decisions)],
+                            table_rows(results, methods, categories, decisions))
+    sizes = {r["low_res_protocol"]["size"] for r in results.values() if r.get("low_res_protocol")}
+    for size in sorted(sizes):
+        side = low_res_columns(size)
+        lines += ["", f"## The original resolution against the {size} × {size} protocol", ""]
+        lines += markdown_table(["method", "category", *(n for n, _ in side)],
+                                table_rows(results, methods, categories, side))
     missing = [f"{m}/{c}" for m in methods for c in categories if (m, c) not in results]
     if missing:
         lines += ["", f"Not finished yet: {', '.join(missing)}."]

@@ -1,0 +1,45 @@
+"""`l2bt calibrate`: recompute a run's thresholds on new defect-free images, without
+retraining (after a camera or lighting change, say)."""
+
+from __future__ import annotations
+
+import argparse
+
+from l2bt.cli.common import PRECISIONS, show_progress
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "calibrate", help="set a run's thresholds from new defect-free images",
+        description="Predicts every image in --images (defect-free parts the model never "
+        "trained on) and rewrites the run's thresholds in config.json at the asked "
+        "false-alarm rate (split conformal: guaranteed on average over calibration sets).",
+    )
+    parser.add_argument("--model", required=True, help="run folder written by `l2bt fit`")
+    parser.add_argument("--images", required=True, help="folder of defect-free images")
+    parser.add_argument("--false-alarm-rate", type=float, default=0.01, metavar="ALPHA")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--precision", default=None, choices=PRECISIONS)
+    parser.add_argument("--weights", default=None,
+                        help="teacher checkpoint, if it moved since `fit` (must be the same)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from l2bt.decisions.calibration import calibration_folder_images
+    from l2bt.decisions.thresholds import check_false_alarm_rate
+    from l2bt.model import L2BT
+
+    check_false_alarm_rate(args.false_alarm_rate)
+    images = calibration_folder_images(Path(args.images))
+    model = L2BT.load(args.model, device=args.device, precision=args.precision,
+                      weights=args.weights)
+    thresholds = model.calibrate(images, args.false_alarm_rate, args.batch_size,
+                                 show_progress())
+    model.save_thresholds(args.model)
+    print(thresholds.summary())
+    print(f"wrote {Path(args.model) / 'config.json'}")
+    return 0

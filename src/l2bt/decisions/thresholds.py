@@ -1,0 +1,114 @@
+"""Thresholds with a stated false-alarm rate, from defect-free calibration images only.
+
+Split conformal prediction. Let s₁ ≤ … ≤ sₙ be the scores of n defect-free calibration
+images the model never trained on, and S the score of a new defect-free image drawn
+from the same distribution. If the n + 1 scores are exchangeable, the rank of S among
+them is uniform, so for k = ⌈(n + 1)(1 − α)⌉ ≤ n
+
+    P(S > s_k) ≤ 1 − k / (n + 1) ≤ α,
+
+whatever the distribution of the scores (ties only lower the probability). The image
+threshold is s_k and a part is called defective when its score is above it. When
+k > n (n < 1/α − 1: too few images for α), no calibration score gives the guarantee;
+the largest one is used and the rate that is guaranteed, 1/(n + 1), is stored and
+printed instead of α. For continuous scores the rate is also at least
+1 − (k + 1)/(n + 1) on average over calibration sets, so the threshold is not needlessly
+strict. The pixel threshold applies the same rule to the calibration images' map maxima:
+a defect-free image then shows any defect pixel with probability ≤ α.
+
+The guarantee is marginal (on average over calibration sets) and holds only while new
+images come from the calibration distribution: `l2bt calibrate` recomputes the
+thresholds on new good images after a camera or lighting change, without retraining.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from typing import Any
+
+from l2bt.errors import InputError
+
+
+@dataclass(frozen=True)
+class ConformalThreshold:
+    """The k-th smallest of n calibration scores and the false-alarm rate it guarantees."""
+
+    value: float
+    rank: int  # k, 1-based; n when n was too small for the asked rate
+    guaranteed_rate: float
+
+
+def check_false_alarm_rate(alpha: float) -> None:
+    if not 0.0 < alpha < 1.0:
+        raise InputError(f"--false-alarm-rate must be in (0, 1), got {alpha}")
+
+
+def conformal_threshold(scores: Sequence[float], alpha: float) -> ConformalThreshold:
+    """The split-conformal threshold at false-alarm rate `alpha` (see the module docstring).
+
+    k is computed in exact rational arithmetic from α's decimal form, so that, e.g.,
+    n = 99 and α = 0.01 give k = 99 and not 100 through rounding.
+    """
+    check_false_alarm_rate(alpha)
+    n = len(scores)
+    if n == 0:
+        raise InputError("no calibration images: thresholds need at least one")
+    ordered = sorted(float(s) for s in scores)
+    k = math.ceil((n + 1) * (1 - Fraction(repr(float(alpha)))))
+    if k > n:
+        return ConformalThreshold(ordered[-1], n, 1.0 / (n + 1))
+    return ConformalThreshold(ordered[k - 1], k, float(alpha))
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """What a run folder's `config.json` holds under "thresholds" (SPEC §7).
+
+    `image`: a part is defective when its score is above it; `pixel`: a pixel belongs to
+    the predicted mask when its map value is above it. `false_alarm_rate` is the α asked
+    for, `guaranteed_rate` what the calibration set can guarantee (α, or 1/(n + 1)).
+    """
+
+    image: float
+    pixel: float
+    false_alarm_rate: float
+    guaranteed_rate: float
+    n_calibration: int
+    calibration_images: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        described = asdict(self)
+        described["calibration_images"] = list(self.calibration_images)
+        return described
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Thresholds:
+        return cls(image=float(data["image"]), pixel=float(data["pixel"]),
+                   false_alarm_rate=float(data["false_alarm_rate"]),
+                   guaranteed_rate=float(data["guaranteed_rate"]),
+                   n_calibration=int(data["n_calibration"]),
+                   calibration_images=tuple(data["calibration_images"]))
+
+    def summary(self) -> str:
+        """One line for people: the thresholds and the rate they guarantee."""
+        rate = f"{self.guaranteed_rate:.3g}"
+        if self.guaranteed_rate > self.false_alarm_rate:
+            rate += (f" (not the asked {self.false_alarm_rate:g}: {self.n_calibration} "
+                     f"calibration images guarantee no less than 1/(n+1))")
+        return (f"thresholds from {self.n_calibration} calibration images: image "
+                f"{self.image:.6g}, pixel {self.pixel:.6g}; guaranteed false-alarm rate {rate}")
+
+
+def thresholds_from_scores(image_scores: Sequence[float], map_maxima: Sequence[float],
+                           alpha: float, images: Sequence[str]) -> Thresholds:
+    """Image and pixel thresholds from calibration images' scores and map maxima."""
+    if not len(image_scores) == len(map_maxima) == len(images):
+        raise ValueError("one score, one map maximum and one name per calibration image")
+    image = conformal_threshold(image_scores, alpha)
+    pixel = conformal_threshold(map_maxima, alpha)
+    return Thresholds(image=image.value, pixel=pixel.value, false_alarm_rate=float(alpha),
+                      guaranteed_rate=max(image.guaranteed_rate, pixel.guaranteed_rate),
+                      n_calibration=len(images), calibration_images=tuple(images))

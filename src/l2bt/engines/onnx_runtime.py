@@ -1,0 +1,157 @@
+"""A `Predictor` over an exported ONNX file, run by ONNX Runtime (SPEC §8).
+
+The graph does the whole prediction of one image (see `l2bt.export.graph`); on the host
+remain only what a graph does badly: reading the file's metadata (the run's config and
+thresholds), checking an aspect-mode graph's fixed grid, and the 8-connected regions of
+the mask (`find_regions`, exactly as the torch engine's `decide`). Providers: the CPU, or
+CUDA when asked for (`device="cuda"`) or available (`"auto"`) in the installed
+onnxruntime. Images are run one at a time: their sizes differ and the graph has no batch
+axis.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from l2bt.decisions.decide import DEFECTIVE, GOOD
+from l2bt.decisions.regions import find_regions
+from l2bt.decisions.thresholds import Thresholds
+from l2bt.errors import InputError
+from l2bt.export.metadata import CONFIG_KEY, GRAPH_KEY, INPUT_NAME, VERSION_KEY, GraphInfo
+from l2bt.prediction import Prediction
+from l2bt.preprocess import InputGeometry
+
+CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
+RUN_KEYS = ("format", "l2bt_version", "config", "teacher", "precision", "thresholds")
+
+
+def import_onnxruntime(path: str | Path) -> Any:
+    """The onnxruntime module, or one plain line naming the file that needed it."""
+    try:
+        import onnxruntime
+    except ImportError as e:
+        raise InputError("the onnxruntime engine needs onnxruntime (pip install "
+                         "'l2bt[export]')", path) from e
+    return onnxruntime
+
+
+def providers_for(device: str, available: Sequence[str]) -> list[str]:
+    """ONNX Runtime providers for `device` ("auto", "cpu" or "cuda")."""
+    if device == "cpu":
+        return [CPU]
+    if CUDA in available:
+        return [CUDA, CPU]
+    if device == "cuda":
+        raise InputError("--device cuda was asked for, but this onnxruntime has no CUDA "
+                         "provider (install onnxruntime-gpu)")
+    return [CPU]
+
+
+@dataclass(frozen=True)
+class ExportedRun:
+    """What an exported file says about itself: the run's config.json and the graph."""
+
+    described: dict[str, Any]
+    graph: GraphInfo
+    exported_by: str
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, str], path: Path) -> ExportedRun:
+        if CONFIG_KEY not in metadata or GRAPH_KEY not in metadata:
+            raise InputError("an ONNX file without l2bt metadata (not written by `l2bt "
+                             "export`)", path)
+        try:
+            return cls(json.loads(metadata[CONFIG_KEY]),
+                       GraphInfo.from_dict(json.loads(metadata[GRAPH_KEY])),
+                       metadata.get(VERSION_KEY, "unknown"))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise InputError(f"unreadable l2bt metadata ({e})", path) from e
+
+    @property
+    def thresholds(self) -> Thresholds | None:
+        stored = self.described.get("thresholds")
+        return None if stored is None else Thresholds.from_dict(stored)
+
+
+class OnnxRuntimePredictor:
+    """Predicts (H, W, 3) uint8 images with an exported graph: maps at their own size,
+    scores and, when the graph has them, masks, verdicts and regions.
+
+    `thresholds` (from the file's metadata) are those the graph was exported with; set
+    to None, the predictor leaves the graph's decisions out (as an `L2BT` without
+    thresholds does).
+    """
+
+    def __init__(self, path: str | Path, device: str = "auto") -> None:
+        self.path = Path(path)
+        ort = import_onnxruntime(self.path)
+        if not self.path.is_file():
+            raise InputError("file not found", self.path)
+        try:
+            self.session = ort.InferenceSession(
+                str(self.path), providers=providers_for(device, ort.get_available_providers()))
+        except Exception as e:  # onnxruntime raises its own error types for bad files
+            raise InputError(f"not an ONNX file ({str(e).splitlines()[0]})", self.path) from e
+        metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.run = ExportedRun.from_metadata(metadata, self.path)
+        self.thresholds = self.run.thresholds
+        self.info = {k: v for k, v in self.run.described.items() if k not in RUN_KEYS}
+        self._check_outputs()
+
+    def _check_outputs(self) -> None:
+        names = {o.name for o in self.session.get_outputs()}
+        inputs = [i.name for i in self.session.get_inputs()]
+        if inputs != [INPUT_NAME] or not set(self.run.graph.outputs) <= names:
+            raise InputError(f"graph inputs {inputs} and outputs {sorted(names)} are not "
+                             f"those its l2bt metadata names", self.path)
+
+    def describe(self) -> dict[str, Any]:
+        """The run's config.json, and how this engine runs it."""
+        return {**self.run.described, "engine": {
+            "name": "onnxruntime", "file": str(self.path), "graph": self.run.graph.to_dict(),
+            "exported_by": self.run.exported_by, "providers": self.session.get_providers()}}
+
+    @property
+    def decides(self) -> bool:
+        return self.thresholds is not None and "mask" in self.run.graph.outputs
+
+    def predict(self, image: np.ndarray) -> Prediction:
+        return self.predict_batch([image])[0]
+
+    def predict_batch(self, images: Sequence[np.ndarray]) -> list[Prediction]:
+        return [self._predict_one(np.ascontiguousarray(image, dtype=np.uint8))
+                for image in images]
+
+    def _predict_one(self, image: np.ndarray) -> Prediction:
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise InputError(f"the graph takes (H, W, 3) RGB images, got {image.shape}")
+        self._check_grid(image.shape[0], image.shape[1])
+        names = ["anomaly_map", "score"] + (["mask", "defective"] if self.decides else [])
+        outputs = dict(zip(names, self.session.run(names, {INPUT_NAME: image}), strict=True))
+        anomaly_map = outputs["anomaly_map"]
+        prediction = Prediction(anomaly_map, float(outputs["score"]))
+        if not self.decides:
+            return prediction
+        mask = outputs["mask"] == 255  # (H, W) uint8 0/255 -> bool
+        verdict = DEFECTIVE if bool(outputs["defective"]) else GOOD
+        return Prediction(anomaly_map, prediction.score, mask, verdict,
+                          find_regions(anomaly_map, mask))
+
+    def _check_grid(self, height: int, width: int) -> None:
+        graph = self.run.graph
+        if graph.input_mode != "aspect":
+            return
+        geometry = InputGeometry.aspect(height, width, graph.image_size)
+        needed = (geometry.input_height, geometry.input_width)
+        if needed != graph.input_hw:
+            raise InputError(
+                f"a {height} x {width} image needs a {needed[0]} x {needed[1]} teacher input; "
+                f"this aspect-mode graph was exported for {graph.input_hw[0]} x "
+                f"{graph.input_hw[1]} (export again with --image-hw {height},{width})",
+                self.path)

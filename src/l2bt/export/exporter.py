@@ -1,0 +1,178 @@
+"""Writing an L2BT model as one ONNX file, and reading back what it says about itself.
+
+`export_onnx(model, path)` traces `L2BTGraph` with the dynamo-based exporter
+(`torch.onnx.export(..., dynamo=True)`, opset ≥ 18): torch.export keeps the image's
+height and width symbolic, so the padding, the frame the map is upsampled to, the crop
+and the top-k count are all computed from the input's shape inside the graph, and the
+exporter translates the antialiased bicubic resize to ONNX Resize (cubic, antialias=1,
+cubic_coeff_a=−0.5, exclude_outside=1), the kernel of torch's and PIL's antialiased
+bicubic. The TorchScript exporter (`dynamo=False`, deprecated) fails on the antialiased
+resize (UnsupportedOperatorError in torch 2.13) and traces Python arithmetic on sizes
+into constants, so a padded frame would keep the example image's size.
+
+The file holds its weights (one file, no external data). Only the blocks up to the
+deepest used layer are in it; a graph whose weights pass protobuf's 2 GiB limit (ViT-g
+with layers past block ~30) is refused. The graph is checked with `onnx.checker` and
+written atomically. Metadata (`metadata_props`):
+
+- `l2bt_config`: the run's `config.json` (settings, teacher identity, training
+  information, thresholds), as `L2BT.describe()` gives it;
+- `l2bt_version`: the l2bt that exported it;
+- `l2bt_graph`: JSON `{"input_mode", "image_size", "input_hw", "outputs", "opset",
+  "source"}`; `source` is a digest of the run folder's files when exported from one
+  (the on-the-fly export of `l2bt.engines` caches by it).
+
+Aspect mode (SPEC §9) gives every image shape its own teacher grid, and so its own
+position embeddings; the graph is exported for the grid of one image size (`image_hw`)
+and the engine refuses images whose grid differs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from l2bt import __version__
+from l2bt.atomic import atomic_file
+from l2bt.errors import InputError
+from l2bt.export.graph import L2BTGraph
+from l2bt.export.metadata import CONFIG_KEY, GRAPH_KEY, INPUT_NAME, VERSION_KEY, GraphInfo
+from l2bt.model import L2BT
+from l2bt.preprocess import InputGeometry
+
+MIN_OPSET = 18
+TEACHER_INPUT = "teacher_input"  # the input of `with_teacher_input`'s graph
+SINGLE_FILE_LIMIT = 2**31 - 2**26  # protobuf's 2 GiB, less room for the graph itself
+EXAMPLE_IMAGE_HW = (97, 131)  # traced with an odd, non-square size: nothing specialises
+
+
+def teacher_input_hw(model: L2BT, image_hw: tuple[int, int] | None) -> tuple[int, int]:
+    """The teacher input the graph is built for: size² in pad mode; in aspect mode the
+    input of `image_hw` images (required there, refused in pad mode)."""
+    teacher = model.config.teacher
+    if teacher.input_mode == "pad":
+        if image_hw is not None:
+            raise InputError("--image-hw is for aspect-mode runs: a pad-mode graph takes "
+                             "images of any size")
+        return teacher.image_size, teacher.image_size
+    if image_hw is None:
+        raise InputError("an aspect-mode run has a teacher grid per image shape: give "
+                         "--image-hw H,W, the size of the images the graph will see")
+    geometry = InputGeometry.aspect(*image_hw, teacher.image_size)
+    return geometry.input_height, geometry.input_width
+
+
+def require_export_tools(path: str | Path) -> None:
+    """One plain line naming the file to write when onnx or onnxscript is missing."""
+    import importlib.util
+
+    missing = [name for name in ("onnx", "onnxscript") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise InputError(f"exporting needs {' and '.join(missing)} (pip install "
+                         "'l2bt[export]')", path)
+
+
+def check_opset(opset: int) -> None:
+    if opset < MIN_OPSET:
+        raise InputError(f"--opset must be at least {MIN_OPSET} (antialiased Resize), got {opset}")
+
+
+def export_onnx(model: L2BT, path: str | Path, opset: int = MIN_OPSET,
+                image_hw: tuple[int, int] | None = None, source: str | None = None) -> GraphInfo:
+    """Write `model` as one checked ONNX file at `path` (atomically); see the module
+    docstring for the graph and its metadata."""
+    require_export_tools(path)
+    check_opset(opset)
+    import onnx
+
+    input_hw = teacher_input_hw(model, image_hw)
+    graph = L2BTGraph(model, input_hw).eval()
+    if model.device.type != "cpu":
+        graph = copy.deepcopy(graph).cpu()  # traced on the CPU; the model stays where it is
+    _check_single_file(graph)
+    info = GraphInfo(model.config.teacher.input_mode, model.config.teacher.image_size,
+                     input_hw, graph.output_names, opset, source)
+    proto = _trace(graph, opset)
+    onnx.helper.set_model_props(proto, {
+        CONFIG_KEY: json.dumps(model.describe()),
+        VERSION_KEY: __version__,
+        GRAPH_KEY: json.dumps(info.to_dict()),
+    })
+    onnx.checker.check_model(proto)
+    with atomic_file(Path(path)) as tmp:
+        onnx.save_model(proto, str(tmp))
+    return info
+
+
+def _check_single_file(graph: L2BTGraph) -> None:
+    size = sum(t.numel() * t.element_size() for t in [*graph.parameters(), *graph.buffers()])
+    if size > SINGLE_FILE_LIMIT:
+        raise InputError(f"the graph's weights take {size / 2**30:.1f} GiB: more than one "
+                         "ONNX file can hold (2 GiB); export a smaller teacher")
+
+
+def _trace(graph: L2BTGraph, opset: int) -> Any:
+    """The exported, optimised ONNX ModelProto with a symbolic image height and width."""
+    height = torch.export.Dim("height", min=2)
+    width = torch.export.Dim("width", min=2)
+    example = torch.zeros((*EXAMPLE_IMAGE_HW, 3), dtype=torch.uint8)
+    with _quiet_exporter():
+        program = torch.onnx.export(
+            graph, (example,), dynamo=True, opset_version=opset, verbose=False,
+            input_names=[INPUT_NAME], output_names=list(graph.output_names),
+            dynamic_shapes={"image": {0: height, 1: width}}, external_data=False,
+        )
+    assert program is not None  # dynamo=True always returns the program
+    return program.model_proto
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """The exporter's notes about optional packages (torchvision) and its deprecation
+    warnings say nothing about this graph: hidden while it runs."""
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        registration.setLevel(level)
+
+
+def teacher_input_name(proto: Any) -> str:
+    """The name of the normalised (1, 3, h, w) teacher input inside an exported graph: the
+    input of the patch embedding, the graph's only Conv."""
+    convs = [node for node in proto.graph.node if node.op_type == "Conv"]
+    if len(convs) != 1:
+        raise ValueError(f"expected one Conv (the patch embedding), found {len(convs)}")
+    return str(convs[0].input[0])
+
+
+def with_teacher_input(proto: Any) -> Any:
+    """The graph from the teacher's normalised (1, 3, h, w) input on: a model with inputs
+    `image` (used only for its size) and that tensor, named `teacher_input`.
+
+    The preprocessing is cut off at `teacher_input_name`, so the two engines can be
+    compared on the same tensor.
+    """
+    import onnx
+
+    cut = teacher_input_name(proto)
+    outputs = [o.name for o in proto.graph.output]
+    extracted = onnx.utils.Extractor(proto).extract_model([INPUT_NAME, cut], outputs)
+    for value in extracted.graph.input:
+        if value.name == cut:
+            value.name = TEACHER_INPUT
+    for node in extracted.graph.node:
+        node.input[:] = [TEACHER_INPUT if name == cut else name for name in node.input]
+    return extracted

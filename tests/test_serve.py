@@ -1,0 +1,453 @@
+"""`l2bt serve` over real HTTP: a uvicorn server on 127.0.0.1 (a free port) and an httpx
+client. The answers equal `L2BT.predict`'s; bad input is a one-line 4xx and the server
+keeps serving; requests of one size are batched; a full queue is 503; a predictor that
+raises is a one-line 500 and the worker goes on. No test depends on timing: the worker is
+held on an event while requests queue up, and every network call has a timeout only
+so that a broken server cannot hang the suite."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import io
+import json
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+httpx = pytest.importorskip("httpx")
+
+import tifffile  # noqa: E402
+import uvicorn  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from helpers import textured_image  # noqa: E402
+from l2bt.cli import main  # noqa: E402
+from l2bt.config import L2BTConfig, TeacherConfig, TrainConfig  # noqa: E402
+from l2bt.data.image_io import to_rgb_array  # noqa: E402
+from l2bt.decisions.thresholds import Thresholds  # noqa: E402
+from l2bt.model import L2BT  # noqa: E402
+from l2bt.serve import ServeSettings, create_app, server_config  # noqa: E402
+
+TIMEOUT = 60.0  # seconds: only so that a broken server fails the test instead of hanging it
+KEYS = {"score", "verdict", "threshold", "width", "height", "regions", "seconds", "model"}
+
+
+# ---- the model and the server -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory) -> tuple[Path, L2BT]:
+    """A tiny random-teacher run (one epoch on 4 images) and its folder, with thresholds
+    set inside the maps' range (a random teacher separates nothing, so calibrated ones
+    would give empty masks): pixel at the lower of the sample maps' 90th percentiles,
+    image at the median sample score."""
+    root = tmp_path_factory.mktemp("serve")
+    train = []
+    for seed in range(4):
+        train.append(root / f"train/{seed}.png")
+        train[-1].parent.mkdir(exist_ok=True)
+        Image.fromarray(textured_image(40 + 4 * seed, 50, seed)).save(train[-1])
+    config = L2BTConfig(TeacherConfig("dinov2_vits14", "random", 56), TrainConfig(epochs=1))
+    model = L2BT.fit(train, config, device="cpu", cache_dir=root / "cache", progress=False)
+    predictions = [model.predict(image) for image in sample_images()]
+    model.thresholds = Thresholds(
+        image=float(np.median([p.score for p in predictions])),
+        pixel=min(float(np.quantile(p.anomaly_map, 0.9)) for p in predictions),
+        false_alarm_rate=0.2, guaranteed_rate=0.2, n_calibration=2,
+        calibration_images=("a.png", "b.png"))
+    return model.save(root / "run"), model
+
+
+@pytest.fixture(scope="module")
+def run_dir(fitted) -> Path:
+    return fitted[0]
+
+
+@pytest.fixture(scope="module")
+def model(fitted) -> L2BT:
+    return fitted[1]
+
+
+def description(model: L2BT, run: str = "run") -> dict:
+    return {**model.describe(), "run": run}
+
+
+def sample_images() -> list[np.ndarray]:
+    return [textured_image(h, w, 100 + i) for i, (h, w) in enumerate(((40, 60), (56, 42)))]
+
+
+@contextmanager
+def live_server(predictor, describe: dict, **settings) -> Iterator[tuple[httpx.Client, object]]:
+    """A real uvicorn server in a thread on a free port, an httpx client for it, and the
+    app's service (to see how many requests wait); shut down on exit."""
+    app = create_app(predictor, describe, ServeSettings(**settings))
+    server = uvicorn.Server(server_config(app, "127.0.0.1", 0))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started or not thread.is_alive(), "the server to start")
+    assert server.started, "the server did not start"
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=TIMEOUT) as client:
+            yield client, app.state.service
+    finally:
+        server.should_exit = True
+        thread.join(TIMEOUT)
+    assert not thread.is_alive(), "the server did not stop"
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.005)
+
+
+@pytest.fixture(scope="module")
+def served(model):
+    """A server for the thresholded model, with small limits for the bad-input tests."""
+    with live_server(model, description(model), max_pixels=4000, max_body_bytes=30_000) as s:
+        yield s
+
+
+def encode(image: np.ndarray | Image.Image, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    (image if isinstance(image, Image.Image) else Image.fromarray(image)).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def post_image(client: httpx.Client, data: bytes, multipart: bool = False, **query):
+    if multipart:
+        return client.post("/v1/predict", params=query, files={"image": ("part.png", data)})
+    return client.post("/v1/predict", params=query, content=data,
+                       headers={"content-type": "application/octet-stream"})
+
+
+def b64_image(text: str) -> np.ndarray:
+    data = base64.b64decode(text)
+    if data.startswith(b"\x89PNG"):
+        return np.asarray(Image.open(io.BytesIO(data)))
+    return tifffile.imread(io.BytesIO(data))
+
+
+def assert_good_request_succeeds(client: httpx.Client) -> None:
+    response = post_image(client, encode(sample_images()[0]))
+    assert response.status_code == 200, response.text
+    assert set(response.json()) >= KEYS
+
+
+# ---- good requests ------------------------------------------------------------------------
+
+
+def sixteen_bit_gray(image: np.ndarray) -> Image.Image:
+    return Image.fromarray(image[:, :, 0].astype(np.uint16) * 257)
+
+
+def rgba(image: np.ndarray) -> Image.Image:
+    alpha = np.full((*image.shape[:2], 1), 200, np.uint8)
+    return Image.fromarray(np.concatenate([image, alpha], axis=2))
+
+
+@pytest.mark.parametrize("kind", ["multipart", "raw", "raw 16-bit gray", "raw RGBA"])
+def test_a_good_image_gives_the_documented_json_and_predicts_score(served, model, kind):
+    client, _ = served
+    image = sample_images()[0]
+    picture = {"raw 16-bit gray": sixteen_bit_gray, "raw RGBA": rgba}.get(kind, Image.fromarray)
+    sent = picture(image)
+    response = post_image(client, encode(sent), multipart=kind == "multipart")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == KEYS  # no map or mask unless asked for
+    expected = model.predict(to_rgb_array(sent))
+    assert body["score"] == expected.score
+    assert (body["height"], body["width"]) == image.shape[:2]
+    assert body["threshold"] == model.thresholds.image
+    assert body["verdict"] == ("defective" if expected.score > model.thresholds.image else "good")
+    assert body["regions"] == [asdict(r) for r in expected.regions]
+    assert body["model"] == f"dinov2_vits14/{model.teacher.weights_id}/run"
+    assert isinstance(body["seconds"], float) and body["seconds"] > 0
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_map_and_mask_are_the_image_size_and_equal_predict(served, model, index):
+    client, _ = served
+    image = sample_images()[index]
+    expected = model.predict(image)
+    body = post_image(client, encode(image), map="tiff", mask="png").json()
+    anomaly_map, mask = b64_image(body["anomaly_map"]), b64_image(body["mask"])
+    assert anomaly_map.dtype == np.float32 and anomaly_map.shape == image.shape[:2]
+    assert np.array_equal(anomaly_map, expected.anomaly_map)
+    assert body["score"] == expected.score
+    assert mask.dtype == np.uint8 and mask.shape == image.shape[:2]
+    assert set(np.unique(mask)) <= {0, 255}
+    assert np.array_equal(mask == 255, anomaly_map > model.thresholds.pixel)
+    assert mask.any()  # the thresholds of `run_dir` leave something to find
+    assert body["regions"] == [asdict(r) for r in expected.regions] and body["regions"]
+
+
+def test_map_png_is_the_map_scaled_by_the_stated_range(served, model):
+    client, _ = served
+    image = sample_images()[1]
+    body = post_image(client, encode(image), map="png").json()
+    assert "mask" not in body
+    normal = model.info["normal_patch_scores"]
+    low, high = body["map_range"]
+    assert (low, high) == (normal["median"], normal["max"])
+    picture = b64_image(body["anomaly_map"])
+    assert picture.dtype == np.uint8 and picture.shape == image.shape[:2]
+    scaled = (model.predict(image).anomaly_map.astype(np.float64) - low) / (high - low)
+    assert np.array_equal(picture, np.round(np.clip(scaled, 0, 1) * 255).astype(np.uint8))
+
+
+def test_health_and_model(served, model):
+    client, _ = served
+    health = client.get("/v1/health")
+    assert health.status_code == 200 and health.json() == {"status": "ok"}
+    described = client.get("/v1/model").json()
+    assert described == json.loads(json.dumps(description(model)))
+    assert described["thresholds"]["pixel"] == model.thresholds.pixel
+
+
+def test_without_thresholds_no_verdict_and_no_mask(model):
+    bare = copy.copy(model)
+    bare.thresholds = None
+    with live_server(bare, description(bare)) as (client, _):
+        image = sample_images()[0]
+        body = post_image(client, encode(image), map="tiff").json()
+        assert (body["verdict"], body["threshold"], body["regions"]) == (None, None, [])
+        assert np.array_equal(b64_image(body["anomaly_map"]), model.predict(image).anomaly_map)
+        refused = post_image(client, encode(image), mask="png")
+        assert refused.status_code == 400
+        assert "needs thresholds" in one_line_error(refused)
+
+
+# ---- bad requests -------------------------------------------------------------------------
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that claims width x height pixels but holds almost none (a decompression
+    bomb's header): decoding it would fail as truncated, so 413 means it was not decoded."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+
+def truncated_jpeg() -> bytes:
+    """A JPEG whose header is whole and whose scan data stops at three quarters."""
+    noise = np.random.default_rng(0).integers(0, 256, (60, 60, 3), dtype=np.uint8)
+    data = encode(noise, "JPEG")
+    return data[: len(data) * 3 // 4]
+
+
+def chunked(data: bytes) -> Iterator[bytes]:
+    """A body with no Content-Length (chunked transfer encoding)."""
+    for start in range(0, len(data), 4096):
+        yield data[start:start + 4096]
+
+
+BAD_REQUESTS = {  # name: (send, expected status, words in the error)
+    "not an image": (lambda c: post_image(c, b"these bytes are not an image"), 415,
+                     "not an image"),
+    "truncated JPEG": (lambda c: post_image(c, truncated_jpeg()), 400, "truncated"),
+    "truncated JPEG, multipart": (lambda c: post_image(c, truncated_jpeg(), multipart=True),
+                                  400, "truncated"),
+    "too many pixels": (lambda c: post_image(c, encode(textured_image(80, 80, 0))), 413,
+                        "--max-pixels"),
+    "a bomb's header": (lambda c: post_image(c, png_header(5000, 5000)), 413, "--max-pixels"),
+    "a bomb over PIL's own limit": (lambda c: post_image(c, png_header(40000, 40000)), 413,
+                                    "too large"),
+    "body too large": (lambda c: post_image(c, bytes(40_000)), 413, "--max-body-mb"),
+    "body too large, chunked": (
+        lambda c: c.post("/v1/predict", content=chunked(bytes(40_000))), 413, "--max-body-mb"),
+    "empty body": (lambda c: c.post("/v1/predict"), 400, "empty body"),
+    "empty multipart file": (lambda c: post_image(c, b"", multipart=True), 400, "empty body"),
+    "no image field": (lambda c: c.post("/v1/predict", files={"picture": ("a.png", b"x")}),
+                       400, "no field 'image'"),
+    "image field is text": (lambda c: c.post("/v1/predict", files={"image": (None, b"x")}),
+                            400, "text, not a file"),
+    "bad map value": (lambda c: post_image(c, encode(sample_images()[0]), map="jpeg"), 400,
+                      "query map"),
+    "unknown path": (lambda c: c.get("/v1/nothing"), 404, "Not Found"),
+    "wrong method": (lambda c: c.get("/v1/predict"), 405, "Method Not Allowed"),
+}
+
+
+def one_line_error(response: httpx.Response) -> str:
+    body = response.json()
+    assert list(body) == ["error"], body
+    assert isinstance(body["error"], str) and body["error"]
+    assert "\n" not in body["error"] and "Traceback" not in body["error"]
+    return body["error"]
+
+
+@pytest.mark.parametrize("name", list(BAD_REQUESTS))
+def test_bad_input_is_a_one_line_4xx_and_the_server_keeps_serving(served, name):
+    client, _ = served
+    send, status, words = BAD_REQUESTS[name]
+    response = send(client)
+    assert response.status_code == status, response.text
+    assert words.lower() in one_line_error(response).lower()
+    assert_good_request_succeeds(client)
+
+
+# ---- the worker: batching, a full queue, a failing predictor ----------------------------
+
+
+class HeldPredictor:
+    """The model behind a gate: records each batch's size and waits for `gate` before
+    predicting; raises on an all-black image, with a message of two lines."""
+
+    def __init__(self, model: L2BT) -> None:
+        self.model = model
+        self.batches: list[int] = []
+        self.gate = threading.Event()
+
+    def predict_batch(self, images):
+        self.batches.append(len(images))
+        assert self.gate.wait(TIMEOUT)
+        if any(not image.any() for image in images):
+            raise RuntimeError("black image\nsecond line")
+        return self.model.predict_batch(images)
+
+
+@contextmanager
+def held_server(model: L2BT, **settings):
+    predictor = HeldPredictor(model)
+    with live_server(predictor, description(model), **settings) as (client, service), \
+            ThreadPoolExecutor(8) as pool:
+        try:
+            yield client, service, predictor, pool
+        finally:
+            predictor.gate.set()
+
+
+def send_later(pool: ThreadPoolExecutor, client: httpx.Client, image: np.ndarray) -> Future:
+    return pool.submit(post_image, client, encode(image))
+
+
+def test_concurrent_requests_of_one_size_are_batched(model):
+    same = [textured_image(40, 60, seed) for seed in range(4)]
+    other = textured_image(56, 42, 9)
+    with held_server(model, batch_size=3, queue_size=8) as (client, service, predictor, pool):
+        first = send_later(pool, client, same[0])
+        wait_until(lambda: predictor.batches == [1], "the first request to reach the worker")
+        rest = [send_later(pool, client, image) for image in [*same[1:], other]]
+        wait_until(lambda: service.worker.waiting() == 4, "four requests to queue up")
+        predictor.gate.set()
+        responses = [f.result(TIMEOUT) for f in [first, *rest]]
+    assert predictor.batches[0] == 1 and sorted(predictor.batches[1:]) == [1, 3]
+    for image, response in zip([*same, other], responses, strict=True):
+        assert response.status_code == 200, response.text
+        assert response.json()["score"] == pytest.approx(model.predict(image).score, rel=1e-5)
+        assert (response.json()["height"], response.json()["width"]) == image.shape[:2]
+
+
+def test_a_full_queue_answers_503(model):
+    image = sample_images()[0]
+    with held_server(model, batch_size=2, queue_size=2) as (client, service, predictor, pool):
+        first = send_later(pool, client, image)
+        wait_until(lambda: predictor.batches == [1], "the first request to reach the worker")
+        second = send_later(pool, client, image)
+        wait_until(lambda: service.worker.waiting() == 1, "the second request to queue up")
+        refused = post_image(client, encode(image))
+        assert refused.status_code == 503
+        assert "--queue-size" in one_line_error(refused)
+        assert refused.headers["retry-after"] == "1"
+        predictor.gate.set()
+        assert [f.result(TIMEOUT).status_code for f in (first, second)] == [200, 200]
+        assert_good_request_succeeds(client)
+
+
+def test_a_predictor_that_raises_is_a_500_line_and_the_worker_goes_on(model):
+    good, black = sample_images()[0], np.zeros((40, 60, 3), np.uint8)
+    with held_server(model, batch_size=4) as (client, service, predictor, pool):
+        predictor.gate.set()
+        failed = post_image(client, encode(black))
+        assert failed.status_code == 500
+        assert one_line_error(failed) == "prediction failed (RuntimeError: black image second line)"
+        assert_good_request_succeeds(client)
+        # in a batch, the image that breaks the predictor fails alone
+        predictor.gate.clear()
+        held = send_later(pool, client, good)
+        wait_until(lambda: len(predictor.batches) == 3, "the held request to reach the worker")
+        pair = [send_later(pool, client, image) for image in (good, black)]
+        wait_until(lambda: service.worker.waiting() == 2, "two requests to queue up")
+        predictor.gate.set()
+        statuses = [f.result(TIMEOUT).status_code for f in (held, *pair)]
+    assert statuses == [200, 200, 500]
+    assert predictor.batches[3:] == [2, 1, 1]  # the pair, then each alone
+
+
+# ---- the command --------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_l2bt_serve_answers_logs_each_request_and_stops_on_ctrl_c(run_dir, model):
+    port = free_port()
+    command = [sys.executable, "-m", "l2bt", "serve", "--model", str(run_dir), "--port",
+               str(port), "--device", "cpu", "--batch-size", "2"]
+    server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=TIMEOUT) as client:
+            wait_until(lambda: server.poll() is not None or answers_health(client),
+                       "`l2bt serve` to answer")
+            assert server.poll() is None, server.stderr.read() if server.stderr else ""
+            image = sample_images()[1]
+            response = post_image(client, encode(image), multipart=True)
+            assert response.status_code == 200, response.text
+            assert response.json()["score"] == model.predict(image).score
+            assert response.json()["model"].endswith(f"/{run_dir.name}")
+        server.send_signal(signal.SIGINT)
+        _, err = server.communicate(timeout=TIMEOUT)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.communicate()
+    assert server.returncode == 0, err
+    assert any("POST /v1/predict 200" in line and "bytes" in line for line in err.splitlines())
+
+
+def answers_health(client: httpx.Client) -> bool:
+    try:
+        return client.get("/v1/health", timeout=2.0).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def test_bad_serve_options_are_one_line(run_dir, capsys):
+    assert main(["serve", "--model", str(run_dir), "--queue-size", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["l2bt serve: error: --queue-size must be positive, got 0"]
+
+
+def test_the_library_imports_without_fastapi_or_uvicorn():
+    code = ("import sys, l2bt, l2bt.model, l2bt.inference, l2bt.cli; l2bt.cli.build_parser(); "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'fastapi', 'uvicorn', 'starlette', 'httpx'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=TIMEOUT).stdout
+    assert out.strip() == "[]"
