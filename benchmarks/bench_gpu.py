@@ -6,7 +6,8 @@ Measures, on `--device` (default cuda), with random weights (no downloads):
    after `--warmup` calls (on a CPU, wall time);
 2. predict throughput, images/s, end to end through `L2BT.predict_batch` (preprocess on the
    host, teacher, students and post-processing on the device, maps back on the host) on
-   square images of `--image-size` in bf16, at the best bf16 teacher batch;
+   square images of `--image-size` in bf16, at the best bf16 teacher batch, with the
+   serial host work per image it contains (preprocess, top-0.1 % score);
 3. one epoch of student training over `--train-images` cached images (random fp16
    features in host memory, as the feature cache holds them), fp32 and bf16.
 Targets on an H100/H200: teacher bf16 ≤ 6 ms per image (the floor at 790 TFLOP/s is
@@ -32,8 +33,10 @@ import numpy as np
 import torch
 
 from l2bt import L2BT
+from l2bt.anomaly_map import image_score
 from l2bt.config import L2BTConfig, TeacherConfig, TrainConfig
 from l2bt.features import TrainFeatures
+from l2bt.preprocess import preprocess
 from l2bt.teacher import Teacher, load_teacher
 from l2bt.training import new_students, train_students
 
@@ -105,7 +108,14 @@ def bench_predict(teacher: Teacher, batch: int, args: argparse.Namespace,
     synchronize(device)
     seconds = time.perf_counter() - tic
     n_images = batch * args.predict_batches
-    return {"images_per_second": n_images / seconds, "batch": batch, "images": n_images}
+    host = {  # the serial host work per image inside predict_batch
+        "preprocess": median_seconds(lambda: preprocess(images[0], args.image_size),
+                                     torch.device("cpu"), 1, args.repeats),
+        "score": median_seconds(lambda: image_score(np.asarray(images[0][..., 0], np.float32)),
+                                torch.device("cpu"), 1, args.repeats),
+    }
+    return {"images_per_second": n_images / seconds, "batch": batch, "images": n_images,
+            "host_seconds_per_image": host}
 
 
 def random_cached_features(n_images: int, grid: int, dim: int, device: torch.device,
@@ -167,8 +177,10 @@ def print_table(figures: dict, flops: float) -> None:
     print(f"best bf16: {1e3 * best['seconds_per_image']:.2f} ms per image at batch "
           f"{best['batch']} (target <= 6 ms)")
     predict = figures["predict"]
+    host = predict["host_seconds_per_image"]
     print(f"predict, bf16, batch {predict['batch']}: {predict['images_per_second']:.1f} "
-          f"images/s over {predict['images']} images (target >= 100)")
+          f"images/s over {predict['images']} images (target >= 100); host work per image: "
+          f"preprocess {1e3 * host['preprocess']:.1f} ms, score {1e3 * host['score']:.1f} ms")
     train = figures["train_epoch_seconds"]
     print(f"one training epoch, {figures['train_images']} images: fp32 {train['fp32']:.2f} s, "
           f"bf16 {train['bf16']:.2f} s ({train['fp32'] / train['bf16']:.2f}x)")
