@@ -2,40 +2,59 @@
 
 Synthesises N anomaly maps of H×W with realistic ground truth (every other image
 defect-free; 1–4 elliptic regions per defective image, areas log-uniform from ~10 px to
-~50,000 px; smooth maps with higher scores on defects), stores them as .npy, then
-evaluates them in fresh processes, one after the other, in the same run:
+~50,000 px; smooth maps with higher scores on defects) and writes them as `l2bt predict`
+does, in an MVTec AD tree: float32 TIFF maps, PNG masks, PNG images (for their size).
+Then, each in a fresh process, one after the other:
 
-- ours: `l2bt.metrics.StreamingEvaluator`, exact (every distinct score a threshold), two
-  passes over the files (defective maps read twice);
-- published: a plain implementation of the paper's protocol: every map and mask kept
-  in Python lists, 99 thresholds evenly spaced over the score range, components
-  relabelled for every size bin, FPR and PRO counted threshold by threshold.
+- floor: read and decode every map and every mask once, one after the other, nothing
+  else — what any evaluator of these files must at least spend;
+- ours: `l2bt.evaluation.evaluate_maps`, exactly what `l2bt evaluate` runs (reader and
+  counting threads, every figure of SPEC §6 and the further ones, exact);
+- published: a plain implementation of the paper's protocol on the same files: every
+  map and mask kept in Python lists, 99 thresholds evenly spaced over the score range,
+  components relabelled for every size bin, FPR and PRO counted threshold by threshold;
+- start-up: fresh `python -m l2bt evaluate …` processes, from the moment each is
+  spawned to its first read of a map's pixels (a hook on tifffile in the child).
 
-Each evaluation runs in a fresh process; time is wall-clock from the first file read to
-the result; peak memory is both the process's peak RSS above its RSS before evaluating
-(ru_maxrss) and the tracemalloc peak of the evaluation (numpy reports its buffers).
+Time is wall-clock from the first file read to the result; peak memory is both the
+process's peak RSS above its RSS before evaluating (ru_maxrss) and the tracemalloc peak
+(numpy reports its buffers to it).
 
     .venv/bin/python benchmarks/bench_metrics.py             # 200 maps of 1000x1500
+    .venv/bin/python benchmarks/bench_metrics.py --n-maps 20 --published-repeats 0  # quick
     .venv/bin/python benchmarks/bench_metrics.py --visa      # ours alone: 2,000 maps of
-                                                             # 1000x1500, made on the fly
+                                                             # 1000x1500, in memory
+    .venv/bin/python benchmarks/bench_metrics.py --visa --visa-maps 200   # quick
+
+`--visa` drives `StreamingEvaluator` directly (2,000 files of 6 MB would need 12 GB of
+disk): 64 synthetic pairs are made first, outside the measurement, and map i is pair
+i mod 64 plus 10⁻⁴·i (so that scores differ between images), made as it is consumed.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
+import os
 import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import tracemalloc
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import tifffile
+from PIL import Image
 from scipy import ndimage
 
-from l2bt.metrics import FPR_LIMITS, SIZE_BINS, StreamingEvaluator
+from l2bt.metrics import FPR_LIMITS, SIZE_BINS
+
+CATEGORY = "bench"
+VISA_BASES = 64
 
 # ---- synthetic data -------------------------------------------------------------------------
 
@@ -70,48 +89,71 @@ def _ellipse(rng: np.random.Generator, height: int, width: int
     return rows + y0, cols + x0
 
 
-def write_data(folder: Path, n: int, height: int, width: int) -> None:
+def write_tree(root: Path, n: int, height: int, width: int) -> tuple[Path, Path]:
+    """An MVTec AD tree (data) and its maps, as `l2bt predict` writes them."""
+    data, maps = root / "data", root / "maps"
+    base = data / CATEGORY
+    gray = Image.fromarray(np.full((height, width), 128, np.uint8))
+    for folder in ("train/good", "test/good", "test/defect", "ground_truth/defect"):
+        (base / folder).mkdir(parents=True, exist_ok=True)
+    gray.save(base / "train/good/000.png")
     for i in range(n):
         anomaly_map, mask = synthetic_pair(i, height, width)
-        np.save(folder / f"{i:05d}_map.npy", anomaly_map)
-        np.save(folder / f"{i:05d}_mask.npy", mask)
+        key = f"test/{'defect' if i % 2 else 'good'}/{i:05d}"
+        gray.save(base / f"{key}.png")
+        if i % 2:
+            Image.fromarray(mask.astype(np.uint8) * 255).save(
+                base / "ground_truth/defect" / f"{i:05d}_mask.png")
+        (maps / CATEGORY / key).parent.mkdir(parents=True, exist_ok=True)
+        tifffile.imwrite(maps / CATEGORY / f"{key}.tiff", anomaly_map)
+    return data, maps
 
 
-# ---- the two evaluations ----------------------------------------------------------------------
+# ---- the evaluations --------------------------------------------------------------------------
 
 
-def ours(n: int, load_map: Callable[[int], np.ndarray], load_mask: Callable[[int], np.ndarray]
-         ) -> dict[str, float | None]:
-    """The streaming evaluator as `l2bt evaluate` drives it: masks tell which maps pass 1
-    needs; pass 2 reads every map once more."""
-    evaluator = StreamingEvaluator()
-    for i in range(n):
-        mask = load_mask(i)
-        if mask.any():
-            evaluator.add_defects(load_map(i), mask)
-    for i in range(n):
-        evaluator.add(load_map(i), load_mask(i))
-    result = evaluator.result()
+def floor(data: Path, maps: Path) -> dict[str, float | None]:
+    """Read and decode every map and mask once, plainly."""
+    from l2bt.data import load_category
+    from l2bt.evaluation import map_path, read_map, sample_mask
+
+    split = load_category(data, CATEGORY)
+    for s in split.evaluable_test:
+        anomaly_map = read_map(map_path(maps, CATEGORY, s))
+        sample_mask(s, anomaly_map.shape)
+    return {}
+
+
+def ours(data: Path, maps: Path) -> dict[str, float | None]:
+    """`l2bt evaluate`'s own code path."""
+    from l2bt.data import load_category
+    from l2bt.evaluation import evaluate_maps
+
+    result = evaluate_maps(load_category(data, CATEGORY), maps, progress=False)
     return {f"{limit}/{name}": result.aupro[limit][name] for limit in FPR_LIMITS
             for name in SIZE_BINS}
 
 
-def published(n: int, load_map: Callable[[int], np.ndarray],
-              load_mask: Callable[[int], np.ndarray]) -> dict[str, float | None]:
+def published(data: Path, maps: Path) -> dict[str, float | None]:
     """The published protocol, plainly: lists, 99 thresholds, components relabelled per bin."""
-    maps = [load_map(i) for i in range(n)]
-    masks = [load_mask(i) for i in range(n)]
+    from l2bt.data import load_category
+    from l2bt.evaluation import map_path, sample_mask
+
+    split = load_category(data, CATEGORY)
+    all_maps = [tifffile.imread(map_path(maps, CATEGORY, s)) for s in split.evaluable_test]
+    masks = [sample_mask(s, m.shape) for s, m in zip(split.evaluable_test, all_maps,
+                                                     strict=True)]
     areas = []
     for mask in masks:
         labels = ndimage.label(mask, structure=np.ones((3, 3)))[0]
         areas += np.bincount(labels.ravel())[1:].tolist()
     q1, q2, q3 = np.quantile(areas, [0.25, 0.5, 0.75])
-    high = max(float(m.max()) for m in maps)
-    low = min(float(m.min()) for m in maps)
+    high = max(float(m.max()) for m in all_maps)
+    low = min(float(m.min()) for m in all_maps)
     thresholds = np.linspace(high, low, 99)  # descending: FPR ascends
     out = {}
     for name, max_area in {"q1": q1, "q2": q2, "q3": q3, "all": np.inf}.items():
-        fpr, pro = _published_curve(maps, masks, max_area, thresholds)
+        fpr, pro = _published_curve(all_maps, masks, max_area, thresholds)
         for limit in FPR_LIMITS:
             keep = fpr <= limit
             x = np.append(fpr[keep], limit)
@@ -143,54 +185,87 @@ def _published_curve(maps, masks, max_area, thresholds) -> tuple[np.ndarray, np.
     return np.array(fprs), np.array(pros)
 
 
+def visa(n: int, height: int, width: int) -> dict[str, float | None]:
+    """`StreamingEvaluator` as `evaluate_maps` drives it, on n in-memory maps (see the
+    module docstring); the bases are made before the measurement starts."""
+    from l2bt.metrics import StreamingEvaluator, default_workers
+
+    bases = _VISA_BASES
+    evaluator = StreamingEvaluator(n_images=n, workers=default_workers())
+    for i in range(1, n, 2):
+        anomaly_map, mask = bases[i % VISA_BASES]
+        evaluator.add_defect_scores(mask, anomaly_map[mask] + np.float32(1e-4 * i), key=str(i))
+    for i in range(n):
+        anomaly_map, mask = bases[i % VISA_BASES]
+        evaluator.add(anomaly_map + np.float32(1e-4 * i), mask)
+    result = evaluator.result()
+    return {"aupro 0.3/all": result.aupro[0.3]["all"],
+            "aupimo": result.aupimo.mean}
+
+
+_VISA_BASES: list[tuple[np.ndarray, np.ndarray]] = []
+EVALUATIONS = {"floor": floor, "ours": ours, "published": published}
+
+
 # ---- measuring, each evaluation in a fresh process ----------------------------------------------
 
 
-def measured(name: str, folder: str | None, n: int, height: int, width: int, queue) -> None:
+def measured(name: str, args: tuple, queue) -> None:
     """One evaluation in this (fresh) process: its time, peak RSS increase, tracemalloc peak."""
-    generating = [0.0]  # seconds spent making synthetic maps (visa mode), not evaluating
-    last: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # the latest pair: map, then mask
-
-    def synthetic(i):
-        if i not in last:
-            tic = time.perf_counter()
-            last.clear()
-            last[i] = synthetic_pair(i, height, width)
-            generating[0] += time.perf_counter() - tic
-        return last[i]
-
-    if folder is None:
-        def load_map(i):
-            return synthetic(i)[0]
-
-        def load_mask(i):
-            return synthetic(i)[1] if i % 2 else np.zeros((height, width), bool)
-    else:
-        def load_map(i):
-            return np.load(Path(folder) / f"{i:05d}_map.npy")
-
-        def load_mask(i):
-            return np.load(Path(folder) / f"{i:05d}_mask.npy")
+    if name == "visa":
+        _VISA_BASES.extend(synthetic_pair(i, *args[1:]) for i in range(VISA_BASES))
     start_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     tracemalloc.start()
     tic = time.perf_counter()
-    values = {"ours": ours, "published": published}[name](n, load_map, load_mask)
+    values = visa(*args) if name == "visa" else EVALUATIONS[name](*args)
     seconds = time.perf_counter() - tic
     traced_peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - start_rss
-    queue.put({"seconds": seconds, "generating": generating[0], "rss_mib": peak / 1024,
-               "traced_mib": traced_peak / 2**20, "values": values})
+    queue.put({"seconds": seconds, "rss_mib": peak / 1024, "traced_mib": traced_peak / 2**20,
+               "values": values})
 
 
-def run(name: str, folder: str | None, n: int, height: int, width: int) -> dict:
+def run(name: str, *args) -> dict:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    process = ctx.Process(target=measured, args=(name, folder, n, height, width, queue))
+    process = ctx.Process(target=measured, args=(name, args, queue))
     process.start()
     result = queue.get()
     process.join()
     return result
+
+
+STARTUP_CHILD = r"""
+import os, sys, time
+import tifffile
+
+def first_read(*args, **kwargs):
+    delay = time.time() - float(os.environ["BENCH_SPAWNED"])
+    os.write(1, f"FIRST-READ {delay:.4f}\n".encode())  # one write: whole lines from threads
+    os._exit(0)
+
+tifffile.memmap = tifffile.imread = first_read
+import runpy
+sys.argv = ["l2bt", *sys.argv[1:]]
+runpy.run_module("l2bt", run_name="__main__")
+"""
+
+
+def startup(data: Path, maps: Path, repeats: int) -> list[float]:
+    """Seconds from spawning `python -m l2bt evaluate …` to its first read of map pixels."""
+    delays = []
+    for _ in range(repeats):
+        env = {**os.environ, "BENCH_SPAWNED": repr(time.time())}
+        done = subprocess.run(
+            [sys.executable, "-c", STARTUP_CHILD, "evaluate", "--data", str(data),
+             "--category", CATEGORY, "--maps", str(maps)],
+            capture_output=True, text=True, env=env, check=False)
+        line = [x for x in done.stdout.splitlines() if x.startswith("FIRST-READ")]
+        if not line:
+            raise RuntimeError(f"no map read: {done.stderr[-2000:]}")
+        delays.append(float(line[0].split()[1]))
+    return delays
 
 
 def report(label: str, runs: list[dict]) -> dict[str, float]:
@@ -198,7 +273,7 @@ def report(label: str, runs: list[dict]) -> dict[str, float]:
            for key in ("seconds", "rss_mib", "traced_mib")}
     each = ", ".join(f"{r['seconds']:.1f}" for r in runs)
     spread = f" (runs: {each} s)"
-    print(f"  {label:<24}{med['seconds']:8.1f} s   peak RSS +{med['rss_mib']:6.0f} MiB   "
+    print(f"  {label:<28}{med['seconds']:8.2f} s   peak RSS +{med['rss_mib']:6.0f} MiB   "
           f"tracemalloc peak {med['traced_mib']:6.0f} MiB" + (spread if len(runs) > 1 else ""))
     return med
 
@@ -207,35 +282,53 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-maps", type=int, default=200)
     parser.add_argument("--size", default="1000x1500", help="H x W of every map")
-    parser.add_argument("--repeats", type=int, default=3, help="runs of ours (median)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of ours and the floor")
     parser.add_argument("--published-repeats", type=int, default=1,
                         help="runs of the published protocol (minutes each; 0: skip it)")
+    parser.add_argument("--startup-repeats", type=int, default=5,
+                        help="fresh processes timed to their first map read (median)")
     parser.add_argument("--visa", action="store_true",
-                        help="ours only, 2,000 maps of 1000x1500 generated on the fly")
+                        help="ours only, --visa-maps maps of 1000x1500 in memory")
+    parser.add_argument("--visa-maps", type=int, default=2000)
+    parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args()
     height, width = (int(v) for v in args.size.split("x"))
     if args.visa:
-        r = run("ours", None, 2000, 1000, 1500)
-        print(f"VisA-sized: 2,000 maps of 1000x1500 (3.0 G pixels), generated on the fly:\n"
-              f"  {r['seconds']:.0f} s in all, {r['seconds'] - r['generating']:.0f} s "
-              f"evaluating ({r['generating']:.0f} s generating maps); peak RSS "
+        n = args.visa_maps
+        r = run("visa", n, height, width)
+        print(f"VisA-sized: {n:,} maps of {height}x{width} ({n * height * width / 1e9:.1f} G "
+              f"pixels), in memory: {r['seconds']:.1f} s evaluating; peak RSS "
               f"+{r['rss_mib']:.0f} MiB, tracemalloc peak {r['traced_mib']:.0f} MiB")
+        _write_json(args.json, {"visa": r})
         return
     with tempfile.TemporaryDirectory() as tmp:
-        write_data(Path(tmp), args.n_maps, height, width)
-        mine = [run("ours", tmp, args.n_maps, height, width) for _ in range(args.repeats)]
-        theirs = [run("published", tmp, args.n_maps, height, width)
-                  for _ in range(args.published_repeats)]
-    print(f"{args.n_maps} maps of {height}x{width}, medians:")
+        data, maps = write_tree(Path(tmp), args.n_maps, height, width)
+        floors = [run("floor", data, maps) for _ in range(args.repeats)]
+        mine = [run("ours", data, maps) for _ in range(args.repeats)]
+        theirs = [run("published", data, maps) for _ in range(args.published_repeats)]
+        delays = startup(data, maps, args.startup_repeats) if args.startup_repeats else []
+    print(f"{args.n_maps} maps of {height}x{width} (TIFF maps, PNG masks), medians:")
+    f = report("floor (read + decode once)", floors)
     a = report("ours (exact, streaming)", mine)
-    if not theirs:
-        return
-    b = report("published (99 thr.)", theirs)
-    print(f"  speed-up {b['seconds'] / a['seconds']:.1f}x; peak RSS "
-          f"{a['rss_mib'] / b['rss_mib']:.3f}, tracemalloc peak "
-          f"{a['traced_mib'] / b['traced_mib']:.3f} of the published protocol's")
-    gap = max(abs(mine[0]["values"][k] - theirs[0]["values"][k]) for k in mine[0]["values"])
-    print(f"  largest AUPRO difference, 99 thresholds vs exact: {gap:.4f}")
+    print(f"  ours / floor: {a['seconds'] / f['seconds']:.2f}x the time to read the files")
+    if delays:
+        print(f"  start-up to the first map read: {statistics.median(delays):.3f} s "
+              f"(median of {len(delays)}: {', '.join(f'{d:.3f}' for d in delays)})")
+    figures = {"floor": floors, "ours": mine, "published": theirs, "startup_s": delays}
+    if theirs:
+        b = report("published (99 thr.)", theirs)
+        print(f"  speed-up {b['seconds'] / a['seconds']:.1f}x; peak RSS "
+              f"{a['rss_mib'] / b['rss_mib']:.3f}, tracemalloc peak "
+              f"{a['traced_mib'] / b['traced_mib']:.3f} of the published protocol's")
+        gap = max(abs(mine[0]["values"][k] - theirs[0]["values"][k]) for k in mine[0]["values"])
+        print(f"  largest AUPRO difference, 99 thresholds vs exact: {gap:.4f}")
+    _write_json(args.json, figures)
+
+
+def _write_json(path: str | None, figures: dict) -> None:
+    if path:
+        Path(path).write_text(json.dumps(figures, indent=2) + "\n")
+
 
 if __name__ == "__main__":
     main()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -38,3 +41,31 @@ def write_mvtec_tree(root: Path, category: str = "toy", sizes=((40, 60), (56, 42
         Image.fromarray(image).save(base / "test/spot" / f"{i:03d}.png")
         Image.fromarray(mask).save(base / "ground_truth/spot" / f"{i:03d}_mask.png")
     return base
+
+
+# The small random teacher every CLI test uses (tests never download weights).
+TINY_TEACHER = ["--teacher", "dinov2_vits14", "--weights", "random", "--image-size", "56"]
+
+
+def one_error_line(capsys) -> str:
+    """The CLI's error output: exactly one plain line, no traceback."""
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "Traceback" not in err[0]
+    return err[0]
+
+
+@contextmanager
+def teacher_loaded_once(module) -> Iterator[dict]:
+    """`module.load_teacher` memoised: fits in one test module share one frozen teacher
+    (random ViT-S initialisation takes seconds), which is safe as it never changes."""
+    original, teachers = module.load_teacher, {}
+
+    def load_once(variant, weights=None, progress=True):
+        if (variant, weights) not in teachers:
+            teachers[variant, weights] = original(variant, weights, progress)
+        return teachers[variant, weights]
+
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(module, "load_teacher", load_once)
+        yield teachers

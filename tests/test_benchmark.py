@@ -4,19 +4,16 @@ import json
 import pytest
 import tifffile
 
-from helpers import SHARED_DATA, write_mvtec_tree
+from helpers import SHARED_DATA, TINY_TEACHER, write_mvtec_tree
 from l2bt.benchmark import runner
 from l2bt.cli import main
 
-TINY = ["--teacher", "dinov2_vits14", "--weights", "random", "--image-size", "56",
-        "--epochs", "1"]
+TINY = [*TINY_TEACHER, "--epochs", "1"]
 SPEC_KEYS = {"category", "n_images", "n_regions", "size_quantiles_px", "i_auroc", "p_auroc",
              "aupro", "robustness"}
 
 
-@pytest.fixture(autouse=True)
-def feature_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("L2BT_CACHE_DIR", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("feature_cache")
 
 
 def copy_maps_as_external(bench, method, category, target):

@@ -10,29 +10,18 @@ import tifffile
 from PIL import Image
 from scipy import ndimage
 
-from helpers import textured_image, write_mvtec_tree
+from helpers import TINY_TEACHER, one_error_line, textured_image, write_mvtec_tree
 from l2bt import submission
 from l2bt.cli import main
 from test_teacher_weights import small_checkpoint
 
-TINY = ["--teacher", "dinov2_vits14", "--weights", "random", "--image-size", "56"]
-
-
-@pytest.fixture(autouse=True)
-def feature_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("L2BT_CACHE_DIR", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("feature_cache")
 
 
 def fit(data, out, *extra):
     return main(["fit", "--data", str(data), "--category", "toy", "--out", str(out),
-                 *TINY, "--epochs", "1", *extra])
+                 *TINY_TEACHER, "--epochs", "1", *extra])
 
-
-def one_error_line(capsys) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    assert "Traceback" not in err[0]
-    return err[0]
 
 
 @pytest.fixture(scope="module")

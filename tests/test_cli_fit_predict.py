@@ -5,27 +5,16 @@ import pytest
 import tifffile
 from PIL import Image
 
-from helpers import SHARED_DATA, write_mvtec_tree
+from helpers import SHARED_DATA, TINY_TEACHER, one_error_line, write_mvtec_tree
 from l2bt.cli import main
 
-TINY = ["--teacher", "dinov2_vits14", "--weights", "random", "--image-size", "56"]
-
-
-@pytest.fixture(autouse=True)
-def feature_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("L2BT_CACHE_DIR", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("feature_cache")
 
 
 def fit(data, out, *extra):
     return main(["fit", "--data", str(data), "--category", "toy", "--out", str(out),
-                 *TINY, "--epochs", "1", *extra])
+                 *TINY_TEACHER, "--epochs", "1", *extra])
 
-
-def one_error_line(capsys) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    assert "Traceback" not in err[0]
-    return err[0]
 
 
 def test_fit_then_predict_writes_the_spec_layout(tmp_path, capsys):

@@ -15,14 +15,14 @@ from torch import nn
 from torch.nn import functional as F
 
 import l2bt.methods.dinomaly as dinomaly
-from helpers import SHARED_DATA, textured_image
+from helpers import SHARED_DATA, teacher_loaded_once, textured_image
 from l2bt.benchmark import runner
 from l2bt.cli import main
 from l2bt.errors import InputError
 from l2bt.methods import make_method
+from l2bt.methods.artefacts import CONFIG_FILE
 from l2bt.methods.base import MethodSettings
 from l2bt.methods.dinomaly import (
-    CONFIG_FILE,
     WEIGHTS_FILE,
     Dinomaly,
     epoch_batches,
@@ -377,15 +377,7 @@ def test_epochs_are_permutations_cut_into_full_batches_of_one_shape():
 @pytest.fixture(scope="module")
 def shared_teacher():
     """Fits load one random teacher, not one each (frozen, so sharing it is safe)."""
-    teachers = {}
-
-    def load_once(variant, weights=None, progress=True):
-        if (variant, weights) not in teachers:
-            teachers[variant, weights] = load_teacher(variant, weights, progress)
-        return teachers[variant, weights]
-
-    with pytest.MonkeyPatch.context() as patched:
-        patched.setattr(dinomaly, "load_teacher", load_once)
+    with teacher_loaded_once(dinomaly) as teachers:
         yield teachers
 
 

@@ -12,7 +12,7 @@ from l2bt.evaluation import evaluate_maps
 from l2bt.metrics import evaluate_arrays
 
 SPEC_KEYS = {"category", "n_images", "n_regions", "size_quantiles_px", "i_auroc", "p_auroc",
-             "aupro", "robustness"}
+             "aupro", "robustness", "p_ap", "aupro_abs", "aupimo", "oracle"}
 LIMITS = {"0.3", "0.1", "0.05", "0.01"}
 
 

@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 import l2bt.model
-from helpers import SHARED_DATA, textured_image
+from helpers import SHARED_DATA, one_error_line, textured_image
 from l2bt.cli import main
 from l2bt.config import L2BTConfig, TeacherConfig
 from l2bt.decisions.regions import find_regions
@@ -47,12 +47,6 @@ needs_data = pytest.mark.skipif(not TILES.is_dir(), reason=f"needs {TILES}")
 def relative(got: np.ndarray, reference: np.ndarray) -> float:
     return float(np.abs(got - reference).max() / np.abs(reference).max())
 
-
-def one_error_line(capsys) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    assert "Traceback" not in err[0]
-    return err[0]
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -15,10 +15,7 @@ from l2bt.preprocess import IMAGENET_MEAN, IMAGENET_STD, InputGeometry, preproce
 from l2bt.teacher import load_teacher
 from test_teacher import reference_pos_embed
 
-
-@pytest.fixture(autouse=True)
-def feature_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("L2BT_CACHE_DIR", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("feature_cache")
 
 
 @pytest.mark.parametrize("height,width,size,expected", [

@@ -354,3 +354,41 @@ def test_memory_does_not_grow_with_defect_free_images():
     grown = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
     assert grown < 39 * 200  # a few bytes per image (its score), never its pixels
+
+
+def test_average_ranks_share_ties():
+    from l2bt.metrics.auroc import average_ranks
+
+    assert average_ranks(np.array([3.0, 1.0, 3.0, 2.0, 3.0])).tolist() == [4, 1, 4, 2, 4]
+    rng = np.random.default_rng(9)
+    values = np.round(rng.random(200) * 6)
+    plain = [1 + np.sum(values < v) + (np.sum(values == v) - 1) / 2 for v in values]
+    assert average_ranks(values).tolist() == plain
+
+
+@pytest.mark.parametrize("piece", [1, 2, 5, 1 << 14])
+@pytest.mark.parametrize("ratio", [0, 2, 10**6])  # 0: always search edges; 10**6: values
+def test_counting_piece_by_piece_against_plain_counting(monkeypatch, piece, ratio):
+    from l2bt.metrics import aupro
+
+    monkeypatch.setattr(aupro, "PIECE_EDGES", piece)
+    monkeypatch.setattr(aupro, "EDGE_SEARCH_RATIO", ratio)
+    rng = np.random.default_rng(piece + ratio)
+    for n_values, n_edges in [(400, 30), (30, 400), (0, 5), (7, 0), (50, 1)]:
+        values = np.round(rng.random(n_values) * 40).astype(np.float32)  # ties, on edges
+        edges = np.unique(np.round(rng.random(n_edges) * 40, 1).astype(np.float32))[::-1]
+        cells = np.zeros(2 * edges.size + 1, np.int64)
+        aupro.add_cell_counts(cells, values, edges)
+        assert cells.tolist() == plain_cell_counts(values, edges)
+    assert_matches(*random_case(109, levels=4))
+
+
+def test_defect_pixels_labelled_in_their_bounding_box_as_in_the_whole_mask():
+    from l2bt.metrics.regions import label_defect_pixels, label_regions
+
+    rng = np.random.default_rng(12)
+    for _ in range(20):
+        mask = rng.random((rng.integers(1, 30), rng.integers(1, 30))) > rng.uniform(0.5, 0.99)
+        labels, count = label_regions(mask)
+        got, got_count = label_defect_pixels(mask)
+        assert got_count == count and np.array_equal(got, labels[mask])

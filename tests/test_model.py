@@ -15,9 +15,7 @@ from l2bt.training import train_students
 CONFIG = L2BTConfig(TeacherConfig("dinov2_vits14", "random", 56), TrainConfig(epochs=2))
 
 
-@pytest.fixture(autouse=True)
-def feature_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("L2BT_CACHE_DIR", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("feature_cache")
 
 
 @pytest.fixture

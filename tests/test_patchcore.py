@@ -9,14 +9,14 @@ import torch
 from PIL import Image
 
 import l2bt.methods.patchcore as patchcore
-from helpers import textured_image
+from helpers import teacher_loaded_once, textured_image
 from l2bt.errors import InputError
 from l2bt.features import TrainFeatures
+from l2bt.methods.artefacts import CONFIG_FILE
 from l2bt.methods.base import MethodSettings
 from l2bt.methods.coreset import greedy_coreset, random_projection
 from l2bt.methods.nearest import nearest_distances, nearest_neighbours
-from l2bt.methods.patchcore import BANK_FILE, CONFIG_FILE, PatchCore, patch_descriptors
-from l2bt.teacher import load_teacher
+from l2bt.methods.patchcore import BANK_FILE, PatchCore, patch_descriptors
 
 # ---- brute-force references ------------------------------------------------------------------
 
@@ -166,16 +166,8 @@ def test_bad_settings_are_input_errors(tmp_path):
 @pytest.fixture(scope="module")
 def shared_teacher():
     """Fits load one random teacher, not one each (frozen, so sharing it is safe)."""
-    teachers = {}
-
-    def load_once(variant, weights=None, progress=True):
-        if (variant, weights) not in teachers:
-            teachers[variant, weights] = load_teacher(variant, weights, progress)
-        return teachers[variant, weights]
-
-    with pytest.MonkeyPatch.context() as patched:
-        patched.setattr(patchcore, "load_teacher", load_once)
-        yield
+    with teacher_loaded_once(patchcore) as teachers:
+        yield teachers
 
 
 @pytest.fixture(scope="module")

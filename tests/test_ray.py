@@ -13,13 +13,12 @@ import pytest
 import tifffile
 import torch
 
-from helpers import SHARED_DATA, write_mvtec_tree
+from helpers import SHARED_DATA, TINY_TEACHER, write_mvtec_tree
 from l2bt.cli import main
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")
 
-TINY = ["--teacher", "dinov2_vits14", "--weights", "random", "--image-size", "56",
-        "--epochs", "1"]
+TINY = [*TINY_TEACHER, "--epochs", "1"]
 MINI = ["--teacher", "dinov2_vits14", "--weights", "random", "--image-size", "112",
         "--epochs", "2"]
 # What may differ between two runs of the same jobs: where and how fast they ran.

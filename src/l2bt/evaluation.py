@@ -1,61 +1,374 @@
 """Scoring anomaly maps on disk against full-resolution ground truth.
 
 Reads `<maps>/<category>/<key>.tiff` (SPEC §5) for every test sample that has ground
-truth and streams maps and masks through `l2bt.metrics.StreamingEvaluator`: pass 1
-reads the images with defects, pass 2 every image, one map in memory at a time. Before
-any of that, every map is checked to exist and to match its image's size (TIFF headers
-only), and `scores.csv` to name every image, so bad input fails in seconds with one line
-naming the file. Image scores come from `<maps>/<category>/scores.csv` (header
-`key,score`) when present, else the map maximum. Masks are never resized.
+truth and streams maps and masks through `l2bt.metrics.StreamingEvaluator`: pass 1 the
+images with defects, pass 2 every image. Image scores come from
+`<maps>/<category>/scores.csv` (header `key,score`, optionally `verdict`) when present,
+else the map maximum; `<maps>/<category>/<key>_mask.png` beside every map, with
+verdicts, adds the metrics with decisions (SPEC §7). Masks are never resized.
+
+Both cores. READERS threads read and check maps and masks up to READ_AHEAD images
+ahead of the one being counted (file reads, PNG decoding and numpy release the GIL),
+while the evaluator counts pixels on `workers` cores (`l2bt.metrics.parallel`):
+reading overlaps counting.
+
+Each map read once. Pass 1 needs only a map's defect pixels. An uncompressed TIFF — what
+`l2bt predict` writes — is memory-mapped and only those pixels are read: the pages of
+the rows a defect touches, a few percent of a typical map. Its one full read is in
+pass 2, through a mapping again: the reader checks the values (which brings the file
+into the page cache) and the counter copies them from there into its buffer, so no
+per-image array is made. Each defective image's mask is decoded once too: pass 1 keeps
+its defect pixels' flat indices (4 bytes per defect pixel, as much as the scores the
+evaluator keeps anyway), from which pass 2 rebuilds the mask. The alternative, keeping
+the defect-free pixels of defective maps between the passes, would cost 4 bytes per
+pixel — 6 MB per 1.5 MP map, 6 GB for VisA's 1,000 defective maps: unbounded. So a map
+that cannot be mapped (compressed, tiled) is decoded in full in both passes. The
+low-resolution protocol (`low_res_protocol=N`) reads in pass 1 only the two source
+rows per output row that bilinear resizing needs, from the same mapping.
+
+Memory: the evaluator's bound (`workers` fixed-size buffers plus what the ground truth
+needs, `l2bt.metrics.evaluator`), plus about READ_AHEAD + 2 images in flight (mapped
+map pages, mask, predicted mask), plus 4 bytes per defect pixel for the masks kept.
+
+Bad input fails in seconds with one line naming the file: `scores.csv` is read and the
+predicted masks are checked to be all there or all absent before anything else, and a
+background thread checks every map's and predicted mask's header (existence, size), in
+sample order, while the first maps are being read. Its first problem is reported as
+soon as it is found, and also when a reader meets a later one first; a problem only
+reading finds (values, mask contents) is reported when it is met.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import ctypes
+import functools
 import math
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import tifffile
-from tqdm.auto import tqdm
 
 from l2bt.data.image_io import image_size, read_mask
 from l2bt.data.sample import CategorySplit, Sample
 from l2bt.errors import InputError
-from l2bt.metrics import EvaluationResult, StreamingEvaluator
+from l2bt.metrics import EvaluationResult, LowResolution, StreamingEvaluator, default_workers
+from l2bt.metrics.evaluator import all_finite
+from l2bt.metrics.low_res import resize_bilinear, resize_nearest
+
+READERS = 2  # threads decoding maps and masks
+READ_AHEAD = 2  # images decoded ahead of the one being counted
+VERDICTS = {"good": False, "defective": True}
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+
+Item = TypeVar("Item")
 
 
 def map_path(maps_dir: Path, category: str, sample: Sample) -> Path:
     return Path(maps_dir) / category / f"{sample.key}.tiff"
 
 
-def evaluate_maps(split: CategorySplit, maps_dir: str | Path, progress: bool = True
-                  ) -> EvaluationResult:
-    """Every metric of SPEC §6 for one category's maps, at original resolution.
+def predicted_mask_path(maps_dir: Path, category: str, sample: Sample) -> Path:
+    """Where `l2bt predict` with thresholds writes a sample's mask (SPEC §7)."""
+    return Path(maps_dir) / category / f"{sample.key}_mask.png"
 
-    `progress` shows bars on stderr, and only when it is a terminal.
+
+@dataclass(frozen=True)
+class ScoreTable:
+    """`scores.csv`: a score per key, and a verdict per key (True: defective) when the
+    file has a `verdict` column."""
+
+    scores: dict[str, float]
+    verdicts: dict[str, bool] | None
+
+
+def evaluate_maps(split: CategorySplit, maps_dir: str | Path, progress: bool = True, *,
+                  low_res_protocol: int | None = None, workers: int | None = None
+                  ) -> EvaluationResult:
+    """Every metric of SPEC §6 (and §7's metrics with decisions, when the maps folder has
+    a predicted mask per image and `scores.csv` a verdict column) for one category's
+    maps, at original resolution; `low_res_protocol=N` adds the same maps scored at
+    N × N (`l2bt.metrics.low_res`). `workers`: counting threads (default: the cores, at
+    most 4). `progress` shows bars on stderr, and only when it is a terminal.
     """
     maps_dir = Path(maps_dir)
     samples = split.evaluable_test
     if not samples:
         raise InputError("no test images with ground truth", split.root)
-    paths = {s.key: map_path(maps_dir, split.name, s) for s in samples}
-    sizes = {s.key: image_size(s.image) for s in samples}
-    for s in samples:
-        check_map_shape(paths[s.key], sizes[s.key])
-    scores = read_scores(maps_dir / split.name / "scores.csv", [s.key for s in samples])
-    show = progress and sys.stderr.isatty()
-    evaluator = StreamingEvaluator()
-    with_defects = [s for s in samples if s.mask is not None]
-    for s in tqdm(with_defects, desc="pass 1/2, defect pixels", unit="img", disable=not show):
-        evaluator.add_defects(read_map(paths[s.key]), sample_mask(s, sizes[s.key]))
-    for s in tqdm(samples, desc="pass 2/2, every pixel", unit="img", disable=not show):
-        evaluator.add(read_map(paths[s.key]), sample_mask(s, sizes[s.key]),
-                      score=None if scores is None else scores[s.key],
-                      anomalous=s.is_anomalous)
-    return evaluator.result(split.name)
+    if workers is not None and workers < 1:
+        raise InputError(f"workers must be at least 1, not {workers}")
+    _return_large_frees()
+    if low_res_protocol is not None and low_res_protocol < 1:
+        raise InputError(f"low-resolution size must be at least 1, not {low_res_protocol}")
+    table = read_score_table(maps_dir / split.name / "scores.csv", [s.key for s in samples])
+    files = _Files(maps_dir, split.name, _predicted_masks(maps_dir, split.name, samples))
+    checker = _HeaderCheck(samples, files)
+    run = _Run(files, checker, table, low_res_protocol, progress and sys.stderr.isatty(),
+               StreamingEvaluator(n_images=len(samples), workers=default_workers()
+                                  if workers is None else workers),
+               None if low_res_protocol is None else StreamingEvaluator())
+    with ThreadPoolExecutor(READERS, thread_name_prefix="l2bt-read") as pool:
+        indices = _pass_one(run, pool, [s for s in samples if s.mask is not None])
+        _pass_two(run, pool, samples, indices)
+    checker.finish()
+    return run.result(split.name)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What both passes share."""
+
+    files: _Files
+    checker: _HeaderCheck
+    table: ScoreTable | None
+    low_res_size: int | None
+    show: bool
+    evaluator: StreamingEvaluator
+    low_res: StreamingEvaluator | None  # the same maps at low_res_size × low_res_size
+
+    def result(self, category: str) -> EvaluationResult:
+        result = self.evaluator.result(category)
+        if self.low_res is None or self.low_res_size is None:
+            return result
+        low = self.low_res.result(category)
+        return replace(result, low_res=LowResolution(self.low_res_size, low.p_auroc, low.aupro))
+
+
+def _pass_one(run: _Run, pool: ThreadPoolExecutor, with_masks: Sequence[Sample]
+              ) -> dict[str, np.ndarray]:
+    """Every defect pixel to the evaluators; returns each mask's defect pixels' flat
+    indices, by key, for pass 2."""
+    indices: dict[str, np.ndarray] = {}
+    readings = _read_ahead(pool, with_masks, lambda s: _read_defects(s, run.files,
+                                                                     run.low_res_size))
+    for s, d in _progress(_checked(readings, run.checker), len(with_masks),
+                          "pass 1/2, defect pixels", run.show):
+        run.evaluator.add_defect_scores(d.mask, d.scores, key=s.key)
+        indices[s.key] = d.indices
+        if run.low_res is not None and d.low_res is not None:
+            small_map, small_mask = d.low_res
+            run.low_res.add_defects(small_map, small_mask, key=s.key)
+    return indices
+
+
+def _pass_two(run: _Run, pool: ThreadPoolExecutor, samples: Sequence[Sample],
+              indices: dict[str, np.ndarray]) -> None:
+    """Every image to the evaluators, with its score and decisions."""
+    readings = _read_ahead(pool, samples, lambda s: _read_image(
+        s, run.files, indices.get(s.key), run.low_res_size))
+    for s, image in _progress(_checked(readings, run.checker), len(samples),
+                              "pass 2/2, every pixel", run.show):
+        table = run.table
+        run.evaluator.add(image.anomaly_map, image.mask,
+                          score=None if table is None else table.scores[s.key],
+                          anomalous=s.is_anomalous,
+                          verdict=None if table is None or table.verdicts is None
+                          else table.verdicts[s.key],
+                          predicted_mask=image.predicted_mask)
+        if run.low_res is not None and image.low_res is not None:
+            small_map, small_mask = image.low_res
+            run.low_res.add(small_map, small_mask, anomalous=s.is_anomalous)
+
+
+def _progress(items: Iterator[Item], total: int, title: str, show: bool) -> Iterator[Item]:
+    """`items` with a progress bar when `show` (tqdm is imported only then: start-up)."""
+    if not show:
+        return items
+    from tqdm.auto import tqdm
+
+    return iter(tqdm(items, total=total, desc=title, unit="img"))
+
+
+def _return_large_frees() -> None:
+    """Have glibc's malloc give every freed block of 1 MiB or more back to the system.
+
+    By default glibc raises its mmap threshold each time a large block is freed, after
+    which blocks of that size come from per-thread heaps that keep freed memory: with
+    reader and counting threads, ~30 MB of RSS (a fifth of this module's peak) was freed
+    memory kept that way. A fixed threshold (mallopt M_MMAP_THRESHOLD) ends that, for
+    the whole process; it costs a page fault per page of each new large array, which is
+    negligible here. Does nothing where the C library is not glibc."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, 1 << 20)  # the C library's symbols
+
+
+# ---- reading, in the reader threads ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Files:
+    maps_dir: Path
+    category: str
+    predicted_masks: bool  # every sample has one (else none has)
+
+    def map(self, sample: Sample) -> Path:
+        return map_path(self.maps_dir, self.category, sample)
+
+    def predicted(self, sample: Sample) -> Path:
+        return predicted_mask_path(self.maps_dir, self.category, sample)
+
+
+@dataclass(frozen=True)
+class _Defects:
+    """Pass 1's reading of one image with a mask."""
+
+    mask: np.ndarray  # (H, W) bool
+    scores: np.ndarray  # (D,) the map at the mask's pixels, row-major
+    indices: np.ndarray  # (D,) their flat indices
+    low_res: tuple[np.ndarray, np.ndarray] | None  # (N, N) map and mask
+
+
+@dataclass(frozen=True)
+class _Image:
+    """Pass 2's reading of one image."""
+
+    anomaly_map: np.ndarray  # (H, W)
+    mask: np.ndarray  # (H, W) bool
+    predicted_mask: np.ndarray | None  # (H, W) bool
+    low_res: tuple[np.ndarray, np.ndarray] | None  # (N, N) map and mask
+
+
+def _read_defects(sample: Sample, files: _Files, low_res: int | None) -> _Defects:
+    hw = image_size(sample.image)
+    mask = sample_mask(sample, hw)
+    indices = np.flatnonzero(mask)  # (D,) int64
+    indices = indices.astype(np.int32) if mask.size < 2**31 else indices
+    source = _mapped_or_read(files.map(sample), hw)
+    scores = _widened(np.asarray(source.reshape(-1)[indices]))  # (H·W,): only D pixels read
+    if not all_finite(scores):
+        raise InputError("anomaly map has non-finite values (NaN or infinity)",
+                         files.map(sample))
+    small = None
+    if low_res is not None:
+        small = (resize_bilinear(source, low_res), resize_nearest(mask, low_res))
+    return _Defects(mask, scores, indices, small)
+
+
+def _read_image(sample: Sample, files: _Files, indices: np.ndarray | None,
+                low_res: int | None) -> _Image:
+    hw = image_size(sample.image)
+    path = files.map(sample)
+    anomaly_map = _mapped_or_read(path, hw)
+    if isinstance(anomaly_map, np.memmap) and not all_finite(anomaly_map):
+        # (this read also brings the pages into the page cache for the counting thread)
+        raise InputError("anomaly map has non-finite values (NaN or infinity)", path)
+    if indices is None or indices.size == 0:
+        mask = _no_defects(hw)
+    else:
+        mask = np.zeros(hw, dtype=bool)
+        mask.reshape(-1)[indices] = True  # (H, W) -> (H·W,), a view
+    predicted = None
+    if files.predicted_masks:
+        predicted = read_mask(files.predicted(sample), 127.0)
+        _check_shape(files.predicted(sample), predicted.shape, hw, what="predicted mask")
+    small = None
+    if low_res is not None:
+        small = (resize_bilinear(anomaly_map, low_res), resize_nearest(mask, low_res))
+    return _Image(anomaly_map, mask, predicted, small)
+
+
+@functools.lru_cache(maxsize=8)
+def _no_defects(hw: tuple[int, int]) -> np.ndarray:
+    """A read-only all-False (H, W) mask, shared by the defect-free images of a size."""
+    mask = np.zeros(hw, dtype=bool)
+    mask.flags.writeable = False
+    return mask
+
+
+def _mapped_or_read(path: Path, hw: tuple[int, int]) -> np.ndarray:
+    """The (H, W) map memory-mapped when the file allows it (nothing decoded yet), else
+    read in full; either way checked to be its image's size."""
+    if not path.is_file():
+        raise InputError("anomaly map not found", path)
+    try:
+        mapped = tifffile.memmap(path, mode="r")
+    except Exception:  # compressed, tiled, not a TIFF…: read_map says what is wrong
+        anomaly_map = read_map(path)
+        _check_shape(path, anomaly_map.shape, hw)
+        return anomaly_map
+    if mapped.ndim == 3 and mapped.shape[0] == 1:  # (1, H, W) -> (H, W)
+        mapped = mapped[0]
+    _check_shape(path, mapped.shape, hw)
+    if mapped.dtype.kind not in "fiu":
+        raise InputError(f"anomaly map must be a 2-D array of numbers, got {mapped.dtype}",
+                         path)
+    return mapped
+
+
+def _widened(values: np.ndarray) -> np.ndarray:
+    """float32 kept as is, other real types widened to float64 (as `read_map`)."""
+    return values if values.dtype == np.float32 else values.astype(np.float64)
+
+
+def _read_ahead(pool: ThreadPoolExecutor, samples: Sequence[Sample],
+                read: Callable[[Sample], Item]) -> Iterator[tuple[Sample, Future[Item]]]:
+    """(sample, future of its reading) in order, READ_AHEAD readings in flight."""
+    pending: list[tuple[Sample, Future[Item]]] = []
+    for sample in samples:
+        pending.append((sample, pool.submit(read, sample)))
+        if len(pending) > READ_AHEAD:
+            yield pending.pop(0)
+    yield from pending
+
+
+def _checked(readings: Iterator[tuple[Sample, Future[Item]]], checker: _HeaderCheck
+             ) -> Iterator[tuple[Sample, Item]]:
+    """Each reading's result. The header check's problem is raised as soon as it is
+    known, and instead of a reader's problem with a later sample."""
+    for sample, future in readings:
+        checker.raise_if_failed()
+        try:
+            item = future.result()
+        except InputError:
+            checker.finish(before=sample)
+            raise
+        yield sample, item
+
+
+class _HeaderCheck:
+    """Checks, in a background thread and in sample order, that every image's header is
+    readable and its map and predicted mask exist with its size (headers only)."""
+
+    def __init__(self, samples: Sequence[Sample], files: _Files) -> None:
+        self._order = {s.key: i for i, s in enumerate(samples)}
+        self._error: InputError | None = None
+        self._failed_at = len(samples)  # the index of the sample with the problem
+        self._thread = threading.Thread(target=self._run, args=(samples, files),
+                                        name="l2bt-check", daemon=True)
+        self._thread.start()
+
+    def _run(self, samples: Sequence[Sample], files: _Files) -> None:
+        for i, s in enumerate(samples):
+            try:
+                hw = image_size(s.image)
+                check_map_shape(files.map(s), hw)
+                if files.predicted_masks:
+                    _check_shape(files.predicted(s), image_size(files.predicted(s)), hw,
+                                 what="predicted mask")
+            except InputError as e:
+                self._failed_at, self._error = i, e
+                return
+
+    def raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def finish(self, before: Sample | None = None) -> None:
+        """Wait for the check; raise its problem, if any (with `before`: only a problem
+        of an earlier sample than that one)."""
+        self._thread.join()
+        if before is None or self._failed_at < self._order[before.key]:
+            self.raise_if_failed()
+
+
+# ---- files ----------------------------------------------------------------------------------
 
 
 def check_map_shape(path: Path, expected_hw: tuple[int, int]) -> None:
@@ -68,8 +381,13 @@ def check_map_shape(path: Path, expected_hw: tuple[int, int]) -> None:
     except Exception as e:  # tifffile raises several types for broken files
         raise InputError(f"cannot read anomaly map ({e})", path) from e
     shape = shape[1:] if len(shape) == 3 and shape[0] == 1 else shape  # (1, H, W) -> (H, W)
-    if shape != tuple(expected_hw):
-        raise InputError(f"anomaly map is {'x'.join(map(str, shape))} but its image is "
+    _check_shape(path, shape, expected_hw)
+
+
+def _check_shape(path: Path, shape: tuple[int, ...], expected_hw: tuple[int, int],
+                 what: str = "anomaly map") -> None:
+    if tuple(shape) != tuple(expected_hw):
+        raise InputError(f"{what} is {'x'.join(map(str, shape))} but its image is "
                          f"{expected_hw[0]}x{expected_hw[1]}", path)
 
 
@@ -85,9 +403,8 @@ def read_map(path: Path) -> np.ndarray:
     if anomaly_map.ndim != 2 or anomaly_map.dtype.kind not in "fiu":
         raise InputError(f"anomaly map must be a 2-D array of numbers, got "
                          f"{anomaly_map.dtype} {anomaly_map.shape}", path)
-    if anomaly_map.dtype != np.float32:
-        anomaly_map = anomaly_map.astype(np.float64)
-    if not np.isfinite(anomaly_map).all():
+    anomaly_map = _widened(anomaly_map)
+    if not all_finite(anomaly_map):
         raise InputError("anomaly map has non-finite values (NaN or infinity)", path)
     return anomaly_map
 
@@ -103,15 +420,36 @@ def sample_mask(sample: Sample, hw: tuple[int, int]) -> np.ndarray:
     return mask
 
 
+def _predicted_masks(maps_dir: Path, category: str, samples: Sequence[Sample]) -> bool:
+    """Whether every sample has a predicted mask; some but not all is an error naming
+    the first missing one."""
+    present = [predicted_mask_path(maps_dir, category, s).is_file() for s in samples]
+    if any(present) and not all(present):
+        missing = samples[present.index(False)]
+        raise InputError("predicted mask missing (the maps folder has masks for other "
+                         "images: every image needs one, or none)",
+                         predicted_mask_path(maps_dir, category, missing))
+    return all(present)
+
+
 def read_scores(path: Path, keys: Sequence[str]) -> dict[str, float] | None:
     """Image scores from a `key,score` CSV, checked to cover `keys`; None if absent."""
+    table = read_score_table(path, keys)
+    return None if table is None else table.scores
+
+
+def read_score_table(path: Path, keys: Sequence[str]) -> ScoreTable | None:
+    """`scores.csv` (`key,score`, optionally `verdict`: good | defective on every line),
+    checked to cover `keys`; None if absent."""
     if not path.is_file():
         return None
     scores: dict[str, float] = {}
+    verdicts: dict[str, bool] = {}
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         if reader.fieldnames is None or not {"key", "score"} <= set(reader.fieldnames):
             raise InputError("scores file needs the columns key,score", path)
+        has_verdicts = "verdict" in reader.fieldnames
         for line, row in enumerate(reader, start=2):
             try:
                 score = float(row["score"])
@@ -121,8 +459,13 @@ def read_scores(path: Path, keys: Sequence[str]) -> dict[str, float] | None:
             if not math.isfinite(score):
                 raise InputError(f"line {line}: score {row['score']!r} is not finite", path)
             scores[row["key"]] = score
+            if has_verdicts:
+                if row["verdict"] not in VERDICTS:
+                    raise InputError(f"line {line}: verdict {row['verdict']!r} is neither "
+                                     "'good' nor 'defective'", path)
+                verdicts[row["key"]] = VERDICTS[row["verdict"]]
     missing = [k for k in keys if k not in scores]
     if missing:
         raise InputError(f"no score for {missing[0]}"
                          + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""), path)
-    return scores
+    return ScoreTable(scores, verdicts if has_verdicts else None)

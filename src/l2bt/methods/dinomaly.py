@@ -85,8 +85,6 @@ the 8 target layers.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -99,16 +97,14 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from l2bt.atomic import atomic_file, write_text_atomic
 from l2bt.config import TeacherConfig
 from l2bt.device import resolve_device
 from l2bt.errors import InputError
 from l2bt.features import cache_key, input_geometries, iter_inputs
+from l2bt.methods.artefacts import artefact_key, load_artefact, save_artefact
 from l2bt.methods.base import MethodSettings
 from l2bt.methods.dinomaly_decoder import (
     DecoderConfig,
@@ -128,7 +124,6 @@ from l2bt.teacher.vit import ARCHITECTURES
 
 MODEL_FORMAT = "l2bt-dinomaly/1"
 WEIGHTS_FILE = "decoder.safetensors"
-CONFIG_FILE = "config.json"
 LOSS_WINDOW = 100  # the final loss is the mean over the last 100 iterations, as logged officially
 
 Item = TypeVar("Item")
@@ -424,38 +419,25 @@ class Dinomaly:
         assert self.teacher is not None
         files = cache_key(self.teacher_config, self.teacher.weights_id,
                           self.settings.precision, images)
-        description = {"format": MODEL_FORMAT, "files": files, **self.settings_dict()}
-        return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:24]
+        return artefact_key({"format": MODEL_FORMAT, "files": files, **self.settings_dict()})
 
     def _save(self, work_dir: Path, key: str) -> None:
-        """Weights then config, each atomically; the key sits in both, so files from
-        different runs (one killed between the two writes) never pass as a pair."""
         assert self.decoder is not None
-        state = {name: t.detach().cpu().contiguous()
-                 for name, t in self.decoder.state_dict().items()}
-        with atomic_file(work_dir / WEIGHTS_FILE) as tmp:
-            save_file(state, str(tmp), metadata={"key": key})
-        config = {"format": MODEL_FORMAT, "key": key, **self.describe()}
-        write_text_atomic(work_dir / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
+        save_artefact(work_dir, WEIGHTS_FILE, self.decoder.state_dict(), MODEL_FORMAT, key,
+                      self.describe())
 
     def _load(self, work_dir: Path, key: str) -> bool:
         """Load the decoder in `work_dir` if it was trained with `key`; False otherwise."""
         assert self.decoder is not None
-        config_path, weights_path = work_dir / CONFIG_FILE, work_dir / WEIGHTS_FILE
-        if not (config_path.is_file() and weights_path.is_file()):
+        artefact = load_artefact(work_dir, WEIGHTS_FILE, MODEL_FORMAT, key)
+        if artefact is None:
             return False
         try:
-            described = json.loads(config_path.read_text())
-            if described.get("format") != MODEL_FORMAT or described.get("key") != key:
-                return False
-            with safe_open(str(weights_path), framework="pt") as f:
-                if (f.metadata() or {}).get("key") != key:
-                    return False
-                state = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
-            self.decoder.load_state_dict(state, strict=True)
-        except Exception:  # unreadable or foreign files: retrain rather than fail
+            self.decoder.load_state_dict(artefact.tensors, strict=True)
+        except RuntimeError:  # another decoder's weights: train again
             return False
         self.decoder.eval()
+        described = artefact.described
         self.info = {k: described[k] for k in ("n_train_images", "iterations_done",
                                                "mean_batch_size", "final_loss",
                                                "train_seconds") if k in described}

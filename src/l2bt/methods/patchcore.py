@@ -33,8 +33,6 @@ as L2BT's map, and the image score is the same top-0.1 % mean.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -42,15 +40,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch.nn import functional as F
 
-from l2bt.atomic import atomic_file, write_text_atomic
 from l2bt.config import TeacherConfig
 from l2bt.device import resolve_device
 from l2bt.errors import InputError
 from l2bt.features import TrainFeatures, cache_key, cached_train_features
+from l2bt.methods.artefacts import artefact_key, load_artefact, save_artefact
 from l2bt.methods.base import MethodSettings
 from l2bt.methods.coreset import Coreset, greedy_coreset, random_projection
 from l2bt.methods.nearest import nearest_distances, squared_norms
@@ -60,7 +56,6 @@ from l2bt.teacher import Teacher, load_teacher
 
 BANK_FORMAT = "l2bt-patchcore/1"
 BANK_FILE = "memory_bank.safetensors"
-CONFIG_FILE = "config.json"
 PROJECTION_DIM = 128
 IMAGES_PER_CHUNK = 8  # cached training images read at once while building the bank
 
@@ -193,34 +188,21 @@ class PatchCore:
         assert self.teacher is not None
         features = cache_key(self.teacher_config, self.teacher.weights_id,
                              self.settings.precision, images)
-        description = {"format": BANK_FORMAT, "features": features, **self.settings_dict()}
-        return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:24]
+        return artefact_key({"format": BANK_FORMAT, "features": features,
+                             **self.settings_dict()})
 
     def _save(self, work_dir: Path, key: str) -> None:
-        """Bank then config, each atomically; the key sits in both, so a bank and a config
-        from different runs (one killed between the two writes) never pass as a pair."""
         assert self.bank is not None
-        with atomic_file(work_dir / BANK_FILE) as tmp:
-            save_file({"bank": self.bank.half().cpu()}, str(tmp), metadata={"key": key})
-        config = {"format": BANK_FORMAT, "key": key, **self.describe()}
-        write_text_atomic(work_dir / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
+        save_artefact(work_dir, BANK_FILE, {"bank": self.bank.half()}, BANK_FORMAT, key,
+                      self.describe())
 
     def _load(self, work_dir: Path, key: str) -> bool:
         """Load the bank in `work_dir` if it was built with `key`; False otherwise."""
-        config_path, bank_path = work_dir / CONFIG_FILE, work_dir / BANK_FILE
-        if not (config_path.is_file() and bank_path.is_file()):
+        artefact = load_artefact(work_dir, BANK_FILE, BANK_FORMAT, key)
+        if artefact is None or "bank" not in artefact.tensors:
             return False
-        try:
-            described = json.loads(config_path.read_text())
-            if described.get("format") != BANK_FORMAT or described.get("key") != key:
-                return False
-            with safe_open(str(bank_path), framework="pt") as f:
-                if (f.metadata() or {}).get("key") != key:
-                    return False
-                bank = f.get_tensor("bank")
-        except Exception:  # unreadable or foreign files: rebuild rather than fail
-            return False
-        self._set_bank(bank)
+        self._set_bank(artefact.tensors["bank"])
+        described = artefact.described
         self.info = {k: described[k] for k in ("n_train_images", "n_train_patches", "bank_size",
                                                "covering_radius_projected", "coreset_seconds")
                      if k in described}

@@ -1,14 +1,29 @@
 """Pure metric functions and the streaming evaluator: exact size-aware AUPRO, AUROCs,
-robustness. No I/O here (`l2bt.evaluation` reads maps and masks from disk)."""
+robustness, P-AP, AUPIMO, F1 and decision figures, the low-resolution protocol's
+resizing. No I/O here (`l2bt.evaluation` reads maps and masks from disk)."""
 
+from l2bt.metrics.aupimo import FPR_BOUNDS, Aupimo
 from l2bt.metrics.aupro import FPR_LIMITS, DefectTable, ProCurve, area_under
 from l2bt.metrics.auroc import auroc
 from l2bt.metrics.evaluator import StreamingEvaluator, evaluate_arrays
-from l2bt.metrics.regions import SIZE_BINS, label_regions, size_quantiles
-from l2bt.metrics.result import EvaluationResult, Robustness, format_table, robustness
+from l2bt.metrics.low_res import resize_bilinear, resize_nearest
+from l2bt.metrics.parallel import default_workers
+from l2bt.metrics.precision_recall import ImageDecisions
+from l2bt.metrics.regions import ABSOLUTE_BINS, SIZE_BINS, label_regions, size_quantiles
+from l2bt.metrics.result import (
+    Decisions,
+    EvaluationResult,
+    LowResolution,
+    Oracle,
+    Robustness,
+    format_table,
+    robustness,
+)
 
 __all__ = [
-    "FPR_LIMITS", "SIZE_BINS", "DefectTable", "EvaluationResult", "ProCurve", "Robustness",
-    "StreamingEvaluator", "area_under", "auroc", "evaluate_arrays", "format_table",
-    "label_regions", "robustness", "size_quantiles",
+    "ABSOLUTE_BINS", "FPR_BOUNDS", "FPR_LIMITS", "SIZE_BINS", "Aupimo", "Decisions",
+    "DefectTable", "EvaluationResult", "ImageDecisions", "LowResolution", "Oracle",
+    "ProCurve", "Robustness", "StreamingEvaluator", "area_under", "auroc", "default_workers",
+    "evaluate_arrays", "format_table", "label_regions", "resize_bilinear", "resize_nearest",
+    "robustness", "size_quantiles",
 ]

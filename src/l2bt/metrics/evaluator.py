@@ -2,35 +2,47 @@
 
 Two passes over the same test images, in any order within a pass:
 
-    evaluator = StreamingEvaluator()
+    evaluator = StreamingEvaluator(n_images=len(images))
     for anomaly_map, mask in images():            # pass 1: images without defects skipped
         evaluator.add_defects(anomaly_map, mask)
     for anomaly_map, mask, score in images():     # pass 2: every image
         evaluator.add(anomaly_map, mask, score)
     result = evaluator.result("bottle")           # EvaluationResult
 
-Pass 1 labels each mask's regions once (8-connected) and keeps its defect pixels' scores
-and region ids. Pass 2 freezes them into a `DefectTable` (sorted once; the m distinct
-defect scores become the thresholds), then counts every defect-free pixel into the
-2m + 1 cells between and at those scores (`CellCounter`, in batches) and drops it;
-`l2bt.metrics.aupro` says why that is exact and why it takes two passes. The size bins,
-fixed by quantiles known only at the end, cost nothing extra: `result` weighs the
-sorted defect pixels by region, once per bin.
+Pass 1 labels each mask's regions once (8-connected, within the mask's bounding box)
+and keeps its defect pixels' scores and region ids (`add_defect_scores` takes the scores
+alone, for readers that fetch only the defect pixels of a map). Pass 2 freezes them into
+a `DefectTable` (sorted once; the m distinct defect scores become the thresholds), then
+counts every pixel into the 2m + 1 cells between and at those scores (`CellCounter`, in
+batches; with `workers` > 1 `ParallelCellCounter`, bit-identical) and drops it;
+`l2bt.metrics.aupro` says why that is exact and why it takes two passes. Defect pixels
+are counted too, so pass 2 picks no pixels by mask: each equals its own edge, so at the
+end pass 1's count per edge is taken out of that edge's equal-cell, leaving exactly the
+defect-free counts. Every pixel figure comes from those counts: AUPRO per quartile bin
+and per absolute area bin (`result` weighs the sorted defect pixels by region, once per
+bin), P-AUROC, P-AP and pixel F1-max. AUPIMO needs the top of the normal images' scores
+besides (`l2bt.metrics.aupimo.NormalPool`), and so the number of images up front
+(`n_images`; without it AUPIMO is not computed). Decisions (verdicts, predicted masks)
+are counted as they come.
 
-Memory. The defect-free pixels, the bulk (VisA: ~2,000 images × 1.5 MP), take one
-fixed buffer of at most 8 M scores (32 MB as float32) whatever the number of images.
-What grows with the test set is its ground truth, which exactness needs: 8 bytes per
-defect pixel in pass 1 (score, region id), then 4 per defect pixel and 28 per distinct
-defect score; 9 bytes per image for image scores. `result` briefly needs about as much
-again (the curve's vertices). Per image: its map, mask and a few copies of them.
+Memory. The pixels, the bulk (VisA: ~2,000 images × 1.5 MP), take fixed buffers of at
+most 8 M scores each (32 MB as float32; workers + 1 of them) whatever the number of
+images. What grows with the test set is its ground truth, which exactness needs: 8
+bytes per defect pixel in pass 1 (score, region id), then 4 per defect pixel and 20–28
+per distinct defect score (the cells are int32 until 2³¹ pixels were counted); 4 per
+region; ~10 bytes per image; the AUPIMO pool's ~2 · 10⁻⁴ of the normal images' pixels.
+`result` briefly needs about as much again (the curve's vertices). Per image: its map,
+mask and a few copies of them.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 
+from l2bt.metrics.aupimo import FPR_BOUNDS, Aupimo, NormalPool, aupimo_scores
 from l2bt.metrics.aupro import (
     FPR_LIMITS,
     CellCounter,
@@ -44,61 +56,130 @@ from l2bt.metrics.aupro import (
     thin_curve,
 )
 from l2bt.metrics.auroc import auroc
-from l2bt.metrics.regions import SIZE_BINS, bin_membership, label_regions, size_quantiles
-from l2bt.metrics.result import EvaluationResult, robustness
+from l2bt.metrics.parallel import ParallelCellCounter
+from l2bt.metrics.precision_recall import (
+    ImageDecisions,
+    PixelPrecisionRecall,
+    f1_from_counts,
+    image_f1_max,
+)
+from l2bt.metrics.regions import (
+    absolute_membership,
+    bin_membership,
+    label_defect_pixels,
+    size_quantiles,
+)
+from l2bt.metrics.result import (
+    AuproTable,
+    Decisions,
+    EvaluationResult,
+    Oracle,
+    robustness,
+)
 
 
 class StreamingEvaluator:
-    """Accumulates a test set image by image in two passes; see the module docstring."""
+    """Accumulates a test set image by image in two passes; see the module docstring.
 
-    def __init__(self) -> None:
+    `n_images`: how many images pass 2 will see (needed for AUPIMO, checked at the end).
+    `workers`: threads counting defect-free pixels (1: all in the caller's thread).
+    `aupimo_fpr_bounds`: AUPIMO's integration range (SPEC: 1e-5 to 1e-4).
+    """
+
+    def __init__(self, n_images: int | None = None, workers: int = 1,
+                 aupimo_fpr_bounds: tuple[float, float] = FPR_BOUNDS) -> None:
+        self._n_images_expected = n_images
+        self._workers = workers
+        self._aupimo_bounds = aupimo_fpr_bounds
         self._scores: list[np.ndarray] = []  # pass 1: defect-pixel scores, per image
         self._regions: list[np.ndarray] = []  # their region ids (global), per image
         self._areas: list[np.ndarray] = []  # pixels per region, per image
-        self._n_regions = 0
+        self._defective_keys: list[str] = []  # pass 1: images with defects, in order
+        self._n_pass1 = 0
         self._defects: DefectTable | None = None  # pass 1, frozen when pass 2 starts
-        self._counter: CellCounter | None = None  # defect-free pixels per cell, pass 2
+        self._region_image: np.ndarray | None = None  # (R,) each region's defective image
+        self._counter: CellCounter | ParallelCellCounter | None = None  # pass 2 cells
+        self._pool: NormalPool | None = None  # pass 2: top of the normal images' scores
         self._defect_pixels = [0, 0]  # seen by pass 1 and by pass 2: must agree
         self._image_scores: list[float] = []
         self._image_labels: list[bool] = []
+        self._verdicts: list[bool] = []  # pass 2: defective verdicts, where given
+        self._segmentation = [0, 0, 0, 0]  # predicted masks: TP, FP, FN, images with one
 
-    def add_defects(self, anomaly_map: np.ndarray, mask: np.ndarray) -> None:
+    # ---- pass 1 ----------------------------------------------------------------------
+
+    def add_defects(self, anomaly_map: np.ndarray, mask: np.ndarray, key: str | None = None
+                    ) -> None:
         """Pass 1: one image's defect pixels (a mask without any is skipped)."""
+        _check_pair(anomaly_map, mask)
+        self.add_defect_scores(mask, anomaly_map[mask], key)
+
+    def add_defect_scores(self, mask: np.ndarray, scores: np.ndarray, key: str | None = None
+                          ) -> None:
+        """Pass 1 from the defect pixels alone: `scores` ((D_i,)) are the map's values at
+        the mask's True pixels in row-major order (what `anomaly_map[mask]` gives)."""
         if self._counter is not None:
             raise RuntimeError("add_defects after add: every image's defects come first")
-        _check_pair(anomaly_map, mask)
-        labels, count = label_regions(mask)  # (H, W) int32, 0 = background
+        _check_mask(mask)
+        if scores.ndim != 1 or scores.size != np.count_nonzero(mask):
+            raise ValueError(f"{scores.shape} scores for {np.count_nonzero(mask)} defect pixels")
+        _check_scores(scores)
+        key = f"image {self._n_pass1}" if key is None else key
+        self._n_pass1 += 1
+        region_labels, count = label_defect_pixels(mask)  # (D_i,) 1..count, like `scores`
         if count == 0:
             return
-        inside = labels > 0  # (H, W) bool
-        region_labels = labels[inside]  # (D_i,) 1..count
-        self._scores.append(anomaly_map[inside])
-        self._regions.append(region_labels - 1 + self._n_regions)  # global ids
+        n_regions = sum(a.size for a in self._areas)
+        self._scores.append(scores)
+        self._regions.append(region_labels - 1 + n_regions)  # global ids
         self._areas.append(np.bincount(region_labels, minlength=count + 1)[1:])
-        self._n_regions += count
+        self._defective_keys.append(key)
         self._defect_pixels[0] += region_labels.size
 
+    # ---- pass 2 ----------------------------------------------------------------------
+
     def add(self, anomaly_map: np.ndarray, mask: np.ndarray, score: float | None = None,
-            anomalous: bool | None = None) -> None:
+            anomalous: bool | None = None, *, verdict: bool | None = None,
+            predicted_mask: np.ndarray | None = None) -> None:
         """Pass 2: one image, every image once, after every `add_defects`. `score` is the
         image score (default: the map maximum); `anomalous` its label for I-AUROC
-        (default: the mask has a defect)."""
-        _check_pair(anomaly_map, mask)
+        (default: the mask has a defect). Decisions, when made: `verdict` (True:
+        defective) and `predicted_mask` ((H, W) bool)."""
+        highest = _check_pair(anomaly_map, mask)
         if score is not None and not np.isfinite(score):
             raise ValueError(f"image score {score} is not finite")
         if self._counter is None:
             self._freeze_defects()
         assert self._counter is not None
-        has_defects = bool(mask.any())
-        # (n,) the defect-free pixels (a view when all are); the counter copies them
-        normal = anomaly_map[~mask] if has_defects else anomaly_map.ravel()
-        self._counter.add(normal)
-        self._defect_pixels[1] += mask.size - normal.size
-        self._image_scores.append(float(anomaly_map.max()) if score is None else float(score))
+        n_defect = int(np.count_nonzero(mask))
+        pixels = anomaly_map.ravel()  # (H·W,) a view when contiguous; the counter copies
+        self._counter.add(pixels)  # defect pixels too: `result` takes them out again
+        if n_defect == 0 and self._pool is not None:
+            self._pool.add(pixels)
+        self._defect_pixels[1] += n_defect
+        has_defects = n_defect > 0
+        self._image_scores.append(highest if score is None else float(score))
         self._image_labels.append(has_defects if anomalous is None else bool(anomalous))
+        if verdict is not None:
+            self._verdicts.append(bool(verdict))
+        if predicted_mask is not None:
+            self._count_segmentation(predicted_mask, mask)
+
+    def _count_segmentation(self, predicted: np.ndarray, mask: np.ndarray) -> None:
+        if predicted.shape != mask.shape or predicted.dtype != np.bool_:
+            raise ValueError(f"predicted mask must be bool {mask.shape}, not "
+                             f"{predicted.dtype} {predicted.shape}")
+        hits = int(np.count_nonzero(predicted & mask))
+        self._segmentation[0] += hits
+        self._segmentation[1] += int(np.count_nonzero(predicted)) - hits
+        self._segmentation[2] += int(np.count_nonzero(mask)) - hits
+        self._segmentation[3] += 1
+
+    # ---- the result ------------------------------------------------------------------
 
     def result(self, category: str = "") -> EvaluationResult:
-        """Every metric of SPEC §6; None where it is undefined (see `EvaluationResult`)."""
+        """Every metric of SPEC §6 and §7; None where it is undefined (see
+        `EvaluationResult`)."""
         if self._counter is None:
             self._freeze_defects()
         assert self._defects is not None and self._counter is not None
@@ -106,12 +187,18 @@ class StreamingEvaluator:
             raise RuntimeError(
                 f"pass 1 saw {self._defect_pixels[0]} defect pixels, pass 2 "
                 f"{self._defect_pixels[1]}: give both passes the same images")
-        defects, cells = self._defects, self._counter.counts()
+        n_images = len(self._image_scores)
+        if self._n_images_expected is not None and n_images != self._n_images_expected:
+            raise RuntimeError(f"pass 2 saw {n_images} images, not the "
+                               f"{self._n_images_expected} announced")
+        defects, cells = self._defects, _defect_free(self._counter.counts(), self._defects)
         quantiles = size_quantiles(defects.areas)
         aupro, curves = _aupro_by_bin(defects, cells, bin_membership(defects.areas, quantiles))
+        aupro_abs, _ = _aupro_by_bin(defects, cells, absolute_membership(defects.areas))
+        pixel_pr = PixelPrecisionRecall.from_cells(cells, defects.per_edge)
         return EvaluationResult(
             category=category,
-            n_images=len(self._image_scores),
+            n_images=n_images,
             n_regions=int(defects.areas.size),
             size_quantiles_px=quantiles,
             i_auroc=auroc(self._image_scores, self._image_labels),
@@ -119,7 +206,30 @@ class StreamingEvaluator:
             aupro=aupro,
             robustness={limit: robustness(aupro[limit]) for limit in FPR_LIMITS},
             pro_curves=curves,
+            p_ap=pixel_pr.average_precision,
+            aupro_abs=aupro_abs,
+            aupimo=self._aupimo(),
+            oracle=Oracle(image_f1_max(self._image_scores, self._image_labels),
+                          pixel_pr.f1_max),
+            decisions=self._decisions(n_images),
         )
+
+    def _aupimo(self) -> Aupimo:
+        if self._pool is None or self._defects is None or self._region_image is None:
+            return Aupimo(None, {})
+        scores = aupimo_scores(self._defects, self._region_image, len(self._defective_keys),
+                               self._pool, self._aupimo_bounds)
+        if self._pool.n_images == 0 or scores.size == 0:
+            return Aupimo(None, {})
+        return Aupimo(float(scores.mean()),
+                      {k: float(v) for k, v in zip(self._defective_keys, scores, strict=True)})
+
+    def _decisions(self, n_images: int) -> Decisions | None:
+        if len(self._verdicts) != n_images or self._segmentation[3] != n_images:
+            return None
+        tp, fp, fn, _ = self._segmentation
+        return Decisions(ImageDecisions.from_verdicts(self._verdicts, self._image_labels),
+                         f1_from_counts(tp, fp, fn))
 
     def _freeze_defects(self) -> None:
         """End of pass 1: sort the defect pixels once; their distinct scores are the edges."""
@@ -129,17 +239,37 @@ class StreamingEvaluator:
         else:
             scores, regions, areas = (np.zeros(0, np.float32), np.zeros(0, np.int32),
                                       np.zeros(0, np.int64))
+        self._region_image = np.repeat(np.arange(len(self._areas), dtype=np.int32),
+                                       [a.size for a in self._areas])  # (R,)
         self._scores, self._regions, self._areas = [], [], []  # freed: the table has them
         self._defects = DefectTable.from_pixels(scores, regions, areas)
-        self._counter = CellCounter(self._defects.edges)
+        edges = self._defects.edges
+        self._counter = (ParallelCellCounter(edges, self._workers) if self._workers > 1
+                         else CellCounter(edges))
+        if self._n_images_expected is not None:
+            n_normal = self._n_images_expected - len(self._defective_keys)
+            if n_normal < 0:
+                raise RuntimeError(f"{len(self._defective_keys)} images with defects, but "
+                                   f"only {self._n_images_expected} announced")
+            self._pool = NormalPool(n_normal, self._aupimo_bounds[1])
+
+
+def _defect_free(cells: np.ndarray, defects: DefectTable) -> np.ndarray:
+    """Pass 2 counted every pixel; each defect pixel equals its edge, so it sits in that
+    edge's equal-cell: taking them out there leaves the defect-free counts, exactly."""
+    equal = cells[1::2]  # (m,) view: the cells "= a_j"
+    equal -= defects.per_edge
+    if equal.size and equal.min() < 0:
+        raise RuntimeError("pass 2's maps differ from pass 1's at defect pixels: give both "
+                           "passes the same maps")
+    return cells
 
 
 def _aupro_by_bin(defects: DefectTable, cells: np.ndarray, members: dict[str, np.ndarray]
-                  ) -> tuple[dict[float, dict[str, float | None]], dict[str, ProCurve]]:
+                  ) -> tuple[AuproTable, dict[str, ProCurve]]:
     """AUPRO per limit and bin, and each bin's thinned curve. One FPR array serves every
     bin; one PRO buffer is refilled per bin."""
-    aupro: dict[float, dict[str, float | None]] = {
-        limit: dict.fromkeys(SIZE_BINS) for limit in FPR_LIMITS}
+    aupro: AuproTable = {limit: dict.fromkeys(members) for limit in FPR_LIMITS}
     curves: dict[str, ProCurve] = {}
     n_normal = int(cells.sum())
     if n_normal == 0 or defects.areas.size == 0:
@@ -147,10 +277,10 @@ def _aupro_by_bin(defects: DefectTable, cells: np.ndarray, members: dict[str, np
     top = max(FPR_LIMITS)
     fpr = fpr_vertices(cells, n_normal, top)
     pro = np.empty_like(fpr)
-    for name in SIZE_BINS:
-        if not members[name].any():
+    for name, in_bin in members.items():
+        if not in_bin.any():
             continue
-        fill_pro_vertices(pro, pro_at_edges(defects, members[name]))
+        fill_pro_vertices(pro, pro_at_edges(defects, in_bin))
         for limit, area in zip(FPR_LIMITS, areas_under(fpr, pro, FPR_LIMITS), strict=True):
             aupro[limit][name] = area / limit
         curves[name] = thin_curve(fpr, pro, top)
@@ -158,22 +288,51 @@ def _aupro_by_bin(defects: DefectTable, cells: np.ndarray, members: dict[str, np
 
 
 def evaluate_arrays(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray],
-                    scores: Sequence[float] | None = None, category: str = ""
-                    ) -> EvaluationResult:
-    """Both passes over maps and masks already in memory (tests, small sets)."""
-    evaluator = StreamingEvaluator()
-    for anomaly_map, mask in zip(maps, masks, strict=True):
-        evaluator.add_defects(anomaly_map, mask)
+                    scores: Sequence[float] | None = None, category: str = "",
+                    workers: int = 1, aupimo_fpr_bounds: tuple[float, float] = FPR_BOUNDS,
+                    keys: Sequence[str] | None = None) -> EvaluationResult:
+    """Both passes over maps and masks already in memory (tests, small sets); images are
+    keyed by `keys`, else "0", "1", … by position."""
+    evaluator = StreamingEvaluator(n_images=len(maps), workers=workers,
+                                   aupimo_fpr_bounds=aupimo_fpr_bounds)
+    for i, (anomaly_map, mask) in enumerate(zip(maps, masks, strict=True)):
+        evaluator.add_defects(anomaly_map, mask, key=str(i) if keys is None else keys[i])
     for i, (anomaly_map, mask) in enumerate(zip(maps, masks, strict=True)):
         evaluator.add(anomaly_map, mask, None if scores is None else scores[i])
     return evaluator.result(category)
 
 
-def _check_pair(anomaly_map: np.ndarray, mask: np.ndarray) -> None:
+def _check_pair(anomaly_map: np.ndarray, mask: np.ndarray) -> float:
+    """Checks shapes, types and values; returns the map's maximum (one pass less)."""
     if anomaly_map.ndim != 2 or anomaly_map.shape != mask.shape:
         raise ValueError(f"map {anomaly_map.shape} and mask {mask.shape} must be equal 2-D "
                          "shapes")
+    _check_mask(mask)
+    if anomaly_map.size == 0:
+        raise ValueError("anomaly map is empty")
+    if anomaly_map.dtype.kind not in "fiu":
+        raise ValueError("anomaly map must hold finite numbers")
+    highest = float(anomaly_map.max())
+    if not (math.isfinite(highest) and math.isfinite(float(anomaly_map.min()))):
+        raise ValueError("anomaly map must hold finite numbers")
+    return highest
+
+
+def _check_mask(mask: np.ndarray) -> None:
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be 2-D, not {mask.shape}")
     if mask.dtype != np.bool_:
         raise ValueError(f"mask must be bool, not {mask.dtype}")
-    if not np.issubdtype(anomaly_map.dtype, np.number) or not np.isfinite(anomaly_map).all():
+
+
+def _check_scores(values: np.ndarray) -> None:
+    if values.dtype.kind not in "fiu" or not all_finite(values):
         raise ValueError("anomaly map must hold finite numbers")
+
+
+def all_finite(values: np.ndarray) -> bool:
+    """No NaN or infinity among real `values`: from their extremes (NaN propagates to
+    them), so no temporary the size of the array."""
+    if values.dtype.kind in "iu" or values.size == 0:
+        return True
+    return bool(np.isfinite(values.min()) and np.isfinite(values.max()))

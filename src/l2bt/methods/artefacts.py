@@ -1,0 +1,65 @@
+"""What a benchmarked method learned, kept under its work folder and reused on resume.
+
+A method's artefact is a safetensors file and a `config.json`, both carrying one key: a
+digest of everything the artefact depends on (format, settings, the teacher's weights,
+the exact training files). Each is written atomically, tensors first; the key sits in
+both, so files from different runs (one killed between the two writes) never pass as a
+pair, and a reload happens only when the key matches. Unreadable or foreign files are
+not an error: the method fits again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from l2bt.atomic import atomic_file, write_text_atomic
+
+CONFIG_FILE = "config.json"
+
+
+def artefact_key(description: dict[str, Any]) -> str:
+    """A short digest of a JSON-able description."""
+    return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class Artefact:
+    tensors: dict[str, torch.Tensor]
+    described: dict[str, Any]  # the config.json, "format" and "key" included
+
+
+def save_artefact(work_dir: Path, tensors_file: str, tensors: dict[str, torch.Tensor],
+                  format_tag: str, key: str, description: dict[str, Any]) -> None:
+    """Tensors, then `config.json` (`description` with the format and key)."""
+    state = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
+    with atomic_file(work_dir / tensors_file) as tmp:
+        save_file(state, str(tmp), metadata={"key": key})
+    config = {"format": format_tag, "key": key, **description}
+    write_text_atomic(work_dir / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
+
+
+def load_artefact(work_dir: Path, tensors_file: str, format_tag: str, key: str
+                  ) -> Artefact | None:
+    """The artefact in `work_dir` if it was made with `key`; None otherwise."""
+    config_path, tensors_path = work_dir / CONFIG_FILE, work_dir / tensors_file
+    if not (config_path.is_file() and tensors_path.is_file()):
+        return None
+    try:
+        described = json.loads(config_path.read_text())
+        if described.get("format") != format_tag or described.get("key") != key:
+            return None
+        with safe_open(str(tensors_path), framework="pt") as f:
+            if (f.metadata() or {}).get("key") != key:
+                return None
+            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
+    except Exception:  # unreadable or foreign files: fit again rather than fail
+        return None
+    return Artefact(tensors, described)
