@@ -1,9 +1,13 @@
 """PatchCore's two kernels, ours against the straightforward version, in one run.
 
-- Coreset selection (k-center greedy on N × 128 projected points): ours keeps the squared
-  norms and works in place (one matrix–vector product per pick, no (N, d) temporary)
-  against a version that computes ‖x − c‖² from scratch every pick (as the first
-  implementation did: an (N, d) temporary and all N norms per pick).
+- Coreset selection (k-center greedy on N × 128 projected points): `greedy_coreset`
+  (certified runs of picks, the points read once per run by a blocked matrix product)
+  against `greedy_coreset_reference` (one matrix–vector product per pick, in place),
+  alternating, with a check that both pick the same indices; with `--naive`, also a
+  version that computes ‖x − c‖² from scratch every pick (an (N, d) temporary and all N
+  norms per pick, as the first implementation did). Points: Gaussian, or `--points
+  clustered` (a mixture of tight clusters, closer to image patches, where many are near
+  duplicates).
 - Nearest-neighbour scoring of one 1036 px image (5,476 queries of 1,536 dims) against a
   bank: ours (blocked matmul, cached bank norms, direct distance of the winner) against
   `torch.cdist(...).min(1)`.
@@ -12,7 +16,7 @@ Reports the median seconds per pick / per image, the ratio, and extrapolates sel
 to the full-resolution banks of the benchmark. Peak memory: RSS increase, sampled.
 
     .venv/bin/python benchmarks/bench_patchcore.py                 # N = 500k, bank 20k
-    .venv/bin/python benchmarks/bench_patchcore.py --n 300000 --picks 100 --bank 10000 --threads 1
+    .venv/bin/python benchmarks/bench_patchcore.py --n 300000 --picks 500 --bank 10000 --threads 1
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import time
 
 import torch
 
-from l2bt.methods.coreset import greedy_coreset
+from l2bt.methods.coreset import greedy_coreset, greedy_coreset_reference
 from l2bt.methods.nearest import nearest_distances, squared_norms
 
 
@@ -50,7 +54,18 @@ def rss_bytes() -> int:
 def timed(function, repeats: int) -> tuple[float, float]:
     """Median seconds of `repeats` calls and the peak RSS increase (MiB) over all of them,
     sampled every 5 ms by a thread."""
-    seconds, before, peak = [], rss_bytes(), [0]
+    seconds, memory, _ = timed_alternating({"only": function}, repeats)["only"]
+    return seconds, memory
+
+
+def timed_alternating(functions: dict, repeats: int) -> dict[str, tuple[float, float, object]]:
+    """For each function: median seconds over `repeats` calls, the functions called in
+    turn (so machine load affects all alike), the peak RSS increase (MiB) during its
+    calls, sampled every 5 ms by a thread, and what its last call returned."""
+    seconds: dict[str, list[float]] = {name: [] for name in functions}
+    peaks = {name: 0 for name in functions}
+    outputs: dict[str, object] = {}
+    before, peak = rss_bytes(), [0]
     done = threading.Event()
 
     def sample() -> None:
@@ -60,18 +75,44 @@ def timed(function, repeats: int) -> tuple[float, float]:
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     for _ in range(repeats):
-        tic = time.perf_counter()
-        function()
-        seconds.append(time.perf_counter() - tic)
+        for name, function in functions.items():
+            before = peak[0] = rss_bytes()
+            tic = time.perf_counter()
+            outputs[name] = function()
+            seconds[name].append(time.perf_counter() - tic)
+            peaks[name] = max(peaks[name], max(peak[0], rss_bytes()) - before)
     done.set()
     sampler.join()
-    return statistics.median(seconds), (max(peak[0], rss_bytes()) - before) / 2**20
+    return {name: (statistics.median(seconds[name]), peaks[name] / 2**20, outputs[name])
+            for name in functions}
+
+
+def make_points(n: int, kind: str) -> torch.Tensor:
+    """(n, 128) float32 points: Gaussian, or 2,000 tight clusters of varied spread."""
+    if kind == "gaussian":
+        return torch.randn(n, 128)
+    centres = torch.randn(2000, 128)
+    spread = torch.rand(2000, 1) * 0.3
+    member = torch.randint(2000, (n,))
+    return centres[member] + spread[member] * torch.randn(n, 128)
+
+
+def first_difference(a: torch.Tensor, b: torch.Tensor) -> int | None:
+    """The first position where two pick sequences differ (None: identical)."""
+    common = min(len(a), len(b))
+    differ = torch.nonzero(a[:common] != b[:common])
+    if len(differ):
+        return int(differ[0])
+    return None if len(a) == len(b) else common
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=500_000, help="patches in the selection")
-    parser.add_argument("--picks", type=int, default=200, help="picks timed per repeat")
+    parser.add_argument("--picks", type=int, default=500, help="picks timed per repeat")
+    parser.add_argument("--points", choices=("gaussian", "clustered"), default="gaussian")
+    parser.add_argument("--naive", action="store_true",
+                        help="also time the from-scratch version (slow)")
     parser.add_argument("--bank", type=int, default=20_000, help="bank rows for scoring")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None,
@@ -82,19 +123,28 @@ def main() -> None:
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
 
-    points = torch.randn(args.n, 128)
-    ours, ours_mem = timed(lambda: greedy_coreset(points, args.picks), args.repeats)
-    naive, naive_mem = timed(lambda: naive_greedy(points, args.picks), args.repeats)
-    per_pick = ours / args.picks
-    print(f"\ncoreset, N = {args.n:,} x 128, {args.picks} picks")
-    print(f"  ours   {1e3 * per_pick:8.3f} ms/pick   peak +{ours_mem:7.1f} MiB")
-    print(f"  naive  {1e3 * naive / args.picks:8.3f} ms/pick   peak +{naive_mem:7.1f} MiB")
-    print(f"  speed-up {naive / ours:.2f}x")
-    print("  extrapolated (time linear in N per pick, ratio 0.1):")
+    points = make_points(args.n, args.points)
+    variants = {"runs": lambda: greedy_coreset(points, args.picks),
+                "reference": lambda: greedy_coreset_reference(points, args.picks)}
+    if args.naive:
+        variants["naive"] = lambda: naive_greedy(points, args.picks)
+    results = timed_alternating(variants, args.repeats)
+    difference = first_difference(results["runs"][2].indices, results["reference"][2].indices)
+    per_pick = {name: seconds / args.picks for name, (seconds, _, _) in results.items()}
+    print(f"\ncoreset, N = {args.n:,} x 128 ({args.points}), {args.picks} picks, "
+          f"medians of {args.repeats}, alternating")
+    labels = {"runs": "certified runs", "reference": "one pick at a time",
+              "naive": "naive, from scratch"}
+    for name, (_, memory, _) in results.items():
+        print(f"  {labels[name]:20s} {1e3 * per_pick[name]:8.3f} ms/pick   peak +{memory:7.1f} MiB")
+    print(f"  speed-up over one pick at a time {per_pick['reference'] / per_pick['runs']:.2f}x; "
+          f"same picks: {'yes' if difference is None else f'no, from pick {difference}'}")
+    print("  extrapolated (time per pick linear in N, ratio 0.1):")
     for images in (209, 391, 761):  # bottle, MVTec's largest train set, a large VisA one
         n = images * 74 * 74
-        hours = 0.1 * n * per_pick * n / args.n / 3600
-        print(f"    {images} images x 5,476 patches = {n / 1e6:.2f} M: {hours:7.2f} h")
+        hours = {name: 0.1 * n * per_pick[name] * n / args.n / 3600 for name in per_pick}
+        print(f"    {images} images x 5,476 patches = {n / 1e6:.2f} M: "
+              f"{hours['runs']:7.2f} h (one pick at a time {hours['reference']:7.2f} h)")
 
     queries = torch.randn(74 * 74, 1536)
     bank = torch.randn(args.bank, 1536)

@@ -30,10 +30,14 @@ def patch_anomaly(
 ) -> torch.Tensor:
     """(B, h, w, D) features of both layers -> (B, h, w) per-patch anomaly.
 
-    `precision` is the students' ("fp32" or "bf16"); the result is float32.
+    `precision` is the students' ("fp32" or "bf16"): with "bf16" the students run under
+    autocast (their D×D weights cast per call: 3·D² values, nothing next to the N·D²
+    products); normalisation and distances are float32 either way, as is the result.
     """
-    forward_error = F.normalize(forward_student(early), dim=-1) - F.normalize(late, dim=-1)
-    backward_error = F.normalize(backward_student(late), dim=-1) - F.normalize(early, dim=-1)
+    with torch.autocast(early.device.type, torch.bfloat16, enabled=precision == "bf16"):
+        predicted_late, predicted_early = forward_student(early), backward_student(late)
+    forward_error = F.normalize(predicted_late.float(), dim=-1) - F.normalize(late, dim=-1)
+    backward_error = F.normalize(predicted_early.float(), dim=-1) - F.normalize(early, dim=-1)
     return (forward_error.norm(dim=-1) * backward_error.norm(dim=-1)).float()
 
 

@@ -1,4 +1,10 @@
-"""Training the two students on cached teacher features of defect-free images."""
+"""Training the two students on cached teacher features of defect-free images.
+
+Precision "fp32" trains with autograd in float32. "bf16" runs each step's products in
+bfloat16 on column batches (`l2bt.students.low_precision_step`: weights cast once per
+step from float32 masters, float32 gradients, loss in float32) and steps a fused Adam;
+the students are float32 modules either way, so what is saved is float32.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +20,8 @@ from l2bt.anomaly_map import patch_anomaly
 from l2bt.config import TrainConfig
 from l2bt.errors import InputError
 from l2bt.features import TrainFeatures
-from l2bt.students import Student, cosine_loss
+from l2bt.students import Student, as_columns, cosine_loss, low_precision_step
+from l2bt.teacher import COMPUTE_DTYPES
 
 
 @dataclass(frozen=True)
@@ -43,14 +50,20 @@ def train_students(
 
     Each step takes every patch of `batch_size` images; the loss is the sum of the two
     students' (1 − mean cosine) losses, minimised with Adam. A non-finite loss stops
-    training with an `InputError` rather than writing a broken model. `precision` names
-    the students' compute precision; training runs in float32 for both values today.
+    training with an `InputError` rather than writing a broken model. `precision` is the
+    students' compute precision, "fp32" or "bf16" (see the module docstring).
     """
+    if precision not in COMPUTE_DTYPES:
+        raise InputError(f"precision must be one of {', '.join(COMPUTE_DTYPES)}, "
+                         f"got {precision!r}")
+    dtype = COMPUTE_DTYPES[precision]
     forward, backward = new_students(features.dim, config.seed)
     forward.to(device).train()
     backward.to(device).train()
     params = [*forward.parameters(), *backward.parameters()]
-    optimizer = torch.optim.Adam(params, lr=config.lr)
+    # fused: one kernel per step instead of ~10 passes per parameter (3x faster on a CPU)
+    optimizer = torch.optim.Adam(params, lr=config.lr,
+                                 fused=True if dtype != torch.float32 else None)
     order_rng = np.random.default_rng(config.seed)
     n_images = len(features)
     steps_per_epoch = math.ceil(n_images / config.batch_size)
@@ -65,14 +78,18 @@ def train_students(
             for step in range(steps_per_epoch):
                 indices = order[step * config.batch_size:(step + 1) * config.batch_size]
                 early, late = features.patches(indices, device)
-                loss = cosine_loss(forward(early), late) + cosine_loss(backward(late), early)
+                optimizer.zero_grad(set_to_none=True)
+                if dtype == torch.float32:
+                    loss = cosine_loss(forward(early), late) + cosine_loss(backward(late), early)
+                else:
+                    loss = _low_precision_losses(forward, backward, early, late, dtype)
                 if not torch.isfinite(loss):
                     raise InputError(
                         f"training diverged: loss is {loss.item()} at epoch {epoch + 1}, "
                         f"step {step + 1} (try a lower --lr)"
                     )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                if dtype == torch.float32:
+                    loss.backward()
                 optimizer.step()
                 total += loss.item() * len(indices)
                 bar.update(1)
@@ -83,9 +100,18 @@ def train_students(
     return forward, backward, TrainingHistory(tuple(epoch_losses), time.perf_counter() - start)
 
 
+def _low_precision_losses(forward: Student, backward: Student, early: torch.Tensor,
+                          late: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Both students' summed loss on (N, D) patch rows, their gradients set in `dtype`."""
+    early_columns, late_columns = as_columns(early), as_columns(late)  # (D, N) float32
+    return (low_precision_step(forward, early_columns.to(dtype), late_columns)
+            + low_precision_step(backward, late_columns.to(dtype), early_columns))
+
+
 @torch.inference_mode()
 def normal_score_range(
-    features: TrainFeatures, forward: Student, backward: Student, device: torch.device
+    features: TrainFeatures, forward: Student, backward: Student, device: torch.device,
+    precision: str = "fp32",
 ) -> dict[str, float]:
     """Median and maximum patch anomaly over the training images.
 
@@ -96,6 +122,6 @@ def normal_score_range(
     for start in range(0, len(features), 8):
         indices = np.arange(start, min(start + 8, len(features)))
         early, late = features.patches(indices, device)
-        values.append(patch_anomaly(forward, backward, early, late).float().cpu())
+        values.append(patch_anomaly(forward, backward, early, late, precision).cpu())
     flat = torch.cat(values)
     return {"median": float(flat.median()), "max": float(flat.max())}

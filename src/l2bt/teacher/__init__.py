@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -18,6 +17,7 @@ from l2bt.teacher.vit import ARCHITECTURES, PATCH_SIZE, DinoVisionTransformer, i
 
 TEACHER_VARIANTS = tuple(ARCHITECTURES)
 PRECISIONS = ("fp32", "bf16")
+COMPUTE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 class Teacher(DinoVisionTransformer):
@@ -40,7 +40,8 @@ class Teacher(DinoVisionTransformer):
         register tokens dropped: one float32 (B, H/14, W/14, D) tensor per layer.
 
         `x` is (B, 3, H, W), ImageNet-normalised, H and W multiples of 14. `precision`
-        "bf16" computes in bfloat16 (the result is still returned as float32).
+        "bf16" runs the blocks' matmuls and attention in bfloat16 from weights cast once
+        (see `l2bt.teacher.vit`); the result is still float32.
         """
         if x.ndim != 4 or x.shape[1] != 3:
             raise InputError(f"teacher input must be (B, 3, H, W), got {tuple(x.shape)}")
@@ -53,11 +54,7 @@ class Teacher(DinoVisionTransformer):
                              f"{self.variant}, got {tuple(layers)}")
         if precision not in PRECISIONS:
             raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        context = (torch.autocast(device_type=x.device.type, dtype=torch.bfloat16)
-                   if precision == "bf16" else nullcontext())
-        with context:
-            kept = self.intermediate_patch_tokens(x, tuple(layers))
-        return tuple(t.float() for t in kept)
+        return self.intermediate_patch_tokens(x, tuple(layers), COMPUTE_DTYPES[precision])
 
 
 def load_teacher(
@@ -112,4 +109,4 @@ def _load_checked(teacher: Teacher, state: dict[str, torch.Tensor], path: Path) 
     teacher.load_state_dict(state, strict=True)
 
 
-__all__ = ["PRECISIONS", "TEACHER_VARIANTS", "Teacher", "load_teacher"]
+__all__ = ["COMPUTE_DTYPES", "PRECISIONS", "TEACHER_VARIANTS", "Teacher", "load_teacher"]

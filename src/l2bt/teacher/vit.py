@@ -4,10 +4,24 @@ Module and parameter names mirror facebookresearch/dinov2 (`patch_embed.proj`,
 `cls_token`, `pos_embed`, `register_tokens`, `mask_token`, `blocks.N.{norm1, attn.qkv,
 attn.proj, ls1.gamma, norm2, mlp.fc1, mlp.fc2 | mlp.w12, mlp.w3, ls2.gamma}`, `norm`),
 so official checkpoints load with `strict=True` and give the same features.
+
+Low precision. `intermediate_patch_tokens(x, layers, dtype=torch.bfloat16)` runs the
+blocks from a copy whose Linear weights are cast to bfloat16 once (kept until the fp32
+weights change or move) instead of autocast's cast of every weight on every call. The
+residual stream, LayerNorms and LayerScales stay in float32 (each block adds its bf16
+branch output to the fp32 stream), as under autocast; the patch embedding (0.2 % of the
+FLOPs) stays float32 too. Matmuls and attention (`scaled_dot_product_attention`, whose
+kernels accumulate softmax and products in float32) run in bf16; the returned tokens
+are float32. Cost of one block on N tokens of width D (MLP hidden 4D): 24·N·D² + 4·N²·D
+FLOPs; its 12·D² weights are read as 24·D² bytes per call, where autocast reads 48·D²
+(fp32), writes 24·D² (the cast) and reads those again. float32 is the default and is
+computed exactly as before: the only added operation, `x.to(weight.dtype)`, is then a
+no-op.
 """
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 import torch
@@ -69,6 +83,7 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, tokens, dim = x.shape
+        x = x.to(self.qkv.weight.dtype)  # a low-precision copy's input; a no-op in float32
         qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, dim // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # (B, N, 3, H, d) -> 3 × (B, H, N, d)
         out = F.scaled_dot_product_attention(q, k, v)
@@ -84,6 +99,7 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.fc1.weight.dtype)  # a low-precision copy's input; a no-op in float32
         return self.fc2(self.act(self.fc1(x)))
 
 
@@ -97,6 +113,7 @@ class SwiGLU(nn.Module):
         self.w3 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.w12.weight.dtype)  # a low-precision copy's input; a no-op in float32
         gate, value = self.w12(x).chunk(2, dim=-1)
         return self.w3(F.silu(gate) * value)
 
@@ -143,6 +160,20 @@ class DinoVisionTransformer(nn.Module):
         self.blocks = nn.ModuleList(Block(arch) for _ in range(arch.depth))
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.mask_token = nn.Parameter(torch.zeros(1, dim))  # unused here; in every checkpoint
+        # (key of the weights it was cast from, the copy); a plain attribute, so it is
+        # neither in the state dict nor moved by .to()
+        self._low_precision: tuple[Hashable, nn.ModuleList] | None = None
+
+    def blocks_in(self, dtype: torch.dtype) -> nn.ModuleList:
+        """The blocks computing in `dtype`: `self.blocks` for float32, otherwise a copy with
+        Linear weights in `dtype`, cast on first use and reused while the weights are the same."""
+        if dtype == torch.float32:
+            return self.blocks
+        key = (dtype, _weights_key(self.blocks))
+        if self._low_precision is None or self._low_precision[0] != key:
+            self._low_precision = None  # free the stale copy before casting a new one
+            self._low_precision = (key, _cast_linear_weights(self.blocks, self.arch, dtype))
+        return self._low_precision[1]
 
     def interpolate_pos_encoding(self, grid_h: int, grid_w: int) -> torch.Tensor:
         """Position embeddings for a grid_h × grid_w patch grid: (1, 1 + h·w, D).
@@ -184,25 +215,50 @@ class DinoVisionTransformer(nn.Module):
         return tokens
 
     def intermediate_patch_tokens(
-        self, x: torch.Tensor, layers: tuple[int, ...]
+        self, x: torch.Tensor, layers: tuple[int, ...], dtype: torch.dtype = torch.float32
     ) -> tuple[torch.Tensor, ...]:
-        """Normalised patch tokens after each 0-based block in `layers`: (B, h, w, D) each.
+        """Normalised float32 patch tokens after each 0-based block in `layers`: (B, h, w, D) each.
 
         Equal to the official `get_intermediate_layers(x, layers, norm=True)` reshaped;
-        only the blocks up to the deepest requested one run.
+        only the blocks up to the deepest requested one run. `dtype` is the blocks'
+        compute precision (see the module docstring).
         """
         batch, _, height, width = x.shape
         grid_h, grid_w = height // PATCH_SIZE, width // PATCH_SIZE
         first_patch = 1 + self.arch.num_register_tokens
+        blocks = self.blocks_in(dtype)
         tokens = self.prepare_tokens(x)
         kept: dict[int, torch.Tensor] = {}
         for index in range(max(layers) + 1):
-            tokens = self.blocks[index](tokens)
+            tokens = blocks[index](tokens)
             if index in layers:
                 patches = self.norm(tokens)[:, first_patch:]
                 # (B, h·w, D) -> (B, h, w, D)
                 kept[index] = patches.reshape(batch, grid_h, grid_w, -1)
         return tuple(kept[i] for i in layers)
+
+
+def _weights_key(blocks: nn.ModuleList) -> Hashable:
+    """Identifies the blocks' current weights: storage, device and in-place version of each
+    (a load_state_dict or an in-place edit bumps the version; .to() makes new storage).
+    Tensors made under inference mode have no version counter and count as version 0."""
+    return tuple((p.device, p.data_ptr(), 0 if p.is_inference() else p._version)
+                 for p in blocks.parameters())
+
+
+def _cast_linear_weights(blocks: nn.ModuleList, arch: ViTArch, dtype: torch.dtype
+                         ) -> nn.ModuleList:
+    """A frozen copy of `blocks` with every Linear's weight and bias in `dtype`; LayerNorm
+    and LayerScale parameters stay float32. Built empty, then filled by one cast per tensor
+    (no float32 duplicate of the weights is ever made)."""
+    with torch.device("meta"):
+        copy = nn.ModuleList(Block(arch) for _ in blocks)
+    for module in copy.modules():
+        if isinstance(module, nn.Linear):
+            module.to(dtype)
+    copy.to_empty(device=next(blocks.parameters()).device)
+    copy.load_state_dict(blocks.state_dict())  # copy_ casts into each target's dtype
+    return copy.requires_grad_(False).eval()
 
 
 def init_random(model: DinoVisionTransformer, seed: int = 0) -> None:

@@ -1,0 +1,231 @@
+"""The GPU path in one short run: teacher latency, predict throughput, one training epoch.
+
+Measures, on `--device` (default cuda), with random weights (no downloads):
+1. teacher latency per image at `--image-size` (default ViT-B/14-reg at 1036 px), fp32 and
+   bf16, at batch 1 and each batch of `--batches`: CUDA events around `--repeats` calls
+   after `--warmup` calls (on a CPU, wall time);
+2. predict throughput, images/s, end to end through `L2BT.predict_batch` (preprocess on the
+   host, teacher, students and post-processing on the device, maps back on the host) on
+   square images of `--image-size` in bf16, at the best bf16 teacher batch, with the
+   serial host work per image it contains (preprocess, top-0.1 % score);
+3. one epoch of student training over `--train-images` cached images (random fp16
+   features in host memory, as the feature cache holds them), fp32 and bf16.
+Targets on an H100/H200: teacher bf16 ≤ 6 ms per image (the floor at 790 TFLOP/s is
+2.6 ms), predict ≥ 100 images/s. Prints a table and writes the figures to `--json`.
+
+    python benchmarks/bench_gpu.py                              # the GPU run (~2 min)
+    python benchmarks/bench_gpu.py --device cpu --quick         # a smoke test (seconds)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from l2bt import L2BT
+from l2bt.anomaly_map import image_score
+from l2bt.config import L2BTConfig, TeacherConfig, TrainConfig
+from l2bt.features import TrainFeatures
+from l2bt.preprocess import preprocess
+from l2bt.teacher import Teacher, load_teacher
+from l2bt.training import new_students, train_students
+
+LAYERS = (7, 11)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_seconds(function: Callable[[], object], device: torch.device, warmup: int,
+                   repeats: int) -> float:
+    """Median seconds per call: CUDA events on a GPU (device time), wall time on a CPU."""
+    for _ in range(warmup):
+        function()
+    synchronize(device)
+    seconds = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            function()
+            end.record()
+            end.synchronize()
+            seconds.append(start.elapsed_time(end) / 1e3)
+        else:
+            tic = time.perf_counter()
+            function()
+            seconds.append(time.perf_counter() - tic)
+    return statistics.median(seconds)
+
+
+def teacher_flops(teacher: Teacher, image_size: int) -> float:
+    """FLOPs of one image through blocks 0..11: 24·N·D² + 4·N²·D per block."""
+    n = (image_size // 14) ** 2 + 1 + teacher.num_register_tokens
+    dim = teacher.embed_dim
+    return (max(LAYERS) + 1) * (24 * n * dim * dim + 4 * n * n * dim)
+
+
+def bench_teacher(teacher: Teacher, args: argparse.Namespace, device: torch.device
+                  ) -> dict[str, dict[int, float]]:
+    """Seconds per image, per precision and batch."""
+    latency: dict[str, dict[int, float]] = {"fp32": {}, "bf16": {}}
+    for precision in latency:
+        for batch in sorted({1, *args.batches}):
+            x = torch.randn(batch, 3, args.image_size, args.image_size, device=device)
+            seconds = median_seconds(lambda x=x, p=precision: teacher.features(x, LAYERS, p),
+                                     device, args.warmup, args.repeats)
+            latency[precision][batch] = seconds / batch
+    return latency
+
+
+def bench_predict(teacher: Teacher, batch: int, args: argparse.Namespace,
+                  device: torch.device) -> dict[str, float]:
+    """Images/s through L2BT.predict_batch (bf16), wall time with the device synchronised."""
+    config = L2BTConfig(TeacherConfig(args.teacher, "random", args.image_size))
+    forward, backward = new_students(teacher.embed_dim, seed=0)
+    model = L2BT(config, teacher, forward, backward, device=device, precision="bf16")
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (args.image_size, args.image_size, 3), dtype=np.uint8)
+              for _ in range(batch)]
+    for _ in range(args.warmup):
+        model.predict_batch(images)
+    synchronize(device)
+    tic = time.perf_counter()
+    for _ in range(args.predict_batches):
+        model.predict_batch(images)
+    synchronize(device)
+    seconds = time.perf_counter() - tic
+    n_images = batch * args.predict_batches
+    host = {  # the serial host work per image inside predict_batch
+        "preprocess": median_seconds(lambda: preprocess(images[0], args.image_size),
+                                     torch.device("cpu"), 1, args.repeats),
+        "score": median_seconds(lambda: image_score(np.asarray(images[0][..., 0], np.float32)),
+                                torch.device("cpu"), 1, args.repeats),
+    }
+    return {"images_per_second": n_images / seconds, "batch": batch, "images": n_images,
+            "host_seconds_per_image": host}
+
+
+def random_cached_features(n_images: int, grid: int, dim: int, device: torch.device,
+                           folder: Path) -> TrainFeatures:
+    """Random fp16 features in host memory as the cache holds them: (n·grid², D) rows of
+    n grid × grid images, made on the device."""
+    generator = torch.Generator(device=device).manual_seed(0)
+    per_image = grid * grid
+    early = np.empty((n_images * per_image, dim), np.float16)
+    late = np.empty_like(early)
+    for i in range(n_images):
+        rows = slice(i * per_image, (i + 1) * per_image)
+        a = torch.randn(per_image, dim, generator=generator, device=device)
+        b = torch.tanh(a) + 0.3 * torch.randn(per_image, dim, generator=generator, device=device)
+        early[rows], late[rows] = a.half().cpu().numpy(), b.half().cpu().numpy()
+    return TrainFeatures(early, late, grids=np.full((n_images, 2), grid), folder=folder)
+
+
+def bench_training(teacher: Teacher, args: argparse.Namespace, device: torch.device
+                   ) -> dict[str, float]:
+    """Seconds for one epoch over `--train-images` images, per precision."""
+    grid = args.image_size // 14
+    seconds: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        features = random_cached_features(args.train_images, grid, teacher.embed_dim, device,
+                                          Path(tmp))
+        first = int(features.offsets[min(4, len(features))])  # the first (up to) 4 images
+        warm = TrainFeatures(features.early[:first], features.late[:first],
+                             grids=features.grids[:4], folder=Path(tmp))
+        for precision in ("fp32", "bf16"):
+            train_students(warm, TrainConfig(epochs=1), device, False, precision)  # warm-up
+            synchronize(device)
+            tic = time.perf_counter()
+            train_students(features, TrainConfig(epochs=1), device, False, precision)
+            synchronize(device)
+            seconds[precision] = time.perf_counter() - tic
+    return seconds
+
+
+def describe(device: torch.device) -> dict[str, object]:
+    info: dict[str, object] = {"torch": torch.__version__, "python": platform.python_version()}
+    if device.type == "cuda":
+        info |= {"device": torch.cuda.get_device_name(device), "cuda": torch.version.cuda}
+    else:
+        info |= {"device": f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"}
+    return info
+
+
+def print_table(figures: dict, flops: float) -> None:
+    print(f"\n{figures['machine']['device']}, torch {figures['machine']['torch']}; "
+          f"{figures['teacher_variant']} at {figures['image_size']} px, "
+          f"{flops / 1e9:.0f} GFLOP per image")
+    print(f"{'teacher':<12}" + "".join(f" {f'batch {b}':>22}"
+                                       for b in figures["teacher_seconds_per_image"]["bf16"]))
+    for precision, row in figures["teacher_seconds_per_image"].items():
+        cells = [f"{1e3 * s:.2f} ms {flops / s / 1e12:.3g} TF/s" for s in row.values()]
+        print(f"{precision:<12}" + "".join(f" {c:>22}" for c in cells))
+    best = figures["best_bf16"]
+    print(f"best bf16: {1e3 * best['seconds_per_image']:.2f} ms per image at batch "
+          f"{best['batch']} (target <= 6 ms)")
+    predict = figures["predict"]
+    host = predict["host_seconds_per_image"]
+    print(f"predict, bf16, batch {predict['batch']}: {predict['images_per_second']:.1f} "
+          f"images/s over {predict['images']} images (target >= 100); host work per image: "
+          f"preprocess {1e3 * host['preprocess']:.1f} ms, score {1e3 * host['score']:.1f} ms")
+    train = figures["train_epoch_seconds"]
+    print(f"one training epoch, {figures['train_images']} images: fp32 {train['fp32']:.2f} s, "
+          f"bf16 {train['bf16']:.2f} s ({train['fp32'] / train['bf16']:.2f}x)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--teacher", default="dinov2_vitb14_reg")
+    parser.add_argument("--image-size", type=int, default=1036)
+    parser.add_argument("--batches", type=int, nargs="+", default=[2, 4, 8, 16])
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--predict-batches", type=int, default=20)
+    parser.add_argument("--train-images", type=int, default=200)
+    parser.add_argument("--json", type=Path,
+                        default=Path(os.environ.get("OUT", ".")) / "bench_gpu.json")
+    parser.add_argument("--quick", action="store_true",
+                        help="ViT-S/14 at 56 px, batches 1-2, 1 repeat, 4 training images")
+    args = parser.parse_args()
+    if args.quick:
+        args.teacher, args.image_size, args.batches = "dinov2_vits14", 56, [2]
+        args.warmup, args.repeats, args.predict_batches, args.train_images = 1, 1, 2, 4
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    teacher = load_teacher(args.teacher, weights="random").to(device)
+    flops = teacher_flops(teacher, args.image_size)
+    latency = bench_teacher(teacher, args, device)
+    best_batch = min(latency["bf16"], key=lambda b: latency["bf16"][b])
+    figures = {
+        "machine": describe(device), "teacher_variant": args.teacher,
+        "image_size": args.image_size, "teacher_gflop_per_image": flops / 1e9,
+        "teacher_seconds_per_image": latency,
+        "best_bf16": {"batch": best_batch, "seconds_per_image": latency["bf16"][best_batch]},
+        "predict": bench_predict(teacher, best_batch, args, device),
+        "train_images": args.train_images,
+        "train_epoch_seconds": bench_training(teacher, args, device),
+    }
+    if device.type == "cuda":
+        figures["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    print_table(figures, flops)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(figures, indent=2))
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
