@@ -108,7 +108,7 @@ class L2BT:
         forward, backward, history = train_students(features, config.train, device, progress,
                                                     precision)
         training = _training_info(images, history, feature_seconds, device)
-        normal = normal_score_range(features, forward, backward, device)
+        normal = normal_score_range(features, forward, backward, device, precision)
         model = cls(config, teacher, forward, backward, device, precision,
                     info={**(info or {}), "training": training, "normal_patch_scores": normal})
         if calibration_images:

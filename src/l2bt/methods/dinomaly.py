@@ -88,7 +88,7 @@ from __future__ import annotations
 import time
 from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing, nullcontext
+from contextlib import closing
 from dataclasses import asdict, dataclass
 from functools import partial
 from itertools import islice
@@ -119,7 +119,7 @@ from l2bt.methods.dinomaly_decoder import (
 from l2bt.patch_predict import predict_images
 from l2bt.prediction import Prediction
 from l2bt.preprocess import InputGeometry
-from l2bt.teacher import PRECISIONS, Teacher, load_teacher
+from l2bt.teacher import COMPUTE_DTYPES, PRECISIONS, Teacher, load_teacher
 from l2bt.teacher.vit import ARCHITECTURES
 
 MODEL_FORMAT = "l2bt-dinomaly/1"
@@ -166,14 +166,14 @@ def target_layers(depth: int) -> tuple[int, ...]:
 def encoder_layers(teacher: Teacher, x: torch.Tensor, layers: Sequence[int],
                    precision: str = "fp32") -> list[torch.Tensor]:
     """Raw outputs (B, T, D) of the teacher's blocks `layers` (ascending), tokens
-    [cls, registers, patches], no final LayerNorm (as ViTill); float32, no gradient."""
-    context = (torch.autocast(device_type=x.device.type, dtype=torch.bfloat16)
-               if precision == "bf16" else nullcontext())
+    [cls, registers, patches], no final LayerNorm (as ViTill); float32, no gradient.
+    In bf16 the blocks are the teacher's cast-once copy (`Teacher.blocks_in`)."""
+    blocks = teacher.blocks_in(COMPUTE_DTYPES[precision])
     kept = []
-    with torch.no_grad(), context:
+    with torch.no_grad():
         tokens = teacher.prepare_tokens(x)
         for index in range(max(layers) + 1):
-            tokens = teacher.blocks[index](tokens)
+            tokens = blocks[index](tokens)
             if index in layers:
                 kept.append(tokens.float())
     return kept

@@ -23,8 +23,9 @@ and feature dimension D: selection holds N × 128 projected floats plus 3 floats
 patch (norm, running distance, buffer): 524 bytes per patch, 2.2 GB for 4.2 M patches
 (761 images), never an N × N or N × 2D matrix. The bank is ratio · N × 2D floats
 (0.42 M × 1,536 × 4 B = 2.6 GB in memory, half that on disk). Selection time is
-ratio · N² · 128 multiply-adds, memory-bound: every pick reads the N × 128 points once
-(PatchCore's known quadratic price; see benchmarks/README.md for measured rates).
+ratio · N² · 128 multiply-adds (PatchCore's known quadratic price), done in certified
+runs of picks, each run one pass over the N × 128 points as blocked matrix products
+(`coreset.py`; measured rates in benchmarks/README.md).
 
 Scores. A patch's anomaly is its Euclidean distance to the nearest bank descriptor
 (exact search, `nearest.py`); the patch map is upsampled, smoothed and cropped exactly
@@ -54,7 +55,7 @@ from l2bt.patch_predict import predict_images
 from l2bt.prediction import Prediction
 from l2bt.teacher import Teacher, load_teacher
 
-BANK_FORMAT = "l2bt-patchcore/1"
+BANK_FORMAT = "l2bt-patchcore/2"  # 2: the coreset selected in certified runs
 BANK_FILE = "memory_bank.safetensors"
 PROJECTION_DIM = 128
 IMAGES_PER_CHUNK = 8  # cached training images read at once while building the bank
