@@ -1,9 +1,10 @@
 """PatchCore's two kernels, ours against the straightforward version, in one run.
 
-- Coreset selection (k-center greedy on N × 128 projected points): `greedy_coreset`
-  (certified runs of picks, the points read once per run by a blocked matrix product)
-  against `greedy_coreset_reference` (one matrix–vector product per pick, in place),
-  alternating, with a check that both pick the same indices; with `--naive`, also a
+- Coreset selection (k-center greedy on N × 128 projected points, as PatchCore runs it:
+  rounded to 8-bit codes): `greedy_coreset` (certified runs of picks, the int8 codes
+  read once per run by a blocked matrix product) against `greedy_coreset_reference`
+  (one float32 matrix–vector product per pick, the previous implementation) on the same
+  codes, alternating, with a check that both pick the same indices; with `--naive`, also a
   version that computes ‖x − c‖² from scratch every pick (an (N, d) temporary and all N
   norms per pick, as the first implementation did). Points: Gaussian, or `--points
   clustered` (a mixture of tight clusters, closer to image patches, where many are near
@@ -29,7 +30,7 @@ import time
 
 import torch
 
-from l2bt.methods.coreset import greedy_coreset, greedy_coreset_reference
+from l2bt.methods.coreset import code_scale, greedy_coreset, greedy_coreset_reference, quantize
 from l2bt.methods.nearest import nearest_distances, squared_norms
 
 
@@ -123,8 +124,11 @@ def main() -> None:
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
 
-    points = make_points(args.n, args.points)
-    variants = {"runs": lambda: greedy_coreset(points, args.picks),
+    projected = make_points(args.n, args.points)
+    codes = quantize(projected, code_scale(float(projected.abs().max())))
+    points = codes.float()  # the same codes as float32 values, for the reference
+    del projected
+    variants = {"runs": lambda: greedy_coreset(codes, args.picks),
                 "reference": lambda: greedy_coreset_reference(points, args.picks)}
     if args.naive:
         variants["naive"] = lambda: naive_greedy(points, args.picks)
@@ -133,7 +137,7 @@ def main() -> None:
     per_pick = {name: seconds / args.picks for name, (seconds, _, _) in results.items()}
     print(f"\ncoreset, N = {args.n:,} x 128 ({args.points}), {args.picks} picks, "
           f"medians of {args.repeats}, alternating")
-    labels = {"runs": "certified runs", "reference": "one pick at a time",
+    labels = {"runs": "runs, int8 codes", "reference": "one pick, float32",
               "naive": "naive, from scratch"}
     for name, (_, memory, _) in results.items():
         print(f"  {labels[name]:20s} {1e3 * per_pick[name]:8.3f} ms/pick   peak +{memory:7.1f} MiB")

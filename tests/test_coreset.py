@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from l2bt.methods.coreset import greedy_coreset, greedy_coreset_reference
+from l2bt.methods.coreset import code_scale, greedy_coreset, greedy_coreset_reference, quantize
 
 
 def integer_points(n: int, dim: int, seed: int, dtype: torch.dtype) -> torch.Tensor:
@@ -85,3 +85,40 @@ def test_same_picks_in_float64_where_float32_rounding_decides():
     order. In float64 they are not, and the two selections agree."""
     assert_same_selection(clustered_points(torch.float64, integer=False), 300, seed=0,
                           rtol=1e-9)
+
+
+def test_codes_are_the_rounded_values_on_one_scale():
+    values = torch.tensor([[-2.0, -0.004, 0.0], [0.006, 1.0, 2.0]])
+    scale = code_scale(float(values.abs().max()))
+    codes = quantize(values, scale)
+    assert codes.dtype == torch.int8 and scale == 2.0 / 127
+    assert codes.tolist() == [[-127, 0, 0], [0, 64, 127]]
+    assert code_scale(0.0) == 1.0
+
+
+def clustered_projection(n: int, seed: int) -> torch.Tensor:
+    """Projected-descriptor-like points: 50 clusters in 128-d, as PatchCore's are."""
+    generator = torch.Generator().manual_seed(seed)
+    centres = torch.randn(50, 128, generator=generator) * 3
+    return (centres[torch.randint(50, (n,), generator=generator)]
+            + 0.3 * torch.randn(n, 128, generator=generator))
+
+
+@pytest.mark.slow
+def test_on_8bit_codes_the_runs_pick_exactly_the_reference_points_at_scale():
+    """On float32 points of this size the two summation orders part ways after a few
+    hundred picks (two candidates within rounding); on 8-bit codes every distance is an
+    exact integer, so all 1,200 picks and radii are the reference's."""
+    points = clustered_projection(30_000, seed=0)
+    codes = quantize(points, code_scale(float(points.abs().max())))
+    expected = greedy_coreset_reference(codes.float(), 1200, seed=0)
+    got = greedy_coreset(codes, 1200, seed=0)
+    assert got.indices.tolist() == expected.indices.tolist()
+    assert torch.equal(got.radii, expected.radii)
+    assert len(set(got.indices.tolist())) == 1200
+
+
+def test_integer_codes_give_the_same_selection_as_their_float32_values():
+    codes = quantize(clustered_projection(3_000, seed=1), 0.05)
+    a, b = greedy_coreset(codes, 400, seed=3), greedy_coreset(codes.float(), 400, seed=3)
+    assert a.indices.tolist() == b.indices.tolist() and torch.equal(a.radii, b.radii)

@@ -26,14 +26,20 @@ then every point's nearest distance is updated for the whole run at once.
   certificate used. When even the first value cannot be certified (a tie with a point
   outside T), that run is the single global argmax.
 Each pick is therefore greedy's pick under the distances computed: the largest nearest
-squared distance, lowest index on ties. Distances are ‖x‖² + ‖c‖² − 2 x·c in the points'
-dtype, as in the reference; only the summation order of the products differs (BLAS
-matrix–matrix instead of matrix–vector), so the picks equal the reference's wherever its
-rounding does not decide one: always when the arithmetic is exact (e.g. integer
-coordinates, or float64 away from exact ties). Two candidates within float32 rounding
-(~1e-7 relative) of each other are ordered by rounding in either implementation (the
-reference's own dot products change by that much between a full and a row-subset call
-of the same BLAS routine), and greedy's later picks follow from that one choice.
+squared distance, lowest index on ties. Distances are ‖x‖² + ‖c‖² − 2 x·c, as in the
+reference; only the summation order of the products differs (BLAS matrix–matrix instead
+of matrix–vector). With float coordinates that order can decide between two candidates
+within rounding (~1e-7 relative in float32) of each other, and greedy's later picks
+follow from that one choice. So the selection runs on exact arithmetic instead:
+
+Exact 8-bit codes (`quantize`). PatchCore's projected points are rounded to integers in
+[−127, 127] (one scale for all coordinates, so distances keep their geometry up to that
+scale). In d ≤ 256 dimensions every product, partial sum, squared norm and squared
+distance of such codes is an integer of magnitude at most d · 254² < 2²⁴, hence exact in
+float32 whatever the summation order: the runs pick
+exactly the points the one-pick reference picks on the same codes, ties included
+(lowest index). The codes are stored as int8 (a quarter of float32's bytes) and widened
+to float32 one block of rows at a time.
 
 Bounds: memory (d + 2)·N floats for points, norms and nearest distances, plus M² and
 rows_per_block × M for one block of distances; never N × N or k × N. Time: the same
@@ -79,8 +85,19 @@ def random_projection(dim: int, projected_dim: int, seed: int) -> torch.Tensor |
     return torch.randn(dim, projected_dim, generator=generator) / projected_dim**0.5
 
 
+CODE_LEVEL = 127  # int8 codes in [−127, 127]: every distance exact in float32 (d ≤ 256)
 CANDIDATES = 256  # M: points whose picks a run certifies
 ROWS_PER_BLOCK = 4096  # rows of the N × m distance block in the nearest-distance update
+
+
+def code_scale(largest_magnitude: float) -> float:
+    """The scale of `quantize`'s codes for values of at most this magnitude."""
+    return largest_magnitude / CODE_LEVEL if largest_magnitude > 0 else 1.0
+
+
+def quantize(values: torch.Tensor, scale: float) -> torch.Tensor:
+    """Values -> int8 codes round(values / scale), clamped to [−127, 127] (same shape)."""
+    return torch.round(values / scale).clamp_(-CODE_LEVEL, CODE_LEVEL).to(torch.int8)
 
 
 def greedy_coreset(points: torch.Tensor, size: int, seed: int = 0, progress: bool = False,
@@ -91,14 +108,15 @@ def greedy_coreset(points: torch.Tensor, size: int, seed: int = 0, progress: boo
 
     The first pick is drawn with a generator seeded by `seed`; every later pick is the
     point farthest from the picks so far, the lowest index on ties. Selection stops
-    once every point is at distance 0 from a pick (duplicates).
+    once every point is at distance 0 from a pick (duplicates). Integer `points` (int8
+    codes) are widened to float32 a block at a time; float points compute in their dtype.
     """
     n = points.shape[0]
     size = max(1, min(size, n))
     generator = torch.Generator().manual_seed(seed)
     first = int(torch.randint(n, (1,), generator=generator))
-    norms = squared_norms(points)  # (N,)
-    nearest = torch.full((n,), float("inf"), dtype=points.dtype, device=points.device)
+    norms = _squared_norms(points, rows_per_block)  # (N,), in the compute dtype
+    nearest = torch.full((n,), float("inf"), dtype=norms.dtype, device=points.device)
     _update_nearest(points, norms, [first], nearest, rows_per_block)
     nearest[first] = 0.0
     picks, radii = [first], []
@@ -116,7 +134,18 @@ def greedy_coreset(points: torch.Tensor, size: int, seed: int = 0, progress: boo
     if len(radii) < len(picks):
         radii.append(float(nearest.max()))  # the radius after the last pick
     return Coreset(torch.tensor(picks, dtype=torch.long),
-                   torch.tensor(radii, dtype=points.dtype).clamp_min(0).sqrt())
+                   torch.tensor(radii, dtype=norms.dtype).clamp_min(0).sqrt())
+
+
+def _compute(rows: torch.Tensor) -> torch.Tensor:
+    """Rows in the dtype distances are computed in: float32 for integer codes."""
+    return rows if rows.is_floating_point() else rows.float()
+
+
+def _squared_norms(points: torch.Tensor, rows_per_block: int) -> torch.Tensor:
+    """(N,) squared norms of the points, a block of rows at a time (no widened copy)."""
+    return torch.cat([squared_norms(_compute(points[start:start + rows_per_block]))
+                      for start in range(0, points.shape[0], rows_per_block)])
 
 
 def _certified_run(points: torch.Tensor, norms: torch.Tensor, nearest: torch.Tensor,
@@ -139,7 +168,8 @@ def _certified_run(points: torch.Tensor, norms: torch.Tensor, nearest: torch.Ten
         _update_nearest(points, norms, [pick], nearest, rows_per_block)
         nearest[pick] = 0.0
         return [pick], [radius]
-    between = _squared_distances(points[members], norms[members]).cpu().numpy()  # (M, M)
+    between = _squared_distances(_compute(points[members]), norms[members]).cpu().numpy()
+    # (M, M) squared distances within T
     run: list[int] = []
     radii: list[float] = []
     while len(run) < most:
@@ -169,11 +199,12 @@ def _update_nearest(points: torch.Tensor, norms: torch.Tensor, picks: list[int],
     """nearest ← min(nearest, squared distance to each of `picks`), in blocks of rows:
     (r, d) @ (d, m) products, so the points are read once for all m picks."""
     index = torch.tensor(picks, device=points.device)
-    centres, centre_norms = points[index], norms[index]  # (m, d), (m,)
+    centres, centre_norms = _compute(points[index]), norms[index]  # (m, d), (m,)
     for start in range(0, points.shape[0], rows_per_block):
         rows = slice(start, start + rows_per_block)
         # (r, d) @ (d, m) -> (r, m): ‖c‖² − 2 x·c, the squared distance less ‖x‖²
-        partial = torch.addmm(centre_norms[None], points[rows], centres.T, alpha=-2.0)
+        partial = torch.addmm(centre_norms[None], _compute(points[rows]), centres.T,
+                              alpha=-2.0)
         closest = partial.amin(dim=1).add_(norms[rows]).clamp_min_(0.0)  # (r,)
         torch.minimum(nearest[rows], closest, out=nearest[rows])
 

@@ -12,16 +12,17 @@ AnomalyDINO's cosine distance summed over the two layers.
 
 Memory bank. The k-center greedy coreset (PatchCore) of all training patches, keeping
 `coreset_ratio` of them (default 10 %), selected on a seeded Gaussian projection to 128
-dimensions (`coreset.py`). Training features come from L2BT's on-disk cache (fp16; one
-teacher pass shared by both methods) and are streamed twice, a few images at a time:
-once to project every patch, once to gather the chosen ones. The bank is kept in fp16
-on disk, like the cache it came from, and rounded so at fit time too, so a reloaded
-bank predicts exactly as the freshly built one.
+dimensions rounded to 8-bit codes, on which the selection is exact (`coreset.py`).
+Training features come from L2BT's on-disk cache (fp16; one teacher pass shared by both
+methods) and are streamed three times, a few images at a time: for the projections'
+largest magnitude (the codes' scale), for the codes, and to gather the chosen patches.
+The bank is kept in fp16 on disk, like the cache it came from, and rounded so at fit
+time too, so a reloaded bank predicts exactly as the freshly built one.
 
 Bound, for N training patches (N = images × (size/14)², 5,476 per image at 1036 px)
-and feature dimension D: selection holds N × 128 projected floats plus 3 floats per
-patch (norm, running distance, buffer): 524 bytes per patch, 2.2 GB for 4.2 M patches
-(761 images), never an N × N or N × 2D matrix. The bank is ratio · N × 2D floats
+and feature dimension D: selection holds N × 128 int8 codes plus 2 floats per patch
+(norm, running distance): 136 bytes per patch, 0.57 GB for 4.2 M patches (761 images),
+never an N × N or N × 2D matrix. The bank is ratio · N × 2D floats
 (0.42 M × 1,536 × 4 B = 2.6 GB in memory, half that on disk). Selection time is
 ratio · N² · 128 multiply-adds (PatchCore's known quadratic price), done in certified
 runs of picks, each run one pass over the N × 128 points as blocked matrix products
@@ -49,13 +50,19 @@ from l2bt.errors import InputError
 from l2bt.features import TrainFeatures, cache_key, cached_train_features
 from l2bt.methods.artefacts import artefact_key, load_artefact, save_artefact
 from l2bt.methods.base import MethodSettings
-from l2bt.methods.coreset import Coreset, greedy_coreset, random_projection
+from l2bt.methods.coreset import (
+    Coreset,
+    code_scale,
+    greedy_coreset,
+    quantize,
+    random_projection,
+)
 from l2bt.methods.nearest import nearest_distances, squared_norms
 from l2bt.patch_predict import predict_images
 from l2bt.prediction import Prediction
 from l2bt.teacher import Teacher, load_teacher
 
-BANK_FORMAT = "l2bt-patchcore/2"  # 2: the coreset selected in certified runs
+BANK_FORMAT = "l2bt-patchcore/2"  # 2: the coreset selected exactly on 8-bit codes
 BANK_FILE = "memory_bank.safetensors"
 PROJECTION_DIM = 128
 IMAGES_PER_CHUNK = 8  # cached training images read at once while building the bank
@@ -132,21 +139,29 @@ class PatchCore:
         self._save(work_dir, key)
 
     def _select(self, features: TrainFeatures, progress: bool) -> Coreset:
-        """k-center greedy over the (projected) descriptors of every training patch."""
-        n = features.n_patches
-        dim = 2 * features.dim
-        projection = random_projection(dim, self.projection_dim, self.seed)
-        width = dim if projection is None else self.projection_dim
+        """k-center greedy over 8-bit codes of the projected descriptors of every training
+        patch (exact arithmetic, `coreset.py`). Two streaming passes over the cache: the
+        largest projected magnitude (the codes' scale), then the codes themselves, so the
+        float projection never exists for all N patches at once."""
+        projection = random_projection(2 * features.dim, self.projection_dim, self.seed)
         if projection is not None:
             projection = projection.to(self.device)
-        projected = torch.empty(n, width, device=self.device)  # (N, p), filled chunk by chunk
+
+        def projected() -> Iterator[torch.Tensor]:
+            for patches in self._patch_chunks(features):
+                yield patches if projection is None else patches @ projection
+                # (n, 2D) -> (n, p)
+
+        scale = code_scale(max(float(rows.abs().max()) for rows in projected()))
+        width = 2 * features.dim if projection is None else self.projection_dim
+        codes = torch.empty(features.n_patches, width, dtype=torch.int8, device=self.device)
         offset = 0
-        for patches in self._patch_chunks(features):
-            rows = patches if projection is None else patches @ projection  # (n, 2D) -> (n, p)
-            projected[offset:offset + rows.shape[0]] = rows
+        for rows in projected():
+            codes[offset:offset + rows.shape[0]] = quantize(rows, scale)
             offset += rows.shape[0]
-        size = max(1, round(self.coreset_ratio * n))
-        return greedy_coreset(projected, size, self.seed, progress)
+        size = max(1, round(self.coreset_ratio * features.n_patches))
+        coreset = greedy_coreset(codes, size, self.seed, progress)
+        return Coreset(coreset.indices, coreset.radii * scale)  # radii in projected units
 
     def _patch_chunks(self, features: TrainFeatures) -> Iterator[torch.Tensor]:
         """Training descriptors, a few images at a time: (p, 2D) float32 each, in the
