@@ -14,7 +14,11 @@ Then, each in a fresh process, one after the other:
   map and mask kept in Python lists, 99 thresholds evenly spaced over the score range,
   components relabelled for every size bin, FPR and PRO counted threshold by threshold;
 - start-up: fresh `python -m l2bt evaluate …` processes, from the moment each is
-  spawned to its first read of a map's pixels (a hook on tifffile in the child).
+  spawned to its first read of a map's pixels (a hook on tifffile in the child), and
+  fresh `python -m l2bt --help` processes, spawn to exit;
+- with `--previous SRC` (the `src` folder of another checkout, e.g. made with
+  `git worktree add /tmp/before 33c11f9`): that version's `evaluate_maps` on the same
+  files, each run in a fresh process, and its start-up times, for a before/after in one run.
 
 Time is wall-clock from the first file read to the result; peak memory is both the
 process's peak RSS above its RSS before evaluating (ru_maxrss) and the tracemalloc peak
@@ -253,11 +257,54 @@ runpy.run_module("l2bt", run_name="__main__")
 """
 
 
-def startup(data: Path, maps: Path, repeats: int) -> list[float]:
+PREVIOUS_CHILD = r"""
+import json, resource, sys, time
+from l2bt.data import load_category
+from l2bt.evaluation import evaluate_maps
+data, maps, category = sys.argv[1:]
+split = load_category(data, category)
+start_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+tic = time.perf_counter()
+evaluate_maps(split, maps, progress=False)
+seconds = time.perf_counter() - tic
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - start_rss
+print(json.dumps({"seconds": seconds, "rss_mib": peak / 1024, "traced_mib": float("nan")}))
+"""
+
+
+def with_source(src: Path | None) -> dict[str, str]:
+    """The environment of a child that imports l2bt from `src` (None: this checkout)."""
+    if src is None:
+        return dict(os.environ)
+    return {**os.environ, "PYTHONPATH": str(Path(src).resolve())}
+
+
+def previous(src: Path, data: Path, maps: Path) -> dict:
+    """Another checkout's `evaluate_maps` on the same files, in a fresh process."""
+    done = subprocess.run([sys.executable, "-c", PREVIOUS_CHILD, str(data), str(maps),
+                           CATEGORY], capture_output=True, text=True, env=with_source(src),
+                          check=False)
+    if done.returncode:
+        raise RuntimeError(f"the previous version failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def help_startup(repeats: int, src: Path | None = None) -> list[float]:
+    """Seconds from spawning `python -m l2bt --help` to its exit."""
+    times = []
+    for _ in range(repeats):
+        tic = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "l2bt", "--help"], capture_output=True,
+                       env=with_source(src), check=True)
+        times.append(time.perf_counter() - tic)
+    return times
+
+
+def startup(data: Path, maps: Path, repeats: int, src: Path | None = None) -> list[float]:
     """Seconds from spawning `python -m l2bt evaluate …` to its first read of map pixels."""
     delays = []
     for _ in range(repeats):
-        env = {**os.environ, "BENCH_SPAWNED": repr(time.time())}
+        env = {**with_source(src), "BENCH_SPAWNED": repr(time.time())}
         done = subprocess.run(
             [sys.executable, "-c", STARTUP_CHILD, "evaluate", "--data", str(data),
              "--category", CATEGORY, "--maps", str(maps)],
@@ -291,6 +338,8 @@ def main() -> None:
     parser.add_argument("--visa", action="store_true",
                         help="ours only, --visa-maps maps of 1000x1500 in memory")
     parser.add_argument("--visa-maps", type=int, default=2000)
+    parser.add_argument("--previous", type=Path, default=None, metavar="SRC",
+                        help="also time the l2bt in this src folder (another checkout)")
     parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args()
     height, width = (int(v) for v in args.size.split("x"))
@@ -307,15 +356,26 @@ def main() -> None:
         floors = [run("floor", data, maps) for _ in range(args.repeats)]
         mine = [run("ours", data, maps) for _ in range(args.repeats)]
         theirs = [run("published", data, maps) for _ in range(args.published_repeats)]
-        delays = startup(data, maps, args.startup_repeats) if args.startup_repeats else []
+        before = ([previous(args.previous, data, maps) for _ in range(args.repeats)]
+                  if args.previous else [])
+        n = args.startup_repeats
+        delays = {"evaluate": startup(data, maps, n), "help": help_startup(n)}
+        if args.previous:
+            delays |= {"evaluate_previous": startup(data, maps, n, args.previous),
+                       "help_previous": help_startup(n, args.previous)}
     print(f"{args.n_maps} maps of {height}x{width} (TIFF maps, PNG masks), medians:")
     f = report("floor (read + decode once)", floors)
     a = report("ours (exact, streaming)", mine)
     print(f"  ours / floor: {a['seconds'] / f['seconds']:.2f}x the time to read the files")
-    if delays:
-        print(f"  start-up to the first map read: {statistics.median(delays):.3f} s "
-              f"(median of {len(delays)}: {', '.join(f'{d:.3f}' for d in delays)})")
-    figures = {"floor": floors, "ours": mine, "published": theirs, "startup_s": delays}
+    if before:
+        p = report("previous version", before)
+        print(f"  ours against the previous version: {p['seconds'] / a['seconds']:.2f}x faster")
+    for name, times in delays.items():
+        if times:
+            print(f"  start-up, {name}: {statistics.median(times):.3f} s "
+                  f"(median of {len(times)}: {', '.join(f'{d:.3f}' for d in times)})")
+    figures = {"floor": floors, "ours": mine, "published": theirs, "previous": before,
+               "startup_s": delays}
     if theirs:
         b = report("published (99 thr.)", theirs)
         print(f"  speed-up {b['seconds'] / a['seconds']:.1f}x; peak RSS "
