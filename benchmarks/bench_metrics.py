@@ -21,8 +21,10 @@ Then, each in a fresh process, one after the other:
   files, each run in a fresh process, and its start-up times, for a before/after in one run.
 
 Time is wall-clock from the first file read to the result; peak memory is both the
-process's peak RSS above its RSS before evaluating (ru_maxrss) and the tracemalloc peak
-(numpy reports its buffers to it).
+process's peak RSS above its RSS before evaluating (ru_maxrss). No tracemalloc: tracing
+every allocation slows the evaluator's threads (measured: 11.1 s instead of 6.5 s on the
+200 maps) and would bias the comparison. Floor, ours and the previous version run in turn
+within each repeat, so that a slow spell of the machine hits all three.
 
     .venv/bin/python benchmarks/bench_metrics.py             # 200 maps of 1000x1500
     .venv/bin/python benchmarks/bench_metrics.py --n-maps 20 --published-repeats 0  # quick
@@ -47,7 +49,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -216,19 +217,15 @@ EVALUATIONS = {"floor": floor, "ours": ours, "published": published}
 
 
 def measured(name: str, args: tuple, queue) -> None:
-    """One evaluation in this (fresh) process: its time, peak RSS increase, tracemalloc peak."""
+    """One evaluation in this (fresh) process: its time and peak RSS increase."""
     if name == "visa":
         _VISA_BASES.extend(synthetic_pair(i, *args[1:]) for i in range(VISA_BASES))
     start_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    tracemalloc.start()
     tic = time.perf_counter()
     values = visa(*args) if name == "visa" else EVALUATIONS[name](*args)
     seconds = time.perf_counter() - tic
-    traced_peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - start_rss
-    queue.put({"seconds": seconds, "rss_mib": peak / 1024, "traced_mib": traced_peak / 2**20,
-               "values": values})
+    queue.put({"seconds": seconds, "rss_mib": peak / 1024, "values": values})
 
 
 def run(name: str, *args) -> dict:
@@ -268,7 +265,7 @@ tic = time.perf_counter()
 evaluate_maps(split, maps, progress=False)
 seconds = time.perf_counter() - tic
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - start_rss
-print(json.dumps({"seconds": seconds, "rss_mib": peak / 1024, "traced_mib": float("nan")}))
+print(json.dumps({"seconds": seconds, "rss_mib": peak / 1024}))
 """
 
 
@@ -318,11 +315,11 @@ def startup(data: Path, maps: Path, repeats: int, src: Path | None = None) -> li
 
 def report(label: str, runs: list[dict]) -> dict[str, float]:
     med = {key: statistics.median(r[key] for r in runs)
-           for key in ("seconds", "rss_mib", "traced_mib")}
+           for key in ("seconds", "rss_mib")}
     each = ", ".join(f"{r['seconds']:.1f}" for r in runs)
     spread = f" (runs: {each} s)"
-    print(f"  {label:<28}{med['seconds']:8.2f} s   peak RSS +{med['rss_mib']:6.0f} MiB   "
-          f"tracemalloc peak {med['traced_mib']:6.0f} MiB" + (spread if len(runs) > 1 else ""))
+    print(f"  {label:<28}{med['seconds']:8.2f} s   peak RSS +{med['rss_mib']:6.0f} MiB"
+          + (spread if len(runs) > 1 else ""))
     return med
 
 
@@ -348,16 +345,18 @@ def main() -> None:
         r = run("visa", n, height, width)
         print(f"VisA-sized: {n:,} maps of {height}x{width} ({n * height * width / 1e9:.1f} G "
               f"pixels), in memory: {r['seconds']:.1f} s evaluating; peak RSS "
-              f"+{r['rss_mib']:.0f} MiB, tracemalloc peak {r['traced_mib']:.0f} MiB")
+              f"+{r['rss_mib']:.0f} MiB")
         _write_json(args.json, {"visa": r})
         return
     with tempfile.TemporaryDirectory() as tmp:
         data, maps = write_tree(Path(tmp), args.n_maps, height, width)
-        floors = [run("floor", data, maps) for _ in range(args.repeats)]
-        mine = [run("ours", data, maps) for _ in range(args.repeats)]
+        floors, mine, before = [], [], []
+        for _ in range(args.repeats):  # in turn: a slow spell of the machine hits all three
+            floors.append(run("floor", data, maps))
+            mine.append(run("ours", data, maps))
+            if args.previous:
+                before.append(previous(args.previous, data, maps))
         theirs = [run("published", data, maps) for _ in range(args.published_repeats)]
-        before = ([previous(args.previous, data, maps) for _ in range(args.repeats)]
-                  if args.previous else [])
         n = args.startup_repeats
         delays = {"evaluate": startup(data, maps, n), "help": help_startup(n)}
         if args.previous:
@@ -379,8 +378,7 @@ def main() -> None:
     if theirs:
         b = report("published (99 thr.)", theirs)
         print(f"  speed-up {b['seconds'] / a['seconds']:.1f}x; peak RSS "
-              f"{a['rss_mib'] / b['rss_mib']:.3f}, tracemalloc peak "
-              f"{a['traced_mib'] / b['traced_mib']:.3f} of the published protocol's")
+              f"{a['rss_mib'] / b['rss_mib']:.3f} of the published protocol's")
         gap = max(abs(mine[0]["values"][k] - theirs[0]["values"][k]) for k in mine[0]["values"])
         print(f"  largest AUPRO difference, 99 thresholds vs exact: {gap:.4f}")
     _write_json(args.json, figures)

@@ -276,6 +276,31 @@ def test_aupimo_pruned_pool_is_bit_identical(monkeypatch):
     assert pruned == kept_all and kept_all.per_image
 
 
+@pytest.mark.parametrize("min_prune", [1, 7, 1 << 10])
+def test_normal_pool_against_brute_force(monkeypatch, min_prune):
+    """The pool's shared FPR, however its images' tops were merged and pruned, equals
+    counting every normal pixel, wherever it is below U (and is at least U elsewhere)."""
+    from l2bt.metrics import aupimo
+
+    monkeypatch.setattr(aupimo, "POOL_MIN_PRUNE", min_prune)
+    rng = np.random.default_rng(min_prune)
+    images = [np.round(rng.random(int(rng.choice([30, 57, 200]))) * 300)  # ties, 3 areas
+              for _ in range(25)]
+    upper = 0.05
+    pool = aupimo.NormalPool(len(images), upper)
+    for values in images:
+        pool.add(values)
+    thresholds = np.unique(np.concatenate(images))
+    for strict in (True, False):
+        got = pool.shared_fpr(thresholds, strict)
+        expected = np.array([np.mean([np.mean(v > t if strict else v >= t) for v in images])
+                             for t in thresholds])
+        below = expected < upper
+        assert below.sum() > 10  # the case reaches well inside the range
+        np.testing.assert_allclose(got[below], expected[below], rtol=1e-12)
+        assert np.all(got[~below] >= upper * (1 - 1e-9))
+
+
 def reference_case(scale=1.0):
     """The public reference's case (anomalib tests/unit/metrics/pimo/test_pimo.py): one
     normal and two anomalous 1000 × 1000 maps, scores 1..7 with counts 900 k, 90 k, …, 1;
