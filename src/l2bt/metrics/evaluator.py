@@ -25,12 +25,13 @@ besides (`l2bt.metrics.aupimo.NormalPool`), and so the number of images up front
 (`n_images`; without it AUPIMO is not computed). Decisions (verdicts, predicted masks)
 are counted as they come.
 
-Memory. The pixels, the bulk (VisA: ~2,000 images × 1.5 MP), take fixed buffers of at
-most 8 M scores each (32 MB as float32; workers + 1 of them) whatever the number of
-images. What grows with the test set is its ground truth, which exactness needs: 8
-bytes per defect pixel in pass 1 (score, region id), then 4 per defect pixel and 20–28
-per distinct defect score (the cells are int32 until 2³¹ pixels were counted); 4 per
-region; ~10 bytes per image; the AUPIMO pool's ~2 · 10⁻⁴ of the normal images' pixels.
+Memory. The pixels, the bulk (VisA: ~2,000 images × 1.5 MP), take `workers` buffers
+whatever the number of images: 1–8 M scores with one worker (`CellCounter`), 8 per
+distinct defect score and at most 32 M with several (`ParallelCellCounter`). What grows
+with the test set is its ground truth, which exactness needs: 8 bytes per defect pixel
+in pass 1 (score, region id), then 4 per defect pixel and 20–28 per distinct defect
+score (the cells are int32 until 2³¹ pixels were counted); 4 per region; ~10 bytes per
+image; the AUPIMO pool's few times 10⁻⁴ of the normal images' pixels.
 `result` briefly needs about as much again (the curve's vertices). Per image: its map,
 mask and a few copies of them.
 """
