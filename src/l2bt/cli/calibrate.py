@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from l2bt.cli.common import PRECISIONS, show_progress
+from l2bt.cli.common import add_trained_run_args, show_progress
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -19,10 +19,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--images", required=True, help="folder of defect-free images")
     parser.add_argument("--false-alarm-rate", type=float, default=0.01, metavar="ALPHA")
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--precision", default=None, choices=PRECISIONS)
-    parser.add_argument("--weights", default=None,
-                        help="teacher checkpoint, if it moved since `fit` (must be the same)")
+    add_trained_run_args(parser)
     parser.set_defaults(func=run)
 
 

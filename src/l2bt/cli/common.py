@@ -58,6 +58,18 @@ def add_device_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_trained_run_args(parser: argparse.ArgumentParser, only: str = "") -> None:
+    """--device, --precision and --weights of a command that loads a fitted run; `only`
+    says which models they apply to, if not all."""
+    scope = f"; {only}" if only else ""
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--precision", default=None, choices=PRECISIONS,
+                        help=f"compute precision (default: as trained{scope})")
+    parser.add_argument("--weights", default=None,
+                        help=f"teacher checkpoint, if it moved since `fit` (must be the same"
+                        f"{scope})")
+
+
 def show_progress() -> bool:
     """Progress bars only when a person is watching a terminal."""
     return sys.stderr.isatty()

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from l2bt.cli.common import PRECISIONS, show_progress
+from l2bt.cli.common import add_trained_run_args, show_progress
 
 if TYPE_CHECKING:
     from l2bt.engines import Engine
@@ -37,11 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="torch (a run folder) or onnxruntime (an exported file, or a run "
                         "folder exported on the fly and cached as <run>/model.onnx); default: "
                         "torch for a folder, onnxruntime for a file")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--precision", default=None, choices=PRECISIONS,
-                        help="compute precision (default: as trained)")
-    parser.add_argument("--weights", default=None,
-                        help="teacher checkpoint, if it moved since `fit` (must be the same)")
+    add_trained_run_args(parser)
     parser.add_argument("--no-overlays", action="store_true", help="skip the PNG overlays")
     parser.set_defaults(func=run)
 

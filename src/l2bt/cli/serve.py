@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from l2bt.cli.common import PRECISIONS
+from l2bt.cli.common import add_trained_run_args
 
 MEGABYTE = 1024 * 1024
 
@@ -34,11 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "(default 50,000,000)")
     parser.add_argument("--max-body-mb", type=float, default=200.0,
                         help="largest request body in MiB (default 200)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--precision", default=None, choices=PRECISIONS,
-                        help="compute precision (default: as trained; run folders only)")
-    parser.add_argument("--weights", default=None,
-                        help="teacher checkpoint, if it moved since `fit` (run folders only)")
+    add_trained_run_args(parser, only="run folders only")
     parser.set_defaults(func=run)
 
 
