@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -32,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common import median_seconds, teacher_flops, wall_seconds
 from l2bt import L2BT
 from l2bt.anomaly_map import image_score
 from l2bt.config import L2BTConfig, TeacherConfig, TrainConfig
@@ -48,33 +48,32 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def median_seconds(function: Callable[[], object], device: torch.device, warmup: int,
-                   repeats: int) -> float:
+def cuda_event_seconds(function: Callable[[], object]) -> float:
+    """Device seconds of one call, between two CUDA events."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    function()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / 1e3
+
+
+def device_median_seconds(function: Callable[[], object], device: torch.device, warmup: int,
+                          repeats: int) -> float:
     """Median seconds per call: CUDA events on a GPU (device time), wall time on a CPU."""
-    for _ in range(warmup):
+    timer = cuda_event_seconds if device.type == "cuda" else wall_seconds
+
+    def call() -> None:
         function()
-    synchronize(device)
-    seconds = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            function()
-            end.record()
-            end.synchronize()
-            seconds.append(start.elapsed_time(end) / 1e3)
-        else:
-            tic = time.perf_counter()
-            function()
-            seconds.append(time.perf_counter() - tic)
-    return statistics.median(seconds)
+        synchronize(device)
+
+    return median_seconds(call, repeats, warmup, timer)
 
 
-def teacher_flops(teacher: Teacher, image_size: int) -> float:
-    """FLOPs of one image through blocks 0..11: 24·N·D² + 4·N²·D per block."""
+def image_flops(teacher: Teacher, image_size: int) -> float:
+    """FLOPs of one image through blocks 0..max(LAYERS)."""
     n = (image_size // 14) ** 2 + 1 + teacher.num_register_tokens
-    dim = teacher.embed_dim
-    return (max(LAYERS) + 1) * (24 * n * dim * dim + 4 * n * n * dim)
+    return teacher_flops(n, teacher.embed_dim, max(LAYERS) + 1)
 
 
 def bench_teacher(teacher: Teacher, args: argparse.Namespace, device: torch.device
@@ -84,7 +83,7 @@ def bench_teacher(teacher: Teacher, args: argparse.Namespace, device: torch.devi
     for precision in latency:
         for batch in sorted({1, *args.batches}):
             x = torch.randn(batch, 3, args.image_size, args.image_size, device=device)
-            seconds = median_seconds(lambda x=x, p=precision: teacher.features(x, LAYERS, p),
+            seconds = device_median_seconds(lambda x=x, p=precision: teacher.features(x, LAYERS, p),
                                      device, args.warmup, args.repeats)
             latency[precision][batch] = seconds / batch
     return latency
@@ -110,9 +109,9 @@ def bench_predict(teacher: Teacher, batch: int, args: argparse.Namespace,
     n_images = batch * args.predict_batches
     host = {  # the serial host work per image inside predict_batch
         "preprocess": median_seconds(lambda: preprocess(images[0], args.image_size),
-                                     torch.device("cpu"), 1, args.repeats),
+                                     args.repeats),
         "score": median_seconds(lambda: image_score(np.asarray(images[0][..., 0], np.float32)),
-                                torch.device("cpu"), 1, args.repeats),
+                                args.repeats),
     }
     return {"images_per_second": n_images / seconds, "batch": batch, "images": n_images,
             "host_seconds_per_image": host}
@@ -207,7 +206,7 @@ def main() -> None:
     device = torch.device(args.device)
     torch.manual_seed(0)
     teacher = load_teacher(args.teacher, weights="random").to(device)
-    flops = teacher_flops(teacher, args.image_size)
+    flops = image_flops(teacher, args.image_size)
     latency = bench_teacher(teacher, args, device)
     best_batch = min(latency["bf16"], key=lambda b: latency["bf16"][b])
     figures = {

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -26,10 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common import interleaved_medians
 from l2bt.config import L2BTConfig, TeacherConfig, TrainConfig
 from l2bt.data import load_category
-from l2bt.evaluation import evaluate_maps
-from l2bt.inference import PredictItem, predict_to_folder
+from l2bt.maps.evaluate import evaluate_maps
+from l2bt.maps.predict import PredictItem, predict_to_folder
 from l2bt.model import L2BT
 from l2bt.preprocess import InputGeometry, preprocess
 from l2bt.teacher import load_teacher
@@ -51,19 +51,14 @@ def teacher_times(args: argparse.Namespace) -> list[dict]:
         width, height = (int(v) for v in shape.split("x"))
         image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
         inputs = {mode: preprocess(image, args.image_size, mode) for mode in ("pad", "aspect")}
-        times: dict[str, list[float]] = {"pad": [], "aspect": []}
-        for x, _ in inputs.values():  # warm-up, each mode once
-            teacher.features(x[None], layers, args.precision)
-        for _ in range(args.repeats):  # interleaved
-            for mode, (x, _) in inputs.items():
-                tic = time.perf_counter()
-                teacher.features(x[None], layers, args.precision)
-                times[mode].append(time.perf_counter() - tic)
+        medians = interleaved_medians(
+            {mode: (lambda x=x: teacher.features(x[None], layers, args.precision))
+             for mode, (x, _) in inputs.items()}, args.repeats)
         row = {"shape": f"{width}x{height}"}
         for mode, (_, geometry) in inputs.items():
             row[f"{mode}_input"] = f"{geometry.input_width}x{geometry.input_height}"
             row[f"{mode}_tokens"] = tokens(geometry, teacher.num_register_tokens)
-            row[f"{mode}_seconds"] = statistics.median(times[mode])
+            row[f"{mode}_seconds"] = medians[mode]
         row["token_ratio"] = row["pad_tokens"] / row["aspect_tokens"]
         row["speedup"] = row["pad_seconds"] / row["aspect_seconds"]
         rows.append(row)

@@ -8,7 +8,7 @@ Then, each in a fresh process, one after the other:
 
 - floor: read and decode every map and every mask once, one after the other, nothing
   else — what any evaluator of these files must at least spend;
-- ours: `l2bt.evaluation.evaluate_maps`, exactly what `l2bt evaluate` runs (reader and
+- ours: `l2bt.maps.evaluate.evaluate_maps`, exactly what `l2bt evaluate` runs (reader and
   counting threads, every figure of SPEC §6 and the further ones, exact);
 - published: a plain implementation of the paper's protocol on the same files: every
   map and mask kept in Python lists, 99 thresholds evenly spaced over the score range,
@@ -52,10 +52,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import tifffile
 from PIL import Image
 from scipy import ndimage
 
+from l2bt.maps.layout import MapsFolder, write_map
 from l2bt.metrics import FPR_LIMITS, SIZE_BINS
 
 CATEGORY = "bench"
@@ -109,8 +109,7 @@ def write_tree(root: Path, n: int, height: int, width: int) -> tuple[Path, Path]
         if i % 2:
             Image.fromarray(mask.astype(np.uint8) * 255).save(
                 base / "ground_truth/defect" / f"{i:05d}_mask.png")
-        (maps / CATEGORY / key).parent.mkdir(parents=True, exist_ok=True)
-        tifffile.imwrite(maps / CATEGORY / f"{key}.tiff", anomaly_map)
+        write_map(MapsFolder(maps / CATEGORY).map(key), anomaly_map)
     return data, maps
 
 
@@ -120,11 +119,12 @@ def write_tree(root: Path, n: int, height: int, width: int) -> tuple[Path, Path]
 def floor(data: Path, maps: Path) -> dict[str, float | None]:
     """Read and decode every map and mask once, plainly."""
     from l2bt.data import load_category
-    from l2bt.evaluation import map_path, read_map, sample_mask
+    from l2bt.maps.evaluate import sample_mask
+    from l2bt.maps.layout import MapsFolder, read_map
 
     split = load_category(data, CATEGORY)
     for s in split.evaluable_test:
-        anomaly_map = read_map(map_path(maps, CATEGORY, s))
+        anomaly_map = read_map(MapsFolder(maps / CATEGORY).map(s.key))
         sample_mask(s, anomaly_map.shape)
     return {}
 
@@ -132,7 +132,7 @@ def floor(data: Path, maps: Path) -> dict[str, float | None]:
 def ours(data: Path, maps: Path) -> dict[str, float | None]:
     """`l2bt evaluate`'s own code path."""
     from l2bt.data import load_category
-    from l2bt.evaluation import evaluate_maps, return_large_frees
+    from l2bt.maps.evaluate import evaluate_maps, return_large_frees
 
     return_large_frees()  # as `l2bt evaluate` does
     result = evaluate_maps(load_category(data, CATEGORY), maps, progress=False)
@@ -143,10 +143,12 @@ def ours(data: Path, maps: Path) -> dict[str, float | None]:
 def published(data: Path, maps: Path) -> dict[str, float | None]:
     """The published protocol, plainly: lists, 99 thresholds, components relabelled per bin."""
     from l2bt.data import load_category
-    from l2bt.evaluation import map_path, sample_mask
+    from l2bt.maps.evaluate import sample_mask
+    from l2bt.maps.layout import MapsFolder, read_map
 
     split = load_category(data, CATEGORY)
-    all_maps = [tifffile.imread(map_path(maps, CATEGORY, s)) for s in split.evaluable_test]
+    folder = MapsFolder(maps / CATEGORY)
+    all_maps = [read_map(folder.map(s.key)) for s in split.evaluable_test]
     masks = [sample_mask(s, m.shape) for s, m in zip(split.evaluable_test, all_maps,
                                                      strict=True)]
     areas = []
@@ -257,7 +259,10 @@ runpy.run_module("l2bt", run_name="__main__")
 PREVIOUS_CHILD = r"""
 import json, resource, sys, time
 from l2bt.data import load_category
-from l2bt.evaluation import evaluate_maps
+try:
+    from l2bt.maps.evaluate import evaluate_maps
+except ImportError:  # a checkout from before the maps package
+    from l2bt.evaluation import evaluate_maps
 data, maps, category = sys.argv[1:]
 split = load_category(data, category)
 start_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -19,17 +19,16 @@ import argparse
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from common import interleaved_seconds
 from l2bt.config import L2BTConfig, TeacherConfig
-from l2bt.engines.onnx_runtime import OnnxRuntimePredictor
 from l2bt.export.exporter import export_onnx
+from l2bt.export.runtime import OnnxRuntimePredictor
 from l2bt.model import L2BT
-from l2bt.prediction import Prediction
 from l2bt.students import Student
 from l2bt.teacher import load_teacher
 
@@ -50,20 +49,6 @@ def random_model(variant: str, size: int) -> L2BT:
     return L2BT(config, teacher, Student(teacher.embed_dim), Student(teacher.embed_dim),
                 device="cpu")
 
-
-def interleaved_seconds(engines: dict[str, Callable[[], Prediction]], repeats: int
-                        ) -> dict[str, list[float]]:
-    """Each engine once to warm up, then `repeats` timed rounds in alternating order."""
-    for predict in engines.values():
-        predict()
-    seconds: dict[str, list[float]] = {name: [] for name in engines}
-    names = list(engines)
-    for round_index in range(repeats):
-        for name in names if round_index % 2 == 0 else names[::-1]:
-            tic = time.perf_counter()
-            engines[name]()
-            seconds[name].append(time.perf_counter() - tic)
-    return seconds
 
 
 def main() -> None:

@@ -23,13 +23,10 @@ to the full-resolution banks of the benchmark. Peak memory: RSS increase, sample
 from __future__ import annotations
 
 import argparse
-import os
-import statistics
-import threading
-import time
 
 import torch
 
+from common import interleaved_with_peak_rss
 from l2bt.methods.coreset import code_scale, greedy_coreset, greedy_coreset_reference, quantize
 from l2bt.methods.nearest import nearest_distances, squared_norms
 
@@ -46,46 +43,11 @@ def naive_greedy(points: torch.Tensor, size: int) -> torch.Tensor:
     return torch.tensor(chosen)
 
 
-def rss_bytes() -> int:
-    """Resident memory of this process now (Linux)."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 def timed(function, repeats: int) -> tuple[float, float]:
     """Median seconds of `repeats` calls and the peak RSS increase (MiB) over all of them,
     sampled every 5 ms by a thread."""
-    seconds, memory, _ = timed_alternating({"only": function}, repeats)["only"]
+    seconds, memory, _ = interleaved_with_peak_rss({"only": function}, repeats)["only"]
     return seconds, memory
-
-
-def timed_alternating(functions: dict, repeats: int) -> dict[str, tuple[float, float, object]]:
-    """For each function: median seconds over `repeats` calls, the functions called in
-    turn (so machine load affects all alike), the peak RSS increase (MiB) during its
-    calls, sampled every 5 ms by a thread, and what its last call returned."""
-    seconds: dict[str, list[float]] = {name: [] for name in functions}
-    peaks = {name: 0 for name in functions}
-    outputs: dict[str, object] = {}
-    before, peak = rss_bytes(), [0]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.wait(0.005):
-            peak[0] = max(peak[0], rss_bytes())
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    for _ in range(repeats):
-        for name, function in functions.items():
-            before = peak[0] = rss_bytes()
-            tic = time.perf_counter()
-            outputs[name] = function()
-            seconds[name].append(time.perf_counter() - tic)
-            peaks[name] = max(peaks[name], max(peak[0], rss_bytes()) - before)
-    done.set()
-    sampler.join()
-    return {name: (statistics.median(seconds[name]), peaks[name] / 2**20, outputs[name])
-            for name in functions}
 
 
 def make_points(n: int, kind: str) -> torch.Tensor:
@@ -132,7 +94,7 @@ def main() -> None:
                 "reference": lambda: greedy_coreset_reference(points, args.picks)}
     if args.naive:
         variants["naive"] = lambda: naive_greedy(points, args.picks)
-    results = timed_alternating(variants, args.repeats)
+    results = interleaved_with_peak_rss(variants, args.repeats)
     difference = first_difference(results["runs"][2].indices, results["reference"][2].indices)
     per_pick = {name: seconds / args.picks for name, (seconds, _, _) in results.items()}
     print(f"\ncoreset, N = {args.n:,} x 128 ({args.points}), {args.picks} picks, "

@@ -10,7 +10,7 @@ medians of `--repeats`):
    (`train_students`), fp32 against bf16.
 Fidelity: L2BT fitted twice on `--category` of `--data` (random ViT-S/14 teacher at
 `--fidelity-size`, `--epochs` epochs), once per precision, through the library's own
-`L2BT.fit`, `l2bt.inference.predict_to_folder` and `l2bt.evaluation.evaluate_maps`:
+`L2BT.fit`, `l2bt.maps.predict.predict_to_folder` and `l2bt.maps.evaluate.evaluate_maps`:
 relative error of the bf16 maps against the fp32 maps, and the change of every metric
 (AUPRO at every limit and size bin, P-AUROC, I-AUROC).
 
@@ -23,52 +23,33 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from common import interleaved_medians, teacher_flops
 from l2bt import L2BT
 from l2bt.anomaly_map import patch_anomaly
 from l2bt.config import L2BTConfig, TeacherConfig, TrainConfig
 from l2bt.data import load_category
-from l2bt.evaluation import evaluate_maps, read_map
 from l2bt.features import TrainFeatures
-from l2bt.inference import PredictItem, predict_to_folder
+from l2bt.maps.evaluate import evaluate_maps
+from l2bt.maps.layout import MapsFolder, read_map
+from l2bt.maps.predict import PredictItem, predict_to_folder
 from l2bt.teacher import Teacher, load_teacher
 from l2bt.training import new_students, train_students
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def alternating_medians(functions: dict[str, Callable[[], object]], repeats: int
-                        ) -> dict[str, float]:
-    """Median seconds per function; one warm-up call each, then the functions in turn."""
-    for function in functions.values():
-        function()
-    seconds: dict[str, list[float]] = {name: [] for name in functions}
-    for _ in range(repeats):
-        for name, function in functions.items():
-            tic = time.perf_counter()
-            function()
-            seconds[name].append(time.perf_counter() - tic)
-    return {name: statistics.median(values) for name, values in seconds.items()}
-
-
-def teacher_flops(n_tokens: int, dim: int, blocks: int) -> float:
-    """Multiply-adds × 2 of `blocks` transformer blocks: 24·N·D² + 4·N²·D each."""
-    return blocks * (24 * n_tokens * dim * dim + 4 * n_tokens * n_tokens * dim)
-
-
 def matmul_rates(n: int, dim: int, repeats: int) -> dict[str, float]:
     """GFLOP/s of an (n, D) @ (D, 4D) product in fp32 and in bf16."""
     operands = {name: (torch.randn(n, dim).to(dtype), torch.randn(dim, 4 * dim).to(dtype))
                 for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
-    seconds = alternating_medians(
+    seconds = interleaved_medians(
         {name: (lambda a=a, b=b: a @ b) for name, (a, b) in operands.items()}, repeats)
     return {name: 2 * n * dim * 4 * dim / s / 1e9 for name, s in seconds.items()}
 
@@ -85,7 +66,7 @@ def bench_teacher(args: argparse.Namespace) -> dict[str, object]:
     grid = args.image_size // 14
     n_tokens = grid * grid + 1 + teacher.num_register_tokens
     x = torch.randn(1, 3, args.image_size, args.image_size)
-    seconds = alternating_medians({
+    seconds = interleaved_medians({
         "fp32": lambda: teacher.features(x, layers),
         "autocast": lambda: autocast_features(teacher, x, layers),
         "bf16": lambda: teacher.features(x, layers, "bf16"),
@@ -144,7 +125,7 @@ def bench_students(args: argparse.Namespace, dim: int) -> dict[str, object]:
                                  grids=np.full((8, 2), grid), folder=Path(tmp))
         # (8, grid, grid, D) -> (8·grid², D) rows, as the feature cache holds them
         config = TrainConfig(epochs=1, batch_size=4)  # 2 steps of 4 images
-        train = alternating_medians({
+        train = interleaved_medians({
             precision: (lambda p=precision: train_students(features, config, torch.device("cpu"),
                                                            False, p))
             for precision in ("fp32", "bf16")}, args.repeats)
@@ -155,7 +136,7 @@ def bench_students(args: argparse.Namespace, dim: int) -> dict[str, object]:
         with torch.inference_mode():
             return patch_anomaly(forward, backward, e, t, precision)
 
-    infer = alternating_medians({p: (lambda p=p: predict(p)) for p in ("fp32", "bf16")},
+    infer = interleaved_medians({p: (lambda p=p: predict(p)) for p in ("fp32", "bf16")},
                                 args.repeats)
     step = {p: s / 2 for p, s in train.items()}
     print(f"\n[students] D = {dim}, {grid}x{grid} patches per image")
@@ -187,8 +168,8 @@ def map_errors(split, fp32_maps: Path, bf16_maps: Path) -> dict[str, float]:
     squared_error = squared_norm = 0.0
     worst = 0.0
     for s in split.evaluable_test:
-        a = read_map(fp32_maps / split.name / f"{s.key}.tiff").astype(np.float64)
-        b = read_map(bf16_maps / split.name / f"{s.key}.tiff").astype(np.float64)
+        a = read_map(MapsFolder(fp32_maps / split.name).map(s.key)).astype(np.float64)
+        b = read_map(MapsFolder(bf16_maps / split.name).map(s.key)).astype(np.float64)
         squared_error += float(np.sum((b - a) ** 2))
         squared_norm += float(np.sum(a**2))
         worst = max(worst, float(np.linalg.norm(b - a) / np.linalg.norm(a)))

@@ -16,7 +16,6 @@ Random weights: timing does not depend on the weights' values.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from common import median_seconds, teacher_flops
 from l2bt.anomaly_map import image_score, patch_anomaly, to_image_maps
 from l2bt.config import TeacherConfig, TrainConfig
 from l2bt.features import cached_train_features
@@ -32,24 +32,6 @@ from l2bt.preprocess import preprocess
 from l2bt.students import cosine_loss
 from l2bt.teacher import load_teacher
 from l2bt.training import new_students, train_students
-
-
-def median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        tic = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - tic)
-    return statistics.median(times)
-
-
-def teacher_flops(n_tokens: int, n_patches: int, dim: int, blocks: int) -> float:
-    """Multiply-adds × 2 of the patch embedding and `blocks` transformer blocks."""
-    patch_embed = 2 * n_patches * (3 * 14 * 14) * dim
-    linear = 24 * n_tokens * dim * dim  # qkv (3D²) + proj (D²) + MLP (8D²), ×2 flops
-    attention = 4 * n_tokens * n_tokens * dim  # QKᵀ and AV
-    return patch_embed + blocks * (linear + attention)
 
 
 def matmul_gflops(n: int, dim: int, repeats: int) -> float:
@@ -110,7 +92,7 @@ def main() -> None:
     x, geometry = preprocess(image, args.image_size)
     x = x[None]  # (3, S, S) -> (1, 3, S, S)
     t_teacher = median_seconds(lambda: teacher.features(x, config.layers), args.repeats)
-    flops = teacher_flops(n_tokens, n_patches, dim, blocks)
+    flops = teacher_flops(n_tokens, dim, blocks, n_patches)
     rate = flops / t_teacher / 1e9
     mm_rate = matmul_gflops(n_tokens, dim, args.repeats)
     print(f"\n[teacher] {flops / 1e9:.0f} GFLOP per image in {t_teacher:.2f} s"

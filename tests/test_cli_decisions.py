@@ -11,8 +11,8 @@ from PIL import Image
 from scipy import ndimage
 
 from helpers import TINY_TEACHER, one_error_line, textured_image, write_mvtec_tree
-from l2bt import submission
 from l2bt.cli import main
+from l2bt.maps import submission
 from test_teacher_weights import small_checkpoint
 
 pytestmark = pytest.mark.usefixtures("feature_cache")

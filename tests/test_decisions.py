@@ -6,7 +6,7 @@ from collections import deque
 import numpy as np
 import pytest
 
-from l2bt.decisions.calibration import (
+from l2bt.decisions.calibration_images import (
     CalibrationChoice,
     parse_calibration,
     split_calibration,

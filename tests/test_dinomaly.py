@@ -25,10 +25,8 @@ from l2bt.methods.base import MethodSettings
 from l2bt.methods.dinomaly import (
     WEIGHTS_FILE,
     Dinomaly,
-    epoch_batches,
     gaussian_kernel,
     group_maps,
-    target_layers,
     to_full_resolution,
     top_fraction_score,
 )
@@ -36,12 +34,16 @@ from l2bt.methods.dinomaly_decoder import (
     DecoderConfig,
     DinomalyDecoder,
     LinearAttention,
+    grouped_patches,
+    init_official,
+)
+from l2bt.methods.dinomaly_training import (
     StableAdamW,
     WarmCosineSchedule,
-    grouped_patches,
+    epoch_batches,
     hard_mining_cosine_loss,
     hard_mining_p,
-    init_official,
+    target_layers,
 )
 from l2bt.preprocess import preprocess
 from l2bt.report import plots

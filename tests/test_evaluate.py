@@ -8,7 +8,7 @@ from PIL import Image
 from helpers import write_mvtec_tree
 from l2bt.cli import main
 from l2bt.data import load_category
-from l2bt.evaluation import evaluate_maps
+from l2bt.maps.evaluate import evaluate_maps
 from l2bt.metrics import evaluate_arrays
 
 SPEC_KEYS = {"category", "n_images", "n_regions", "size_quantiles_px", "i_auroc", "p_auroc",

@@ -16,7 +16,7 @@ from helpers import SHARED_DATA, write_mvtec_tree
 from l2bt.cli import main
 from l2bt.data import load_category
 from l2bt.errors import InputError
-from l2bt.evaluation import evaluate_maps
+from l2bt.maps.evaluate import evaluate_maps
 from l2bt.metrics import evaluate_arrays
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -102,12 +102,12 @@ def test_compressed_maps_read_in_full_agree_with_mapped_ones(tmp_path):
 
 
 def test_real_images_one_or_several_threads_give_identical_results(tmp_path, monkeypatch):
-    from l2bt.metrics import aupro
+    from l2bt.metrics import cells
 
     if not (SHARED_DATA / "magnetic_tile_mini").is_dir():
         pytest.skip("../shared/data/magnetic_tile_mini is absent")
-    monkeypatch.setattr(aupro, "BUFFER_MIN", 5000)  # many batches, several in flight
-    monkeypatch.setattr(aupro, "BUFFER_MAX", 5000)
+    monkeypatch.setattr(cells, "BUFFER_MIN", 5000)  # many batches, several in flight
+    monkeypatch.setattr(cells, "BUFFER_MAX", 5000)
     split, maps, masks = write_maps(SHARED_DATA, tmp_path / "maps", "magnetic_tile_mini",
                                     noise=2.0)
     one = evaluate_maps(split, tmp_path / "maps", progress=False, workers=1).to_json_dict()
@@ -237,7 +237,7 @@ def test_evaluate_never_imports_torch(tmp_path):
 
 
 def test_progress_bars_pass_every_item_through():
-    from l2bt.evaluation import _progress
+    from l2bt.maps.evaluate import _progress
 
     assert list(_progress(iter([1, 2, 3]), 3, "pass", show=True)) == [1, 2, 3]
     assert list(_progress(iter([1, 2]), 2, "pass", show=False)) == [1, 2]

@@ -27,9 +27,10 @@ from l2bt.cli import main
 from l2bt.config import L2BTConfig, TeacherConfig
 from l2bt.decisions.regions import find_regions
 from l2bt.decisions.thresholds import Thresholds
-from l2bt.engines import CACHE_NAME, load_engine, source_digest
-from l2bt.engines.onnx_runtime import OnnxRuntimePredictor
+from l2bt.engines import load_engine
+from l2bt.export.cache import CACHE_NAME, source_digest
 from l2bt.export.exporter import TEACHER_INPUT, teacher_input_name, with_teacher_input
+from l2bt.export.runtime import OnnxRuntimePredictor
 from l2bt.model import L2BT, as_rgb
 from l2bt.preprocess import IMAGENET_STD, preprocess
 from l2bt.students import Student
@@ -360,7 +361,7 @@ def test_aspect_mode_graph_for_one_image_size(tmp_path, capsys):
 def test_the_library_imports_without_onnx():
     code = ("import sys\n"
             "for name in ('onnx', 'onnxruntime', 'onnxscript'): sys.modules[name] = None\n"
-            "import l2bt.engines, l2bt.engines.onnx_runtime, l2bt.export.exporter, l2bt.model\n"
+            "import l2bt.engines, l2bt.export.runtime, l2bt.export.exporter, l2bt.model\n"
             "from l2bt.cli import build_parser\n"
             "build_parser()\n")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,7 +1,6 @@
 """The streaming metrics against an independent brute force (every threshold, plain loops)
 and against cases integrated by hand."""
 
-import itertools
 import tracemalloc
 
 import numpy as np
@@ -18,6 +17,7 @@ from l2bt.metrics import (
     format_table,
     robustness,
 )
+from metric_references import random_case, trapezoid_up_to
 
 # ---- the reference: SPEC §6 read literally ---------------------------------------------------
 
@@ -51,42 +51,10 @@ def brute_force(maps, masks):
     return out, p_auroc
 
 
-def trapezoid_up_to(points, limit):
-    area = 0.0
-    for (x0, y0), (x1, y1) in itertools.pairwise(points):
-        if x1 <= limit:
-            area += (x1 - x0) * (y0 + y1) / 2
-        else:
-            if x0 < limit:
-                y = y0 + (y1 - y0) * (limit - x0) / (x1 - x0)
-                area += (limit - x0) * (y0 + y) / 2
-            break
-    return area
-
-
 def pairwise_auroc(scores, labels):
     pos = [s for s, y in zip(scores, labels, strict=True) if y]
     neg = [s for s, y in zip(scores, labels, strict=True) if not y]
     return np.mean([(p > n) + 0.5 * (p == n) for p in pos for n in neg])
-
-
-def random_case(seed, n_images=4, levels=None):
-    """Small random maps; `levels` rounds scores to few values: ties everywhere."""
-    rng = np.random.default_rng(seed)
-    maps, masks = [], []
-    for _ in range(n_images):
-        h, w = rng.integers(3, 12, size=2)
-        m = rng.random((h, w))
-        if levels:
-            m = np.round(m * levels) / levels
-        k = np.zeros((h, w), bool)
-        for _ in range(rng.integers(0, 4)):
-            y, x = rng.integers(0, h), rng.integers(0, w)
-            k[y:y + rng.integers(1, 4), x:x + rng.integers(1, 5)] = True
-            m[k] += rng.random() * 0.3 if levels is None else 0
-        maps.append(m.astype(np.float32))
-        masks.append(k)
-    return maps, masks
 
 
 def assert_matches(maps, masks):
@@ -217,10 +185,10 @@ def test_integration_in_chunks_changes_nothing(monkeypatch, chunk):
 
 @pytest.mark.parametrize("capacity", [1, 3, 50])
 def test_buffered_counting_in_small_batches_changes_nothing(monkeypatch, capacity):
-    from l2bt.metrics import aupro
+    from l2bt.metrics import cells
 
-    monkeypatch.setattr(aupro, "BUFFER_MIN", capacity)
-    monkeypatch.setattr(aupro, "BUFFER_MAX", capacity)
+    monkeypatch.setattr(cells, "BUFFER_MIN", capacity)
+    monkeypatch.setattr(cells, "BUFFER_MAX", capacity)
     assert_matches(*random_case(8))
     assert_matches(*random_case(108, levels=4))
     test_float64_maps_after_float32_ones_are_not_rounded()
@@ -241,7 +209,7 @@ def plain_cell_counts(values, edges_desc):
 @pytest.mark.parametrize(("n_values", "n_edges"), [(300, 0), (300, 1), (300, 6), (40, 9),
                                                    (5, 60), (1, 3), (0, 4)])
 def test_both_counting_paths_against_plain_counting(n_values, n_edges):
-    from l2bt.metrics.aupro import (
+    from l2bt.metrics.cells import (
         _count_searching_edges,
         _count_searching_values,
         add_cell_counts,
@@ -369,22 +337,22 @@ def test_average_ranks_share_ties():
 @pytest.mark.parametrize("piece", [1, 2, 5, 1 << 14])
 @pytest.mark.parametrize("ratio", [0, 2, 10**6])  # 0: always search edges; 10**6: values
 def test_counting_piece_by_piece_against_plain_counting(monkeypatch, piece, ratio):
-    from l2bt.metrics import aupro
+    from l2bt.metrics import cells as engine
 
-    monkeypatch.setattr(aupro, "PIECE_EDGES", piece)
-    monkeypatch.setattr(aupro, "EDGE_SEARCH_RATIO", ratio)
+    monkeypatch.setattr(engine, "PIECE_EDGES", piece)
+    monkeypatch.setattr(engine, "EDGE_SEARCH_RATIO", ratio)
     rng = np.random.default_rng(piece + ratio)
     for n_values, n_edges in [(400, 30), (30, 400), (0, 5), (7, 0), (50, 1)]:
         values = np.round(rng.random(n_values) * 40).astype(np.float32)  # ties, on edges
         edges = np.unique(np.round(rng.random(n_edges) * 40, 1).astype(np.float32))[::-1]
         cells = np.zeros(2 * edges.size + 1, np.int64)
-        aupro.add_cell_counts(cells, values, edges)
+        engine.add_cell_counts(cells, values, edges)
         assert cells.tolist() == plain_cell_counts(values, edges)
     assert_matches(*random_case(109, levels=4))
 
 
 def test_defect_pixels_labelled_in_their_bounding_box_as_in_the_whole_mask():
-    from l2bt.metrics.regions import label_defect_pixels, label_regions
+    from l2bt.metrics.size_bins import label_defect_pixels, label_regions
 
     rng = np.random.default_rng(12)
     for _ in range(20):

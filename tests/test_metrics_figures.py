@@ -15,9 +15,11 @@ from l2bt.metrics import (
     evaluate_arrays,
     format_table,
 )
-from l2bt.metrics.aupro import CellCounter
+from l2bt.metrics.cells import CellCounter
 from l2bt.metrics.parallel import ParallelCellCounter
 from l2bt.metrics.precision_recall import ImageDecisions, image_f1_max
+from metric_references import random_case as shared_random_case
+from metric_references import trapezoid_up_to
 
 # ---- plain references --------------------------------------------------------------------------
 
@@ -74,17 +76,6 @@ def plain_aupro_absolute(maps, masks):
     return out
 
 
-def trapezoid_up_to(points, limit):
-    area = 0.0
-    for (x0, y0), (x1, y1) in itertools.pairwise(points):
-        if x1 <= limit:
-            area += (x1 - x0) * (y0 + y1) / 2
-        elif x0 < limit:
-            area += (limit - x0) * (y0 + y0 + (y1 - y0) * (limit - x0) / (x1 - x0)) / 2
-            break
-    return area
-
-
 def plain_aupimo(maps, masks, lower, upper):
     """AUPIMO by the module's definition: every distinct score a threshold, straight lines
     on a log-FPR axis, cut at the bounds; a segment from FPR 0 flat at its end."""
@@ -116,22 +107,7 @@ def plain_aupimo(maps, masks, lower, upper):
 
 def random_case(seed, n_images=5, levels=None, size=(3, 12)):
     """Small random maps, some without defects; `levels`: few distinct scores (ties)."""
-    rng = np.random.default_rng(seed)
-    maps, masks = [], []
-    for i in range(n_images):
-        h, w = rng.integers(*size, size=2)
-        m = rng.random((h, w))
-        if levels:
-            m = np.round(m * levels) / levels
-        k = np.zeros((h, w), bool)
-        for _ in range(rng.integers(0, 4) if i % 2 else 0):
-            y, x = rng.integers(0, h), rng.integers(0, w)
-            k[y:y + rng.integers(1, 4), x:x + rng.integers(1, 5)] = True
-            if levels is None:
-                m[k] += rng.random() * 0.3
-        maps.append(m.astype(np.float32))
-        masks.append(k)
-    return maps, masks
+    return shared_random_case(seed, n_images, levels, size, every_other_defect_free=True)
 
 
 CASES = [(seed, None) for seed in range(6)] + [(100 + seed, 4) for seed in range(6)]
@@ -345,11 +321,11 @@ def test_aupimo_without_normal_images_is_null():
 @pytest.mark.parametrize("capacity", [5, 37, 500])
 @pytest.mark.parametrize("piece", [1, 4, 1 << 14])
 def test_parallel_counting_is_bit_identical(monkeypatch, workers, capacity, piece):
-    from l2bt.metrics import aupro
+    from l2bt.metrics import cells
 
-    monkeypatch.setattr(aupro, "BUFFER_MIN", capacity)
-    monkeypatch.setattr(aupro, "BUFFER_MAX", capacity)
-    monkeypatch.setattr(aupro, "PIECE_EDGES", piece)
+    monkeypatch.setattr(cells, "BUFFER_MIN", capacity)
+    monkeypatch.setattr(cells, "BUFFER_MAX", capacity)
+    monkeypatch.setattr(cells, "PIECE_EDGES", piece)
     rng = np.random.default_rng(workers * capacity + piece)
     edges = np.unique(np.round(rng.random(300) * 60).astype(np.float32))[::-1]  # few: ties
     batches = [np.round(rng.random(rng.integers(0, 900)) * 70).astype(np.float32)
@@ -364,10 +340,10 @@ def test_parallel_counting_is_bit_identical(monkeypatch, workers, capacity, piec
 
 @pytest.mark.parametrize("workers", [2, 4])
 def test_parallel_evaluation_is_bit_identical(monkeypatch, workers):
-    from l2bt.metrics import aupro
+    from l2bt.metrics import cells
 
-    monkeypatch.setattr(aupro, "BUFFER_MIN", 64)
-    monkeypatch.setattr(aupro, "BUFFER_MAX", 64)
+    monkeypatch.setattr(cells, "BUFFER_MIN", 64)
+    monkeypatch.setattr(cells, "BUFFER_MAX", 64)
     maps, masks = random_case(31, n_images=10, levels=6, size=(10, 30))
     maps[3] = maps[3].astype(np.float64) + 1e-12  # a wider dtype midway
     one = evaluate_arrays(maps, masks).to_json_dict()
@@ -375,14 +351,14 @@ def test_parallel_evaluation_is_bit_identical(monkeypatch, workers):
 
 
 def test_a_worker_error_reaches_the_caller(monkeypatch):
-    from l2bt.metrics import aupro, parallel
+    from l2bt.metrics import cells, parallel
 
     def broken(*args, **kwargs):
         raise MemoryError("no room")
 
-    monkeypatch.setattr(aupro, "BUFFER_MIN", 4)
-    monkeypatch.setattr(aupro, "BUFFER_MAX", 4)
-    monkeypatch.setattr(parallel.aupro, "count_sorted", broken)
+    monkeypatch.setattr(cells, "BUFFER_MIN", 4)
+    monkeypatch.setattr(cells, "BUFFER_MAX", 4)
+    monkeypatch.setattr(parallel.cells, "count_sorted", broken)
     counter = ParallelCellCounter(np.array([2.0, 1.0], np.float32), 2)
     with pytest.raises(MemoryError):
         for _ in range(10):
@@ -403,16 +379,16 @@ def test_pixel_figures_swept_in_chunks_change_nothing(monkeypatch):
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_counts_widened_to_int64_midway_change_nothing(monkeypatch, workers):
-    from l2bt.metrics import aupro
+    from l2bt.metrics import cells
 
     maps, masks = random_case(41, n_images=8, levels=5)
     narrow = evaluate_arrays(maps, masks, workers=workers).to_json_dict()
-    monkeypatch.setattr(aupro, "INT32_COUNTS", 100)
-    monkeypatch.setattr(aupro, "BUFFER_MIN", 30)
-    monkeypatch.setattr(aupro, "BUFFER_MAX", 30)
+    monkeypatch.setattr(cells, "INT32_COUNTS", 100)
+    monkeypatch.setattr(cells, "BUFFER_MIN", 30)
+    monkeypatch.setattr(cells, "BUFFER_MAX", 30)
     assert evaluate_arrays(maps, masks, workers=workers).to_json_dict() == narrow
     edges = np.array([0.6, 0.2], np.float32)
-    counter = aupro.CellCounter(edges) if workers == 1 else ParallelCellCounter(edges, 2)
+    counter = cells.CellCounter(edges) if workers == 1 else ParallelCellCounter(edges, 2)
     for _ in range(5):
         counter.add(np.linspace(0, 1, 40, dtype=np.float32))
     counts = counter.counts()

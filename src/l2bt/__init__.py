@@ -5,10 +5,12 @@ IEEE Access 2025): a frozen DINOv2 teacher and two MLP students that learn to ma
 patch features between two of its layers on defect-free images.
 """
 
+from typing import Any
+
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name == "L2BT":
         from l2bt.model import L2BT
 

@@ -1,24 +1,40 @@
-"""From teacher and student features to a full-resolution anomaly map and an image score.
+"""The one predict road: images -> teacher inputs -> patch anomaly -> full-resolution maps.
 
-Per patch, the map is ‖n(f(t_a)) − n(t_b)‖ · ‖n(b(t_b)) − n(t_a)‖ with n the L2
+`predict_images` is the road for every method that scores the teacher's patches (L2BT's
+students, PatchCore's memory bank, Dinomaly's decoder): preprocess each image (its
+`InputGeometry`), run the scorer on batches of inputs that share a shape, upsample,
+smooth and crop the maps of images that share a geometry together, score each image.
+The methods differ only in how they score patches (and Dinomaly in its smoothing).
+
+L2BT's scorer: per patch, the map is ‖n(f(t_a)) − n(t_b)‖ · ‖n(b(t_b)) − n(t_a)‖ with n the L2
 normalisation, f the forward and b the backward student, t_a and t_b the teacher's
 features of the two layers. The patch grid is upsampled bilinearly to the frame of the
 input geometry (the padded square in `pad` mode, the image itself in `aspect` mode),
 smoothed with five 5×5 then three 7×7 zero-padded box blurs (the paper's smoothing), and
 cropped back to the original image's pixels. The image score is the mean of the top
 k = ⌊0.001 · H · W⌋ map pixels (at least one), as the published code computes it.
+Memory: the inputs of one call, one batch of teacher activations per input shape, and
+one map per image at its own size.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from l2bt.preprocess import InputGeometry
+from l2bt.prediction import Prediction
+from l2bt.preprocess import InputGeometry, group_indices, preprocess
 
 BLUR_PASSES = ((5, 5), (7, 3))  # (box side, repetitions)
+TOP_FRACTION = 0.001  # of the map's pixels, averaged into the image score
+
+PatchScorer = Callable[[torch.Tensor], torch.Tensor]  # (B, 3, h, w) -> (B, h/14, w/14)
+MapMaker = Callable[[torch.Tensor, InputGeometry], np.ndarray]  # (B, h, w) -> (B, H, W)
+Smoothing = Callable[[torch.Tensor], torch.Tensor]  # (B, 1, H, W) -> (B, 1, H, W)
 
 
 def patch_anomaly(
@@ -56,12 +72,14 @@ def smooth(maps: torch.Tensor) -> torch.Tensor:
     return maps
 
 
-def to_image_maps(patch_maps: torch.Tensor, geometry: InputGeometry) -> np.ndarray:
-    """(B, h, w) patch maps of images sharing one geometry -> (B, H, W) float32 maps."""
+def to_image_maps(patch_maps: torch.Tensor, geometry: InputGeometry,
+                  smoothing: Smoothing = smooth, align_corners: bool = False) -> np.ndarray:
+    """(B, h, w) patch maps of images sharing one geometry -> (B, H, W) float32 maps:
+    bilinear upsampling to the geometry's frame, `smoothing`, the crop to the image."""
     maps = patch_maps.float().unsqueeze(1)  # (B, h, w) -> (B, 1, h, w)
     maps = F.interpolate(maps, size=(geometry.frame_height, geometry.frame_width),
-                         mode="bilinear", align_corners=False)
-    maps = smooth(maps)
+                         mode="bilinear", align_corners=align_corners)
+    maps = smoothing(maps)
     rows = slice(geometry.top, geometry.top + geometry.height)
     cols = slice(geometry.left, geometry.left + geometry.width)
     maps = maps[:, 0, rows, cols]  # (B, 1, frame_h, frame_w) -> (B, H, W)
@@ -77,9 +95,39 @@ def top_count(n_pixels: int) -> int:
     return max(1, n_pixels // 1000)
 
 
-def image_score(anomaly_map: np.ndarray) -> float:
-    """Mean of the top k = ⌊0.001 · H · W⌋ map pixels (at least one pixel)."""
+def top_mean(anomaly_map: np.ndarray, k: int) -> float:
+    """Mean of the k largest map values, in float64."""
     values = anomaly_map.ravel()
-    k = top_count(values.size)
     top = np.partition(values, values.size - k)[values.size - k:]
     return float(top.astype(np.float64).mean())
+
+
+def image_score(anomaly_map: np.ndarray) -> float:
+    """Mean of the top k = ⌊0.001 · H · W⌋ map pixels (at least one pixel)."""
+    return top_mean(anomaly_map, top_count(anomaly_map.size))
+
+
+@torch.inference_mode()
+def predict_images(
+    score_patches: PatchScorer,
+    images: Sequence[np.ndarray],
+    image_size: int,
+    input_mode: str,
+    device: torch.device,
+    to_maps: MapMaker = to_image_maps,
+    score: Callable[[np.ndarray], float] = image_score,
+) -> list[Prediction]:
+    """(H, W, 3) uint8 images -> a Prediction each, its map exactly the image's H × W."""
+    prepared = [preprocess(image, image_size, input_mode) for image in images]
+    geometries = [geometry for _, geometry in prepared]
+    patch_maps: dict[int, torch.Tensor] = {}
+    for indices in group_indices([g.input_shape for g in geometries]).values():
+        x = torch.stack([prepared[i][0] for i in indices]).to(device)  # (B, 3, h, w)
+        for i, patch_map in zip(indices, score_patches(x), strict=True):
+            patch_maps[i] = patch_map
+    maps: dict[int, np.ndarray] = {}
+    for geometry, indices in group_indices(geometries).items():
+        batch = torch.stack([patch_maps[i] for i in indices])  # (B, h/14, w/14)
+        for i, anomaly_map in zip(indices, to_maps(batch, geometry), strict=True):
+            maps[i] = anomaly_map
+    return [Prediction(maps[i], score(maps[i])) for i in range(len(images))]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -61,3 +64,9 @@ class L2BTConfig:
         teacher = dict(data["teacher"])
         teacher["layers"] = tuple(teacher["layers"])
         return cls(teacher=TeacherConfig(**teacher), train=TrainConfig(**data["train"]))
+
+
+def content_digest(description: Mapping[str, Any]) -> str:
+    """A short SHA-256 digest (24 hex digits) of a JSON-able description, keys sorted: the
+    key of every cache and artefact that depends on settings and files."""
+    return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:24]

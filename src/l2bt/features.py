@@ -17,7 +17,6 @@ input shape (all of them in `pad` mode). Size on disk: 2 · P · D · 2 bytes (1
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -30,9 +29,9 @@ import torch
 from tqdm.auto import tqdm
 
 from l2bt.atomic import atomic_folder
-from l2bt.config import TeacherConfig
+from l2bt.config import TeacherConfig, content_digest
 from l2bt.data.image_io import image_size, read_image
-from l2bt.preprocess import InputGeometry, preprocess
+from l2bt.preprocess import InputGeometry, group_indices, preprocess
 from l2bt.teacher import Teacher
 
 CACHE_FORMAT = 2
@@ -55,9 +54,7 @@ def input_geometries(images: Sequence[Path], config: TeacherConfig) -> list[Inpu
 def shape_batches(geometries: Sequence[InputGeometry], batch_size: int) -> list[list[int]]:
     """Indices of images that share an input shape, at most `batch_size` per batch, in
     order of each shape's first appearance (one shape, hence plain batches, in pad mode)."""
-    groups: dict[tuple[int, int], list[int]] = {}
-    for i, geometry in enumerate(geometries):
-        groups.setdefault((geometry.input_height, geometry.input_width), []).append(i)
+    groups = group_indices([geometry.input_shape for geometry in geometries])
     return [indices[start:start + batch_size] for indices in groups.values()
             for start in range(0, len(indices), batch_size)]
 
@@ -137,7 +134,7 @@ def cache_key(
         "layers": list(config.layers), "image_size": config.image_size,
         "input_mode": config.input_mode, "precision": precision, "files": files,
     }
-    return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:24]
+    return content_digest(description)
 
 
 def _open_cached(folder: Path) -> TrainFeatures | None:

@@ -22,7 +22,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from l2bt import __version__
-from l2bt.anomaly_map import patch_anomaly
+from l2bt.anomaly_map import patch_anomaly, predict_images
 from l2bt.atomic import atomic_folder, write_text_atomic
 from l2bt.config import L2BTConfig
 from l2bt.data.image_io import read_image, to_rgb_array
@@ -32,7 +32,6 @@ from l2bt.decisions.thresholds import Thresholds
 from l2bt.device import device_name, resolve_device
 from l2bt.errors import InputError
 from l2bt.features import cached_train_features
-from l2bt.patch_predict import predict_images
 from l2bt.prediction import Prediction
 from l2bt.students import Student
 from l2bt.teacher import Teacher, load_teacher

@@ -1,5 +1,5 @@
 """What predicting one image gives: a full-resolution map, a score and, with thresholds,
-a decision (mask, verdict, defect regions)."""
+a decision (mask, verdict, defect regions). Imports nothing of l2bt: every layer uses it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,20 @@ from typing import Protocol
 
 import numpy as np
 
-from l2bt.decisions.regions import Region
+
+@dataclass(frozen=True)
+class Region:
+    """One 8-connected component of a predicted mask (a row of `regions.csv`, SPEC §7);
+    `region` counts from 1, x1 and y1 are exclusive."""
+
+    region: int
+    area_px: int
+    x0: int
+    y0: int
+    x1: int  # exclusive
+    y1: int  # exclusive
+    max_score: float
+    mean_score: float
 
 
 @dataclass(frozen=True)

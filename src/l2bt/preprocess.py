@@ -17,7 +17,9 @@ itself), so the map can be cropped back to exactly the image's pixels.
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -27,6 +29,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PATCH = 14
 INPUT_MODES = ("pad", "aspect")
+Key = TypeVar("Key", bound=Hashable)
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,20 @@ class InputGeometry:
     def grid(self) -> tuple[int, int]:
         """The teacher's patch grid (rows, columns)."""
         return self.input_height // PATCH, self.input_width // PATCH
+
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        """The teacher input's (height, width): inputs of one shape batch together."""
+        return self.input_height, self.input_width
+
+
+def group_indices(keys: Sequence[Key]) -> dict[Key, list[int]]:
+    """Positions of equal keys, in order of each key's first appearance (e.g. images by
+    input shape, which batch together)."""
+    groups: dict[Key, list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    return groups
 
 
 def square_frame(height: int, width: int) -> tuple[int, int, int]:

@@ -1,24 +1,18 @@
 """The students: shallow MLPs that learn to map one teacher layer's patch features to another's.
 
 `Student` is the model (float32 parameters, rows of patches). `low_precision_step` is its
-training step in bfloat16, written out by hand rather than through autocast and autograd,
-because on a CPU most of an autocast step is not the matmuls: it is the casts of every
-weight and activation in both directions, the slow transposed-operand product autograd
-uses for weight gradients, and the many full-size passes of `cosine_similarity`'s backward.
-
-The step works on column batches, (D, N) with one patch per column, so that every large
-product has its big operands in the layout the bf16 GEMM kernels are fastest in:
+training step in bfloat16, written out by hand rather than through autocast and autograd
+(on a CPU most of an autocast step is casts and transposed-operand products, not the
+matmuls). It works on column batches, (D, N) with one patch per column, so every large
+product has its operands in the bf16 GEMM kernels' fastest layout:
 
     forward   h₁ = W₁x + b₁, a₁ = GELU(h₁), h₂ = W₂a₁ + b₂, a₂ = GELU(h₂), y = W₃a₂ + b₃
     loss      1 − mean_i cos(y_i, t_i)
-    backward  ∂W = ∂h · aᵀ (D×N by N×D), ∂a = Wᵀ ∂h (a D×D weight, transposed), ∂b = Σ_i ∂h_i
+    backward  ∂W = ∂h · aᵀ, ∂a = Wᵀ ∂h, ∂b = Σ_i ∂h_i
 
-Weights are cast to bf16 once per step from the float32 masters, which keep the
-gradients (written as float32 into `.grad`) and the optimiser state. Matmuls accumulate
-in float32 inside the kernels; the loss and its gradient are computed in float32 from
-the bf16 output. Cost per student and step on N patches: 3 forward + 5 backward
-products of 2·N·D² FLOPs each (the input needs no gradient); activations saved in bf16:
-5·N·D·2 bytes.
+Weights are cast to bf16 once per step from float32 masters, which keep the gradients and
+the optimiser state; the loss and its gradient are float32. Cost per student and step on
+N patches: 8 products of 2·N·D² FLOPs; activations saved in bf16: 5·N·D·2 bytes.
 """
 
 from __future__ import annotations

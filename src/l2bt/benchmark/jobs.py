@@ -11,7 +11,6 @@ artefact (the fitted model, the thresholds).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -20,14 +19,15 @@ from typing import Any
 
 from l2bt.atomic import write_text_atomic
 from l2bt.benchmark.memory import PeakMemory
+from l2bt.config import content_digest
 from l2bt.data import load_category
 from l2bt.data.sample import CategorySplit
 from l2bt.decisions.calibrate import Calibration, calibrate
-from l2bt.decisions.calibration import CalibrationSplit, parse_calibration, split_calibration
+from l2bt.decisions.calibration_images import CalibrationSplit, parse_calibration, split_calibration
 from l2bt.decisions.thresholds import Thresholds
 from l2bt.device import device_name, resolve_device
-from l2bt.evaluation import evaluate_maps
-from l2bt.inference import PredictItem, predict_to_folder
+from l2bt.maps.evaluate import evaluate_maps
+from l2bt.maps.predict import PredictItem, predict_to_folder
 from l2bt.methods import ExternalMaps, MethodSettings, make_method
 
 THRESHOLDS_FILE = "thresholds.json"
@@ -130,11 +130,10 @@ def _thresholds(method: Any, config: BenchmarkConfig, job: Job, images: Calibrat
     method, settings, training and calibration images and rate (the model is a seeded
     function of those), so a resumed job does not predict the calibration images again."""
     alpha, batch_size = config.false_alarm_rate, config.settings.batch_size
-    key = hashlib.sha256(json.dumps(
+    key = content_digest(
         {"method": job.spec, "settings": _result_settings(config.settings), "alpha": alpha,
          "train": [str(p) for p in images.train],
-         "calibration": [str(p) for p in images.calibration]},
-        sort_keys=True).encode()).hexdigest()[:24]
+         "calibration": [str(p) for p in images.calibration]})
     path = work_dir / THRESHOLDS_FILE
     if path.is_file():
         stored = json.loads(path.read_text())

@@ -1,26 +1,16 @@
 """The benchmark on a Ray cluster: every (method, category) not yet done is a Ray task.
 
-Each task runs `jobs.run_job` (the function the local runner calls) on some node, with
-one GPU when the cluster has GPUs, else one CPU (Ray then sets the task's thread count
-to 1). Tasks write the large artefacts (models, maps, masks) themselves, under the
-output folder; the driver — this process — writes each result JSON, the summary and the
-plots as tasks finish, exactly as the local runner does, so the output folder is the
-same whichever executor made it, and a re-run, with or without `--ray`, resumes it.
-
-Storage: the output folder and the feature cache (`l2bt benchmark --ray` puts it in
-OUT/cache unless `--cache-dir` names another place, so that features are extracted once,
-not once per node) must be on a filesystem every node sees. Before any
-work, one probe task per node checks that it sees a marker the driver wrote there, can
-write beside it, and runs the same l2bt version as the driver.
-
-Failures: a task that raises is reported in one line naming its (method, category);
-the others go on. Ctrl-C cancels the outstanding tasks and keeps what finished. If the
-driver dies (even by SIGKILL), Ray stops its tasks; every file being atomic, nothing
-half-written remains but hidden temporaries, which the next run removes.
-
-Without an address a local Ray instance is started (no dashboard) and shut down at the
-end; with one, the driver connects to that cluster and leaves it running. In a process
-where Ray is already initialised (a notebook, tests), that instance is used as it is.
+Each task runs `jobs.run_job` (what the local runner calls) on some node, with one GPU
+when the cluster has GPUs, else one CPU. Tasks write models and maps under the output
+folder; the driver writes each result JSON, the summary and the plots as tasks finish,
+exactly as the local runner does, so the output folder is the same whichever executor
+made it and a re-run, with or without `--ray`, resumes it. The output folder and the
+feature cache (OUT/cache unless `--cache-dir`) must be on a filesystem every node sees:
+one probe task per node checks that, and the l2bt version, before any work. A failed
+task is one line naming its (method, category); the others go on. Ctrl-C cancels what is
+outstanding and keeps what finished; files are atomic, so a killed driver leaves only
+temporaries the next run removes. Without an address a local Ray instance is started and
+shut down at the end; an already initialised Ray is used as it is.
 """
 
 from __future__ import annotations

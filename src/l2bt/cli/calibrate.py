@@ -26,7 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from l2bt.decisions.calibration import calibration_folder_images
+    from l2bt.decisions.calibration_images import calibration_folder_images
     from l2bt.decisions.thresholds import check_false_alarm_rate
     from l2bt.model import L2BT
 

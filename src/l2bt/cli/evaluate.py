@@ -32,7 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from l2bt.atomic import write_text_atomic
     from l2bt.data import load_category
-    from l2bt.evaluation import evaluate_maps, return_large_frees
+    from l2bt.maps.evaluate import evaluate_maps, return_large_frees
     from l2bt.metrics import format_table
 
     split = load_category(args.data, args.category, args.dataset)

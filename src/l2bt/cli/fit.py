@@ -35,7 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from l2bt.config import L2BTConfig, TeacherConfig, TrainConfig
     from l2bt.data import load_category
-    from l2bt.decisions.calibration import parse_calibration, split_calibration
+    from l2bt.decisions.calibration_images import parse_calibration, split_calibration
     from l2bt.decisions.thresholds import check_false_alarm_rate
     from l2bt.errors import InputError
     from l2bt.model import L2BT

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("give exactly one of --out DIR and --submission DIR")
     if args.submission is not None:
         return _submission(args)
-    from l2bt.inference import collect_inputs, predict_to_folder
+    from l2bt.maps.predict import collect_inputs, predict_to_folder
 
     items = collect_inputs(args.inputs)
     model = _load(args)
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _submission(args: argparse.Namespace) -> int:
-    from l2bt.submission import private_images, write_submission
+    from l2bt.maps.submission import private_images, write_submission
 
     objects = [Path(p) for p in args.inputs]
     for folder in objects:

@@ -28,6 +28,8 @@ from l2bt.errors import InputError
 DEFECT_TYPES = ("scratch", "spot", "crack", "stain")
 MIN_CONTRAST = 24  # grey levels every defect pixel moves, at least
 
+Shape = tuple[int, int]  # (height, width)
+
 
 @dataclass(frozen=True)
 class SyntheticConfig:
@@ -55,12 +57,12 @@ def surface(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     return np.clip(value, 40, 215).astype(np.uint8)  # headroom for defects both ways
 
 
-def _disc(shape, cy, cx, radius) -> np.ndarray:
+def _disc(shape: Shape, cy: float, cx: float, radius: float) -> np.ndarray:
     yy, xx = np.ogrid[:shape[0], :shape[1]]
     return (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
 
 
-def _polyline(shape, points: np.ndarray, width: float) -> np.ndarray:
+def _polyline(shape: Shape, points: np.ndarray, width: float) -> np.ndarray:
     """Pixels within width/2 of a polyline through (N, 2) points (row, col)."""
     mask = np.zeros(shape, bool)
     for (y0, x0), (y1, x1) in itertools.pairwise(points):
@@ -74,7 +76,7 @@ def _polyline(shape, points: np.ndarray, width: float) -> np.ndarray:
     return mask
 
 
-def scratch(shape, rng) -> np.ndarray:
+def scratch(shape: Shape, rng: np.random.Generator) -> np.ndarray:
     length = np.exp(rng.uniform(np.log(15), np.log(0.4 * shape[1])))
     angle = rng.uniform(0, np.pi)
     cy, cx = rng.uniform(0.1, 0.9) * shape[0], rng.uniform(0.1, 0.9) * shape[1]
@@ -83,20 +85,20 @@ def scratch(shape, rng) -> np.ndarray:
                      width=rng.choice([1.0, 2.0, 3.0]))
 
 
-def spot(shape, rng) -> np.ndarray:
+def spot(shape: Shape, rng: np.random.Generator) -> np.ndarray:
     radius = np.exp(rng.uniform(np.log(0.8), np.log(7)))
     cy, cx = int(rng.uniform(0.05, 0.95) * shape[0]), int(rng.uniform(0.05, 0.95) * shape[1])
     return _disc(shape, cy, cx, radius)  # an integer centre: at least one pixel
 
 
-def crack(shape, rng) -> np.ndarray:
+def crack(shape: Shape, rng: np.random.Generator) -> np.ndarray:
     n = int(rng.integers(6, 30))
     steps = rng.normal(0.0, 1.0, (n, 2)) * rng.uniform(4, 20)
     start = np.array([rng.uniform(0.1, 0.9) * shape[0], rng.uniform(0.1, 0.9) * shape[1]])
     return _polyline(shape, start + np.cumsum(steps, axis=0), width=rng.choice([1.0, 2.0]))
 
 
-def stain(shape, rng) -> np.ndarray:
+def stain(shape: Shape, rng: np.random.Generator) -> np.ndarray:
     radius = np.exp(rng.uniform(np.log(12), np.log(0.12 * shape[1])))
     cy, cx = rng.uniform(0.15, 0.85) * shape[0], rng.uniform(0.15, 0.85) * shape[1]
     box = int(radius * 1.6) + 2

@@ -7,26 +7,11 @@ One labelling pass and one sort-free reduction per mask: O(H·W).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from scipy import ndimage
 
-EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
-
-
-@dataclass(frozen=True)
-class Region:
-    """One connected component of a predicted mask; `region` counts from 1."""
-
-    region: int
-    area_px: int
-    x0: int
-    y0: int
-    x1: int  # exclusive
-    y1: int  # exclusive
-    max_score: float
-    mean_score: float
+from l2bt.metrics.size_bins import EIGHT_CONNECTED
+from l2bt.prediction import Region
 
 
 def find_regions(anomaly_map: np.ndarray, mask: np.ndarray) -> list[Region]:

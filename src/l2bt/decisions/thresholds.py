@@ -1,24 +1,19 @@
 """Thresholds with a stated false-alarm rate, from defect-free calibration images only.
 
 Split conformal prediction. Let s₁ ≤ … ≤ sₙ be the scores of n defect-free calibration
-images the model never trained on, and S the score of a new defect-free image drawn
-from the same distribution. If the n + 1 scores are exchangeable, the rank of S among
-them is uniform, so for k = ⌈(n + 1)(1 − α)⌉ ≤ n
+images the model never trained on, and S the score of a new defect-free image. If the
+n + 1 scores are exchangeable, the rank of S is uniform, so for k = ⌈(n + 1)(1 − α)⌉ ≤ n
 
     P(S > s_k) ≤ 1 − k / (n + 1) ≤ α,
 
 whatever the distribution of the scores (ties only lower the probability). The image
-threshold is s_k and a part is called defective when its score is above it. When
-k > n (n < 1/α − 1: too few images for α), no calibration score gives the guarantee;
-the largest one is used and the rate that is guaranteed, 1/(n + 1), is stored and
-printed instead of α. For continuous scores the rate is also at least
-1 − (k + 1)/(n + 1) on average over calibration sets, so the threshold is not needlessly
-strict. The pixel threshold applies the same rule to the calibration images' map maxima:
-a defect-free image then shows any defect pixel with probability ≤ α.
-
-The guarantee is marginal (on average over calibration sets) and holds only while new
-images come from the calibration distribution: `l2bt calibrate` recomputes the
-thresholds on new good images after a camera or lighting change, without retraining.
+threshold is s_k; a part is defective when its score is above it. When k > n (too few
+images for α) the largest score is used and the guaranteed rate, 1/(n + 1), is stored and
+printed instead of α. The pixel threshold applies the same rule to the calibration maps'
+maxima: a defect-free image then shows any defect pixel with probability ≤ α. The
+guarantee is marginal (over calibration sets) and holds while new images come from the
+calibration distribution: `l2bt calibrate` recomputes the thresholds after a camera or
+lighting change, without retraining.
 """
 
 from __future__ import annotations

@@ -1,30 +1,15 @@
 """Writing an L2BT model as one ONNX file, and reading back what it says about itself.
 
-`export_onnx(model, path)` traces `L2BTGraph` with the dynamo-based exporter
-(`torch.onnx.export(..., dynamo=True)`, opset ≥ 18): torch.export keeps the image's
-height and width symbolic, so the padding, the frame the map is upsampled to, the crop
-and the top-k count are all computed from the input's shape inside the graph, and the
-exporter translates the antialiased bicubic resize to ONNX Resize (cubic, antialias=1,
-cubic_coeff_a=−0.5, exclude_outside=1), the kernel of torch's and PIL's antialiased
-bicubic. The TorchScript exporter (`dynamo=False`, deprecated) fails on the antialiased
-resize (UnsupportedOperatorError in torch 2.13) and traces Python arithmetic on sizes
-into constants, so a padded frame would keep the example image's size.
-
-The file holds its weights (one file, no external data). Only the blocks up to the
-deepest used layer are in it; a graph whose weights pass protobuf's 2 GiB limit (ViT-g
-with layers past block ~30) is refused. The graph is checked with `onnx.checker` and
-written atomically. Metadata (`metadata_props`):
-
-- `l2bt_config`: the run's `config.json` (settings, teacher identity, training
-  information, thresholds), as `L2BT.describe()` gives it;
-- `l2bt_version`: the l2bt that exported it;
-- `l2bt_graph`: JSON `{"input_mode", "image_size", "input_hw", "outputs", "opset",
-  "source"}`; `source` is a digest of the run folder's files when exported from one
-  (the on-the-fly export of `l2bt.engines` caches by it).
-
-Aspect mode (SPEC §9) gives every image shape its own teacher grid, and so its own
-position embeddings; the graph is exported for the grid of one image size (`image_hw`)
-and the engine refuses images whose grid differs.
+`export_onnx(model, path)` traces `L2BTGraph` with the dynamo-based exporter (opset ≥ 18):
+the image's height and width stay symbolic, so padding, frame, crop and top-k count are
+computed from the input's shape inside the graph, and the antialiased bicubic resize
+becomes ONNX Resize (cubic, antialias=1, cubic_coeff_a=−0.5, exclude_outside=1). The
+TorchScript exporter fails on that resize and freezes sizes into constants. The file
+holds its weights (only the blocks up to the deepest used layer; over protobuf's 2 GiB it
+is refused), is checked with `onnx.checker` and written atomically. Metadata:
+`l2bt_config` (the run's `config.json`), `l2bt_version`, and `l2bt_graph` (`input_mode`,
+`image_size`, `input_hw`, `outputs`, `opset`, `source`: a digest of the run folder's files,
+by which `l2bt.export.cache` caches). An aspect-mode graph is exported for one image size.
 """
 
 from __future__ import annotations

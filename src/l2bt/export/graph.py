@@ -1,45 +1,15 @@
 """The whole prediction of one image as one `nn.Module`, written to be exported to ONNX.
 
-`L2BTGraph` wraps an `L2BT` model (kept apart from `model.py`, as segment-anything keeps
-its ONNX wrapper apart from its modules) and computes, from one uint8 (H, W, 3) RGB image
-of any size:
-
-1. geometry: pad mode centres the image in a square of side max(H, W) by edge
-   replication (ONNX Pad, mode "edge"), exactly as `preprocess.pad_to_square`; aspect mode
-   uses the image itself (one fixed teacher input, see below);
-2. resize to the teacher's input: PIL's bicubic, emulated as two one-dimensional
-   antialiased bicubic resizes (Keys kernel a = −0.5, support widened by the scale when
-   downsampling, taps outside the image dropped and the weights renormalised:
-   ONNX Resize cubic with antialias=1, cubic_coeff_a=−0.5, exclude_outside=1), the
-   horizontal pass first and each pass rounded and clipped to 0..255, as PIL does for
-   8-bit images. What remains differs from PIL only by PIL's 22-bit fixed-point weights
-   (a value now and then off by one or two grey levels);
-3. ImageNet normalisation, the teacher's blocks up to the deepest used layer with its
-   position embeddings resized once, at export time, for the fixed input grid (stored as
-   a constant: the antialiased bicubic interpolation of the `_reg` variants then never
-   runs in the graph), the final LayerNorm, the students and the patch anomaly
-   (`anomaly_map.patch_anomaly`);
-4. bilinear upsampling to the frame, the paper's smoothing (`anomaly_map.smooth`), the
-   crop back to the image's H × W, and the score: the mean of the top
-   k = max(1, ⌊H·W/1000⌋) pixels (float32 mean; the torch engine averages in float64);
-5. with thresholds: `mask` = 255 where map > pixel threshold, `defective` = score > image
-   threshold.
-
-Measured on three magnetic_tile images (289 × 103, 247 × 592, 356 × 265) with a random
-ViT-S/14 teacher at 224, 448 and 1036 px and a ViT-S/14-reg at 224 px, layers 7 and 11,
-ONNX Runtime 1.32 on the CPU against the torch engine (relative: max |Δ| / max |map|):
-
-- the same preprocessed tensor fed to both (`exporter.with_teacher_input`): map ≤ 8e-7,
-  score ≤ 4e-7: float rounding;
-- from the uint8 image, the graph's pad and resize against PIL's: the teacher inputs are
-  equal but for ≤ 8e-5 of their values at 224 and 448 px (≤ 6e-3 at 1036 px), off by one
-  or two grey levels; map ≤ 1.9e-4, score ≤ 3e-5 (one 2-D float resize instead of
-  the two rounded passes would be 0.27 grey levels off on average). The target was 1e-2.
-
-Limits: one image per call (the images' sizes differ anyway); fp32 only. Aspect mode has a
-teacher grid that follows each image's shape; the graph is exported for one fixed input
-grid (`input_hw`, from one image size) and the engine refuses images whose aspect
-geometry has another grid.
+`L2BTGraph` wraps an `L2BT` model (apart from `model.py`, as segment-anything keeps its
+ONNX wrapper apart) and computes, from one uint8 (H, W, 3) image of any size: the
+geometry (pad mode's edge pad to a square), PIL's bicubic resize emulated as two rounded
+one-dimensional antialiased passes, normalisation, the teacher with its position
+embeddings resized once at export time, the students and the patch anomaly, upsampling,
+the paper's smoothing, the crop to H × W, the top-k score and, with thresholds, the mask
+and verdict. The graph differs from the torch engine only by PIL's fixed-point resize
+weights (a grey level now and then). Limits: one image per call, fp32; an aspect-mode
+graph has one fixed input grid (`input_hw`). Step by step: docs/design.md; measured
+parity: benchmarks/README.md.
 """
 
 from __future__ import annotations

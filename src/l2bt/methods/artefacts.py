@@ -10,7 +10,6 @@ not an error: the method fits again.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +22,6 @@ from safetensors.torch import save_file
 from l2bt.atomic import atomic_file, write_text_atomic
 
 CONFIG_FILE = "config.json"
-
-
-def artefact_key(description: dict[str, Any]) -> str:
-    """A short digest of a JSON-able description."""
-    return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:24]
 
 
 @dataclass(frozen=True)

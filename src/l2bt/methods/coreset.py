@@ -1,50 +1,16 @@
-"""Greedy k-center coreset selection (PatchCore's memory-bank subsampling).
+"""Greedy k-center coreset selection (PatchCore's memory-bank subsampling), exact and fast.
 
-k-center greedy starts from one point and repeatedly adds the point farthest from those
-chosen so far, so the largest distance from any point to its nearest chosen one (the
-covering radius) shrinks as fast as a simple rule allows (within a factor 2 of the best
-possible k centres). PatchCore runs it on a Johnson–Lindenstrauss random projection of
-the features to a lower dimension, which keeps the order of distances well enough and
-makes every step cheaper; `random_projection` gives that projection.
-
-One pick at a time (`greedy_coreset_reference`, the first implementation) every pick
-reads all N × d points for one matrix–vector product: k·N·d·4 bytes in all, bound by
-memory bandwidth (≈ 4 GB/s per pick loop on the 2-core development machine).
-
-In runs (`greedy_coreset`): the picks of a run are certified on a small candidate set,
-then every point's nearest distance is updated for the whole run at once.
-- Candidates: the M points with the largest nearest distances (T, kept in index order)
-  and τ, the largest nearest distance of any point outside T.
-- Certificate: nearest distances only shrink as picks are added, so while the largest
-  current value in T is > τ, no point outside T can be the farthest point; the T point
-  holding it (the lowest index on ties, as `argmax`) is exactly greedy's next pick. T's
-  values after each pick come from T's M × M squared distances (one small product).
-- A run ends when the certificate fails (or at `size` picks, or once every point is at
-  distance 0: further picks would repeat covered points). Then the N × m squared
-  distances to the run's m picks update the nearest distances, `rows_per_block` rows
-  at a time, as products (N × d) @ (d × m); T's entries are set to the values the
-  certificate used. When even the first value cannot be certified (a tie with a point
-  outside T), that run is the single global argmax.
-Each pick is therefore greedy's pick under the distances computed: the largest nearest
-squared distance, lowest index on ties. Distances are ‖x‖² + ‖c‖² − 2 x·c, as in the
-reference; only the summation order of the products differs (BLAS matrix–matrix instead
-of matrix–vector). With float coordinates that order can decide between two candidates
-within rounding (~1e-7 relative in float32) of each other, and greedy's later picks
-follow from that one choice. So the selection runs on exact arithmetic instead:
-
-Exact 8-bit codes (`quantize`). PatchCore's projected points are rounded to integers in
-[−127, 127] (one scale for all coordinates, so distances keep their geometry up to that
-scale). In d ≤ 256 dimensions every product, partial sum, squared norm and squared
-distance of such codes is an integer of magnitude at most d · 254² < 2²⁴, hence exact in
-float32 whatever the summation order: the runs pick
-exactly the points the one-pick reference picks on the same codes, ties included
-(lowest index). The codes are stored as int8 (a quarter of float32's bytes) and widened
-to float32 one block of rows at a time.
-
-Bounds: memory (d + 2)·N floats for points, norms and nearest distances, plus M² and
-rows_per_block × M for one block of distances; never N × N or k × N. Time: the same
-k·N·d multiply-adds, but ⌈k/m⌉ passes over the points instead of k and as products that
-run at matmul rather than memory speed, plus one top-(M + 1) per run.
+k-center greedy adds, one at a time, the point farthest from those chosen so far.
+`greedy_coreset_reference` does exactly that, one matrix–vector pass over the N × d points
+per pick. `greedy_coreset` picks in certified runs: while the largest nearest distance
+among the M farthest candidates exceeds every distance outside them, that candidate is
+greedy's next pick, so a run of picks is made on the small candidate set and the N points
+are updated once per run, as matrix products. The selection runs on exact 8-bit codes
+(`quantize`): in d ≤ 256 dimensions every distance of such codes is an integer below 2²⁴,
+exact in float32 in any summation order, so the runs pick exactly the reference's points,
+ties included (lowest index). Bounds: (d + 2)·N floats and M² + rows_per_block × M
+temporaries, never N × N; k·N·d multiply-adds in ⌈k/m⌉ passes. The certificate in full:
+docs/design.md; rates: benchmarks/README.md.
 """
 
 from __future__ import annotations

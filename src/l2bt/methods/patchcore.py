@@ -1,36 +1,16 @@
 """PatchCore on the L2BT teacher: the strong training-free baseline.
 
-Features. The same frozen teacher, input size and two layers as L2BT (default blocks 7
-and 11), so the two methods see the same patches and differ only in how they score
-them. Each layer is averaged over its 3×3 patch neighbourhood (PatchCore's local
-aggregation: a little context, more robust to one-patch jitter), L2-normalised, and the
-two are concatenated into a 2·D descriptor. Why this for DINOv2: block 11 carries the
-semantic tokens AnomalyDINO matches, block 7 the finer local structure PatchCore takes
-from mid-level CNN stages; normalising each layer makes them count equally, and for
-unit vectors ‖a − b‖² = 2 − 2·cos(a, b), so the Euclidean distance below is
-AnomalyDINO's cosine distance summed over the two layers.
-
-Memory bank. The k-center greedy coreset (PatchCore) of all training patches, keeping
-`coreset_ratio` of them (default 10 %), selected on a seeded Gaussian projection to 128
-dimensions rounded to 8-bit codes, on which the selection is exact (`coreset.py`).
-Training features come from L2BT's on-disk cache (fp16; one teacher pass shared by both
-methods) and are streamed three times, a few images at a time: for the projections'
-largest magnitude (the codes' scale), for the codes, and to gather the chosen patches.
-The bank is kept in fp16 on disk, like the cache it came from, and rounded so at fit
-time too, so a reloaded bank predicts exactly as the freshly built one.
-
-Bound, for N training patches (N = images × (size/14)², 5,476 per image at 1036 px)
-and feature dimension D: selection holds N × 128 int8 codes plus 2 floats per patch
-(norm, running distance): 136 bytes per patch, 0.57 GB for 4.2 M patches (761 images),
-never an N × N or N × 2D matrix. The bank is ratio · N × 2D floats
-(0.42 M × 1,536 × 4 B = 2.6 GB in memory, half that on disk). Selection time is
-ratio · N² · 128 multiply-adds (PatchCore's known quadratic price), done in certified
-runs of picks, each run one pass over the N × 128 points as blocked matrix products
-(`coreset.py`; measured rates in benchmarks/README.md).
-
-Scores. A patch's anomaly is its Euclidean distance to the nearest bank descriptor
-(exact search, `nearest.py`); the patch map is upsampled, smoothed and cropped exactly
-as L2BT's map, and the image score is the same top-0.1 % mean.
+Features: the same frozen teacher, input and two layers as L2BT; each layer averaged over
+its 3×3 patch neighbourhood, L2-normalised, the two concatenated (so the Euclidean
+distance is AnomalyDINO's cosine distance summed over the layers). Memory bank: the exact
+k-center greedy coreset (`coreset.py`) of all training patches, `coreset_ratio` of them,
+selected on 8-bit codes of a seeded 128-d projection, streamed from L2BT's fp16 feature
+cache three times; kept in fp16, on disk and at fit time alike, so a reloaded bank
+predicts exactly as a fresh one. Scores: a patch's distance to its nearest bank
+descriptor (exact, `nearest.py`), then L2BT's map post-processing and top-0.1 % score.
+Bounds for N training patches: 136 bytes per patch during selection, never N × N or
+N × 2D; a bank of ratio · N × 2D floats; ratio · N² · 128 multiply-adds to select.
+Rates: benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -44,11 +24,12 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from l2bt.config import TeacherConfig
+from l2bt.anomaly_map import predict_images
+from l2bt.config import TeacherConfig, content_digest
 from l2bt.device import resolve_device
 from l2bt.errors import InputError
 from l2bt.features import TrainFeatures, cache_key, cached_train_features
-from l2bt.methods.artefacts import artefact_key, load_artefact, save_artefact
+from l2bt.methods.artefacts import load_artefact, save_artefact
 from l2bt.methods.base import MethodSettings
 from l2bt.methods.coreset import (
     Coreset,
@@ -58,7 +39,6 @@ from l2bt.methods.coreset import (
     random_projection,
 )
 from l2bt.methods.nearest import nearest_distances, squared_norms
-from l2bt.patch_predict import predict_images
 from l2bt.prediction import Prediction
 from l2bt.teacher import Teacher, load_teacher
 
@@ -204,7 +184,7 @@ class PatchCore:
         assert self.teacher is not None
         features = cache_key(self.teacher_config, self.teacher.weights_id,
                              self.settings.precision, images)
-        return artefact_key({"format": BANK_FORMAT, "features": features,
+        return content_digest({"format": BANK_FORMAT, "features": features,
                              **self.settings_dict()})
 
     def _save(self, work_dir: Path, key: str) -> None:

@@ -1,6 +1,6 @@
 """Pure metric functions and the streaming evaluator: exact size-aware AUPRO, AUROCs,
 robustness, P-AP, AUPIMO, F1 and decision figures, the low-resolution protocol's
-resizing. No I/O here (`l2bt.evaluation` reads maps and masks from disk)."""
+resizing. No I/O here (`l2bt.maps.evaluate` reads maps and masks from disk)."""
 
 from l2bt.metrics.aupimo import FPR_BOUNDS, Aupimo
 from l2bt.metrics.aupro import FPR_LIMITS, DefectTable, ProCurve, area_under
@@ -9,7 +9,6 @@ from l2bt.metrics.evaluator import StreamingEvaluator, evaluate_arrays
 from l2bt.metrics.low_res import resize_bilinear, resize_nearest
 from l2bt.metrics.parallel import default_workers
 from l2bt.metrics.precision_recall import ImageDecisions
-from l2bt.metrics.regions import ABSOLUTE_BINS, SIZE_BINS, label_regions, size_quantiles
 from l2bt.metrics.result import (
     Decisions,
     EvaluationResult,
@@ -19,6 +18,7 @@ from l2bt.metrics.result import (
     format_table,
     robustness,
 )
+from l2bt.metrics.size_bins import ABSOLUTE_BINS, SIZE_BINS, label_regions, size_quantiles
 
 __all__ = [
     "ABSOLUTE_BINS", "FPR_BOUNDS", "FPR_LIMITS", "SIZE_BINS", "Aupimo", "Decisions",

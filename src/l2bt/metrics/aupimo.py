@@ -1,39 +1,14 @@
-"""AUPIMO (Bertoldo et al., "AUPIMO: Redefining visual anomaly detection benchmarks
-with high speed and low tolerance"), exact at every distinct score.
+"""AUPIMO (Bertoldo et al.), exact at every distinct score.
 
-Definitions, as in the public reference (anomalib's `metrics.pimo`, from
-github.com/jpcbertoldo/aupimo). Normal images are those whose mask has no defect pixel.
-A threshold t marks every pixel with score ≥ t. The shared FPR(t) is the mean, over the
-J normal images, of the fraction of each image's pixels marked; TPR_i(t) the fraction of
-defective image i's mask marked. The PIMO curve of image i joins the points
-(FPR(t), TPR_i(t)) for every distinct score t, from the highest down, with straight lines
-on a logarithmic FPR axis, and
-
-    AUPIMO_i = (1 / ln(U / L)) ∫ TPR_i d(ln FPR) over FPR ∈ [L, U],  (L, U) = (1e-5, 1e-4),
-
-clipped to [0, 1]; the segment crossing a bound is cut there by linear interpolation in
-ln FPR. The reference samples 300,000 thresholds evenly between the normal images'
-extreme scores and integrates between the samples nearest the bounds; here every
-distinct score is a threshold, so nothing is sampled and the bounds are met exactly.
-Where that reference gives up — a bound it cannot resolve with its samples, or fewer
-than 30 samples inside the range — the exact curve is still defined (a shared FPR that
-jumps over the whole range at one score is a horizontal segment, whose TPR holds all
-through it), so a value is always given when there is at least one normal image. A
-segment leaving FPR 0 reads as flat at its end TPR (the limit of log-linear
-interpolation as its start goes to 0); it matters only when fewer than ~1/L normal
-pixels exist or the highest scores tie across many of them.
-
-Where the curve bends, as for AUPRO (`l2bt.metrics.aupro`): at image i's distinct
-defect scores u₁ > u₂ > …, from (FPR(> u_k), TPR(> u_k)) to (FPR(≥ u_k), TPR(≥ u_k)),
-and horizontally in between. So only FPR(> u) and FPR(≥ u) at defect scores are needed,
-and only where FPR(> u) < U: from the normal images' scores nothing but their top,
-`NormalPool` — every normal score ≥ a floor chosen so that the scores kept already make
-a shared FPR of U. Each image's top is kept apart until the tops not yet merged are as
-many as the merged ones; then all are merged at once (one sort), so each score is merged
-O(log) times rather than once per later image (merging per image cost a VisA-sized run
-~12 s). Memory: a few times U · (normal pixels) distinct values (16 B each; 150 k for
-1,500 normal images of 1 MP), whatever the number of images; per normal image a pass
-over its pixels and, while the floor is not yet known, one partition.
+The shared FPR(t) is the mean, over the normal images, of the fraction of each image's
+pixels with score ≥ t; TPR_i(t) the fraction of defective image i's mask marked. The PIMO
+curve joins (FPR(t), TPR_i(t)) for every distinct t with straight lines on a log FPR axis;
+AUPIMO_i = (1 / ln(U / L)) ∫ TPR_i d(ln FPR) over [L, U] = [1e-5, 1e-4], clipped to [0, 1].
+Unlike the public reference (300,000 sampled thresholds), nothing is sampled and the
+bounds are met exactly. Only the normal images' top scores matter (`NormalPool`: every
+normal score above a floor at which the kept scores already make a shared FPR of U),
+merged in doubling rounds so each score is merged O(log) times. Memory: a few times
+U · (normal pixels) values, whatever the number of images. Derivation: docs/design.md.
 """
 
 from __future__ import annotations

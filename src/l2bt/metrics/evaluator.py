@@ -9,31 +9,12 @@ Two passes over the same test images, in any order within a pass:
         evaluator.add(anomaly_map, mask, score)
     result = evaluator.result("bottle")           # EvaluationResult
 
-Pass 1 labels each mask's regions once (8-connected, within the mask's bounding box)
-and keeps its defect pixels' scores and region ids (`add_defect_scores` takes the scores
-alone, for readers that fetch only the defect pixels of a map). Pass 2 freezes them into
-a `DefectTable` (sorted once; the m distinct defect scores become the thresholds), then
-counts every pixel into the 2m + 1 cells between and at those scores (`CellCounter`, in
-batches; with `workers` > 1 `ParallelCellCounter`, bit-identical) and drops it;
-`l2bt.metrics.aupro` says why that is exact and why it takes two passes. Defect pixels
-are counted too, so pass 2 picks no pixels by mask: each equals its own edge, so at the
-end pass 1's count per edge is taken out of that edge's equal-cell, leaving exactly the
-defect-free counts. Every pixel figure comes from those counts: AUPRO per quartile bin
-and per absolute area bin (`result` weighs the sorted defect pixels by region, once per
-bin), P-AUROC, P-AP and pixel F1-max. AUPIMO needs the top of the normal images' scores
-besides (`l2bt.metrics.aupimo.NormalPool`), and so the number of images up front
-(`n_images`; without it AUPIMO is not computed). Decisions (verdicts, predicted masks)
-are counted as they come.
-
-Memory. The pixels, the bulk (VisA: ~2,000 images × 1.5 MP), take `workers` buffers
-whatever the number of images: 1–8 M scores with one worker (`CellCounter`), 8 per
-distinct defect score and at most 32 M with several (`ParallelCellCounter`). What grows
-with the test set is its ground truth, which exactness needs: 8 bytes per defect pixel
-in pass 1 (score, region id), then 4 per defect pixel and 20–28 per distinct defect
-score (the cells are int32 until 2³¹ pixels were counted); 4 per region; ~10 bytes per
-image; the AUPIMO pool's few times 10⁻⁴ of the normal images' pixels.
-`result` briefly needs about as much again (the curve's vertices). Per image: its map,
-mask and a few copies of them.
+Pass 1 keeps each defect pixel's score and region; pass 2 sorts them once (`DefectTable`),
+then counts every pixel into the cells between and at the distinct defect scores
+(`l2bt.metrics.cells`) and drops it; every pixel figure comes from those counts, exactly.
+Memory: `workers` buffers of pixels whatever the number of images, plus what exactness
+needs of the ground truth (about 8 bytes per defect pixel and 28 per distinct defect
+score). The full account: docs/design.md; figures: benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -46,7 +27,6 @@ import numpy as np
 from l2bt.metrics.aupimo import FPR_BOUNDS, Aupimo, NormalPool, aupimo_scores
 from l2bt.metrics.aupro import (
     FPR_LIMITS,
-    CellCounter,
     DefectTable,
     ProCurve,
     areas_under,
@@ -57,6 +37,7 @@ from l2bt.metrics.aupro import (
     thin_curve,
 )
 from l2bt.metrics.auroc import auroc
+from l2bt.metrics.cells import CellCounter
 from l2bt.metrics.parallel import ParallelCellCounter
 from l2bt.metrics.precision_recall import (
     ImageDecisions,
@@ -64,18 +45,18 @@ from l2bt.metrics.precision_recall import (
     f1_from_counts,
     image_f1_max,
 )
-from l2bt.metrics.regions import (
-    absolute_membership,
-    bin_membership,
-    label_defect_pixels,
-    size_quantiles,
-)
 from l2bt.metrics.result import (
     AuproTable,
     Decisions,
     EvaluationResult,
     Oracle,
     robustness,
+)
+from l2bt.metrics.size_bins import (
+    absolute_membership,
+    bin_membership,
+    label_defect_pixels,
+    size_quantiles,
 )
 
 

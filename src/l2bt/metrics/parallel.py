@@ -1,27 +1,18 @@
 """Counting scores into cells on several cores, exactly.
 
 `ParallelCellCounter` has `CellCounter`'s interface (`add`, `counts`, `total`). The
-caller's thread copies scores into a buffer. When the buffer is full it goes to one of
-`workers` − 1 background threads if another buffer is free to fill next; if none is
-(every other buffer is being counted), the caller counts this one itself and refills
-it. Counting a batch is sorting it in place and counting it piece by piece
-(`l2bt.metrics.aupro.count_sorted`); numpy releases the GIL while it sorts and
-searches, so `workers` cores stay busy — the caller's and the background threads' —
-with `workers` buffers, none of them waiting for a core to hand one back. Each piece's
-counts are added to the one shared (2m + 1,) array under a lock (int32 until the values
-could overflow it, then int64, as `CellCounter`): integer additions commute, so the
-counts are bit-identical to the sequential `CellCounter`'s, whatever the batches, the
-number of workers or the order in which they finish.
+caller's thread copies scores into a buffer; a full buffer goes to one of `workers` − 1
+background threads when another buffer is free to fill next, else the caller counts it
+itself. Counting a batch is sorting it in place and counting it piece by piece
+(`l2bt.metrics.cells.count_sorted`); numpy releases the GIL meanwhile, so `workers`
+cores stay busy. Each piece's counts are added to the one shared (2m + 1,) array under
+a lock: integer additions commute, so the counts are bit-identical to the sequential
+`CellCounter`'s, whatever the batches, workers or order of completion.
 
 Memory: `workers` buffers of clip(BATCH_PER_EDGE · m, BUFFER_MIN, BATCH_SCALE ·
-BUFFER_MAX) scores — 32 bytes per distinct defect score each, at most 32 M scores
-(128 MB as float32); the cells are shared, not copied per worker; per piece a thread
-holds O(PIECE_EDGES) temporaries. Batches grow with m because a batch's cost is about
-min(values, edges) binary searches: with m ≫ batch every value is searched among
-thousands of edges (VisA-sized, m ≈ 15 M: 55 ns per value with batches of 8 M, 32 ns
-with 32 M, sort included), with batch ≫ m the m edges are searched once per batch
-(the metrics benchmark, m = 1.28 M: about 15 % faster with 8 scores per edge than with
-5, for 23 MiB more).
+BUFFER_MAX) scores (at most 32 M scores each), the shared cells, and O(PIECE_EDGES)
+temporaries per piece. Batches grow with the number m of edges because a batch costs
+about min(values, edges) binary searches. Timings per value: benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -33,7 +24,7 @@ from queue import SimpleQueue
 
 import numpy as np
 
-from l2bt.metrics import aupro
+from l2bt.metrics import cells
 
 MAX_WORKERS = 4
 BATCH_PER_EDGE = 8  # scores per batch, per distinct defect score (bounded as above)
@@ -51,8 +42,8 @@ class ParallelCellCounter:
         self.cells = np.zeros(2 * edges_desc.size + 1, np.int32)  # (2m + 1,) top first
         self.total = 0
         self._workers = workers
-        self._capacity = int(np.clip(BATCH_PER_EDGE * edges_desc.size, aupro.BUFFER_MIN,
-                                     BATCH_SCALE * aupro.BUFFER_MAX))
+        self._capacity = int(np.clip(BATCH_PER_EDGE * edges_desc.size, cells.BUFFER_MIN,
+                                     BATCH_SCALE * cells.BUFFER_MAX))
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._pending: list[Future[None]] = []
@@ -68,7 +59,7 @@ class ParallelCellCounter:
             self._drain()  # what is buffered is counted in its own, exact, precision
             self.edges = self.edges.astype(common)
             self._free, self._made, self._buffer = SimpleQueue(), 0, None
-        if self.cells.dtype == np.int32 and self.total + values.size > aupro.INT32_COUNTS:
+        if self.cells.dtype == np.int32 and self.total + values.size > cells.INT32_COUNTS:
             self._drain()  # no thread adds while the cells are widened
             self.cells = self.cells.astype(np.int64)
         self.total += values.size
@@ -119,7 +110,7 @@ class ParallelCellCounter:
         try:
             batch = buffer[:filled]  # a view
             batch.sort()
-            aupro.count_sorted(self.cells, batch, self.edges, add=self._add_locked)
+            cells.count_sorted(self.cells, batch, self.edges, add=self._add_locked)
         finally:
             if give_back:
                 self._free.put(buffer)

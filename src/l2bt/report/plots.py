@@ -9,16 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tifffile
 
 from l2bt.data.image_io import read_image, read_mask
 from l2bt.data.sample import CategorySplit
+from l2bt.maps.layout import MapsFolder, read_map
 from l2bt.metrics import label_regions
+from l2bt.metrics.size_bins import SIZE_BINS
 from l2bt.report.distributions import plot_score_distributions
 from l2bt.report.figures import plt, save_figure
 from l2bt.report.protocols import plot_protocols
 
-SIZE_BINS = ("q1", "q2", "q3", "all")
 LIMITS = ("0.3", "0.1", "0.05", "0.01")
 BIN_LABELS = {"q1": "smallest 25 %", "q2": "smallest 50 %", "q3": "smallest 75 %",
               "all": "all defects"}
@@ -154,9 +154,9 @@ def plot_smallest_defects(out: Path, split: CategorySplit, methods: Sequence[str
         area = int(mask[window].sum())
         axes[row][0].set_title(f"{sample.key.rsplit('/', 1)[-1]} (defect {area} px)", fontsize=8)
         for col, method in enumerate(available, start=1):
-            path = out / "maps" / method / split.name / f"{sample.key}.tiff"
+            path = MapsFolder(out / "maps" / method / split.name).map(sample.key)
             if path.is_file():
-                axes[row][col].imshow(tifffile.imread(path)[window], cmap="jet")
+                axes[row][col].imshow(read_map(path)[window], cmap="jet")
                 axes[row][col].contour(mask[window], levels=[0.5], colors="white", linewidths=1)
             axes[row][col].set_title(method, fontsize=8)
     for ax in axes.ravel():

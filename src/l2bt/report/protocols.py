@@ -14,9 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from l2bt.metrics.size_bins import SIZE_BINS
 from l2bt.report.figures import plt, save_figure
-
-SIZE_BINS = ("q1", "q2", "q3", "all")
 
 
 def plot_protocols(per_method: dict[str, dict[str, Any]], title: str, path: Path,

@@ -18,17 +18,11 @@ from dataclasses import asdict
 from typing import Any
 
 import numpy as np
-import tifffile
 from PIL import Image
 
+from l2bt.maps.layout import map_tiff_bytes
 from l2bt.prediction import Prediction
 from l2bt.serve.schemas import MapFormat, MaskFormat, PredictResponse
-
-
-def map_tiff(anomaly_map: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    tifffile.imwrite(buffer, anomaly_map.astype(np.float32, copy=False))
-    return buffer.getvalue()
 
 
 def map_png(anomaly_map: np.ndarray, low: float, high: float) -> bytes:
@@ -71,7 +65,7 @@ def prediction_response(prediction: Prediction, threshold: float | None, model: 
         "model": model,
     }
     if map_format == "tiff":
-        fields["anomaly_map"] = base64_text(map_tiff(anomaly_map))
+        fields["anomaly_map"] = base64_text(map_tiff_bytes(anomaly_map))
     elif map_format == "png":
         low, high = picture_range(anomaly_map, normal)
         fields["anomaly_map"] = base64_text(map_png(anomaly_map, low, high))

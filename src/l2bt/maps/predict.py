@@ -13,8 +13,6 @@ region; overlays outline the predicted regions.
 
 from __future__ import annotations
 
-import csv
-import io
 import statistics
 import time
 from collections.abc import Sequence
@@ -23,21 +21,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import tifffile
-from PIL import Image
 from tqdm.auto import tqdm
 
-from l2bt.atomic import atomic_file, write_text_atomic
 from l2bt.data.image_io import is_image_file, read_image
 from l2bt.decisions.decide import DEFECTIVE, decide
-from l2bt.decisions.regions import Region
 from l2bt.decisions.thresholds import Thresholds
 from l2bt.errors import InputError
-from l2bt.prediction import Prediction, Predictor
-from l2bt.report.overlay import outline, overlay
-
-REGION_COLUMNS = ("key", "region", "area_px", "x0", "y0", "x1", "y1", "max_score",
-                  "mean_score")
+from l2bt.maps.layout import (
+    MapsFolder,
+    write_map,
+    write_mask,
+    write_png,
+    write_regions,
+    write_scores,
+)
+from l2bt.maps.overlay import outline, overlay
+from l2bt.prediction import Prediction, Predictor, Region
 
 
 @dataclass(frozen=True)
@@ -83,41 +82,6 @@ def collect_inputs(inputs: Sequence[str | Path]) -> list[PredictItem]:
     return items
 
 
-def write_map(path: Path, anomaly_map: np.ndarray) -> None:
-    """A float32 TIFF, written atomically."""
-    with atomic_file(path) as tmp:
-        tifffile.imwrite(tmp, anomaly_map.astype(np.float32, copy=False))
-
-
-def write_mask(path: Path, mask: np.ndarray) -> None:
-    """A uint8 PNG, 0 for good and 255 for defect pixels, written atomically."""
-    with atomic_file(path) as tmp:
-        Image.fromarray(mask.astype(np.uint8) * 255).save(tmp, format="PNG")
-
-
-def write_scores(path: Path, scores: dict[str, float],
-                 verdicts: dict[str, str] | None = None) -> None:
-    """`scores.csv` with header `key,score` (+ `verdict`), the format `l2bt evaluate` reads."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["key", "score"] + (["verdict"] if verdicts else []))
-    for key, score in scores.items():
-        writer.writerow([key, repr(float(score))] + ([verdicts[key]] if verdicts else []))
-    write_text_atomic(path, buffer.getvalue())
-
-
-def write_regions(path: Path, regions: dict[str, list[Region]]) -> None:
-    """`regions.csv`: one row per predicted region (SPEC §7), x1 and y1 exclusive."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(REGION_COLUMNS)
-    for key, found in regions.items():
-        for r in found:
-            writer.writerow([key, r.region, r.area_px, r.x0, r.y0, r.x1, r.y1,
-                             repr(r.max_score), repr(r.mean_score)])
-    write_text_atomic(path, buffer.getvalue())
-
-
 def predict_to_folder(
     predictor: Predictor,
     items: Sequence[PredictItem],
@@ -137,7 +101,7 @@ def predict_to_folder(
     """
     for item in tqdm(items, desc="checking inputs", unit="img", disable=not progress):
         read_image(item.image)  # decode fully: bad files fail before anything is written
-    out = Path(out)
+    folder = MapsFolder(Path(out))
     scores: dict[str, float] = {}
     verdicts: dict[str, str] = {}
     regions: dict[str, list[Region]] = {}
@@ -151,34 +115,33 @@ def predict_to_folder(
             predictions = [decide(p, thresholds) for p in predictor.predict_batch(images)]
             seconds += [(time.perf_counter() - tic) / len(batch)] * len(batch)
             for item, image, prediction in zip(batch, images, predictions, strict=True):
-                _write_prediction(out, item.key, image, prediction, overlays, colour_range)
+                _write_prediction(folder, item.key, image, prediction, overlays, colour_range)
                 scores[item.key] = prediction.score
                 if prediction.verdict is not None:
                     verdicts[item.key] = prediction.verdict
                     regions[item.key] = prediction.regions
             bar.update(len(batch))
-    write_scores(out / "scores.csv", scores, verdicts or None)
+    write_scores(folder.scores, scores, verdicts or None)
     if verdicts:
-        write_regions(out / "regions.csv", regions)
+        write_regions(folder.regions, regions)
     n_defective = sum(v == DEFECTIVE for v in verdicts.values()) if verdicts else None
     return PredictSummary(len(items), tuple(seconds), n_defective, scores)
 
 
-def _write_prediction(out: Path, key: str, image: np.ndarray, prediction: Prediction,
+def _write_prediction(folder: MapsFolder, key: str, image: np.ndarray, prediction: Prediction,
                       overlays: bool, colour_range: tuple[float, float] | None) -> None:
-    write_map(out / f"{key}.tiff", prediction.anomaly_map)
+    write_map(folder.map(key), prediction.anomaly_map)
     if prediction.mask is not None:
-        write_mask(out / f"{key}_mask.png", prediction.mask)
+        write_mask(folder.mask(key), prediction.mask)
     if overlays:
-        _write_overlay(out / f"{key}.png", image, prediction, colour_range)
+        write_png(folder.overlay(key), _overlay(image, prediction, colour_range))
 
 
-def _write_overlay(path: Path, image: np.ndarray, prediction: Prediction,
-                   colour_range: tuple[float, float] | None) -> None:
+def _overlay(image: np.ndarray, prediction: Prediction,
+             colour_range: tuple[float, float] | None) -> np.ndarray:
     anomaly_map = prediction.anomaly_map
     low, high = colour_range or (float(anomaly_map.min()), float(anomaly_map.max()))
     picture = overlay(image, anomaly_map, low, high)
     if prediction.mask is not None:
         picture = outline(picture, prediction.mask)
-    with atomic_file(path) as tmp:
-        Image.fromarray(picture).save(tmp, format="PNG")
+    return picture

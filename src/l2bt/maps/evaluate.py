@@ -1,50 +1,29 @@
-"""Scoring anomaly maps on disk against full-resolution ground truth.
+"""Scoring a maps folder (SPEC §5) against full-resolution ground truth, streaming.
 
-Reads `<maps>/<category>/<key>.tiff` (SPEC §5) for every test sample that has ground
-truth and streams maps and masks through `l2bt.metrics.StreamingEvaluator`: pass 1 the
-images with defects, pass 2 every image. Image scores come from
-`<maps>/<category>/scores.csv` (header `key,score`, optionally `verdict`) when present,
-else the map maximum; `<maps>/<category>/<key>_mask.png` beside every map, with
-verdicts, adds the metrics with decisions (SPEC §7). Masks are never resized.
+For each test sample with ground truth, `<maps>/<category>/<key>.tiff` (read through
+`l2bt.maps.layout`) and its mask go through `l2bt.metrics.StreamingEvaluator` in two
+passes: pass 1 the defect pixels of the images with defects, pass 2 every image. Image
+scores come from `scores.csv` when present, else the map maximum; a predicted mask beside
+every map, with verdicts, adds the metrics with decisions (SPEC §7). Masks are never resized.
 
-Both cores. READERS threads read and check maps and masks up to READ_AHEAD images
-ahead of the one being counted (file reads, PNG decoding and numpy release the GIL),
-while the evaluator counts pixels on `workers` cores (`l2bt.metrics.parallel`):
-reading overlaps counting.
+Reader threads read and check maps and masks READ_AHEAD images ahead while the evaluator
+counts on `workers` cores, so reading overlaps counting. Each map is read once in full:
+an uncompressed TIFF is memory-mapped, pass 1 reads only the pixels under the mask and
+keeps their flat indices (4 bytes per defect pixel) so pass 2 rebuilds the mask without
+decoding it again; a map that cannot be mapped is decoded in both passes.
 
-Each map read once. Pass 1 needs only a map's defect pixels. An uncompressed TIFF — what
-`l2bt predict` writes — is memory-mapped and only those pixels are read: the pages of
-the rows a defect touches, a few percent of a typical map. Its one full read is in
-pass 2, through a mapping again: the reader checks the values (which brings the file
-into the page cache) and the counter copies them from there into its buffer, so no
-per-image array is made. Each defective image's mask is decoded once too: pass 1 keeps
-its defect pixels' flat indices (4 bytes per defect pixel, as much as the scores the
-evaluator keeps anyway), from which pass 2 rebuilds the mask. The alternative, keeping
-the defect-free pixels of defective maps between the passes, would cost 4 bytes per
-pixel — 6 MB per 1.5 MP map, 6 GB for VisA's 1,000 defective maps: unbounded. So a map
-that cannot be mapped (compressed, tiled) is decoded in full in both passes. The
-low-resolution protocol (`low_res_protocol=N`) reads in pass 1 only the two source
-rows per output row that bilinear resizing needs, from the same mapping.
-
-Memory: the evaluator's bound (`workers` fixed-size buffers plus what the ground truth
-needs, `l2bt.metrics.evaluator`), plus about READ_AHEAD + 2 images in flight (mapped
-map pages, mask, predicted mask), plus 4 bytes per defect pixel for the masks kept.
-
-Bad input fails in seconds with one line naming the file: `scores.csv` is read and the
-predicted masks are checked to be all there or all absent before anything else, and a
-background thread checks every map's and predicted mask's header (existence, size), in
-sample order, while the first maps are being read. Its first problem is reported as
-soon as it is found, and also when a reader meets a later one first; a problem only
-reading finds (values, mask contents) is reported when it is met.
+Memory: the evaluator's bound, about READ_AHEAD + 2 images in flight, and 4 bytes per
+defect pixel. Bad input fails in seconds with one line naming the file: `scores.csv` and
+the presence of predicted masks are checked first, and a background thread checks every
+header (existence, size) in sample order while the first maps are read. Figures:
+benchmarks/README.md.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import ctypes
 import functools
-import math
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -54,39 +33,28 @@ from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
-import tifffile
 
 from l2bt.data.image_io import image_size, read_mask
 from l2bt.data.sample import CategorySplit, Sample
 from l2bt.errors import InputError
+from l2bt.maps.layout import (
+    MapsFolder,
+    ScoreTable,
+    check_map_shape,
+    check_shape,
+    mapped_or_read,
+    read_score_table,
+    widened,
+)
 from l2bt.metrics import EvaluationResult, LowResolution, StreamingEvaluator, default_workers
 from l2bt.metrics.evaluator import all_finite
 from l2bt.metrics.low_res import resize_bilinear, resize_nearest
 
 READERS = 2  # threads decoding maps and masks
 READ_AHEAD = 2  # images decoded ahead of the one being counted
-VERDICTS = {"good": False, "defective": True}
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 
 Item = TypeVar("Item")
-
-
-def map_path(maps_dir: Path, category: str, sample: Sample) -> Path:
-    return Path(maps_dir) / category / f"{sample.key}.tiff"
-
-
-def predicted_mask_path(maps_dir: Path, category: str, sample: Sample) -> Path:
-    """Where `l2bt predict` with thresholds writes a sample's mask (SPEC §7)."""
-    return Path(maps_dir) / category / f"{sample.key}_mask.png"
-
-
-@dataclass(frozen=True)
-class ScoreTable:
-    """`scores.csv`: a score per key, and a verdict per key (True: defective) when the
-    file has a `verdict` column."""
-
-    scores: dict[str, float]
-    verdicts: dict[str, bool] | None
 
 
 def evaluate_maps(split: CategorySplit, maps_dir: str | Path, progress: bool = True, *,
@@ -106,8 +74,9 @@ def evaluate_maps(split: CategorySplit, maps_dir: str | Path, progress: bool = T
         raise InputError(f"workers must be at least 1, not {workers}")
     if low_res_protocol is not None and low_res_protocol < 1:
         raise InputError(f"low-resolution size must be at least 1, not {low_res_protocol}")
-    table = read_score_table(maps_dir / split.name / "scores.csv", [s.key for s in samples])
-    files = _Files(maps_dir, split.name, _predicted_masks(maps_dir, split.name, samples))
+    folder = MapsFolder(maps_dir / split.name)
+    table = read_score_table(folder.scores, [s.key for s in samples])
+    files = _Files(folder, _predicted_masks(folder, samples))
     checker = _HeaderCheck(samples, files)
     run = _Run(files, checker, table, low_res_protocol, progress and sys.stderr.isatty(),
                StreamingEvaluator(n_images=len(samples), workers=default_workers()
@@ -206,15 +175,14 @@ def return_large_frees() -> None:
 
 @dataclass(frozen=True)
 class _Files:
-    maps_dir: Path
-    category: str
+    folder: MapsFolder
     predicted_masks: bool  # every sample has one (else none has)
 
     def map(self, sample: Sample) -> Path:
-        return map_path(self.maps_dir, self.category, sample)
+        return self.folder.map(sample.key)
 
     def predicted(self, sample: Sample) -> Path:
-        return predicted_mask_path(self.maps_dir, self.category, sample)
+        return self.folder.mask(sample.key)
 
 
 @dataclass(frozen=True)
@@ -242,8 +210,8 @@ def _read_defects(sample: Sample, files: _Files, low_res: int | None) -> _Defect
     mask = sample_mask(sample, hw)
     indices = np.flatnonzero(mask)  # (D,) int64
     indices = indices.astype(np.int32) if mask.size < 2**31 else indices
-    source = _mapped_or_read(files.map(sample), hw)
-    scores = _widened(np.asarray(source.reshape(-1)[indices]))  # (H·W,): only D pixels read
+    source = mapped_or_read(files.map(sample), hw)
+    scores = widened(np.asarray(source.reshape(-1)[indices]))  # (H·W,): only D pixels read
     if not all_finite(scores):
         raise InputError("anomaly map has non-finite values (NaN or infinity)",
                          files.map(sample))
@@ -257,7 +225,7 @@ def _read_image(sample: Sample, files: _Files, indices: np.ndarray | None,
                 low_res: int | None) -> _Image:
     hw = image_size(sample.image)
     path = files.map(sample)
-    anomaly_map = _mapped_or_read(path, hw)
+    anomaly_map = mapped_or_read(path, hw)
     if isinstance(anomaly_map, np.memmap) and not all_finite(anomaly_map):
         # (this read also brings the pages into the page cache for the counting thread)
         raise InputError("anomaly map has non-finite values (NaN or infinity)", path)
@@ -269,7 +237,7 @@ def _read_image(sample: Sample, files: _Files, indices: np.ndarray | None,
     predicted = None
     if files.predicted_masks:
         predicted = read_mask(files.predicted(sample), 127.0)
-        _check_shape(files.predicted(sample), predicted.shape, hw, what="predicted mask")
+        check_shape(files.predicted(sample), predicted.shape, hw, what="predicted mask")
     small = None
     if low_res is not None:
         small = (resize_bilinear(anomaly_map, low_res), resize_nearest(mask, low_res))
@@ -282,31 +250,6 @@ def _no_defects(hw: tuple[int, int]) -> np.ndarray:
     mask = np.zeros(hw, dtype=bool)
     mask.flags.writeable = False
     return mask
-
-
-def _mapped_or_read(path: Path, hw: tuple[int, int]) -> np.ndarray:
-    """The (H, W) map memory-mapped when the file allows it (nothing decoded yet), else
-    read in full; either way checked to be its image's size."""
-    if not path.is_file():
-        raise InputError("anomaly map not found", path)
-    try:
-        mapped = tifffile.memmap(path, mode="r")
-    except Exception:  # compressed, tiled, not a TIFF…: read_map says what is wrong
-        anomaly_map = read_map(path)
-        _check_shape(path, anomaly_map.shape, hw)
-        return anomaly_map
-    if mapped.ndim == 3 and mapped.shape[0] == 1:  # (1, H, W) -> (H, W)
-        mapped = mapped[0]
-    _check_shape(path, mapped.shape, hw)
-    if mapped.dtype.kind not in "fiu":
-        raise InputError(f"anomaly map must be a 2-D array of numbers, got {mapped.dtype}",
-                         path)
-    return mapped
-
-
-def _widened(values: np.ndarray) -> np.ndarray:
-    """float32 kept as is, other real types widened to float64 (as `read_map`)."""
-    return values if values.dtype == np.float32 else values.astype(np.float64)
 
 
 def _read_ahead(pool: ThreadPoolExecutor, samples: Sequence[Sample],
@@ -352,7 +295,7 @@ class _HeaderCheck:
                 hw = image_size(s.image)
                 check_map_shape(files.map(s), hw)
                 if files.predicted_masks:
-                    _check_shape(files.predicted(s), image_size(files.predicted(s)), hw,
+                    check_shape(files.predicted(s), image_size(files.predicted(s)), hw,
                                  what="predicted mask")
             except InputError as e:
                 self._failed_at, self._error = i, e
@@ -370,47 +313,6 @@ class _HeaderCheck:
             self.raise_if_failed()
 
 
-# ---- files ----------------------------------------------------------------------------------
-
-
-def check_map_shape(path: Path, expected_hw: tuple[int, int]) -> None:
-    """The map exists and is exactly its image's height × width (reads the header only)."""
-    if not path.is_file():
-        raise InputError("anomaly map not found", path)
-    try:
-        with tifffile.TiffFile(path) as tif:
-            shape = tuple(tif.series[0].shape)
-    except Exception as e:  # tifffile raises several types for broken files
-        raise InputError(f"cannot read anomaly map ({e})", path) from e
-    shape = shape[1:] if len(shape) == 3 and shape[0] == 1 else shape  # (1, H, W) -> (H, W)
-    _check_shape(path, shape, expected_hw)
-
-
-def _check_shape(path: Path, shape: tuple[int, ...], expected_hw: tuple[int, int],
-                 what: str = "anomaly map") -> None:
-    if tuple(shape) != tuple(expected_hw):
-        raise InputError(f"{what} is {'x'.join(map(str, shape))} but its image is "
-                         f"{expected_hw[0]}x{expected_hw[1]}", path)
-
-
-def read_map(path: Path) -> np.ndarray:
-    """An (H, W) anomaly map: float32 kept as is, other real types widened to float64
-    (exactly, so that no two scores merge); non-finite values are an error."""
-    try:
-        anomaly_map = tifffile.imread(path)
-    except Exception as e:  # tifffile raises several types for broken files
-        raise InputError(f"cannot read anomaly map ({e})", path) from e
-    if anomaly_map.ndim == 3 and anomaly_map.shape[0] == 1:  # (1, H, W) -> (H, W)
-        anomaly_map = anomaly_map[0]
-    if anomaly_map.ndim != 2 or anomaly_map.dtype.kind not in "fiu":
-        raise InputError(f"anomaly map must be a 2-D array of numbers, got "
-                         f"{anomaly_map.dtype} {anomaly_map.shape}", path)
-    anomaly_map = _widened(anomaly_map)
-    if not all_finite(anomaly_map):
-        raise InputError("anomaly map has non-finite values (NaN or infinity)", path)
-    return anomaly_map
-
-
 def sample_mask(sample: Sample, hw: tuple[int, int]) -> np.ndarray:
     """A sample's (H, W) bool ground truth; all False for a defect-free image."""
     if sample.mask is None:
@@ -422,52 +324,15 @@ def sample_mask(sample: Sample, hw: tuple[int, int]) -> np.ndarray:
     return mask
 
 
-def _predicted_masks(maps_dir: Path, category: str, samples: Sequence[Sample]) -> bool:
+def _predicted_masks(folder: MapsFolder, samples: Sequence[Sample]) -> bool:
     """Whether every sample has a predicted mask; some but not all is an error naming
     the first missing one."""
-    present = [predicted_mask_path(maps_dir, category, s).is_file() for s in samples]
+    present = [folder.mask(s.key).is_file() for s in samples]
     if any(present) and not all(present):
         missing = samples[present.index(False)]
         raise InputError("predicted mask missing (the maps folder has masks for other "
                          "images: every image needs one, or none)",
-                         predicted_mask_path(maps_dir, category, missing))
+                         folder.mask(missing.key))
     return all(present)
 
 
-def read_scores(path: Path, keys: Sequence[str]) -> dict[str, float] | None:
-    """Image scores from a `key,score` CSV, checked to cover `keys`; None if absent."""
-    table = read_score_table(path, keys)
-    return None if table is None else table.scores
-
-
-def read_score_table(path: Path, keys: Sequence[str]) -> ScoreTable | None:
-    """`scores.csv` (`key,score`, optionally `verdict`: good | defective on every line),
-    checked to cover `keys`; None if absent."""
-    if not path.is_file():
-        return None
-    scores: dict[str, float] = {}
-    verdicts: dict[str, bool] = {}
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None or not {"key", "score"} <= set(reader.fieldnames):
-            raise InputError("scores file needs the columns key,score", path)
-        has_verdicts = "verdict" in reader.fieldnames
-        for line, row in enumerate(reader, start=2):
-            try:
-                score = float(row["score"])
-            except (TypeError, ValueError) as e:
-                raise InputError(f"line {line}: score {row['score']!r} is not a number",
-                                 path) from e
-            if not math.isfinite(score):
-                raise InputError(f"line {line}: score {row['score']!r} is not finite", path)
-            scores[row["key"]] = score
-            if has_verdicts:
-                if row["verdict"] not in VERDICTS:
-                    raise InputError(f"line {line}: verdict {row['verdict']!r} is neither "
-                                     "'good' nor 'defective'", path)
-                verdicts[row["key"]] = VERDICTS[row["verdict"]]
-    missing = [k for k in keys if k not in scores]
-    if missing:
-        raise InputError(f"no score for {missing[0]}"
-                         + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""), path)
-    return ScoreTable(scores, verdicts if has_verdicts else None)

@@ -25,8 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import tifffile
-from PIL import Image
 from tqdm.auto import tqdm
 
 from l2bt.atomic import TMP_MARK
@@ -35,6 +33,7 @@ from l2bt.data.image_io import read_image
 from l2bt.decisions.decide import decide
 from l2bt.decisions.thresholds import Thresholds
 from l2bt.errors import InputError
+from l2bt.maps.layout import write_map, write_mask
 from l2bt.prediction import Prediction, Predictor
 
 # Images per object and private split, as the official upload checker counts them.
@@ -109,14 +108,10 @@ def write_submission(predictor: Predictor, object_dir: Path, out: Path,
 
 def _write_files(root: Path, name: str, split: str, stem: str, prediction: Prediction) -> None:
     """One image's float16 map and, when decided, its 0/255 mask, under `root`."""
-    maps_dir = root / MAPS / name / split
-    maps_dir.mkdir(parents=True, exist_ok=True)
-    values = np.clip(prediction.anomaly_map, -FLOAT16_MAX, FLOAT16_MAX).astype(np.float16)
-    tifffile.imwrite(maps_dir / f"{stem}.tiff", values)
+    values = np.clip(prediction.anomaly_map, -FLOAT16_MAX, FLOAT16_MAX)
+    write_map(root / MAPS / name / split / f"{stem}.tiff", values, dtype=np.float16)
     if prediction.mask is not None:
-        masks_dir = root / MASKS / name / split
-        masks_dir.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(prediction.mask.astype(np.uint8) * 255).save(masks_dir / f"{stem}.png")
+        write_mask(root / MASKS / name / split / f"{stem}.png", prediction.mask)
 
 
 def _move_into_place(staged: Path, target: Path) -> None:

@@ -1,0 +1,49 @@
+"""`l2bt`'s argument parser (one sub-command per verb module) and its entry point."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from l2bt.errors import InputError
+
+VERBS = ("fit", "calibrate", "predict", "evaluate", "benchmark", "check_data", "make_synthetic",
+         "demo", "export", "serve")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    parser = argparse.ArgumentParser(
+        prog="l2bt",
+        description="High-resolution anomaly detection (L2BT) and a defect-size-aware benchmark.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for verb in VERBS:
+        try:
+            module = importlib.import_module(f"l2bt.cli.{verb}")
+        except ModuleNotFoundError as e:
+            if e.name != f"l2bt.cli.{verb}":
+                raise
+            continue
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.func(args)
+    except InputError as e:
+        if args.debug:
+            raise
+        print(f"l2bt {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"l2bt {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)

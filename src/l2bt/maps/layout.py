@@ -1,0 +1,229 @@
+"""The maps folder of SPEC §5 and §7, the one place that knows its paths and formats.
+
+A maps folder holds, per image key (a path relative to the folder, without suffix),
+`<key>.tiff` (float32 map, exactly the image's H × W), `<key>_mask.png` (0/255, with
+thresholds) and `<key>.png` (an overlay for people), and once per folder `scores.csv`
+(`key,score[,verdict]`) and `regions.csv` (one row per predicted region). Every writer
+is atomic; every reader checks what it reads (shape, number type, finiteness) and names
+the file in one line when something is wrong.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tifffile
+from PIL import Image
+
+from l2bt.atomic import atomic_file, write_text_atomic
+from l2bt.errors import InputError
+from l2bt.metrics.evaluator import all_finite
+from l2bt.prediction import Region
+
+SCORES_FILE = "scores.csv"
+REGIONS_FILE = "regions.csv"
+MAP_SUFFIX = ".tiff"
+MASK_SUFFIX = "_mask.png"
+OVERLAY_SUFFIX = ".png"
+REGION_COLUMNS = ("key", "region", "area_px", "x0", "y0", "x1", "y1", "max_score",
+                  "mean_score")
+VERDICTS = {"good": False, "defective": True}
+
+
+@dataclass(frozen=True)
+class MapsFolder:
+    """The paths of one maps folder (for `l2bt evaluate`, `<maps>/<category>`)."""
+
+    root: Path
+
+    def map(self, key: str) -> Path:
+        return Path(self.root) / f"{key}{MAP_SUFFIX}"
+
+    def mask(self, key: str) -> Path:
+        """Where a predicted mask is written (SPEC §7)."""
+        return Path(self.root) / f"{key}{MASK_SUFFIX}"
+
+    def overlay(self, key: str) -> Path:
+        return Path(self.root) / f"{key}{OVERLAY_SUFFIX}"
+
+    @property
+    def scores(self) -> Path:
+        return Path(self.root) / SCORES_FILE
+
+    @property
+    def regions(self) -> Path:
+        return Path(self.root) / REGIONS_FILE
+
+
+# ---- writing ----------------------------------------------------------------------------
+
+
+def map_tiff_bytes(anomaly_map: np.ndarray) -> bytes:
+    """The map as the bytes of a float32 TIFF, exactly what `write_map` writes."""
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, anomaly_map.astype(np.float32, copy=False))
+    return buffer.getvalue()
+
+
+def write_map(path: Path, anomaly_map: np.ndarray, dtype: type = np.float32) -> None:
+    """A TIFF of the map (float32 unless `dtype` says otherwise), written atomically."""
+    with atomic_file(path) as tmp:
+        tifffile.imwrite(tmp, anomaly_map.astype(dtype, copy=False))
+
+
+def write_png(path: Path, picture: np.ndarray) -> None:
+    """An (H, W) or (H, W, 3) uint8 array as a PNG, written atomically."""
+    with atomic_file(path) as tmp:
+        Image.fromarray(picture).save(tmp, format="PNG")
+
+
+def write_mask(path: Path, mask: np.ndarray) -> None:
+    """A uint8 PNG, 0 for good and 255 for defect pixels, written atomically."""
+    write_png(path, mask.astype(np.uint8) * 255)
+
+
+def write_scores(path: Path, scores: Mapping[str, float],
+                 verdicts: Mapping[str, str] | None = None) -> None:
+    """`scores.csv` with header `key,score` (+ `verdict`), the format `l2bt evaluate` reads."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["key", "score"] + (["verdict"] if verdicts else []))
+    for key, score in scores.items():
+        writer.writerow([key, repr(float(score))] + ([verdicts[key]] if verdicts else []))
+    write_text_atomic(path, buffer.getvalue())
+
+
+def write_regions(path: Path, regions: Mapping[str, Sequence[Region]]) -> None:
+    """`regions.csv`: one row per predicted region (SPEC §7), x1 and y1 exclusive."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(REGION_COLUMNS)
+    for key, found in regions.items():
+        for r in found:
+            writer.writerow([key, r.region, r.area_px, r.x0, r.y0, r.x1, r.y1,
+                             repr(r.max_score), repr(r.mean_score)])
+    write_text_atomic(path, buffer.getvalue())
+
+
+# ---- reading ----------------------------------------------------------------------------
+
+
+def read_map(path: Path) -> np.ndarray:
+    """An (H, W) anomaly map: float32 kept as is, other real types widened to float64
+    (exactly, so that no two scores merge); non-finite values are an error."""
+    try:
+        anomaly_map = tifffile.imread(path)
+    except Exception as e:  # tifffile raises several types for broken files
+        raise InputError(f"cannot read anomaly map ({e})", path) from e
+    if anomaly_map.ndim == 3 and anomaly_map.shape[0] == 1:  # (1, H, W) -> (H, W)
+        anomaly_map = anomaly_map[0]
+    if anomaly_map.ndim != 2 or anomaly_map.dtype.kind not in "fiu":
+        raise InputError(f"anomaly map must be a 2-D array of numbers, got "
+                         f"{anomaly_map.dtype} {anomaly_map.shape}", path)
+    anomaly_map = widened(anomaly_map)
+    if not all_finite(anomaly_map):
+        raise InputError("anomaly map has non-finite values (NaN or infinity)", path)
+    return anomaly_map
+
+
+def widened(values: np.ndarray) -> np.ndarray:
+    """float32 kept as is, other real types widened to float64 (as `read_map`)."""
+    return values if values.dtype == np.float32 else values.astype(np.float64)
+
+
+def mapped_or_read(path: Path, hw: tuple[int, int]) -> np.ndarray:
+    """The (H, W) map memory-mapped when the file allows it (nothing decoded yet), else
+    read in full; either way checked to be its image's size. A mapping's values are not
+    checked here (that reads every page): the caller checks what it reads."""
+    if not path.is_file():
+        raise InputError("anomaly map not found", path)
+    try:
+        mapped = tifffile.memmap(path, mode="r")
+    except Exception:  # compressed, tiled, not a TIFF…: read_map says what is wrong
+        anomaly_map = read_map(path)
+        check_shape(path, anomaly_map.shape, hw)
+        return anomaly_map
+    if mapped.ndim == 3 and mapped.shape[0] == 1:  # (1, H, W) -> (H, W)
+        mapped = mapped[0]
+    check_shape(path, mapped.shape, hw)
+    if mapped.dtype.kind not in "fiu":
+        raise InputError(f"anomaly map must be a 2-D array of numbers, got {mapped.dtype}",
+                         path)
+    return mapped
+
+
+def check_map_shape(path: Path, expected_hw: tuple[int, int]) -> None:
+    """The map exists and is exactly its image's height × width (reads the header only)."""
+    if not path.is_file():
+        raise InputError("anomaly map not found", path)
+    try:
+        with tifffile.TiffFile(path) as tif:
+            shape = tuple(tif.series[0].shape)
+    except Exception as e:  # tifffile raises several types for broken files
+        raise InputError(f"cannot read anomaly map ({e})", path) from e
+    shape = shape[1:] if len(shape) == 3 and shape[0] == 1 else shape  # (1, H, W) -> (H, W)
+    check_shape(path, shape, expected_hw)
+
+
+def check_shape(path: Path, shape: tuple[int, ...], expected_hw: tuple[int, int],
+                what: str = "anomaly map") -> None:
+    if tuple(shape) != tuple(expected_hw):
+        raise InputError(f"{what} is {'x'.join(map(str, shape))} but its image is "
+                         f"{expected_hw[0]}x{expected_hw[1]}", path)
+
+
+@dataclass(frozen=True)
+class ScoreTable:
+    """`scores.csv`: a score per key, and a verdict per key (True: defective) when the
+    file has a `verdict` column."""
+
+    scores: dict[str, float]
+    verdicts: dict[str, bool] | None
+
+
+def read_scores(path: Path, keys: Sequence[str]) -> dict[str, float] | None:
+    """Image scores from a `key,score` CSV, checked to cover `keys`; None if absent."""
+    table = read_score_table(path, keys)
+    return None if table is None else table.scores
+
+
+def read_score_table(path: Path, keys: Sequence[str]) -> ScoreTable | None:
+    """`scores.csv` (`key,score`, optionally `verdict`: good | defective on every line),
+    checked to cover `keys`; None if absent."""
+    if not path.is_file():
+        return None
+    scores: dict[str, float] = {}
+    verdicts: dict[str, bool] = {}
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or not {"key", "score"} <= set(reader.fieldnames):
+            raise InputError("scores file needs the columns key,score", path)
+        has_verdicts = "verdict" in reader.fieldnames
+        for line, row in enumerate(reader, start=2):
+            scores[row["key"]] = _score(row["score"], line, path)
+            if has_verdicts:
+                if row["verdict"] not in VERDICTS:
+                    raise InputError(f"line {line}: verdict {row['verdict']!r} is neither "
+                                     "'good' nor 'defective'", path)
+                verdicts[row["key"]] = VERDICTS[row["verdict"]]
+    missing = [k for k in keys if k not in scores]
+    if missing:
+        raise InputError(f"no score for {missing[0]}"
+                         + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""), path)
+    return ScoreTable(scores, verdicts if has_verdicts else None)
+
+
+def _score(text: str, line: int, path: Path) -> float:
+    try:
+        score = float(text)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"line {line}: score {text!r} is not a number", path) from e
+    if not math.isfinite(score):
+        raise InputError(f"line {line}: score {text!r} is not finite", path)
+    return score
