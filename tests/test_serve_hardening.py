@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -340,8 +341,10 @@ def test_a_trickling_upload_is_408_by_the_minimum_rate(model):
         sock = start_upload(client.base_url.port, body, 10)
         stop, sent = threading.Event(), [10]
 
-        def trickle() -> None:
-            while not stop.wait(0.1) and sent[0] < len(body):
+        def trickle() -> None:  # until the answer starts to arrive (never send after it)
+            while not stop.is_set() and sent[0] < len(body):
+                if select.select([sock], [], [], 0.1)[0]:
+                    return
                 try:
                     sock.sendall(body[sent[0] : sent[0] + 10])
                 except OSError:
