@@ -33,7 +33,6 @@ pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
 import tifffile  # noqa: E402
-import uvicorn  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from helpers import textured_image  # noqa: E402
@@ -42,7 +41,7 @@ from l2bt.config import L2BTConfig, TeacherConfig, TrainConfig  # noqa: E402
 from l2bt.data.image_io import to_rgb_array  # noqa: E402
 from l2bt.decisions.thresholds import Thresholds  # noqa: E402
 from l2bt.model import L2BT  # noqa: E402
-from l2bt.serve import ServeSettings, create_app, server_config  # noqa: E402
+from l2bt.serve import Server, ServeSettings, create_app  # noqa: E402
 
 TIMEOUT = 60.0  # seconds: only so that a broken server fails the test instead of hanging it
 KEYS = {"score", "verdict", "threshold", "width", "height", "regions", "seconds", "model"}
@@ -53,11 +52,14 @@ KEYS = {"score", "verdict", "threshold", "width", "height", "regions", "seconds"
 
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory) -> tuple[Path, L2BT]:
+    return fit_tiny_run(tmp_path_factory.mktemp("serve"))
+
+
+def fit_tiny_run(root: Path) -> tuple[Path, L2BT]:
     """A tiny random-teacher run (one epoch on 4 images) and its folder, with thresholds
     set inside the maps' range (a random teacher separates nothing, so calibrated ones
     would give empty masks): pixel at the lower of the sample maps' 90th percentiles,
     image at the median sample score."""
-    root = tmp_path_factory.mktemp("serve")
     train = []
     for seed in range(4):
         train.append(root / f"train/{seed}.png")
@@ -97,12 +99,7 @@ def live_server(predictor, describe: dict, **settings) -> Iterator[tuple[httpx.C
     """A real uvicorn server in a thread on a free port, an httpx client for it, and the
     app's service (to see how many requests wait); shut down on exit."""
     app = create_app(predictor, describe, ServeSettings(**settings))
-    server = uvicorn.Server(server_config(app, "127.0.0.1", 0))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started or not thread.is_alive(), "the server to start")
-    assert server.started, "the server did not start"
-    port = server.servers[0].sockets[0].getsockname()[1]
+    server, thread, port = start_server(app)
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=TIMEOUT) as client:
             yield client, app.state.service
@@ -110,6 +107,16 @@ def live_server(predictor, describe: dict, **settings) -> Iterator[tuple[httpx.C
         server.should_exit = True
         thread.join(TIMEOUT)
     assert not thread.is_alive(), "the server did not stop"
+
+
+def start_server(app) -> tuple[Server, threading.Thread, int]:
+    """`app` served by uvicorn in a thread on a free port: (server, thread, port)."""
+    server = Server(app, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started or not thread.is_alive(), "the server to start")
+    assert server.started, "the server did not start"
+    return server, thread, server.servers[0].sockets[0].getsockname()[1]
 
 
 def wait_until(condition: Callable[[], bool], what: str) -> None:
@@ -266,7 +273,7 @@ def chunked(data: bytes) -> Iterator[bytes]:
 
 BAD_REQUESTS = {  # name: (send, expected status, words in the error)
     "not an image": (lambda c: post_image(c, b"these bytes are not an image"), 415,
-                     "not an image"),
+                     "not a supported image format (PNG, JPEG, TIFF, BMP, WebP)"),
     "truncated JPEG": (lambda c: post_image(c, truncated_jpeg()), 400, "truncated"),
     "truncated JPEG, multipart": (lambda c: post_image(c, truncated_jpeg(), multipart=True),
                                   400, "truncated"),

@@ -12,7 +12,9 @@ Two input modes (SPEC §9):
 
 Both normalise with ImageNet statistics. The `InputGeometry` records where the image
 sits in the frame its anomaly map is upsampled to (the padded square, or the image
-itself), so the map can be cropped back to exactly the image's pixels.
+itself), so the map can be cropped back to exactly the image's pixels. `WorkLimit`
+refuses, from the header's size alone, an image whose largest array would pass a limit
+(in pad mode a 10000 × 10 image has a 10000² frame).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from typing import TypeVar
 import numpy as np
 import torch
 from PIL import Image
+
+from l2bt.data.image_io import ImageTooLarge
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -76,6 +80,13 @@ class InputGeometry:
         raise ValueError(f"input mode must be one of {', '.join(INPUT_MODES)}, got {mode!r}")
 
     @property
+    def work_pixels(self) -> int:
+        """Pixels of the largest array one prediction of this image holds: the image and
+        its map (H × W), the teacher input, or the frame the map is upsampled to."""
+        return max(self.height * self.width, self.input_height * self.input_width,
+                   self.frame_height * self.frame_width)
+
+    @property
     def grid(self) -> tuple[int, int]:
         """The teacher's patch grid (rows, columns)."""
         return self.input_height // PATCH, self.input_width // PATCH
@@ -93,6 +104,26 @@ def group_indices(keys: Sequence[Key]) -> dict[Key, list[int]]:
     for i, key in enumerate(keys):
         groups.setdefault(key, []).append(i)
     return groups
+
+
+@dataclass(frozen=True)
+class WorkLimit:
+    """A header check (`image_io.HeaderCheck`): refuses an image whose `work_pixels` in
+    `mode` at `size` is over `max_pixels`, before any pixel is decoded."""
+
+    mode: str
+    size: int
+    max_pixels: int
+
+    def __call__(self, height: int, width: int) -> None:
+        geometry = InputGeometry.for_mode(self.mode, height, width, self.size)
+        if geometry.work_pixels > self.max_pixels:
+            raise ImageTooLarge(
+                f"an image of {width} x {height} pixels needs arrays of "
+                f"{geometry.work_pixels:,} pixels in {self.mode} mode (map frame "
+                f"{geometry.frame_width} x {geometry.frame_height}, teacher input "
+                f"{geometry.input_width} x {geometry.input_height}), over the limit of "
+                f"{self.max_pixels:,} pixels (--max-pixels)")
 
 
 def square_frame(height: int, width: int) -> tuple[int, int, int]:

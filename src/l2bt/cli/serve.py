@@ -9,7 +9,8 @@ from typing import Any
 
 from l2bt.cli.common import add_trained_run_args
 
-MEGABYTE = 1024 * 1024
+KILOBYTE = 1024
+MEGABYTE = 1024 * KILOBYTE
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -30,10 +31,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="most requests in progress at once; more are answered 503 "
                         "(default 16)")
     parser.add_argument("--max-pixels", type=int, default=50_000_000,
-                        help="largest image, width x height, checked before decoding "
-                        "(default 50,000,000)")
+                        help="most pixels of the largest array an image needs (the image, "
+                        "the teacher input, or in pad mode the max(H, W) square its map is "
+                        "upsampled to), checked from the header before decoding; more is "
+                        "413 (default 50,000,000)")
     parser.add_argument("--max-body-mb", type=float, default=200.0,
-                        help="largest request body in MiB (default 200)")
+                        help="largest request body in MiB (default 200); all bodies "
+                        "together hold at most --queue-size times this")
+    parser.add_argument("--body-timeout", type=float, default=30.0, metavar="SECONDS",
+                        help="a request body that pauses longer than this, or takes longer "
+                        "than this plus its size at --min-body-rate, is answered 408 and "
+                        "its connection closed (default 30)")
+    parser.add_argument("--min-body-rate", type=float, default=64.0, metavar="KIB_PER_S",
+                        help="slowest average upload accepted past --body-timeout, in KiB/s "
+                        "(default 64)")
+    parser.add_argument("--shutdown-timeout", type=float, default=10.0, metavar="SECONDS",
+                        help="on Ctrl-C or SIGTERM, bodies still arriving are answered 503 "
+                        "and requests being predicted get this long to finish (default 10)")
     add_trained_run_args(parser, only="run folders only")
     parser.set_defaults(func=run)
 
@@ -43,7 +57,10 @@ def run(args: argparse.Namespace) -> int:
 
     settings = ServeSettings(batch_size=args.batch_size, queue_size=args.queue_size,
                              max_pixels=args.max_pixels,
-                             max_body_bytes=int(args.max_body_mb * MEGABYTE))
+                             max_body_bytes=int(args.max_body_mb * MEGABYTE),
+                             body_timeout=args.body_timeout,
+                             min_body_rate=args.min_body_rate * KILOBYTE,
+                             shutdown_timeout=args.shutdown_timeout)
     predictor, description = _load(args)
     run_server(create_app(predictor, description, settings), args.host, args.port)
     return 0

@@ -1,9 +1,21 @@
-"""Reading images and masks into plain arrays, with errors that name the file."""
+"""Reading images and masks into plain arrays, with errors that name the file.
+
+Every image l2bt reads (the CLI, the service, the data checks) goes through
+`open_image`, which lets Pillow try only the formats in `FORMATS`: PNG, JPEG, TIFF,
+BMP and WebP, the formats cameras and datasets use, each decoded by Pillow's own code
+or a linked library. Anything else is refused by its content, whatever its name, before
+any decoder runs: EPS and PostScript (which Pillow hands to Ghostscript, an external
+program that would run the sender's PostScript), PDF, GIF, ICO and Pillow's other
+plugins. `open_image` reads the header only, so a caller can check the size before
+`load_image` decodes the pixels.
+"""
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -11,9 +23,21 @@ from PIL import Image, UnidentifiedImageError
 from l2bt.errors import InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".JPG", ".PNG")
+FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "WEBP")  # Pillow's names of the allowed formats
+NOT_SUPPORTED = "not a supported image format (PNG, JPEG, TIFF, BMP, WebP)"
 
 # PIL refuses very large images by default; 5 MP industrial images are far below this.
 Image.MAX_IMAGE_PIXELS = 300_000_000
+
+HeaderCheck = Callable[[int, int], None]  # (height, width) -> None, or raises InputError
+
+
+class UnsupportedFormat(InputError):
+    """Not an image in one of `FORMATS` (the service answers 415)."""
+
+
+class ImageTooLarge(InputError):
+    """An image whose size, read from its header, is over a limit (the service answers 413)."""
 
 
 def is_image_file(path: Path) -> bool:
@@ -23,17 +47,42 @@ def is_image_file(path: Path) -> bool:
             and path.suffix.lower() in {s.lower() for s in IMAGE_SUFFIXES})
 
 
-def _open(path: Path) -> Image.Image:
-    if not path.exists():
-        raise InputError("file not found", path)
+def describe_exception(error: BaseException) -> str:
+    """`Type: message` on one line."""
+    message = " ".join(str(error).split())
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
+def open_image(source: Path | IO[bytes], path: str | Path | None = None) -> Image.Image:
+    """The image's header, read by the plugin of one of `FORMATS`; no pixel decoded.
+
+    `source`: a file path or a binary file object; `path`: the name errors give (the
+    path itself by default). Raises `UnsupportedFormat`, `ImageTooLarge` (over PIL's
+    own ceiling, `Image.MAX_IMAGE_PIXELS`) or `InputError` (a broken header)."""
+    name = source if path is None and isinstance(source, Path) else path
+    if isinstance(source, Path) and not source.exists():
+        raise InputError("file not found", name)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(path)
-            img.load()  # decode now, so truncated files fail here
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise InputError(f"cannot read image ({e.__class__.__name__}: {e})", path) from e
-    return img
+            return Image.open(source, formats=FORMATS)
+    except UnidentifiedImageError as e:
+        raise UnsupportedFormat(NOT_SUPPORTED, name) from e
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageTooLarge(f"image too large ({e})", name) from e
+    except Exception as e:  # a header that starts like an allowed format but is broken
+        raise InputError(f"cannot read image (broken header: {describe_exception(e)})",
+                         name) from e
+
+
+def load_image(image: Image.Image, path: str | Path | None = None) -> Image.Image:
+    """`image` with every pixel decoded now, so a truncated file fails here."""
+    try:
+        image.load()
+    except Exception as e:  # decoders of untrusted bytes raise many kinds of error
+        raise InputError(f"cannot read image ({image.format} data: {describe_exception(e)})",
+                         path) from e
+    return image
 
 
 def _to_uint8(array: np.ndarray) -> np.ndarray:
@@ -70,28 +119,26 @@ def to_rgb_array(image: Image.Image | np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """An image file as (H, W, 3) uint8 RGB."""
+def read_image(path: str | Path, header_check: HeaderCheck | None = None) -> np.ndarray:
+    """An image file as (H, W, 3) uint8 RGB; `header_check(height, width)` runs after
+    the header is read and before any pixel is decoded (e.g. to refuse a size)."""
     path = Path(path)
-    try:
-        return to_rgb_array(_open(path))
-    except InputError as e:
-        if e.path is None:
-            raise InputError(e.problem, path) from e
-        raise
+    with open_image(path) as image:
+        try:
+            if header_check is not None:
+                header_check(image.height, image.width)
+            return to_rgb_array(load_image(image, path))
+        except InputError as e:
+            if e.path is not None:
+                raise
+            raise type(e)(e.problem, path) from e  # the same kind of error, naming the file
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
     """(height, width) of an image file, read from its header only."""
     path = Path(path)
-    if not path.exists():
-        raise InputError("file not found", path)
-    try:
-        with Image.open(path) as img:
-            width, height = img.size
-    except (UnidentifiedImageError, OSError) as e:
-        raise InputError(f"cannot read image ({e})", path) from e
-    return height, width
+    with open_image(path) as image:
+        return image.height, image.width
 
 
 def read_mask(path: str | Path, threshold: float = 127.0) -> np.ndarray:
@@ -101,8 +148,8 @@ def read_mask(path: str | Path, threshold: float = 127.0) -> np.ndarray:
     float masks at > 0.5; 16-bit masks at > threshold scaled to their range.
     """
     path = Path(path)
-    img = _open(path)
-    array = np.asarray(img)
+    with open_image(path) as image:
+        array = np.asarray(load_image(image, path))
     if array.ndim == 3:  # (H, W, C) -> (H, W): any channel set counts
         array = array.max(axis=2)
     if array.dtype == np.bool_:

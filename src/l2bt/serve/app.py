@@ -1,19 +1,23 @@
 """The HTTP app (SPEC §8): `POST /v1/predict`, `GET /v1/health`, `GET /v1/model`.
 
-A request to predict goes: admission (at most `queue_size` requests at once, one more
-is answered 503 before its body is read) -> body, counted while it arrives (413 past
-`max_body_bytes`; multipart field `image`, or the raw bytes with any other content
-type) -> decoding in a thread (`decode.py`: 413 past `max_pixels` from the header, 415
-not an image, 400 empty or truncated) -> the one predict worker (`batching.py`) -> the
-JSON, encoded in a thread. Memory held for requests is therefore bounded by
-`queue_size` × (body + decoded image + map and its encodings); the predictor holds one
-batch (`batch_size` images of one size) at a time.
+A request to predict goes: body (`body.py`: counted while it arrives, 413 past
+`max_body_bytes`; 408 when it stops arriving; multipart field `image`, or the raw bytes
+with any other content type) -> admission (at most `queue_size` requests past their body
+at once, one more is answered 503) -> decoding in a thread (`decode.py`: 413 when the
+header's size needs arrays over `max_pixels`, 415 not a supported image, 400 empty or
+truncated) -> the one predict worker (`batching.py`) -> the JSON, encoded in a thread.
+The body is read before admission so that a client that stalls holds no slot, only the
+bytes it sent: bodies together hold at most `queue_size` × `max_body_bytes` (503 past
+that) and each is dropped (408, connection closed) by its deadlines. Memory held for
+requests is therefore bounded by that budget plus `queue_size` × (decoded image + map
+and its encodings); the predictor holds one batch (`batch_size` images of one size).
 
-Every error is `{"error": "<one plain line>"}`: 4xx for what the client sent (also a
-bad query value, an unknown path or method), 503 when busy or shutting down, 500 when
-the predictor raised on a good image (logged with its traceback; the worker goes on).
-One log line per request (method, path, status, bytes sent, seconds) goes to the
-`l2bt.serve` logger.
+Shutdown (`server.py`): bodies still arriving are answered 503 at once, requests past
+their body finish within `shutdown_timeout`. Every error is `{"error": "<one plain
+line>"}`: 4xx for what the client sent (also a bad query value, an unknown path or
+method), 503 when busy or shutting down, 500 when the predictor raised on a good image
+(logged; the worker goes on). One log line per request (method, path, status, bytes
+sent, seconds) goes to the `l2bt.serve` logger.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Annotated, Any
 
@@ -30,17 +34,15 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import Headers, UploadFile
 from starlette.exceptions import HTTPException
-from starlette.formparsers import MultiPartException, MultiPartParser
-from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from l2bt import __version__
 from l2bt.errors import InputError
 from l2bt.prediction import Prediction, Predictor
 from l2bt.serve.batching import BatchWorker, WorkerStopped
-from l2bt.serve.decode import decode_image
+from l2bt.serve.body import Uploads, read_image_body
+from l2bt.serve.decode import decode_image, header_limit
 from l2bt.serve.encode import prediction_response
 from l2bt.serve.errors import RequestError, describe_exception, one_line
 from l2bt.serve.schemas import (
@@ -63,10 +65,12 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": meaning} for status, meaning in {
         400: "empty, truncated or undecodable image, or one the model cannot take; bad "
              "query; mask=png for a run without thresholds",
-        413: "body over --max-body-mb, or image over --max-pixels",
-        415: "not an image",
+        408: "the body stopped arriving (--body-timeout, --min-body-rate)",
+        413: "body over --max-body-mb, or an image whose arrays would pass --max-pixels",
+        415: "not an image in a supported format (PNG, JPEG, TIFF, BMP, WebP)",
         500: "the predictor failed on this image",
-        503: "busy (--queue-size requests in progress) or shutting down",
+        503: "busy (--queue-size requests past their body, or the bodies' budget) or "
+             "shutting down",
     }.items()
 }
 
@@ -89,8 +93,11 @@ class Service:
         thresholds = description.get("thresholds")
         self.image_threshold = None if thresholds is None else float(thresholds["image"])
         self.normal_scores = description.get("normal_patch_scores")
+        self.header_check = header_limit(description, settings.max_pixels)
         self.worker = BatchWorker(predictor, settings.batch_size)
-        self.admitted = 0  # requests in progress; changed on the event loop's thread only
+        self.uploads = Uploads(settings.queue_size * settings.max_body_bytes)
+        self.admitted = 0  # requests past their body; changed on the event loop's thread only
+        self.stop_by: float | None = None  # time.monotonic() the shutdown must end by
 
     async def answer(self, request: Request, map_format: MapFormat,
                      mask_format: MaskFormat) -> Response:
@@ -98,14 +105,26 @@ class Service:
         if mask_format == "png" and self.image_threshold is None:
             raise RequestError(400, "mask=png needs thresholds and this run has none "
                                "(add them with `l2bt calibrate`)")
-        with self.admission():
-            body = await read_image_body(request, self.settings.max_body_bytes)
-            image = await run_in_threadpool(decode_image, body, self.settings.max_pixels)
-            del body
-            prediction = await self.predict(image)
-            del image
-            return await run_in_threadpool(self.render, prediction, started, map_format,
-                                           mask_format)
+        with self.uploads.ticket() as ticket:
+            body = await read_image_body(request, self.settings, self.uploads, ticket)
+            with self.admission():
+                image = await run_in_threadpool(decode_image, body, self.header_check)
+                del body
+                prediction = await self.predict(image)
+                del image
+                return await run_in_threadpool(self.render, prediction, started, map_format,
+                                               mask_format)
+
+    def begin_shutdown(self) -> None:
+        """Drop the bodies still arriving; what is past its body has `shutdown_timeout`."""
+        self.stop_by = time.monotonic() + self.settings.shutdown_timeout
+        self.uploads.close()
+
+    def stop_worker(self) -> None:
+        """Stop the predict worker, waiting for its batch until the shutdown's end."""
+        left = self.settings.shutdown_timeout if self.stop_by is None else \
+            self.stop_by - time.monotonic()
+        self.worker.stop(max(left, 0.0))
 
     def render(self, prediction: Prediction, started: float, map_format: MapFormat,
                mask_format: MaskFormat) -> Response:
@@ -137,53 +156,6 @@ class Service:
             raise RequestError(500, f"prediction failed ({describe_exception(e)})") from e
 
 
-async def read_image_body(request: Request, limit: int) -> bytes:
-    """The image file's bytes: multipart field `image`, or the whole raw body."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise body_too_large(limit)
-    chunks = limited_chunks(request.stream(), limit)
-    if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
-        return await multipart_image(request.headers, chunks)
-    return b"".join([chunk async for chunk in chunks])
-
-
-def body_too_large(limit: int) -> RequestError:
-    return RequestError(413, f"request body over the limit of {limit:,} bytes (--max-body-mb)")
-
-
-async def limited_chunks(stream: AsyncIterator[bytes], limit: int
-                         ) -> AsyncGenerator[bytes, None]:
-    """The body's chunks as they arrive; 413 as soon as they pass `limit` bytes."""
-    size = 0
-    try:
-        async for chunk in stream:
-            size += len(chunk)
-            if size > limit:
-                raise body_too_large(limit)
-            yield chunk
-    except ClientDisconnect as e:
-        raise RequestError(400, "the client closed the connection before the body ended") from e
-
-
-async def multipart_image(headers: Headers, chunks: AsyncGenerator[bytes, None]) -> bytes:
-    """Field `image` of a multipart body (the file spooled to disk past 1 MiB)."""
-    try:
-        form = await MultiPartParser(headers, chunks, max_files=1, max_fields=16).parse()
-    except MultiPartException as e:
-        raise RequestError(400, f"malformed multipart body ({e.message})") from e
-    try:
-        part = form.get("image")
-        if part is None:
-            raise RequestError(400, "the multipart body has no field 'image' "
-                               "(send the file as image=@FILE)")
-        if not isinstance(part, UploadFile):
-            raise RequestError(400, "multipart field 'image' is text, not a file")
-        return await part.read()
-    finally:
-        await form.close()
-
-
 class RequestLog:
     """One log line per HTTP request: method, path, status, bytes sent, seconds."""
 
@@ -212,15 +184,17 @@ class RequestLog:
                      time.perf_counter() - started)
 
 
-def error_response(status: int, message: str) -> JSONResponse:
-    headers = {"Retry-After": "1"} if status == 503 else None
+def error_response(status: int, message: str, close_connection: bool = False) -> JSONResponse:
+    headers = {"Retry-After": "1"} if status == 503 else {}
+    if close_connection:  # the body was not read to its end: drop what is left of it
+        headers["Connection"] = "close"
     return JSONResponse({"error": one_line(message)}, status_code=status, headers=headers)
 
 
 def add_error_handlers(app: FastAPI) -> None:
     async def request_error(_: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, RequestError)
-        return error_response(error.status, error.message)
+        return error_response(error.status, error.message, error.close_connection)
 
     async def invalid_request(_: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, RequestValidationError)
@@ -251,7 +225,7 @@ def create_app(predictor: Predictor, description: dict[str, Any],
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         service.worker.start()
         yield
-        await run_in_threadpool(service.worker.stop)
+        await run_in_threadpool(service.stop_worker)
 
     app = FastAPI(title="l2bt", version=__version__, lifespan=lifespan,
                   description="Anomaly maps, scores and decisions for images (SPEC §8).")

@@ -59,15 +59,16 @@ class BatchWorker:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
-        """Finish the batch in progress, fail the waiting requests, end the thread."""
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        """Let the batch in progress finish (up to `timeout` seconds; the thread is a
+        daemon and ends with the process), fail the waiting requests, end the thread."""
         with self._changed:
             self._stopping = True
             self._changed.notify_all()
         if self._thread.is_alive():
-            self._thread.join(STOP_TIMEOUT_S)
+            self._thread.join(timeout)
             if self._thread.is_alive():
-                LOG.warning("the predict worker did not stop within %.0f s", STOP_TIMEOUT_S)
+                LOG.warning("the predict worker did not stop within %.1f s", timeout)
         with self._changed:
             left, self._jobs = list(self._jobs), deque()
         for job in left:

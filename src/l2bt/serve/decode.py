@@ -1,64 +1,80 @@
 """Image bytes from a request to an (H, W, 3) uint8 array, within the pixel limit.
 
-The pixel count is read from the file's header (PIL's `Image.open` decodes nothing)
-and checked against `max_pixels` before any pixel is decoded, so a small file that
-claims a huge image (a decompression bomb) is refused without allocating it. The image
+The bytes go through l2bt's one image decoder (`l2bt.data.image_io.open_image`): only
+PNG, JPEG, TIFF, BMP and WebP are tried, anything else is 415 before any decoder (or
+external program) runs. The header's size is checked first (`header_limit`: the most
+pixels any array of the prediction will hold, for the run's input mode) and refused with
+413 before any pixel is decoded, so neither a small file that claims a huge image (a
+decompression bomb) nor a thin one whose padded frame is huge is allocated. The image
 is then fully decoded, so a truncated file fails here and not in the model, and
 converted as files are (`to_rgb_array`: grayscale, RGBA, 16-bit and float images to
 8-bit RGB). Memory per request, briefly, besides the body: the decoded image (≤ 4 bytes
-per pixel) and up to two 3-byte-per-pixel copies while it becomes an RGB array (450 MB
-at the default 50 MP); a 16-bit image is scaled through a float64 copy (8 bytes per
-value).
+per pixel) and up to two 3-byte-per-pixel copies while it becomes an RGB array; a
+16-bit image is scaled through a float64 copy (8 bytes per value).
 """
 
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-from l2bt.data.image_io import to_rgb_array
+from l2bt.data.image_io import (
+    HeaderCheck,
+    ImageTooLarge,
+    UnsupportedFormat,
+    load_image,
+    open_image,
+    to_rgb_array,
+)
 from l2bt.errors import InputError
-from l2bt.serve.errors import RequestError, describe_exception
+from l2bt.preprocess import INPUT_MODES, WorkLimit
+from l2bt.serve.errors import RequestError
 
 EMPTY_BODY = "empty body: send one image file (multipart field 'image', or the raw bytes)"
 
 
-def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
+def decode_image(data: bytes, header_check: HeaderCheck) -> np.ndarray:
     """The image in `data` as (H, W, 3) uint8 RGB, or a RequestError: 400 (empty,
-    truncated or undecodable), 413 (over `max_pixels`) or 415 (not an image)."""
+    truncated or undecodable), 413 (refused by `header_check(height, width)`, or over
+    PIL's own ceiling) or 415 (not a supported image)."""
     if not data:
         raise RequestError(400, EMPTY_BODY)
-    image = _open(data)
-    with image:
-        width, height = image.size
-        check_pixels(width, height, max_pixels)
-        try:
-            image.load()  # decode every pixel now: truncated files fail here
-        except Exception as e:  # decoders of untrusted bytes raise many kinds of error
-            raise RequestError(400, f"cannot decode the {image.format} image "
-                               f"({describe_exception(e)})") from e
-        try:
-            return to_rgb_array(image)
-        except (InputError, ValueError) as e:
-            raise RequestError(415, f"unsupported {image.format} image (mode {image.mode}: "
-                               f"{e})") from e
-
-
-def check_pixels(width: int, height: int, max_pixels: int) -> None:
-    if width * height > max_pixels:
-        raise RequestError(413, f"image of {width} x {height} = {width * height:,} pixels is "
-                           f"over the limit of {max_pixels:,} pixels (--max-pixels)")
-
-
-def _open(data: bytes) -> Image.Image:
-    """The image's header, read; no pixel decoded yet."""
     try:
-        return Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as e:  # PIL's own ceiling, above ours
-        raise RequestError(413, f"image too large ({e})") from e
-    except UnidentifiedImageError as e:
-        raise RequestError(415, "not an image: no image format recognises this body") from e
-    except Exception as e:  # a header that starts like a known format but is broken
-        raise RequestError(400, f"cannot read the image header ({describe_exception(e)})") from e
+        with open_image(io.BytesIO(data)) as image:
+            header_check(image.height, image.width)
+            load_image(image)
+            try:
+                return to_rgb_array(image)
+            except (InputError, ValueError) as e:
+                raise RequestError(415, f"unsupported {image.format} image (mode "
+                                   f"{image.mode}: {e})") from e
+    except UnsupportedFormat as e:
+        raise RequestError(415, f"the body is {e.problem}") from e
+    except ImageTooLarge as e:
+        raise RequestError(413, e.problem) from e
+    except InputError as e:
+        raise RequestError(400, e.problem) from e
+
+
+def header_limit(description: dict[str, Any], max_pixels: int) -> HeaderCheck:
+    """The size check for a run described by `description`: `WorkLimit` for its input
+    mode and size; the image's own pixels for a predictor that states neither."""
+    teacher = description.get("config", {}).get("teacher", {})
+    mode, size = teacher.get("input_mode"), teacher.get("image_size")
+    if mode in INPUT_MODES and isinstance(size, int):
+        return WorkLimit(mode, size, max_pixels)
+    return ImagePixelLimit(max_pixels)
+
+
+class ImagePixelLimit:
+    """Refuses an image of more than `max_pixels` pixels."""
+
+    def __init__(self, max_pixels: int) -> None:
+        self.max_pixels = max_pixels
+
+    def __call__(self, height: int, width: int) -> None:
+        if width * height > self.max_pixels:
+            raise ImageTooLarge(f"image of {width} x {height} = {width * height:,} pixels is "
+                                f"over the limit of {self.max_pixels:,} pixels (--max-pixels)")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from l2bt.data.image_io import describe_exception as exception_line
+
 MAX_MESSAGE_CHARS = 400
 
 
@@ -15,14 +17,14 @@ def one_line(text: str) -> str:
 
 def describe_exception(error: BaseException) -> str:
     """`Type: message` on one line, for errors whose class tells the reader something."""
-    message = str(error)
-    return one_line(f"{type(error).__name__}: {message}" if message else type(error).__name__)
+    return one_line(exception_line(error))
 
 
 class RequestError(Exception):
     """A request that cannot be answered with a prediction: sent as `{"error": message}`."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, close_connection: bool = False) -> None:
         self.status = status
         self.message = one_line(message)
+        self.close_connection = close_connection  # the body was not read to its end
         super().__init__(self.message)

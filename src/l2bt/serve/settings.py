@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from l2bt.errors import InputError
 
-MEGABYTE = 1024 * 1024
+KILOBYTE = 1024
+MEGABYTE = 1024 * KILOBYTE
 
 
 @dataclass(frozen=True)
@@ -14,21 +15,30 @@ class ServeSettings:
     """What `l2bt serve` is allowed to hold and do at once.
 
     `batch_size`: most images of one size predicted together. `queue_size`: most requests
-    admitted at once (reading their body, decoding, waiting for the worker or being
-    predicted); one more is answered 503. `max_pixels`: largest image (width × height),
-    read from the file's header before any pixel is decoded. `max_body_bytes`: largest
-    request body, counted while it arrives.
+    admitted at once once their body has arrived (decoding, waiting for the worker or
+    being predicted); one more is answered 503. `max_pixels`: most pixels of the largest
+    array one image needs (the image, the teacher input or the frame its map is upsampled
+    to), from the file's header before any pixel is decoded. `max_body_bytes`: largest
+    request body, counted while it arrives; the bodies of all requests together hold at
+    most `queue_size` × `max_body_bytes`. `body_timeout` (seconds), `min_body_rate`
+    (bytes per second): the body's deadlines (see `body.py`). `shutdown_timeout`
+    (seconds): how long a stopping server lets the requests being predicted finish.
     """
 
     batch_size: int = 4
     queue_size: int = 16
     max_pixels: int = 50_000_000
     max_body_bytes: int = 200 * MEGABYTE
+    body_timeout: float = 30.0
+    min_body_rate: float = 64.0 * KILOBYTE
+    shutdown_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         flags = {"batch_size": "--batch-size", "queue_size": "--queue-size",
-                 "max_pixels": "--max-pixels", "max_body_bytes": "--max-body-mb"}
+                 "max_pixels": "--max-pixels", "max_body_bytes": "--max-body-mb",
+                 "body_timeout": "--body-timeout", "min_body_rate": "--min-body-rate",
+                 "shutdown_timeout": "--shutdown-timeout"}
         for name, flag in flags.items():
             value = getattr(self, name)
-            if value < 1:
+            if not value > 0:  # also refuses NaN
                 raise InputError(f"{flag} must be positive, got {value}")
