@@ -27,8 +27,7 @@ from PIL import Image
 from torch.nn import functional as F
 
 from l2bt.errors import InputError
-
-PATCH = 14
+from l2bt.preprocess import PATCH
 
 
 @dataclass(frozen=True)
@@ -77,6 +76,7 @@ def window_starts(length: int, size: int, overlap: int) -> tuple[int, ...]:
 
 
 def round_half_up(value: float) -> int:
+    """Nearest integer of a non-negative value, halves up (as the aspect mode rounds)."""
     return int(value + 0.5)
 
 
