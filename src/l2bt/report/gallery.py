@@ -188,7 +188,12 @@ def _run_facts(run: Path) -> dict[str, Any]:
 
 
 def _benchmark_sections(folder: Path) -> list[SectionSource]:
-    described = json.loads((folder / "benchmark.json").read_text())
+    try:
+        described = json.loads((folder / "benchmark.json").read_text())
+    except json.JSONDecodeError as e:
+        raise InputError(
+            f"unreadable benchmark description ({e})", folder / "benchmark.json"
+        ) from e
     sections = []
     for maps_dir in sorted(folder.glob(f"maps/*/*/{SCORES}")):
         category, method = maps_dir.parent.name, maps_dir.parent.parent.name
@@ -292,7 +297,7 @@ def _preview(maps_dir: Path, key: str, image: Path | None) -> _Preview:
             height, width = tif.pages[0].shape[:2]
         with Image.open(overlay_path) as picture:
             overlay_size = picture.size
-            top = picture.convert("RGB").crop((0, 0, width, min(height, picture.height)))
+            top = picture.convert("RGB").crop((0, 0, picture.width, min(height, picture.height)))
         return _Preview((width, height), _data_uri(_shrink(top)), overlay_size)
     anomaly_map = np.asarray(tifffile.imread(map_path), dtype=np.float32)  # (H, W)
     height, width = anomaly_map.shape[:2]

@@ -45,10 +45,9 @@ aside h2 { font-size: 15px; margin: 0 0 6px; word-break: break-all; }
 .pictures { display: flex; flex-wrap: wrap; gap: 10px; }
 .pictures figure { margin: 0; flex: 1 1 240px; min-width: 0; }
 .pictures figcaption { font-size: 12px; color: #555; }
-.frame { position: relative; display: inline-block; max-width: 100%; }
-.frame img { display: block; max-width: 100%; height: auto; }
-.frame.wide { display: block; }
-.frame.wide img { width: 100%; image-rendering: pixelated; }
+.pictures img { display: block; width: 100%; height: auto; }
+.frame { position: relative; }
+.frame.small img { image-rendering: pixelated; }
 .frame svg { position: absolute; inset: 0; width: 100%; height: 100%; pointer-events: none; }
 .frame rect { fill: none; stroke: #fff; stroke-width: 2px; vector-effect: non-scaling-stroke; }
 .frame text { fill: #fff; font-size: 12px; }
@@ -107,7 +106,7 @@ function drawSection(section, s) {
 }
 
 function framed(src, size, regions, small) {
-  const frame = el("div", {class: small ? "frame wide" : "frame"}, el("img", {src: src}));
+  const frame = el("div", {class: small ? "frame small" : "frame"}, el("img", {src: src}));
   const svg = document.createElementNS(SVG, "svg");
   svg.setAttribute("viewBox", "0 0 " + size[0] + " " + size[1]);
   svg.setAttribute("preserveAspectRatio", "none");
@@ -142,7 +141,7 @@ function showDetail(section, entry) {
   if (entry.verdict) line.append(badge(entry.verdict));
   const pictures = el("div", {class: "pictures"});
   if (entry.image)
-    pictures.append(el("figure", {}, el("img", {src: entry.image, style: "max-width: 100%"}),
+    pictures.append(el("figure", {}, el("img", {src: entry.image}),
                        el("figcaption", {}, "image")));
   if (entry.overlay)
     pictures.append(el("figure", {}, framed(entry.overlay, entry.overlay_size, entry.regions),
