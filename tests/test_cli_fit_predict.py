@@ -1,4 +1,5 @@
 import csv
+import hashlib
 
 import numpy as np
 import pytest
@@ -29,7 +30,7 @@ def test_fit_then_predict_writes_the_spec_layout(tmp_path, capsys):
         anomaly_map = tifffile.imread(maps / f"{rel}.tiff")
         assert anomaly_map.dtype == np.float32
         assert anomaly_map.shape == Image.open(image).size[::-1]
-        assert (maps / f"{rel}.png").is_file()
+        assert (maps / f"{rel}_overlay.png").is_file()
     with open(maps / "scores.csv") as f:
         rows = list(csv.DictReader(f))
     assert {r["key"] for r in rows} == {
@@ -93,3 +94,46 @@ def test_fit_and_predict_on_real_magnetic_tile_images(tmp_path):
     for image in images:
         rel = image.relative_to(test_dir.parent).with_suffix("")
         assert tifffile.imread(out / f"{rel}.tiff").shape == Image.open(image).size[::-1]
+
+
+def checksums(folder):
+    return {p: hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+def test_predict_into_the_input_tree_never_touches_an_input(tmp_path):
+    """The MVTec tree itself as --out (all PNG): outputs land beside the inputs, under
+    names no input has, and every input keeps its bytes."""
+    write_mvtec_tree(tmp_path / "data")
+    assert fit(tmp_path / "data", tmp_path / "run") == 0
+    root = tmp_path / "data/toy"
+    before = checksums(root)
+    assert main(["predict", "--model", str(tmp_path / "run"), "--out", str(root),
+                 str(root / "test")]) == 0
+    after = checksums(root)
+    assert {p: after[p] for p in before} == before
+    assert any(p.name.endswith("_overlay.png") for p in after if p not in before)
+    single = root / "test/good/000.png"
+    data = single.read_bytes()
+    assert main(["predict", "--model", str(tmp_path / "run"), "--out", str(single.parent),
+                 str(single)]) == 0
+    assert single.read_bytes() == data
+
+
+def test_an_output_that_would_replace_an_input_stops_first(tmp_path, capsys):
+    """TIFF images predicted into their own folder: the map <stem>.tiff is the input."""
+    write_mvtec_tree(tmp_path / "data")
+    assert fit(tmp_path / "data", tmp_path / "run") == 0
+    folder = tmp_path / "tiffs"
+    folder.mkdir()
+    image = folder / "part.tiff"
+    Image.fromarray(np.full((30, 40, 3), 90, np.uint8)).save(image)
+    data = image.read_bytes()
+    assert main(["predict", "--model", str(tmp_path / "run"), "--out", str(folder),
+                 str(image)]) == 2
+    assert "would overwrite this input" in one_error_line(capsys)
+    assert image.read_bytes() == data and sorted(folder.iterdir()) == [image]
+    (tmp_path / "file").write_text("x")
+    assert main(["predict", "--model", str(tmp_path / "run"), "--out", str(tmp_path / "file"),
+                 str(image)]) == 2
+    assert "must be a folder" in one_error_line(capsys)

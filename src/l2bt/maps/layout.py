@@ -2,7 +2,8 @@
 
 A maps folder holds, per image key (a path relative to the folder, without suffix),
 `<key>.tiff` (float32 map, exactly the image's H × W), `<key>_mask.png` (0/255, with
-thresholds) and `<key>.png` (an overlay for people), and once per folder `scores.csv`
+thresholds) and `<key>_overlay.png` (for people; a name no input image can have), and once
+per folder `scores.csv`
 (`key,score[,verdict]`) and `regions.csv` (one row per predicted region). Every writer
 is atomic; every reader checks what it reads (shape, number type, finiteness) and names
 the file in one line when something is wrong.
@@ -30,7 +31,7 @@ SCORES_FILE = "scores.csv"
 REGIONS_FILE = "regions.csv"
 MAP_SUFFIX = ".tiff"
 MASK_SUFFIX = "_mask.png"
-OVERLAY_SUFFIX = ".png"
+OVERLAY_SUFFIX = "_overlay.png"
 REGION_COLUMNS = ("key", "region", "area_px", "x0", "y0", "x1", "y1", "max_score",
                   "mean_score")
 VERDICTS = {"good": False, "defective": True}
@@ -176,6 +177,56 @@ def check_shape(path: Path, shape: tuple[int, ...], expected_hw: tuple[int, int]
     if tuple(shape) != tuple(expected_hw):
         raise InputError(f"{what} is {'x'.join(map(str, shape))} but its image is "
                          f"{expected_hw[0]}x{expected_hw[1]}", path)
+
+
+def map_shape(path: Path) -> tuple[int, int]:
+    """(height, width) of a map file, from its header."""
+    try:
+        with tifffile.TiffFile(path) as tif:
+            shape = tuple(tif.series[0].shape)
+    except Exception as e:  # tifffile raises several types for broken files
+        raise InputError(f"cannot read anomaly map ({e})", path) from e
+    shape = shape[1:] if len(shape) == 3 and shape[0] == 1 else shape  # (1, H, W) -> (H, W)
+    if len(shape) != 2:
+        raise InputError(f"anomaly map must be 2-D, got shape {shape}", path)
+    return int(shape[0]), int(shape[1])
+
+
+@dataclass(frozen=True)
+class ScoreRow:
+    """One line of `scores.csv`."""
+
+    key: str
+    score: float
+    verdict: str | None
+
+
+def read_score_rows(path: Path) -> list[ScoreRow]:
+    """Every line of `scores.csv`, in file order, checked as `read_score_table` checks."""
+    table = read_score_table(path, ())
+    if table is None:
+        raise InputError("no scores.csv here (not a maps folder written by l2bt predict)",
+                         Path(path).parent)
+    verdicts = table.verdicts or {}
+    return [ScoreRow(key, score, None if key not in verdicts else
+                     ("defective" if verdicts[key] else "good"))
+            for key, score in table.scores.items()]
+
+
+def read_regions(path: Path) -> dict[str, tuple[Region, ...]]:
+    """`regions.csv`'s regions by key; empty when the file is absent (no thresholds)."""
+    if not Path(path).is_file():
+        return {}
+    found: dict[str, list[Region]] = {}
+    with open(path, newline="") as f:
+        try:
+            for r in csv.DictReader(f):
+                found.setdefault(r["key"], []).append(Region(
+                    int(r["region"]), int(r["area_px"]), int(r["x0"]), int(r["y0"]),
+                    int(r["x1"]), int(r["y1"]), float(r["max_score"]), float(r["mean_score"])))
+        except (KeyError, TypeError, ValueError) as e:
+            raise InputError(f"unreadable row ({e})", path) from e
+    return {key: tuple(regions) for key, regions in found.items()}
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,14 @@
-"""Anomaly maps drawn over their images, for people to look at."""
+"""Anomaly maps drawn over their images, for people to look at.
+
+`overlay` blends a map in 'jet' colours over its image on a fixed scale, `outline`
+draws predicted regions' edges, and `annotate` adds below the picture a strip with
+the colour bar of that scale, its end values and the image score: the picture grows
+by `colour_bar_height(W)` rows and its own pixels keep their coordinates.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 from matplotlib import colormaps
@@ -31,3 +39,53 @@ def outline(image: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int] = 
     drawn = image.copy()
     drawn[edge] = colour
     return drawn
+
+
+def colour_bar_height(width: int) -> int:
+    """Height in pixels of the strip `annotate` adds below a picture `width` pixels wide."""
+    font_px = _font_px(width)
+    return font_px + 2 * round(font_px * 1.4) + 2 * (font_px // 2)
+
+
+def annotate(picture: np.ndarray, low: float, high: float, score: float,
+             threshold: float | None = None, verdict: str | None = None) -> np.ndarray:
+    """(H + colour_bar_height(W), W, 3) uint8: `picture` untouched on top (so pixel
+    coordinates, region boxes included, keep their meaning), and below it a black strip
+    with the 'jet' colour bar from `low` to `high` (the scale `overlay` was given), its two
+    end values, and the image score (with the threshold and verdict when known)."""
+    from PIL import Image, ImageDraw
+
+    height, width = picture.shape[:2]
+    font_px = _font_px(width)
+    strip = np.zeros((colour_bar_height(width), width, 3), np.uint8)  # (S, W, 3)
+    margin = font_px // 2
+    ramp = colormaps["jet"](np.linspace(0.0, 1.0, max(width - 2 * margin, 1)))[:, :3]
+    strip[margin:margin + font_px, margin:width - margin] = np.round(ramp * 255.0)
+    canvas = Image.fromarray(np.concatenate([picture, strip]))  # (H + S, W, 3)
+    draw = ImageDraw.Draw(canvas)
+    font = _font(font_px)
+    labels_y = height + margin + font_px + font_px // 4
+    draw.text((margin, labels_y), f"{low:.4g}", fill=(255, 255, 255), font=font)
+    draw.text((width - margin, labels_y), f"{high:.4g}", fill=(255, 255, 255), font=font,
+              anchor="ra")
+    line = f"score {score:.4g}"
+    if threshold is not None:
+        line += f" (threshold {threshold:.4g})"
+    if verdict is not None:
+        line += f" {verdict}"
+    draw.text((margin, labels_y + round(font_px * 1.4)), line, fill=(255, 255, 255), font=font)
+    return np.asarray(canvas)
+
+
+def _font_px(width: int) -> int:
+    return int(np.clip(width // 40, 10, 40))
+
+
+def _font(size: int) -> Any:
+    """Pillow's own font (bundled, so offline), at `size` pixels where FreeType is there."""
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except (ImportError, OSError):  # Pillow without FreeType: the fixed bitmap font
+        return ImageFont.load_default()

@@ -82,6 +82,20 @@ def collect_inputs(inputs: Sequence[str | Path]) -> list[PredictItem]:
     return items
 
 
+def check_outputs_spare_inputs(items: Sequence[PredictItem], folder: MapsFolder) -> None:
+    """No output may land on an input: a folder that is a file, or a map, mask or overlay
+    whose path is one of the inputs (e.g. TIFF images predicted into their own folder),
+    stops before anything is written."""
+    if folder.root.exists() and not folder.root.is_dir():
+        raise InputError("--out must be a folder, but this is a file", folder.root)
+    inputs = {item.image.resolve() for item in items}
+    for item in items:
+        for output in (folder.map(item.key), folder.mask(item.key), folder.overlay(item.key)):
+            if output.resolve() in inputs:
+                raise InputError(f"--out {folder.root} would overwrite this input image "
+                                 f"(the output of {item.image}); choose another --out", output)
+
+
 def predict_to_folder(
     predictor: Predictor,
     items: Sequence[PredictItem],
@@ -99,9 +113,10 @@ def predict_to_folder(
     column and `<out>/regions.csv`. `colour_range` fixes the overlays' colour scale;
     without it each overlay spans its own map's range.
     """
+    folder = MapsFolder(Path(out))
+    check_outputs_spare_inputs(items, folder)
     for item in tqdm(items, desc="checking inputs", unit="img", disable=not progress):
         read_image(item.image)  # decode fully: bad files fail before anything is written
-    folder = MapsFolder(Path(out))
     scores: dict[str, float] = {}
     verdicts: dict[str, str] = {}
     regions: dict[str, list[Region]] = {}
