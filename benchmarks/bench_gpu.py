@@ -58,8 +58,9 @@ def cuda_event_seconds(function: Callable[[], object]) -> float:
     return start.elapsed_time(end) / 1e3
 
 
-def device_median_seconds(function: Callable[[], object], device: torch.device, warmup: int,
-                          repeats: int) -> float:
+def device_median_seconds(
+    function: Callable[[], object], device: torch.device, warmup: int, repeats: int
+) -> float:
     """Median seconds per call: CUDA events on a GPU (device time), wall time on a CPU."""
     timer = cuda_event_seconds if device.type == "cuda" else wall_seconds
 
@@ -76,28 +77,36 @@ def image_flops(teacher: Teacher, image_size: int) -> float:
     return teacher_flops(n, teacher.embed_dim, max(LAYERS) + 1)
 
 
-def bench_teacher(teacher: Teacher, args: argparse.Namespace, device: torch.device
-                  ) -> dict[str, dict[int, float]]:
+def bench_teacher(
+    teacher: Teacher, args: argparse.Namespace, device: torch.device
+) -> dict[str, dict[int, float]]:
     """Seconds per image, per precision and batch."""
     latency: dict[str, dict[int, float]] = {"fp32": {}, "bf16": {}}
     for precision in latency:
         for batch in sorted({1, *args.batches}):
             x = torch.randn(batch, 3, args.image_size, args.image_size, device=device)
-            seconds = device_median_seconds(lambda x=x, p=precision: teacher.features(x, LAYERS, p),
-                                     device, args.warmup, args.repeats)
+            seconds = device_median_seconds(
+                lambda x=x, p=precision: teacher.features(x, LAYERS, p),
+                device,
+                args.warmup,
+                args.repeats,
+            )
             latency[precision][batch] = seconds / batch
     return latency
 
 
-def bench_predict(teacher: Teacher, batch: int, args: argparse.Namespace,
-                  device: torch.device) -> dict[str, float]:
+def bench_predict(
+    teacher: Teacher, batch: int, args: argparse.Namespace, device: torch.device
+) -> dict[str, float]:
     """Images/s through L2BT.predict_batch (bf16), wall time with the device synchronised."""
     config = L2BTConfig(TeacherConfig(args.teacher, "random", args.image_size))
     forward, backward = new_students(teacher.embed_dim, seed=0)
     model = L2BT(config, teacher, forward, backward, device=device, precision="bf16")
     rng = np.random.default_rng(0)
-    images = [rng.integers(0, 256, (args.image_size, args.image_size, 3), dtype=np.uint8)
-              for _ in range(batch)]
+    images = [
+        rng.integers(0, 256, (args.image_size, args.image_size, 3), dtype=np.uint8)
+        for _ in range(batch)
+    ]
     for _ in range(args.warmup):
         model.predict_batch(images)
     synchronize(device)
@@ -108,17 +117,22 @@ def bench_predict(teacher: Teacher, batch: int, args: argparse.Namespace,
     seconds = time.perf_counter() - tic
     n_images = batch * args.predict_batches
     host = {  # the serial host work per image inside predict_batch
-        "preprocess": median_seconds(lambda: preprocess(images[0], args.image_size),
-                                     args.repeats),
-        "score": median_seconds(lambda: image_score(np.asarray(images[0][..., 0], np.float32)),
-                                args.repeats),
+        "preprocess": median_seconds(lambda: preprocess(images[0], args.image_size), args.repeats),
+        "score": median_seconds(
+            lambda: image_score(np.asarray(images[0][..., 0], np.float32)), args.repeats
+        ),
     }
-    return {"images_per_second": n_images / seconds, "batch": batch, "images": n_images,
-            "host_seconds_per_image": host}
+    return {
+        "images_per_second": n_images / seconds,
+        "batch": batch,
+        "images": n_images,
+        "host_seconds_per_image": host,
+    }
 
 
-def random_cached_features(n_images: int, grid: int, dim: int, device: torch.device,
-                           folder: Path) -> TrainFeatures:
+def random_cached_features(
+    n_images: int, grid: int, dim: int, device: torch.device, folder: Path
+) -> TrainFeatures:
     """Random fp16 features in host memory as the cache holds them: (n·grid², D) rows of
     n grid × grid images, made on the device."""
     generator = torch.Generator(device=device).manual_seed(0)
@@ -133,17 +147,23 @@ def random_cached_features(n_images: int, grid: int, dim: int, device: torch.dev
     return TrainFeatures(early, late, grids=np.full((n_images, 2), grid), folder=folder)
 
 
-def bench_training(teacher: Teacher, args: argparse.Namespace, device: torch.device
-                   ) -> dict[str, float]:
+def bench_training(
+    teacher: Teacher, args: argparse.Namespace, device: torch.device
+) -> dict[str, float]:
     """Seconds for one epoch over `--train-images` images, per precision."""
     grid = args.image_size // 14
     seconds: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        features = random_cached_features(args.train_images, grid, teacher.embed_dim, device,
-                                          Path(tmp))
+        features = random_cached_features(
+            args.train_images, grid, teacher.embed_dim, device, Path(tmp)
+        )
         first = int(features.offsets[min(4, len(features))])  # the first (up to) 4 images
-        warm = TrainFeatures(features.early[:first], features.late[:first],
-                             grids=features.grids[:4], folder=Path(tmp))
+        warm = TrainFeatures(
+            features.early[:first],
+            features.late[:first],
+            grids=features.grids[:4],
+            folder=Path(tmp),
+        )
         for precision in ("fp32", "bf16"):
             train_students(warm, TrainConfig(epochs=1), device, False, precision)  # warm-up
             synchronize(device)
@@ -164,25 +184,35 @@ def describe(device: torch.device) -> dict[str, object]:
 
 
 def print_table(figures: dict, flops: float) -> None:
-    print(f"\n{figures['machine']['device']}, torch {figures['machine']['torch']}; "
-          f"{figures['teacher_variant']} at {figures['image_size']} px, "
-          f"{flops / 1e9:.0f} GFLOP per image")
-    print(f"{'teacher':<12}" + "".join(f" {f'batch {b}':>22}"
-                                       for b in figures["teacher_seconds_per_image"]["bf16"]))
+    print(
+        f"\n{figures['machine']['device']}, torch {figures['machine']['torch']}; "
+        f"{figures['teacher_variant']} at {figures['image_size']} px, "
+        f"{flops / 1e9:.0f} GFLOP per image"
+    )
+    print(
+        f"{'teacher':<12}"
+        + "".join(f" {f'batch {b}':>22}" for b in figures["teacher_seconds_per_image"]["bf16"])
+    )
     for precision, row in figures["teacher_seconds_per_image"].items():
         cells = [f"{1e3 * s:.2f} ms {flops / s / 1e12:.3g} TF/s" for s in row.values()]
         print(f"{precision:<12}" + "".join(f" {c:>22}" for c in cells))
     best = figures["best_bf16"]
-    print(f"best bf16: {1e3 * best['seconds_per_image']:.2f} ms per image at batch "
-          f"{best['batch']} (target <= 6 ms)")
+    print(
+        f"best bf16: {1e3 * best['seconds_per_image']:.2f} ms per image at batch "
+        f"{best['batch']} (target <= 6 ms)"
+    )
     predict = figures["predict"]
     host = predict["host_seconds_per_image"]
-    print(f"predict, bf16, batch {predict['batch']}: {predict['images_per_second']:.1f} "
-          f"images/s over {predict['images']} images (target >= 100); host work per image: "
-          f"preprocess {1e3 * host['preprocess']:.1f} ms, score {1e3 * host['score']:.1f} ms")
+    print(
+        f"predict, bf16, batch {predict['batch']}: {predict['images_per_second']:.1f} "
+        f"images/s over {predict['images']} images (target >= 100); host work per image: "
+        f"preprocess {1e3 * host['preprocess']:.1f} ms, score {1e3 * host['score']:.1f} ms"
+    )
     train = figures["train_epoch_seconds"]
-    print(f"one training epoch, {figures['train_images']} images: fp32 {train['fp32']:.2f} s, "
-          f"bf16 {train['bf16']:.2f} s ({train['fp32'] / train['bf16']:.2f}x)")
+    print(
+        f"one training epoch, {figures['train_images']} images: fp32 {train['fp32']:.2f} s, "
+        f"bf16 {train['bf16']:.2f} s ({train['fp32'] / train['bf16']:.2f}x)"
+    )
 
 
 def main() -> None:
@@ -195,10 +225,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--predict-batches", type=int, default=20)
     parser.add_argument("--train-images", type=int, default=200)
-    parser.add_argument("--json", type=Path,
-                        default=Path(os.environ.get("OUT", ".")) / "bench_gpu.json")
-    parser.add_argument("--quick", action="store_true",
-                        help="ViT-S/14 at 56 px, batches 1-2, 1 repeat, 4 training images")
+    parser.add_argument(
+        "--json", type=Path, default=Path(os.environ.get("OUT", ".")) / "bench_gpu.json"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="ViT-S/14 at 56 px, batches 1-2, 1 repeat, 4 training images",
+    )
     args = parser.parse_args()
     if args.quick:
         args.teacher, args.image_size, args.batches = "dinov2_vits14", 56, [2]
@@ -210,8 +244,10 @@ def main() -> None:
     latency = bench_teacher(teacher, args, device)
     best_batch = min(latency["bf16"], key=lambda b: latency["bf16"][b])
     figures = {
-        "machine": describe(device), "teacher_variant": args.teacher,
-        "image_size": args.image_size, "teacher_gflop_per_image": flops / 1e9,
+        "machine": describe(device),
+        "teacher_variant": args.teacher,
+        "image_size": args.image_size,
+        "teacher_gflop_per_image": flops / 1e9,
         "teacher_seconds_per_image": latency,
         "best_bf16": {"batch": best_batch, "seconds_per_image": latency["bf16"][best_batch]},
         "predict": bench_predict(teacher, best_batch, args, device),

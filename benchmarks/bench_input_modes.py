@@ -52,8 +52,12 @@ def teacher_times(args: argparse.Namespace) -> list[dict]:
         image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
         inputs = {mode: preprocess(image, args.image_size, mode) for mode in ("pad", "aspect")}
         medians = interleaved_medians(
-            {mode: (lambda x=x: teacher.features(x[None], layers, args.precision))
-             for mode, (x, _) in inputs.items()}, args.repeats)
+            {
+                mode: (lambda x=x: teacher.features(x[None], layers, args.precision))
+                for mode, (x, _) in inputs.items()
+            },
+            args.repeats,
+        )
         row = {"shape": f"{width}x{height}"}
         for mode, (_, geometry) in inputs.items():
             row[f"{mode}_input"] = f"{geometry.input_width}x{geometry.input_height}"
@@ -62,10 +66,13 @@ def teacher_times(args: argparse.Namespace) -> list[dict]:
         row["token_ratio"] = row["pad_tokens"] / row["aspect_tokens"]
         row["speedup"] = row["pad_seconds"] / row["aspect_seconds"]
         rows.append(row)
-        print(f"{row['shape']:>10}: pad {row['pad_input']} {row['pad_tokens']} tokens "
-              f"{row['pad_seconds']:.2f} s | aspect {row['aspect_input']} "
-              f"{row['aspect_tokens']} tokens {row['aspect_seconds']:.2f} s | tokens "
-              f"{row['token_ratio']:.2f}x fewer, {row['speedup']:.2f}x faster", flush=True)
+        print(
+            f"{row['shape']:>10}: pad {row['pad_input']} {row['pad_tokens']} tokens "
+            f"{row['pad_seconds']:.2f} s | aspect {row['aspect_input']} "
+            f"{row['aspect_tokens']} tokens {row['aspect_seconds']:.2f} s | tokens "
+            f"{row['token_ratio']:.2f}x fewer, {row['speedup']:.2f}x faster",
+            flush=True,
+        )
     return rows
 
 
@@ -74,23 +81,40 @@ def accuracy(args: argparse.Namespace) -> dict[str, dict]:
     figures = {}
     with tempfile.TemporaryDirectory() as tmp:
         for mode in ("pad", "aspect"):
-            config = L2BTConfig(TeacherConfig(args.eval_teacher, args.weights,
-                                              args.eval_image_size, input_mode=mode),
-                                TrainConfig(epochs=args.epochs))
+            config = L2BTConfig(
+                TeacherConfig(
+                    args.eval_teacher, args.weights, args.eval_image_size, input_mode=mode
+                ),
+                TrainConfig(epochs=args.epochs),
+            )
             tic = time.perf_counter()
-            model = L2BT.fit([s.image for s in split.train], config, device="cpu",
-                             precision=args.precision, cache_dir=Path(tmp) / "cache",
-                             progress=False)
+            model = L2BT.fit(
+                [s.image for s in split.train],
+                config,
+                device="cpu",
+                precision=args.precision,
+                cache_dir=Path(tmp) / "cache",
+                progress=False,
+            )
             maps = Path(tmp) / mode
             items = [PredictItem(s.image, s.key) for s in split.test]
             predict_to_folder(model, items, maps / split.name, overlays=False, progress=False)
             result = evaluate_maps(split, maps, progress=False).to_json_dict()
-            figures[mode] = {"aupro": result["aupro"], "i_auroc": result["i_auroc"],
-                             "seconds": round(time.perf_counter() - tic, 1)}
+            figures[mode] = {
+                "aupro": result["aupro"],
+                "i_auroc": result["i_auroc"],
+                "seconds": round(time.perf_counter() - tic, 1),
+            }
             aupro = result["aupro"]
-            print(f"{mode:>6}: " + "; ".join(
-                f"AUPRO@{float(lim):.0%} q1 {aupro[lim]['q1']:.4f} all {aupro[lim]['all']:.4f}"
-                for lim in aupro) + f" ({figures[mode]['seconds']} s)", flush=True)
+            print(
+                f"{mode:>6}: "
+                + "; ".join(
+                    f"AUPRO@{float(lim):.0%} q1 {aupro[lim]['q1']:.4f} all {aupro[lim]['all']:.4f}"
+                    for lim in aupro
+                )
+                + f" ({figures[mode]['seconds']} s)",
+                flush=True,
+            )
     return figures
 
 
@@ -116,8 +140,10 @@ def main() -> None:
         args.category, args.eval_image_size, args.epochs = "magnetic_tile_mini", 112, 1
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; teacher {args.teacher} "
-          f"at {args.image_size} px, {args.precision}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; teacher {args.teacher} "
+        f"at {args.image_size} px, {args.precision}"
+    )
     figures = {"teacher": teacher_times(args), "accuracy": accuracy(args)}
     if args.out:
         Path(args.out).write_text(json.dumps(figures, indent=2) + "\n")

@@ -79,8 +79,7 @@ def synthetic_pair(index: int, height: int, width: int) -> tuple[np.ndarray, np.
     return anomaly_map, mask
 
 
-def _ellipse(rng: np.random.Generator, height: int, width: int
-             ) -> tuple[np.ndarray, np.ndarray]:
+def _ellipse(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     """Pixel indices (rows, cols) of a random ellipse of log-uniform area in [10, 50,000]."""
     area = np.exp(rng.uniform(np.log(10), np.log(50_000)))
     ry = np.sqrt(area / np.pi) * rng.uniform(0.5, 2.0)
@@ -108,7 +107,8 @@ def write_tree(root: Path, n: int, height: int, width: int) -> tuple[Path, Path]
         gray.save(base / f"{key}.png")
         if i % 2:
             Image.fromarray(mask.astype(np.uint8) * 255).save(
-                base / "ground_truth/defect" / f"{i:05d}_mask.png")
+                base / "ground_truth/defect" / f"{i:05d}_mask.png"
+            )
         write_map(MapsFolder(maps / CATEGORY).map(key), anomaly_map)
     return data, maps
 
@@ -136,8 +136,9 @@ def ours(data: Path, maps: Path) -> dict[str, float | None]:
 
     return_large_frees()  # as `l2bt evaluate` does
     result = evaluate_maps(load_category(data, CATEGORY), maps, progress=False)
-    return {f"{limit}/{name}": result.aupro[limit][name] for limit in FPR_LIMITS
-            for name in SIZE_BINS}
+    return {
+        f"{limit}/{name}": result.aupro[limit][name] for limit in FPR_LIMITS for name in SIZE_BINS
+    }
 
 
 def published(data: Path, maps: Path) -> dict[str, float | None]:
@@ -149,8 +150,7 @@ def published(data: Path, maps: Path) -> dict[str, float | None]:
     split = load_category(data, CATEGORY)
     folder = MapsFolder(maps / CATEGORY)
     all_maps = [read_map(folder.map(s.key)) for s in split.evaluable_test]
-    masks = [sample_mask(s, m.shape) for s, m in zip(split.evaluable_test, all_maps,
-                                                     strict=True)]
+    masks = [sample_mask(s, m.shape) for s, m in zip(split.evaluable_test, all_maps, strict=True)]
     areas = []
     for mask in masks:
         labels = ndimage.label(mask, structure=np.ones((3, 3)))[0]
@@ -207,8 +207,7 @@ def visa(n: int, height: int, width: int) -> dict[str, float | None]:
         anomaly_map, mask = bases[i % VISA_BASES]
         evaluator.add(anomaly_map + np.float32(1e-4 * i), mask)
     result = evaluator.result()
-    return {"aupro 0.3/all": result.aupro[0.3]["all"],
-            "aupimo": result.aupimo.mean}
+    return {"aupro 0.3/all": result.aupro[0.3]["all"], "aupimo": result.aupimo.mean}
 
 
 _VISA_BASES: list[tuple[np.ndarray, np.ndarray]] = []
@@ -283,9 +282,13 @@ def with_source(src: Path | None) -> dict[str, str]:
 
 def previous(src: Path, data: Path, maps: Path) -> dict:
     """Another checkout's `evaluate_maps` on the same files, in a fresh process."""
-    done = subprocess.run([sys.executable, "-c", PREVIOUS_CHILD, str(data), str(maps),
-                           CATEGORY], capture_output=True, text=True, env=with_source(src),
-                          check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", PREVIOUS_CHILD, str(data), str(maps), CATEGORY],
+        capture_output=True,
+        text=True,
+        env=with_source(src),
+        check=False,
+    )
     if done.returncode:
         raise RuntimeError(f"the previous version failed: {done.stderr[-2000:]}")
     return json.loads(done.stdout.splitlines()[-1])
@@ -296,8 +299,12 @@ def help_startup(repeats: int, src: Path | None = None) -> list[float]:
     times = []
     for _ in range(repeats):
         tic = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "l2bt", "--help"], capture_output=True,
-                       env=with_source(src), check=True)
+        subprocess.run(
+            [sys.executable, "-m", "l2bt", "--help"],
+            capture_output=True,
+            env=with_source(src),
+            check=True,
+        )
         times.append(time.perf_counter() - tic)
     return times
 
@@ -308,9 +315,23 @@ def startup(data: Path, maps: Path, repeats: int, src: Path | None = None) -> li
     for _ in range(repeats):
         env = {**with_source(src), "BENCH_SPAWNED": repr(time.time())}
         done = subprocess.run(
-            [sys.executable, "-c", STARTUP_CHILD, "evaluate", "--data", str(data),
-             "--category", CATEGORY, "--maps", str(maps)],
-            capture_output=True, text=True, env=env, check=False)
+            [
+                sys.executable,
+                "-c",
+                STARTUP_CHILD,
+                "evaluate",
+                "--data",
+                str(data),
+                "--category",
+                CATEGORY,
+                "--maps",
+                str(maps),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
         line = [x for x in done.stdout.splitlines() if x.startswith("FIRST-READ")]
         if not line:
             raise RuntimeError(f"no map read: {done.stderr[-2000:]}")
@@ -319,12 +340,13 @@ def startup(data: Path, maps: Path, repeats: int, src: Path | None = None) -> li
 
 
 def report(label: str, runs: list[dict]) -> dict[str, float]:
-    med = {key: statistics.median(r[key] for r in runs)
-           for key in ("seconds", "rss_mib")}
+    med = {key: statistics.median(r[key] for r in runs) for key in ("seconds", "rss_mib")}
     each = ", ".join(f"{r['seconds']:.1f}" for r in runs)
     spread = f" (runs: {each} s)"
-    print(f"  {label:<28}{med['seconds']:8.2f} s   peak RSS +{med['rss_mib']:6.0f} MiB"
-          + (spread if len(runs) > 1 else ""))
+    print(
+        f"  {label:<28}{med['seconds']:8.2f} s   peak RSS +{med['rss_mib']:6.0f} MiB"
+        + (spread if len(runs) > 1 else "")
+    )
     return med
 
 
@@ -333,24 +355,40 @@ def main() -> None:
     parser.add_argument("--n-maps", type=int, default=200)
     parser.add_argument("--size", default="1000x1500", help="H x W of every map")
     parser.add_argument("--repeats", type=int, default=3, help="runs of ours and the floor")
-    parser.add_argument("--published-repeats", type=int, default=1,
-                        help="runs of the published protocol (minutes each; 0: skip it)")
-    parser.add_argument("--startup-repeats", type=int, default=5,
-                        help="fresh processes timed to their first map read (median)")
-    parser.add_argument("--visa", action="store_true",
-                        help="ours only, --visa-maps maps of 1000x1500 in memory")
+    parser.add_argument(
+        "--published-repeats",
+        type=int,
+        default=1,
+        help="runs of the published protocol (minutes each; 0: skip it)",
+    )
+    parser.add_argument(
+        "--startup-repeats",
+        type=int,
+        default=5,
+        help="fresh processes timed to their first map read (median)",
+    )
+    parser.add_argument(
+        "--visa", action="store_true", help="ours only, --visa-maps maps of 1000x1500 in memory"
+    )
     parser.add_argument("--visa-maps", type=int, default=2000)
-    parser.add_argument("--previous", type=Path, default=None, metavar="SRC",
-                        help="also time the l2bt in this src folder (another checkout)")
+    parser.add_argument(
+        "--previous",
+        type=Path,
+        default=None,
+        metavar="SRC",
+        help="also time the l2bt in this src folder (another checkout)",
+    )
     parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args()
     height, width = (int(v) for v in args.size.split("x"))
     if args.visa:
         n = args.visa_maps
         r = run("visa", n, height, width)
-        print(f"VisA-sized: {n:,} maps of {height}x{width} ({n * height * width / 1e9:.1f} G "
-              f"pixels), in memory: {r['seconds']:.1f} s evaluating; peak RSS "
-              f"+{r['rss_mib']:.0f} MiB")
+        print(
+            f"VisA-sized: {n:,} maps of {height}x{width} ({n * height * width / 1e9:.1f} G "
+            f"pixels), in memory: {r['seconds']:.1f} s evaluating; peak RSS "
+            f"+{r['rss_mib']:.0f} MiB"
+        )
         _write_json(args.json, {"visa": r})
         return
     with tempfile.TemporaryDirectory() as tmp:
@@ -365,8 +403,10 @@ def main() -> None:
         n = args.startup_repeats
         delays = {"evaluate": startup(data, maps, n), "help": help_startup(n)}
         if args.previous:
-            delays |= {"evaluate_previous": startup(data, maps, n, args.previous),
-                       "help_previous": help_startup(n, args.previous)}
+            delays |= {
+                "evaluate_previous": startup(data, maps, n, args.previous),
+                "help_previous": help_startup(n, args.previous),
+            }
     print(f"{args.n_maps} maps of {height}x{width} (TIFF maps, PNG masks), medians:")
     f = report("floor (read + decode once)", floors)
     a = report("ours (exact, streaming)", mine)
@@ -376,14 +416,23 @@ def main() -> None:
         print(f"  ours against the previous version: {p['seconds'] / a['seconds']:.2f}x faster")
     for name, times in delays.items():
         if times:
-            print(f"  start-up, {name}: {statistics.median(times):.3f} s "
-                  f"(median of {len(times)}: {', '.join(f'{d:.3f}' for d in times)})")
-    figures = {"floor": floors, "ours": mine, "published": theirs, "previous": before,
-               "startup_s": delays}
+            print(
+                f"  start-up, {name}: {statistics.median(times):.3f} s "
+                f"(median of {len(times)}: {', '.join(f'{d:.3f}' for d in times)})"
+            )
+    figures = {
+        "floor": floors,
+        "ours": mine,
+        "published": theirs,
+        "previous": before,
+        "startup_s": delays,
+    }
     if theirs:
         b = report("published (99 thr.)", theirs)
-        print(f"  speed-up {b['seconds'] / a['seconds']:.1f}x; peak RSS "
-              f"{a['rss_mib'] / b['rss_mib']:.3f} of the published protocol's")
+        print(
+            f"  speed-up {b['seconds'] / a['seconds']:.1f}x; peak RSS "
+            f"{a['rss_mib'] / b['rss_mib']:.3f} of the published protocol's"
+        )
         gap = max(abs(mine[0]["values"][k] - theirs[0]["values"][k]) for k in mine[0]["values"])
         print(f"  largest AUPRO difference, 99 thresholds vs exact: {gap:.4f}")
     _write_json(args.json, figures)

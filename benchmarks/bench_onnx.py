@@ -46,9 +46,9 @@ def random_model(variant: str, size: int) -> L2BT:
     config = L2BTConfig(teacher=TeacherConfig(variant=variant, weights="random", image_size=size))
     teacher = load_teacher(variant, weights="random")
     torch.manual_seed(0)
-    return L2BT(config, teacher, Student(teacher.embed_dim), Student(teacher.embed_dim),
-                device="cpu")
-
+    return L2BT(
+        config, teacher, Student(teacher.embed_dim), Student(teacher.embed_dim), device="cpu"
+    )
 
 
 def main() -> None:
@@ -61,8 +61,9 @@ def main() -> None:
     args = parser.parse_args()
     variant = args.teacher or ("dinov2_vits14" if args.quick else "dinov2_vitb14_reg")
     size = args.image_size or (224 if args.quick else 1036)
-    height, width = (int(v) for v in (args.image_hw or
-                                       ("460,1130" if args.quick else "1000,1500")).split(","))
+    height, width = (
+        int(v) for v in (args.image_hw or ("460,1130" if args.quick else "1000,1500")).split(",")
+    )
     repeats = args.repeats or (3 if args.quick else 5)
 
     model = random_model(variant, size)
@@ -74,18 +75,23 @@ def main() -> None:
         export_seconds = time.perf_counter() - tic
         file_mib = path.stat().st_size / 2**20
         engine = OnnxRuntimePredictor(path, device="cpu")
-    seconds = interleaved_seconds({"torch": lambda: model.predict(image),
-                                   "onnxruntime": lambda: engine.predict(image)}, repeats)
+    seconds = interleaved_seconds(
+        {"torch": lambda: model.predict(image), "onnxruntime": lambda: engine.predict(image)},
+        repeats,
+    )
     reference, got = model.predict(image), engine.predict(image)
-    map_error = float(np.abs(got.anomaly_map - reference.anomaly_map).max()
-                      / np.abs(reference.anomaly_map).max())
+    map_error = float(
+        np.abs(got.anomaly_map - reference.anomaly_map).max() / np.abs(reference.anomaly_map).max()
+    )
     score_error = abs(got.score - reference.score) / abs(reference.score)
 
     torch_s = statistics.median(seconds["torch"])
     ort_s = statistics.median(seconds["onnxruntime"])
-    print(f"{variant} at {size} px, fp32, one {height} × {width} image, {repeats} interleaved "
-          f"repeats; torch {torch.__version__} ({torch.get_num_threads()} threads), "
-          f"onnxruntime {engine.session.get_providers()[0]}")
+    print(
+        f"{variant} at {size} px, fp32, one {height} × {width} image, {repeats} interleaved "
+        f"repeats; torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"onnxruntime {engine.session.get_providers()[0]}"
+    )
     print(f"export: {export_seconds:.1f} s, {file_mib:.1f} MiB")
     print("| engine | median s/image | all runs (s) |")
     print("|---|---|---|")
@@ -93,8 +99,10 @@ def main() -> None:
         runs = seconds["torch" if name == "torch eager" else "onnxruntime"]
         print(f"| {name} | {median:.3f} | {', '.join(f'{s:.3f}' for s in runs)} |")
     print(f"onnxruntime / torch: {ort_s / torch_s:.2f}")
-    print(f"map difference: {map_error:.2e} relative (max |Δ| / max |map|); "
-          f"score: {score_error:.2e} relative")
+    print(
+        f"map difference: {map_error:.2e} relative (max |Δ| / max |map|); "
+        f"score: {score_error:.2e} relative"
+    )
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ def naive_greedy(points: torch.Tensor, size: int) -> torch.Tensor:
     chosen = [0]
     for _ in range(size):
         centre = points[chosen[-1]]
-        fresh = (points.square().sum(1) + centre.square().sum() - 2.0 * points @ centre)
+        fresh = points.square().sum(1) + centre.square().sum() - 2.0 * points @ centre
         nearest = torch.minimum(nearest, fresh.clamp(min=0))
         chosen.append(int(nearest.argmax()))
     return torch.tensor(chosen)
@@ -74,12 +74,17 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=500_000, help="patches in the selection")
     parser.add_argument("--picks", type=int, default=500, help="picks timed per repeat")
     parser.add_argument("--points", choices=("gaussian", "clustered"), default="gaussian")
-    parser.add_argument("--naive", action="store_true",
-                        help="also time the from-scratch version (slow)")
+    parser.add_argument(
+        "--naive", action="store_true", help="also time the from-scratch version (slow)"
+    )
     parser.add_argument("--bank", type=int, default=20_000, help="bank rows for scoring")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads (default: torch's; 1 is steadier on a busy machine)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: torch's; 1 is steadier on a busy machine)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -90,27 +95,38 @@ def main() -> None:
     codes = quantize(projected, code_scale(float(projected.abs().max())))
     points = codes.float()  # the same codes as float32 values, for the reference
     del projected
-    variants = {"runs": lambda: greedy_coreset(codes, args.picks),
-                "reference": lambda: greedy_coreset_reference(points, args.picks)}
+    variants = {
+        "runs": lambda: greedy_coreset(codes, args.picks),
+        "reference": lambda: greedy_coreset_reference(points, args.picks),
+    }
     if args.naive:
         variants["naive"] = lambda: naive_greedy(points, args.picks)
     results = interleaved_with_peak_rss(variants, args.repeats)
     difference = first_difference(results["runs"][2].indices, results["reference"][2].indices)
     per_pick = {name: seconds / args.picks for name, (seconds, _, _) in results.items()}
-    print(f"\ncoreset, N = {args.n:,} x 128 ({args.points}), {args.picks} picks, "
-          f"medians of {args.repeats}, alternating")
-    labels = {"runs": "runs, int8 codes", "reference": "one pick, float32",
-              "naive": "naive, from scratch"}
+    print(
+        f"\ncoreset, N = {args.n:,} x 128 ({args.points}), {args.picks} picks, "
+        f"medians of {args.repeats}, alternating"
+    )
+    labels = {
+        "runs": "runs, int8 codes",
+        "reference": "one pick, float32",
+        "naive": "naive, from scratch",
+    }
     for name, (_, memory, _) in results.items():
         print(f"  {labels[name]:20s} {1e3 * per_pick[name]:8.3f} ms/pick   peak +{memory:7.1f} MiB")
-    print(f"  speed-up over one pick at a time {per_pick['reference'] / per_pick['runs']:.2f}x; "
-          f"same picks: {'yes' if difference is None else f'no, from pick {difference}'}")
+    print(
+        f"  speed-up over one pick at a time {per_pick['reference'] / per_pick['runs']:.2f}x; "
+        f"same picks: {'yes' if difference is None else f'no, from pick {difference}'}"
+    )
     print("  extrapolated (time per pick linear in N, ratio 0.1):")
     for images in (209, 391, 761):  # bottle, MVTec's largest train set, a large VisA one
         n = images * 74 * 74
         hours = {name: 0.1 * n * per_pick[name] * n / args.n / 3600 for name in per_pick}
-        print(f"    {images} images x 5,476 patches = {n / 1e6:.2f} M: "
-              f"{hours['runs']:7.2f} h (one pick at a time {hours['reference']:7.2f} h)")
+        print(
+            f"    {images} images x 5,476 patches = {n / 1e6:.2f} M: "
+            f"{hours['runs']:7.2f} h (one pick at a time {hours['reference']:7.2f} h)"
+        )
 
     queries = torch.randn(74 * 74, 1536)
     bank = torch.randn(args.bank, 1536)
@@ -119,16 +135,20 @@ def main() -> None:
     cdist, cdist_mem = timed(lambda: torch.cdist(queries, bank).min(dim=1).values, args.repeats)
     flops = 2 * queries.shape[0] * args.bank * 1536
     print(f"\nnearest neighbours, 5,476 queries x bank {args.bank:,} x 1,536")
-    print(f"  ours   {ours:7.3f} s/img  {flops / ours / 1e9:6.1f} GFLOP/s  "
-          f"peak +{ours_mem:7.1f} MiB")
-    print(f"  cdist  {cdist:7.3f} s/img  {flops / cdist / 1e9:6.1f} GFLOP/s  "
-          f"peak +{cdist_mem:7.1f} MiB")
+    print(
+        f"  ours   {ours:7.3f} s/img  {flops / ours / 1e9:6.1f} GFLOP/s  peak +{ours_mem:7.1f} MiB"
+    )
+    print(
+        f"  cdist  {cdist:7.3f} s/img  {flops / cdist / 1e9:6.1f} GFLOP/s  "
+        f"peak +{cdist_mem:7.1f} MiB"
+    )
     print(f"  speed-up {cdist / ours:.2f}x")
     per_row = ours / args.bank
     for images in (209, 761):
         rows = round(0.1 * images * 74 * 74)
-        print(f"    bank of {images} images at ratio 0.1 ({rows:,} rows): "
-              f"{per_row * rows:6.1f} s/img")
+        print(
+            f"    bank of {images} images at ratio 0.1 ({rows:,} rows): {per_row * rows:6.1f} s/img"
+        )
 
 
 if __name__ == "__main__":

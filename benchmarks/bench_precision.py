@@ -47,10 +47,13 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 def matmul_rates(n: int, dim: int, repeats: int) -> dict[str, float]:
     """GFLOP/s of an (n, D) @ (D, 4D) product in fp32 and in bf16."""
-    operands = {name: (torch.randn(n, dim).to(dtype), torch.randn(dim, 4 * dim).to(dtype))
-                for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+    operands = {
+        name: (torch.randn(n, dim).to(dtype), torch.randn(dim, 4 * dim).to(dtype))
+        for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))
+    }
     seconds = interleaved_medians(
-        {name: (lambda a=a, b=b: a @ b) for name, (a, b) in operands.items()}, repeats)
+        {name: (lambda a=a, b=b: a @ b) for name, (a, b) in operands.items()}, repeats
+    )
     return {name: 2 * n * dim * 4 * dim / s / 1e9 for name, s in seconds.items()}
 
 
@@ -66,27 +69,43 @@ def bench_teacher(args: argparse.Namespace) -> dict[str, object]:
     grid = args.image_size // 14
     n_tokens = grid * grid + 1 + teacher.num_register_tokens
     x = torch.randn(1, 3, args.image_size, args.image_size)
-    seconds = interleaved_medians({
-        "fp32": lambda: teacher.features(x, layers),
-        "autocast": lambda: autocast_features(teacher, x, layers),
-        "bf16": lambda: teacher.features(x, layers, "bf16"),
-    }, args.repeats)
+    seconds = interleaved_medians(
+        {
+            "fp32": lambda: teacher.features(x, layers),
+            "autocast": lambda: autocast_features(teacher, x, layers),
+            "bf16": lambda: teacher.features(x, layers, "bf16"),
+        },
+        args.repeats,
+    )
     flops = teacher_flops(n_tokens, teacher.embed_dim, max(layers) + 1)
     rates = matmul_rates(n_tokens, teacher.embed_dim, args.repeats)
-    print(f"\n[teacher] {args.teacher}, {args.image_size} px, {flops / 1e9:.0f} GFLOP per image,"
-          f" medians of {args.repeats}")
-    for name, label in (("fp32", "fp32"), ("autocast", "bf16 autocast (before)"),
-                        ("bf16", "bf16 (weights cast once)")):
+    print(
+        f"\n[teacher] {args.teacher}, {args.image_size} px, {flops / 1e9:.0f} GFLOP per image,"
+        f" medians of {args.repeats}"
+    )
+    for name, label in (
+        ("fp32", "fp32"),
+        ("autocast", "bf16 autocast (before)"),
+        ("bf16", "bf16 (weights cast once)"),
+    ):
         rate = flops / seconds[name] / 1e9
-        print(f"  {label:26s} {seconds[name]:8.2f} s/img  {rate:7.1f} GFLOP/s"
-              f"   fp32 / this {seconds['fp32'] / seconds[name]:5.2f}x")
-    print(f"  plain matmul ({n_tokens}x{teacher.embed_dim} @ {teacher.embed_dim}x"
-          f"{4 * teacher.embed_dim}): fp32 {rates['fp32']:.1f}, bf16 {rates['bf16']:.1f} GFLOP/s"
-          f" ({rates['bf16'] / rates['fp32']:.2f}x)")
+        print(
+            f"  {label:26s} {seconds[name]:8.2f} s/img  {rate:7.1f} GFLOP/s"
+            f"   fp32 / this {seconds['fp32'] / seconds[name]:5.2f}x"
+        )
+    print(
+        f"  plain matmul ({n_tokens}x{teacher.embed_dim} @ {teacher.embed_dim}x"
+        f"{4 * teacher.embed_dim}): fp32 {rates['fp32']:.1f}, bf16 {rates['bf16']:.1f} GFLOP/s"
+        f" ({rates['bf16'] / rates['fp32']:.2f}x)"
+    )
     if args.profile:
         profile_block(teacher, n_tokens)
-    return {"seconds": seconds, "gflop": flops / 1e9, "matmul_gflops": rates,
-            "speedup": seconds["fp32"] / seconds["bf16"]}
+    return {
+        "seconds": seconds,
+        "gflop": flops / 1e9,
+        "matmul_gflops": rates,
+        "speedup": seconds["fp32"] / seconds["bf16"],
+    }
 
 
 def profile_block(teacher: Teacher, n_tokens: int) -> None:
@@ -94,19 +113,22 @@ def profile_block(teacher: Teacher, n_tokens: int) -> None:
     from torch.profiler import profile
 
     tokens = torch.randn(1, n_tokens, teacher.embed_dim)
-    runs = {"fp32": lambda: teacher.blocks[0](tokens),
-            "autocast": lambda: autocast_block(teacher, tokens),
-            "bf16": lambda: teacher.blocks_in(torch.bfloat16)[0](tokens)}
+    runs = {
+        "fp32": lambda: teacher.blocks[0](tokens),
+        "autocast": lambda: autocast_block(teacher, tokens),
+        "bf16": lambda: teacher.blocks_in(torch.bfloat16)[0](tokens),
+    }
     with torch.inference_mode():
         for name, run in runs.items():
             run()
             with profile() as prof:
                 run()
-            events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total,
-                            reverse=True)
+            events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
             total = sum(e.self_cpu_time_total for e in events) / 1e3
-            top = ", ".join(f"{e.key.removeprefix('aten::')} {e.self_cpu_time_total / 1e3:.0f}"
-                            f" ({e.count})" for e in events[:7])
+            top = ", ".join(
+                f"{e.key.removeprefix('aten::')} {e.self_cpu_time_total / 1e3:.0f} ({e.count})"
+                for e in events[:7]
+            )
             print(f"  one block, {name}: {total:.0f} ms; ms (calls): {top}")
 
 
@@ -121,14 +143,25 @@ def bench_students(args: argparse.Namespace, dim: int) -> dict[str, object]:
     early = rng.normal(size=(8, grid, grid, dim)).astype(np.float16)
     late = (np.tanh(early) + 0.3 * rng.normal(size=early.shape)).astype(np.float16)
     with tempfile.TemporaryDirectory() as tmp:
-        features = TrainFeatures(early.reshape(-1, dim), late.reshape(-1, dim),
-                                 grids=np.full((8, 2), grid), folder=Path(tmp))
+        features = TrainFeatures(
+            early.reshape(-1, dim),
+            late.reshape(-1, dim),
+            grids=np.full((8, 2), grid),
+            folder=Path(tmp),
+        )
         # (8, grid, grid, D) -> (8·grid², D) rows, as the feature cache holds them
         config = TrainConfig(epochs=1, batch_size=4)  # 2 steps of 4 images
-        train = interleaved_medians({
-            precision: (lambda p=precision: train_students(features, config, torch.device("cpu"),
-                                                           False, p))
-            for precision in ("fp32", "bf16")}, args.repeats)
+        train = interleaved_medians(
+            {
+                precision: (
+                    lambda p=precision: train_students(
+                        features, config, torch.device("cpu"), False, p
+                    )
+                )
+                for precision in ("fp32", "bf16")
+            },
+            args.repeats,
+        )
     forward, backward = new_students(dim, seed=0)
     e, t = (torch.from_numpy(a[:1].astype(np.float32)) for a in (early, late))
 
@@ -136,25 +169,41 @@ def bench_students(args: argparse.Namespace, dim: int) -> dict[str, object]:
         with torch.inference_mode():
             return patch_anomaly(forward, backward, e, t, precision)
 
-    infer = interleaved_medians({p: (lambda p=p: predict(p)) for p in ("fp32", "bf16")},
-                                args.repeats)
+    infer = interleaved_medians(
+        {p: (lambda p=p: predict(p)) for p in ("fp32", "bf16")}, args.repeats
+    )
     step = {p: s / 2 for p, s in train.items()}
     print(f"\n[students] D = {dim}, {grid}x{grid} patches per image")
-    print(f"  predict, 1 image:           fp32 {infer['fp32']:6.3f} s  bf16 {infer['bf16']:6.3f} s"
-          f"  {infer['fp32'] / infer['bf16']:.2f}x")
-    print(f"  training step, 4 images:    fp32 {step['fp32']:6.3f} s  bf16 {step['bf16']:6.3f} s"
-          f"  {step['fp32'] / step['bf16']:.2f}x")
-    return {"predict_seconds": infer, "train_step_seconds": step,
-            "train_speedup": step["fp32"] / step["bf16"]}
+    print(
+        f"  predict, 1 image:           fp32 {infer['fp32']:6.3f} s  bf16 {infer['bf16']:6.3f} s"
+        f"  {infer['fp32'] / infer['bf16']:.2f}x"
+    )
+    print(
+        f"  training step, 4 images:    fp32 {step['fp32']:6.3f} s  bf16 {step['bf16']:6.3f} s"
+        f"  {step['fp32'] / step['bf16']:.2f}x"
+    )
+    return {
+        "predict_seconds": infer,
+        "train_step_seconds": step,
+        "train_speedup": step["fp32"] / step["bf16"],
+    }
 
 
 def fit_and_predict(split, precision: str, args: argparse.Namespace, work: Path) -> Path:
     """Fit on the split's training images in `precision`, predict its test images into
     `work/<precision>/maps/<category>/...`; returns the maps folder."""
-    config = L2BTConfig(TeacherConfig("dinov2_vits14", "random", args.fidelity_size),
-                        TrainConfig(epochs=args.epochs))
-    model = L2BT.fit([s.image for s in split.train], config, device="cpu", precision=precision,
-                     cache_dir=work / "cache", progress=False)
+    config = L2BTConfig(
+        TeacherConfig("dinov2_vits14", "random", args.fidelity_size),
+        TrainConfig(epochs=args.epochs),
+    )
+    model = L2BT.fit(
+        [s.image for s in split.train],
+        config,
+        device="cpu",
+        precision=precision,
+        cache_dir=work / "cache",
+        progress=False,
+    )
     maps = work / precision / "maps"
     items = [PredictItem(s.image, s.key) for s in split.evaluable_test]
     predict_to_folder(model, items, maps / split.name, overlays=False, progress=False)
@@ -182,8 +231,9 @@ def metric_changes(fp32: dict, bf16: dict) -> dict[str, float | None]:
     for limit, bins in fp32["aupro"].items():
         for name, value in bins.items():
             other = bf16["aupro"][limit][name]
-            changes[f"aupro@{limit}/{name}"] = (None if value is None or other is None
-                                                else other - value)
+            changes[f"aupro@{limit}/{name}"] = (
+                None if value is None or other is None else other - value
+            )
     for key in ("p_auroc", "i_auroc"):
         changes[key] = None if fp32[key] is None else bf16[key] - fp32[key]
     return changes
@@ -191,9 +241,11 @@ def metric_changes(fp32: dict, bf16: dict) -> dict[str, float | None]:
 
 def bench_fidelity(args: argparse.Namespace) -> dict[str, object]:
     split = load_category(args.data, args.category)
-    print(f"\n[fidelity] {args.category}: {len(split.train)} training, "
-          f"{len(split.evaluable_test)} test images; random ViT-S/14 at {args.fidelity_size} px,"
-          f" {args.epochs} epochs")
+    print(
+        f"\n[fidelity] {args.category}: {len(split.train)} training, "
+        f"{len(split.evaluable_test)} test images; random ViT-S/14 at {args.fidelity_size} px,"
+        f" {args.epochs} epochs"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         tic = time.perf_counter()
@@ -204,8 +256,10 @@ def bench_fidelity(args: argparse.Namespace) -> dict[str, object]:
     changes = metric_changes(results["fp32"], results["bf16"])
     known = [abs(v) for v in changes.values() if v is not None]
     largest = max(known) if known else 0.0
-    print(f"  map relative error {errors['relative_error']:.2e} (worst image "
-          f"{errors['worst_image']:.2e})")
+    print(
+        f"  map relative error {errors['relative_error']:.2e} (worst image "
+        f"{errors['worst_image']:.2e})"
+    )
     print(f"  {'AUPRO':<10}" + "".join(f" {name:>16}" for name in ("q1", "q2", "q3", "all")))
     for limit in results["fp32"]["aupro"]:
         cells = []
@@ -217,8 +271,13 @@ def bench_fidelity(args: argparse.Namespace) -> dict[str, object]:
         value, change = results["fp32"][key], changes[key]
         print(f"  {key:<10} {value:.4f} {change:+.4f}" if change is not None else f"  {key}: —")
     print(f"  largest |change| {largest:.4f} (target <= 0.01); {seconds:.0f} s")
-    return {"map_errors": errors, "fp32": results["fp32"], "bf16": results["bf16"],
-            "changes": changes, "largest_change": largest}
+    return {
+        "map_errors": errors,
+        "fp32": results["fp32"],
+        "bf16": results["bf16"],
+        "changes": changes,
+        "largest_change": largest,
+    }
 
 
 def main() -> None:
@@ -233,8 +292,11 @@ def main() -> None:
     parser.add_argument("--skip-fidelity", action="store_true")
     parser.add_argument("--profile", action="store_true", help="top operators of one block")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
-    parser.add_argument("--quick", action="store_true",
-                        help="ViT-S at 224 px, 1 repeat, the mini data set, 112 px, 1 epoch")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="ViT-S at 224 px, 1 repeat, the mini data set, 112 px, 1 epoch",
+    )
     args = parser.parse_args()
     if args.quick:
         args.teacher, args.image_size, args.repeats = "dinov2_vits14", 224, 1

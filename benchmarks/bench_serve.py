@@ -79,8 +79,15 @@ def fit_small_run(folder: Path, image_size: int, device: str) -> Path:
         path.write_bytes(textured_png(96, 128, seed))
         images.append(path)
     config = L2BTConfig(TeacherConfig("dinov2_vits14", "random", image_size), TrainConfig(1))
-    model = L2BT.fit(images[:12], config, device=device, cache_dir=folder / "cache",
-                     progress=False, calibration_images=images[12:], false_alarm_rate=0.2)
+    model = L2BT.fit(
+        images[:12],
+        config,
+        device=device,
+        cache_dir=folder / "cache",
+        progress=False,
+        calibration_images=images[12:],
+        false_alarm_rate=0.2,
+    )
     return model.save(folder / "run")
 
 
@@ -90,12 +97,26 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start_server(run: Path, batch_size: int, args: argparse.Namespace, log: Path
-                 ) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(
+    run: Path, batch_size: int, args: argparse.Namespace, log: Path
+) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    command = [sys.executable, "-m", "l2bt", "serve", "--model", str(run), "--port", str(port),
-               "--batch-size", str(batch_size), "--queue-size", str(max(16, 2 * args.clients)),
-               "--device", args.device]
+    command = [
+        sys.executable,
+        "-m",
+        "l2bt",
+        "serve",
+        "--model",
+        str(run),
+        "--port",
+        str(port),
+        "--batch-size",
+        str(batch_size),
+        "--queue-size",
+        str(max(16, 2 * args.clients)),
+        "--device",
+        args.device,
+    ]
     with log.open("wb") as out:
         server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -146,8 +167,9 @@ class Load:
                 body = self.bodies[number % len(self.bodies)]
                 started = time.perf_counter()
                 try:
-                    response = client.post("/v1/predict", content=body,
-                                           headers={"content-type": "image/png"})
+                    response = client.post(
+                        "/v1/predict", content=body, headers={"content-type": "image/png"}
+                    )
                 except httpx.HTTPError as e:
                     self.record(type(e).__name__, time.perf_counter() - started, None)
                     continue
@@ -162,8 +184,9 @@ class Load:
                 self.server_seconds.append(server_seconds)
 
 
-def measure(url: str, bodies: list[bytes], batch_size: int, image: str,
-            args: argparse.Namespace) -> Result:
+def measure(
+    url: str, bodies: list[bytes], batch_size: int, image: str, args: argparse.Namespace
+) -> Result:
     with httpx.Client(base_url=url, timeout=REQUEST_TIMEOUT_S) as client:
         for body in bodies[:2]:  # warm-up: first-call set-up stays out of the figures
             client.post("/v1/predict", content=body).raise_for_status()
@@ -177,36 +200,55 @@ def measure(url: str, bodies: list[bytes], batch_size: int, image: str,
     elapsed = time.perf_counter() - started
     latencies = np.array(load.latencies or [np.nan])
     p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
-    return Result(batch_size=batch_size, clients=args.clients, image=image,
-                  requests=sum(load.statuses.values()), answered=len(load.latencies),
-                  errors={k: v for k, v in load.statuses.items() if k != "200"},
-                  seconds=round(elapsed, 3), throughput_rps=len(load.latencies) / elapsed,
-                  latency_p50_s=float(p50), latency_p95_s=float(p95), latency_p99_s=float(p99),
-                  server_seconds_p50=float(np.median(load.server_seconds or [np.nan])))
+    return Result(
+        batch_size=batch_size,
+        clients=args.clients,
+        image=image,
+        requests=sum(load.statuses.values()),
+        answered=len(load.latencies),
+        errors={k: v for k, v in load.statuses.items() if k != "200"},
+        seconds=round(elapsed, 3),
+        throughput_rps=len(load.latencies) / elapsed,
+        latency_p50_s=float(p50),
+        latency_p95_s=float(p95),
+        latency_p99_s=float(p99),
+        server_seconds_p50=float(np.median(load.server_seconds or [np.nan])),
+    )
 
 
 def print_table(results: list[Result]) -> None:
-    print(f"{'batch':>5} {'clients':>7} {'image':>10} {'sent':>5} {'ok':>5} {'errors':>8} "
-          f"{'req/s':>7} {'p50 s':>7} {'p95 s':>7} {'p99 s':>7} {'server p50':>10}")
+    print(
+        f"{'batch':>5} {'clients':>7} {'image':>10} {'sent':>5} {'ok':>5} {'errors':>8} "
+        f"{'req/s':>7} {'p50 s':>7} {'p95 s':>7} {'p99 s':>7} {'server p50':>10}"
+    )
     for r in results:
         errors = sum(r.errors.values())
-        print(f"{r.batch_size:>5} {r.clients:>7} {r.image:>10} {r.requests:>5} {r.answered:>5} "
-              f"{errors:>8} {r.throughput_rps:>7.2f} {r.latency_p50_s:>7.3f} "
-              f"{r.latency_p95_s:>7.3f} {r.latency_p99_s:>7.3f} {r.server_seconds_p50:>10.3f}")
+        print(
+            f"{r.batch_size:>5} {r.clients:>7} {r.image:>10} {r.requests:>5} {r.answered:>5} "
+            f"{errors:>8} {r.throughput_rps:>7.2f} {r.latency_p50_s:>7.3f} "
+            f"{r.latency_p95_s:>7.3f} {r.latency_p99_s:>7.3f} {r.server_seconds_p50:>10.3f}"
+        )
         if r.errors:
             print(f"      errors by status: {r.errors}")
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=None,
-                        help="run folder (default: fit a small random-weight run here)")
-    parser.add_argument("--quick", action="store_true",
-                        help="a seconds-long smoke run: 64x96 images, 56 px model, 4 clients, "
-                        "40 requests, batch 4")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="run folder (default: fit a small random-weight run here)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a seconds-long smoke run: 64x96 images, 56 px model, 4 clients, 40 requests, batch 4",
+    )
     parser.add_argument("--image", default="1000x1500", help="request image, HxW")
-    parser.add_argument("--image-size", type=int, default=448,
-                        help="the fitted run's input side (without --model)")
+    parser.add_argument(
+        "--image-size", type=int, default=448, help="the fitted run's input side (without --model)"
+    )
     parser.add_argument("--batch-sizes", default="1,4", help="one server run per batch size")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=400, help="most requests sent")
@@ -236,8 +278,10 @@ def main() -> int:
             finally:
                 stop_server(server)
     model = args.model or f"random-weight dinov2_vits14, input {args.image_size} px"
-    print(f"l2bt serve: model {model}, device {args.device}, PNG requests of {args.image} "
-          f"(one size); each client waits for its answer before sending the next")
+    print(
+        f"l2bt serve: model {model}, device {args.device}, PNG requests of {args.image} "
+        f"(one size); each client waits for its answer before sending the next"
+    )
     print_table(results)
     if args.out:
         args.out.write_text(json.dumps([asdict(r) for r in results], indent=2))

@@ -52,7 +52,7 @@ def reextraction_epoch(teacher, images, config, students, optimizer) -> None:
     """One epoch of the naive schedule: teacher features recomputed for every batch."""
     forward, backward = students
     for start in range(0, len(images), 4):
-        x = torch.stack([preprocess(im, config.image_size)[0] for im in images[start:start + 4]])
+        x = torch.stack([preprocess(im, config.image_size)[0] for im in images[start : start + 4]])
         early, late = teacher.features(x, config.layers)
         early, late = early.flatten(0, 2), late.flatten(0, 2)  # (B, h, w, D) -> (B·h·w, D)
         loss = cosine_loss(forward(early), late) + cosine_loss(backward(late), early)
@@ -75,8 +75,10 @@ def main() -> None:
     if args.quick:
         args.image_size, args.repeats = 518, 1
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{args.teacher} (random weights), input {args.image_size} px")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{args.teacher} (random weights), input {args.image_size} px"
+    )
 
     teacher = load_teacher(args.teacher, weights="random")
     config = TeacherConfig(args.teacher, "random", args.image_size)
@@ -95,10 +97,12 @@ def main() -> None:
     flops = teacher_flops(n_tokens, dim, blocks, n_patches)
     rate = flops / t_teacher / 1e9
     mm_rate = matmul_gflops(n_tokens, dim, args.repeats)
-    print(f"\n[teacher] {flops / 1e9:.0f} GFLOP per image in {t_teacher:.2f} s"
-          f" = {rate:.1f} GFLOP/s;"
-          f" plain fp32 matmul ({n_tokens}x{dim} @ {dim}x{4 * dim}) {mm_rate:.1f} GFLOP/s;"
-          f" ratio {rate / mm_rate:.2f}")
+    print(
+        f"\n[teacher] {flops / 1e9:.0f} GFLOP per image in {t_teacher:.2f} s"
+        f" = {rate:.1f} GFLOP/s;"
+        f" plain fp32 matmul ({n_tokens}x{dim} @ {dim}x{4 * dim}) {mm_rate:.1f} GFLOP/s;"
+        f" ratio {rate / mm_rate:.2f}"
+    )
 
     # 2. Predict latency split.
     early, late = teacher.features(x, config.layers)
@@ -110,13 +114,18 @@ def main() -> None:
 
     patch_maps = students_step()
     t_students = median_seconds(students_step, args.repeats)
-    t_post = median_seconds(lambda: image_score(to_image_maps(patch_maps, geometry)[0]),
-                            args.repeats)
+    t_post = median_seconds(
+        lambda: image_score(to_image_maps(patch_maps, geometry)[0]), args.repeats
+    )
     t_pre = median_seconds(lambda: preprocess(image, args.image_size), args.repeats)
     total = t_pre + t_teacher + t_students + t_post
     print(f"\n[predict {height}x{width} image, medians of {args.repeats}] total {total:.2f} s")
-    for name, t in (("preprocess", t_pre), ("teacher", t_teacher), ("students", t_students),
-                    ("post-processing", t_post)):
+    for name, t in (
+        ("preprocess", t_pre),
+        ("teacher", t_teacher),
+        ("students", t_students),
+        ("post-processing", t_post),
+    ):
         print(f"  {name:16s} {t:8.3f} s  {100 * t / total:5.1f} %")
 
     # 3. Training: cache vs re-extraction.
@@ -127,8 +136,14 @@ def main() -> None:
             paths.append(Path(tmp) / f"{i}.png")
             make_image(height + 7 * i, width, paths[-1])
         tic = time.perf_counter()
-        features = cached_train_features(teacher, paths, config, torch.device("cpu"),
-                                         cache_dir=Path(tmp) / "cache", progress=False)
+        features = cached_train_features(
+            teacher,
+            paths,
+            config,
+            torch.device("cpu"),
+            cache_dir=Path(tmp) / "cache",
+            progress=False,
+        )
         t_extract = time.perf_counter() - tic
         tic = time.perf_counter()
         train_students(features, TrainConfig(epochs=epochs), torch.device("cpu"), progress=False)
@@ -145,8 +160,10 @@ def main() -> None:
     print(f"\n[fit, {n} images, measured over {epochs} epochs]")
     print(f"  cached:       extraction {t_extract:.1f} s once + {t_cached_epoch:.2f} s/epoch")
     print(f"  re-extraction: {t_naive_epoch:.1f} s/epoch")
-    print(f"  over {args.full_epochs} epochs: cached {cached:.0f} s, re-extraction {naive:.0f} s,"
-          f" speed-up {naive / cached:.1f}x")
+    print(
+        f"  over {args.full_epochs} epochs: cached {cached:.0f} s, re-extraction {naive:.0f} s,"
+        f" speed-up {naive / cached:.1f}x"
+    )
 
 
 if __name__ == "__main__":

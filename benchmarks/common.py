@@ -22,8 +22,12 @@ def wall_seconds(function: Callable[[], object]) -> float:
     return time.perf_counter() - tic
 
 
-def interleaved_seconds(functions: Mapping[str, Callable[[], object]], repeats: int,
-                        warmup: int = 1, timer: Timer = wall_seconds) -> dict[str, list[float]]:
+def interleaved_seconds(
+    functions: Mapping[str, Callable[[], object]],
+    repeats: int,
+    warmup: int = 1,
+    timer: Timer = wall_seconds,
+) -> dict[str, list[float]]:
     """Seconds of each call: `warmup` untimed calls each, then `repeats` rounds in turn."""
     for function in functions.values():
         for _ in range(warmup):
@@ -36,15 +40,20 @@ def interleaved_seconds(functions: Mapping[str, Callable[[], object]], repeats: 
     return seconds
 
 
-def interleaved_medians(functions: Mapping[str, Callable[[], object]], repeats: int,
-                        warmup: int = 1, timer: Timer = wall_seconds) -> dict[str, float]:
+def interleaved_medians(
+    functions: Mapping[str, Callable[[], object]],
+    repeats: int,
+    warmup: int = 1,
+    timer: Timer = wall_seconds,
+) -> dict[str, float]:
     """Median seconds per function, timed as `interleaved_seconds`."""
     seconds = interleaved_seconds(functions, repeats, warmup, timer)
     return {name: statistics.median(values) for name, values in seconds.items()}
 
 
-def median_seconds(function: Callable[[], object], repeats: int, warmup: int = 1,
-                   timer: Timer = wall_seconds) -> float:
+def median_seconds(
+    function: Callable[[], object], repeats: int, warmup: int = 1, timer: Timer = wall_seconds
+) -> float:
     """Median seconds of one function's calls."""
     return interleaved_medians({"only": function}, repeats, warmup, timer)["only"]
 
@@ -55,8 +64,9 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def interleaved_with_peak_rss(functions: Mapping[str, Callable[[], object]], repeats: int
-                              ) -> dict[str, tuple[float, float, object]]:
+def interleaved_with_peak_rss(
+    functions: Mapping[str, Callable[[], object]], repeats: int
+) -> dict[str, tuple[float, float, object]]:
     """For each function: median seconds over `repeats` calls in turn, the peak RSS increase
     (MiB) during its calls, sampled every 5 ms by a thread, and what its last call returned."""
     peaks = dict.fromkeys(functions, 0)
@@ -73,13 +83,15 @@ def interleaved_with_peak_rss(functions: Mapping[str, Callable[[], object]], rep
             before = peak[0] = rss_bytes()
             outputs[name] = functions[name]()
             peaks[name] = max(peaks[name], max(peak[0], rss_bytes()) - before)
+
         return call
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:
-        seconds = interleaved_medians({name: measured(name) for name in functions}, repeats,
-                                      warmup=0)
+        seconds = interleaved_medians(
+            {name: measured(name) for name in functions}, repeats, warmup=0
+        )
     finally:
         done.set()
         sampler.join()

@@ -23,8 +23,9 @@ def textured_image(height: int, width: int, seed: int) -> np.ndarray:
     return np.repeat(gray[:, :, None], 3, axis=2).astype(np.uint8)
 
 
-def write_mvtec_tree(root: Path, category: str = "toy", sizes=((40, 60), (56, 42), (45, 45)),
-                     n_train: int = 6) -> Path:
+def write_mvtec_tree(
+    root: Path, category: str = "toy", sizes=((40, 60), (56, 42), (45, 45)), n_train: int = 6
+) -> Path:
     """A tiny MVTec AD tree: train/good, test/good, test/spot with masks."""
     base = root / category
     for sub in ("train/good", "test/good", "test/spot", "ground_truth/spot"):
@@ -36,7 +37,7 @@ def write_mvtec_tree(root: Path, category: str = "toy", sizes=((40, 60), (56, 42
         Image.fromarray(textured_image(h, w, 100 + i)).save(base / "test/good" / f"{i:03d}.png")
         image = textured_image(h, w, 200 + i)
         mask = np.zeros((h, w), np.uint8)
-        mask[h // 3:h // 3 + 6, w // 2:w // 2 + 5] = 255
+        mask[h // 3 : h // 3 + 6, w // 2 : w // 2 + 5] = 255
         image[mask > 0] = 255
         Image.fromarray(image).save(base / "test/spot" / f"{i:03d}.png")
         Image.fromarray(mask).save(base / "ground_truth/spot" / f"{i:03d}_mask.png")

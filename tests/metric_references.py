@@ -34,7 +34,7 @@ def random_case(seed, n_images=4, levels=None, size=(3, 12), every_other_defect_
         n_defects = 0 if every_other_defect_free and i % 2 == 0 else rng.integers(0, 4)
         for _ in range(n_defects):
             y, x = rng.integers(0, h), rng.integers(0, w)
-            k[y:y + rng.integers(1, 4), x:x + rng.integers(1, 5)] = True
+            k[y : y + rng.integers(1, 4), x : x + rng.integers(1, 5)] = True
             if levels is None:
                 m[k] += rng.random() * 0.3
         maps.append(m.astype(np.float32))

@@ -37,13 +37,16 @@ def test_image_maps_are_cropped_from_the_padded_square_at_the_pad_offsets(height
     maps = to_image_maps(patch_maps, geometry)
     assert maps.shape == (2, height, width) and maps.dtype == np.float32
     side = max(height, width)
-    full = F.interpolate(patch_maps[:, None], size=(side, side),
-                         mode="bilinear", align_corners=False)
+    full = F.interpolate(
+        patch_maps[:, None], size=(side, side), mode="bilinear", align_corners=False
+    )
     for _ in range(5):
         full = reference_box_blur(full, 5)
     for _ in range(3):
         full = reference_box_blur(full, 7)
-    expected = full[:, 0, geometry.top:geometry.top + height, geometry.left:geometry.left + width]
+    expected = full[
+        :, 0, geometry.top : geometry.top + height, geometry.left : geometry.left + width
+    ]
     assert np.allclose(maps, expected.numpy(), atol=1e-6)
 
 
@@ -79,5 +82,6 @@ def test_patch_anomaly_is_the_product_of_normalised_distances():
     assert got.shape == (2, 3, 5) and torch.allclose(got, expected, atol=1e-6)
     # A perfect pair of students gives zero anomaly everywhere.
     identity = torch.nn.Identity()
-    assert torch.allclose(patch_anomaly(identity, identity, early, early),
-                          torch.zeros(2, 3, 5), atol=1e-6)
+    assert torch.allclose(
+        patch_anomaly(identity, identity, early, early), torch.zeros(2, 3, 5), atol=1e-6
+    )

@@ -9,8 +9,16 @@ from l2bt.benchmark import runner
 from l2bt.cli import main
 
 TINY = [*TINY_TEACHER, "--epochs", "1"]
-SPEC_KEYS = {"category", "n_images", "n_regions", "size_quantiles_px", "i_auroc", "p_auroc",
-             "aupro", "robustness"}
+SPEC_KEYS = {
+    "category",
+    "n_images",
+    "n_regions",
+    "size_quantiles_px",
+    "i_auroc",
+    "p_auroc",
+    "aupro",
+    "robustness",
+}
 
 
 pytestmark = pytest.mark.usefixtures("feature_cache")
@@ -28,17 +36,55 @@ def test_every_method_runs_and_the_table_has_every_column(tmp_path, capsys):
     write_mvtec_tree(tmp_path / "data", "toy")
     write_mvtec_tree(tmp_path / "data", "other", sizes=((50, 64), (43, 57)))
     bench = tmp_path / "bench"
-    assert main(["benchmark", "--data", str(tmp_path / "data"), "--categories", "toy",
-                 "--methods", "l2bt", "--out", str(tmp_path / "first"), *TINY]) == 0
+    assert (
+        main(
+            [
+                "benchmark",
+                "--data",
+                str(tmp_path / "data"),
+                "--categories",
+                "toy",
+                "--methods",
+                "l2bt",
+                "--out",
+                str(tmp_path / "first"),
+                *TINY,
+            ]
+        )
+        == 0
+    )
     copy_maps_as_external(tmp_path / "first", "l2bt", "toy", tmp_path / "ext")
     methods = f"l2bt,l2bt@28,patchcore,external:copy={tmp_path / 'ext'}"
-    assert main(["benchmark", "--data", str(tmp_path / "data"), "--categories", "toy",
-                 "--methods", methods, "--out", str(bench), *TINY]) == 0
+    assert (
+        main(
+            [
+                "benchmark",
+                "--data",
+                str(tmp_path / "data"),
+                "--categories",
+                "toy",
+                "--methods",
+                methods,
+                "--out",
+                str(bench),
+                *TINY,
+            ]
+        )
+        == 0
+    )
     with open(bench / "results.csv") as f:
         rows = list(csv.DictReader(f))
     assert {r["method"] for r in rows} == {"l2bt", "l2bt@28", "patchcore", "copy"}
-    for name in ("I-AUROC", "P-AUROC", "AUPRO@30% all", "AUPRO@1% q1", "rho@10%",
-                 "infer s/img", "peak MiB", "train s"):
+    for name in (
+        "I-AUROC",
+        "P-AUROC",
+        "AUPRO@30% all",
+        "AUPRO@1% q1",
+        "rho@10%",
+        "infer s/img",
+        "peak MiB",
+        "train s",
+    ):
         assert name in rows[0]
     for method in ("l2bt", "l2bt@28", "patchcore"):
         row = next(r for r in rows if r["method"] == method)
@@ -57,8 +103,16 @@ def test_every_method_runs_and_the_table_has_every_column(tmp_path, capsys):
 def test_a_rerun_redoes_nothing_and_a_killed_run_keeps_what_it_finished(tmp_path, monkeypatch):
     write_mvtec_tree(tmp_path / "data", "a")
     write_mvtec_tree(tmp_path / "data", "b")
-    args = ["benchmark", "--data", str(tmp_path / "data"), "--methods", "l2bt",
-            "--out", str(tmp_path / "bench"), *TINY]
+    args = [
+        "benchmark",
+        "--data",
+        str(tmp_path / "data"),
+        "--methods",
+        "l2bt",
+        "--out",
+        str(tmp_path / "bench"),
+        *TINY,
+    ]
     real_run_job = runner.run_job
     calls = []
 
@@ -74,8 +128,11 @@ def test_a_rerun_redoes_nothing_and_a_killed_run_keeps_what_it_finished(tmp_path
     assert not (tmp_path / "bench/results/l2bt/b.json").exists()
     assert "Not finished yet: l2bt/b" in (tmp_path / "bench/results.md").read_text()
     calls.clear()
-    monkeypatch.setattr(runner, "run_job", lambda c, j, *rest: (calls.append(j.category),
-                                                                real_run_job(c, j, *rest))[1])
+    monkeypatch.setattr(
+        runner,
+        "run_job",
+        lambda c, j, *rest: (calls.append(j.category), real_run_job(c, j, *rest))[1],
+    )
     assert main(args) == 0
     assert calls == ["b"]  # a was kept
     calls.clear()
@@ -85,8 +142,21 @@ def test_a_rerun_redoes_nothing_and_a_killed_run_keeps_what_it_finished(tmp_path
 
 def test_an_unknown_method_is_one_line(tmp_path, capsys):
     write_mvtec_tree(tmp_path / "data")
-    assert main(["benchmark", "--data", str(tmp_path / "data"), "--methods", "l2bt,magic",
-                 "--out", str(tmp_path / "bench"), *TINY]) == 2
+    assert (
+        main(
+            [
+                "benchmark",
+                "--data",
+                str(tmp_path / "data"),
+                "--methods",
+                "l2bt,magic",
+                "--out",
+                str(tmp_path / "bench"),
+                *TINY,
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "magic" in err[0]
     assert not (tmp_path / "bench").exists()
@@ -96,10 +166,30 @@ def test_an_unknown_method_is_one_line(tmp_path, capsys):
 def test_all_methods_on_real_magnetic_tile_images(tmp_path):
     if not (SHARED_DATA / "magnetic_tile_mini").is_dir():
         pytest.skip("../shared/data/magnetic_tile_mini is absent")
-    assert main(["benchmark", "--data", str(SHARED_DATA), "--categories", "magnetic_tile_mini",
-                 "--teacher", "dinov2_vits14", "--weights", "random", "--image-size", "224",
-                 "--epochs", "1", "--methods", "l2bt,l2bt@112,patchcore",
-                 "--out", str(tmp_path / "bench")]) == 0
+    assert (
+        main(
+            [
+                "benchmark",
+                "--data",
+                str(SHARED_DATA),
+                "--categories",
+                "magnetic_tile_mini",
+                "--teacher",
+                "dinov2_vits14",
+                "--weights",
+                "random",
+                "--image-size",
+                "224",
+                "--epochs",
+                "1",
+                "--methods",
+                "l2bt,l2bt@112,patchcore",
+                "--out",
+                str(tmp_path / "bench"),
+            ]
+        )
+        == 0
+    )
     with open(tmp_path / "bench/results.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["method"] for r in rows] == ["l2bt", "l2bt@112", "patchcore"]
@@ -111,9 +201,27 @@ def test_all_methods_on_real_magnetic_tile_images(tmp_path):
 def test_every_method_gets_thresholds_the_same_way(tmp_path):
     write_mvtec_tree(tmp_path / "data", "toy", n_train=16)
     bench = tmp_path / "bench"
-    assert main(["benchmark", "--data", str(tmp_path / "data"), "--categories", "toy",
-                 "--methods", "l2bt,patchcore", "--calibration", "0.5",
-                 "--false-alarm-rate", "0.2", "--out", str(bench), *TINY]) == 0
+    assert (
+        main(
+            [
+                "benchmark",
+                "--data",
+                str(tmp_path / "data"),
+                "--categories",
+                "toy",
+                "--methods",
+                "l2bt,patchcore",
+                "--calibration",
+                "0.5",
+                "--false-alarm-rate",
+                "0.2",
+                "--out",
+                str(bench),
+                *TINY,
+            ]
+        )
+        == 0
+    )
     for method in ("l2bt", "patchcore"):
         result = json.loads((bench / "results" / method / "toy.json").read_text())
         stored = json.loads((bench / "models" / method / "toy/thresholds.json").read_text())
@@ -137,8 +245,16 @@ def test_every_method_gets_thresholds_the_same_way(tmp_path):
 
 def test_a_benchmark_folder_is_not_continued_with_other_settings(tmp_path, capsys):
     write_mvtec_tree(tmp_path / "data", "toy")
-    args = ["benchmark", "--data", str(tmp_path / "data"), "--methods", "l2bt",
-            "--out", str(tmp_path / "bench"), *TINY]
+    args = [
+        "benchmark",
+        "--data",
+        str(tmp_path / "data"),
+        "--methods",
+        "l2bt",
+        "--out",
+        str(tmp_path / "bench"),
+        *TINY,
+    ]
     assert main(args) == 0
     before = (tmp_path / "bench/benchmark.json").read_text()
     capsys.readouterr()

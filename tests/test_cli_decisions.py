@@ -19,9 +19,21 @@ pytestmark = pytest.mark.usefixtures("feature_cache")
 
 
 def fit(data, out, *extra):
-    return main(["fit", "--data", str(data), "--category", "toy", "--out", str(out),
-                 *TINY_TEACHER, "--epochs", "1", *extra])
-
+    return main(
+        [
+            "fit",
+            "--data",
+            str(data),
+            "--category",
+            "toy",
+            "--out",
+            str(out),
+            *TINY_TEACHER,
+            "--epochs",
+            "1",
+            *extra,
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +43,10 @@ def calibrated(tmp_path_factory):
     write_mvtec_tree(root / "data", n_train=12)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("L2BT_CACHE_DIR", str(root / "cache"))
-        assert fit(root / "data", root / "run", "--calibration", "0.25",
-                   "--false-alarm-rate", "0.2") == 0
+        assert (
+            fit(root / "data", root / "run", "--calibration", "0.25", "--false-alarm-rate", "0.2")
+            == 0
+        )
     return root
 
 
@@ -56,17 +70,30 @@ def test_fit_holds_out_calibration_images_and_stores_thresholds(calibrated):
 
 def test_predict_writes_masks_verdicts_and_regions(calibrated, tmp_path, capsys):
     test_dir = calibrated / "data/toy/test"
-    assert main(["predict", "--model", str(calibrated / "run"), "--out",
-                 str(tmp_path / "first"), str(test_dir)]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(calibrated / "run"),
+                "--out",
+                str(tmp_path / "first"),
+                str(test_dir),
+            ]
+        )
+        == 0
+    )
     # A random teacher separates nothing, so calibrated masks are empty; thresholds inside
     # the maps' range (the 90th percentile pixel, the median score) exercise every output.
     first = read_csv(tmp_path / "first/scores.csv")
-    values = np.concatenate([tifffile.imread(tmp_path / "first" / f"{r['key']}.tiff").ravel()
-                             for r in first])
+    values = np.concatenate(
+        [tifffile.imread(tmp_path / "first" / f"{r['key']}.tiff").ravel() for r in first]
+    )
     run = tmp_path / "run"
     run.mkdir()
     (run / "students.safetensors").write_bytes(
-        (calibrated / "run/students.safetensors").read_bytes())
+        (calibrated / "run/students.safetensors").read_bytes()
+    )
     described = json.loads((calibrated / "run/config.json").read_text())
     described["thresholds"]["pixel"] = float(np.quantile(values, 0.9))
     described["thresholds"]["image"] = float(np.median([float(r["score"]) for r in first]))
@@ -90,20 +117,40 @@ def test_predict_writes_masks_verdicts_and_regions(calibrated, tmp_path, capsys)
         assert mask.shape == image.size[::-1] and mask.dtype == np.uint8
         assert set(np.unique(mask)) <= {0, 255}
         assert np.array_equal(mask == 255, anomaly_map > thresholds["pixel"])
-        assert row["verdict"] == ("defective" if float(row["score"]) > thresholds["image"]
-                                  else "good")
+        assert row["verdict"] == (
+            "defective" if float(row["score"]) > thresholds["image"] else "good"
+        )
         # regions.csv lists exactly the 8-connected components of the written mask
         labels, count = ndimage.label(mask == 255, structure=np.ones((3, 3)))
         components = []
         for label in range(1, count + 1):
             rows, cols = np.nonzero(labels == label)
-            components.append((len(rows), cols.min(), rows.min(), cols.max() + 1,
-                               rows.max() + 1, float(anomaly_map[rows, cols].max())))
-        listed = [(int(r["area_px"]), int(r["x0"]), int(r["y0"]), int(r["x1"]), int(r["y1"]),
-                   float(r["max_score"])) for r in regions if r["key"] == key]
+            components.append(
+                (
+                    len(rows),
+                    cols.min(),
+                    rows.min(),
+                    cols.max() + 1,
+                    rows.max() + 1,
+                    float(anomaly_map[rows, cols].max()),
+                )
+            )
+        listed = [
+            (
+                int(r["area_px"]),
+                int(r["x0"]),
+                int(r["y0"]),
+                int(r["x1"]),
+                int(r["y1"]),
+                float(r["max_score"]),
+            )
+            for r in regions
+            if r["key"] == key
+        ]
         assert sorted(listed) == sorted(components)
         n_regions += count
     assert n_regions > 0
+
 
 def test_calibrate_recomputes_thresholds_on_new_good_images(calibrated, tmp_path, capsys):
     run = tmp_path / "run"
@@ -114,13 +161,16 @@ def test_calibrate_recomputes_thresholds_on_new_good_images(calibrated, tmp_path
     good.mkdir()
     for i in range(19):
         Image.fromarray(textured_image(40 + i, 50, 300 + i)).save(good / f"{i}.png")
-    assert main(["calibrate", "--model", str(run), "--images", str(good),
-                 "--false-alarm-rate", "0.1"]) == 0
+    assert (
+        main(["calibrate", "--model", str(run), "--images", str(good), "--false-alarm-rate", "0.1"])
+        == 0
+    )
     assert "guaranteed false-alarm rate 0.1" in capsys.readouterr().out
     thresholds = json.loads((run / "config.json").read_text())["thresholds"]
     assert thresholds["n_calibration"] == 19 and thresholds["false_alarm_rate"] == 0.1
-    assert thresholds["calibration_images"] == [str(good / f"{i}.png") for i in
-                                                sorted(range(19), key=str)]
+    assert thresholds["calibration_images"] == [
+        str(good / f"{i}.png") for i in sorted(range(19), key=str)
+    ]
 
 
 def test_a_run_without_thresholds_predicts_as_before(tmp_path, capsys):
@@ -129,17 +179,33 @@ def test_a_run_without_thresholds_predicts_as_before(tmp_path, capsys):
     assert "fewer than 40" in capsys.readouterr().out
     assert json.loads((tmp_path / "run/config.json").read_text())["thresholds"] is None
     maps = tmp_path / "maps"
-    assert main(["predict", "--model", str(tmp_path / "run"), "--out", str(maps),
-                 str(tmp_path / "data/toy/test")]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(tmp_path / "run"),
+                "--out",
+                str(maps),
+                str(tmp_path / "data/toy/test"),
+            ]
+        )
+        == 0
+    )
     assert "no thresholds" in capsys.readouterr().out
     assert list(read_csv(maps / "scores.csv")[0]) == ["key", "score"]
     assert not (maps / "regions.csv").exists() and not list(maps.rglob("*_mask.png"))
 
 
-@pytest.mark.parametrize("value,match", [("missing-folder", "calibration folder not found"),
-                                         ("1.5", "--calibration 1.5"),
-                                         ("-0.5", "--calibration -0.5"),
-                                         ("EMPTY", "no image files")])
+@pytest.mark.parametrize(
+    "value,match",
+    [
+        ("missing-folder", "calibration folder not found"),
+        ("1.5", "--calibration 1.5"),
+        ("-0.5", "--calibration -0.5"),
+        ("EMPTY", "no image files"),
+    ],
+)
 def test_bad_calibration_values_are_one_line_and_write_nothing(tmp_path, capsys, value, match):
     write_mvtec_tree(tmp_path / "data")
     if value == "EMPTY":
@@ -165,12 +231,28 @@ def test_calibrate_with_another_teacher_or_no_images_is_one_line(calibrated, tmp
     other = tmp_path / "other.pth"
     small_checkpoint(other, seed=3)
     good = calibrated / "data/toy/test/good"
-    assert main(["calibrate", "--model", str(calibrated / "run"), "--images", str(good),
-                 "--weights", str(other)]) == 2
+    assert (
+        main(
+            [
+                "calibrate",
+                "--model",
+                str(calibrated / "run"),
+                "--images",
+                str(good),
+                "--weights",
+                str(other),
+            ]
+        )
+        == 2
+    )
     line = one_error_line(capsys)
     assert "config.json" in line and "differ from those the students were trained with" in line
-    assert main(["calibrate", "--model", str(calibrated / "run"), "--images",
-                 str(tmp_path / "nothing")]) == 2
+    assert (
+        main(
+            ["calibrate", "--model", str(calibrated / "run"), "--images", str(tmp_path / "nothing")]
+        )
+        == 2
+    )
     assert str(tmp_path / "nothing") in one_error_line(capsys)
     assert (calibrated / "run/config.json").read_text() == before
 
@@ -190,8 +272,10 @@ def test_submission_writes_the_upload_layout(calibrated, tmp_path, monkeypatch, 
     monkeypatch.setitem(submission.OFFICIAL_FILE_COUNTS, "can", 3)
     obj = write_ad2_object(tmp_path / "ad2", "can", 3)
     out = tmp_path / "upload"
-    assert main(["predict", "--model", str(calibrated / "run"), "--submission", str(out),
-                 str(obj)]) == 0
+    assert (
+        main(["predict", "--model", str(calibrated / "run"), "--submission", str(out), str(obj)])
+        == 0
+    )
     assert "can: 6 images, maps and thresholded masks" in capsys.readouterr().out
     for split, suffix in submission.SPLIT_SUFFIXES.items():
         maps = sorted((out / "anomaly_images/can" / split).iterdir())
@@ -205,16 +289,28 @@ def test_submission_writes_the_upload_layout(calibrated, tmp_path, monkeypatch, 
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging left
 
 
-def test_a_bad_submission_layout_names_object_and_split(calibrated, tmp_path, monkeypatch,
-                                                        capsys):
+def test_a_bad_submission_layout_names_object_and_split(calibrated, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(submission.OFFICIAL_FILE_COUNTS, "can", 3)
     obj = write_ad2_object(tmp_path / "ad2", "can", 3, skip="002_mixed")
     out = tmp_path / "upload"
-    assert main(["predict", "--model", str(calibrated / "run"), "--submission", str(out),
-                 str(obj)]) == 2
+    assert (
+        main(["predict", "--model", str(calibrated / "run"), "--submission", str(out), str(obj)])
+        == 2
+    )
     line = one_error_line(capsys)
     assert "object can, split test_private_mixed" in line and "missing 002_mixed" in line
     assert not out.exists()
-    assert main(["predict", "--model", str(calibrated / "run"), "--submission", str(out),
-                 str(write_ad2_object(tmp_path / "ad2", "toaster", 1))]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(calibrated / "run"),
+                "--submission",
+                str(out),
+                str(write_ad2_object(tmp_path / "ad2", "toaster", 1)),
+            ]
+        )
+        == 2
+    )
     assert "not an MVTec AD 2 object" in one_error_line(capsys)

@@ -13,9 +13,21 @@ pytestmark = pytest.mark.usefixtures("feature_cache")
 
 
 def fit(data, out, *extra):
-    return main(["fit", "--data", str(data), "--category", "toy", "--out", str(out),
-                 *TINY_TEACHER, "--epochs", "1", *extra])
-
+    return main(
+        [
+            "fit",
+            "--data",
+            str(data),
+            "--category",
+            "toy",
+            "--out",
+            str(out),
+            *TINY_TEACHER,
+            "--epochs",
+            "1",
+            *extra,
+        ]
+    )
 
 
 def test_fit_then_predict_writes_the_spec_layout(tmp_path, capsys):
@@ -23,8 +35,9 @@ def test_fit_then_predict_writes_the_spec_layout(tmp_path, capsys):
     assert fit(tmp_path / "data", tmp_path / "run") == 0
     test_dir = tmp_path / "data/toy/test"
     maps = tmp_path / "maps/toy"
-    assert main(["predict", "--model", str(tmp_path / "run"), "--out", str(maps),
-                 str(test_dir)]) == 0
+    assert (
+        main(["predict", "--model", str(tmp_path / "run"), "--out", str(maps), str(test_dir)]) == 0
+    )
     for image in sorted(test_dir.rglob("*.png")):
         rel = image.relative_to(test_dir.parent).with_suffix("")
         anomaly_map = tifffile.imread(maps / f"{rel}.tiff")
@@ -34,7 +47,8 @@ def test_fit_then_predict_writes_the_spec_layout(tmp_path, capsys):
     with open(maps / "scores.csv") as f:
         rows = list(csv.DictReader(f))
     assert {r["key"] for r in rows} == {
-        str(p.relative_to(test_dir.parent).with_suffix("")) for p in test_dir.rglob("*.png")}
+        str(p.relative_to(test_dir.parent).with_suffix("")) for p in test_dir.rglob("*.png")
+    }
     assert all(np.isfinite(float(r["score"])) for r in rows)
 
 
@@ -62,8 +76,19 @@ def test_unreadable_input_fails_before_any_map_is_written(tmp_path, capsys):
     data = (tmp_path / "data/toy/test/good/000.png").read_bytes()
     (inputs / "b.png").write_bytes(data[: len(data) // 2])  # truncated
     capsys.readouterr()
-    assert main(["predict", "--model", str(tmp_path / "run"), "--out",
-                 str(tmp_path / "out"), str(inputs)]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(tmp_path / "run"),
+                "--out",
+                str(tmp_path / "out"),
+                str(inputs),
+            ]
+        )
+        == 2
+    )
     assert "b.png" in one_error_line(capsys)
     assert not (tmp_path / "out").exists()
 
@@ -72,8 +97,19 @@ def test_predict_with_a_folder_that_is_not_a_run(tmp_path, capsys):
     (tmp_path / "notrun").mkdir()
     image = tmp_path / "x.png"
     Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(image)
-    assert main(["predict", "--model", str(tmp_path / "notrun"), "--out",
-                 str(tmp_path / "out"), str(image)]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(tmp_path / "notrun"),
+                "--out",
+                str(tmp_path / "out"),
+                str(image),
+            ]
+        )
+        == 2
+    )
     assert "notrun" in one_error_line(capsys)
 
 
@@ -82,13 +118,44 @@ def test_fit_and_predict_on_real_magnetic_tile_images(tmp_path):
     root = SHARED_DATA
     if not (root / "magnetic_tile_mini").is_dir():
         pytest.skip("../shared/data/magnetic_tile_mini is absent")
-    assert main(["fit", "--data", str(root), "--category", "magnetic_tile_mini",
-                 "--out", str(tmp_path / "run"), "--teacher", "dinov2_vits14",
-                 "--weights", "random", "--image-size", "224", "--epochs", "3"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                "--data",
+                str(root),
+                "--category",
+                "magnetic_tile_mini",
+                "--out",
+                str(tmp_path / "run"),
+                "--teacher",
+                "dinov2_vits14",
+                "--weights",
+                "random",
+                "--image-size",
+                "224",
+                "--epochs",
+                "3",
+            ]
+        )
+        == 0
+    )
     test_dir = root / "magnetic_tile_mini/test"
     out = tmp_path / "maps/magnetic_tile_mini"
-    assert main(["predict", "--model", str(tmp_path / "run"), "--out", str(out),
-                 "--no-overlays", str(test_dir)]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(tmp_path / "run"),
+                "--out",
+                str(out),
+                "--no-overlays",
+                str(test_dir),
+            ]
+        )
+        == 0
+    )
     images = sorted(test_dir.rglob("*.jpg")) + sorted(test_dir.rglob("*.png"))
     assert len(images) == 35
     for image in images:
@@ -97,8 +164,9 @@ def test_fit_and_predict_on_real_magnetic_tile_images(tmp_path):
 
 
 def checksums(folder):
-    return {p: hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*"))
-            if p.is_file()}
+    return {
+        p: hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
 
 
 def test_predict_into_the_input_tree_never_touches_an_input(tmp_path):
@@ -108,15 +176,21 @@ def test_predict_into_the_input_tree_never_touches_an_input(tmp_path):
     assert fit(tmp_path / "data", tmp_path / "run") == 0
     root = tmp_path / "data/toy"
     before = checksums(root)
-    assert main(["predict", "--model", str(tmp_path / "run"), "--out", str(root),
-                 str(root / "test")]) == 0
+    assert (
+        main(["predict", "--model", str(tmp_path / "run"), "--out", str(root), str(root / "test")])
+        == 0
+    )
     after = checksums(root)
     assert {p: after[p] for p in before} == before
     assert any(p.name.endswith("_overlay.png") for p in after if p not in before)
     single = root / "test/good/000.png"
     data = single.read_bytes()
-    assert main(["predict", "--model", str(tmp_path / "run"), "--out", str(single.parent),
-                 str(single)]) == 0
+    assert (
+        main(
+            ["predict", "--model", str(tmp_path / "run"), "--out", str(single.parent), str(single)]
+        )
+        == 0
+    )
     assert single.read_bytes() == data
 
 
@@ -129,11 +203,23 @@ def test_an_output_that_would_replace_an_input_stops_first(tmp_path, capsys):
     image = folder / "part.tiff"
     Image.fromarray(np.full((30, 40, 3), 90, np.uint8)).save(image)
     data = image.read_bytes()
-    assert main(["predict", "--model", str(tmp_path / "run"), "--out", str(folder),
-                 str(image)]) == 2
+    assert (
+        main(["predict", "--model", str(tmp_path / "run"), "--out", str(folder), str(image)]) == 2
+    )
     assert "would overwrite this input" in one_error_line(capsys)
     assert image.read_bytes() == data and sorted(folder.iterdir()) == [image]
     (tmp_path / "file").write_text("x")
-    assert main(["predict", "--model", str(tmp_path / "run"), "--out", str(tmp_path / "file"),
-                 str(image)]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(tmp_path / "run"),
+                "--out",
+                str(tmp_path / "file"),
+                str(image),
+            ]
+        )
+        == 2
+    )
     assert "must be a folder" in one_error_line(capsys)

@@ -12,8 +12,9 @@ def imported_after(code: str) -> set[str]:
     """Top-level packages in sys.modules after running `code` in a fresh interpreter."""
     report = "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
     script = f"{code}\nimport json, sys\n{report}"
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout
     return set(json.loads(out.splitlines()[-1]))
 
 
@@ -31,8 +32,7 @@ def test_help_lists_every_verb(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for verb in ("fit", "predict", "evaluate", "benchmark", "check-data", "make-synthetic",
-                 "demo"):
+    for verb in ("fit", "predict", "evaluate", "benchmark", "check-data", "make-synthetic", "demo"):
         assert verb in text
 
 

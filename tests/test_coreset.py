@@ -13,8 +13,9 @@ def integer_points(n: int, dim: int, seed: int, dtype: torch.dtype) -> torch.Ten
     return torch.randint(0, 4, (n, dim), generator=generator).to(dtype)
 
 
-def assert_same_selection(points: torch.Tensor, size: int, seed: int, rtol: float = 0.0,
-                          **options) -> None:
+def assert_same_selection(
+    points: torch.Tensor, size: int, seed: int, rtol: float = 0.0, **options
+) -> None:
     """Same picks; radii equal (exact arithmetic) or within `rtol` (summation order)."""
     expected = greedy_coreset_reference(points, size, seed=seed)
     got = greedy_coreset(points, size, seed=seed, **options)
@@ -25,12 +26,14 @@ def assert_same_selection(points: torch.Tensor, size: int, seed: int, rtol: floa
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("n,dim", [(1, 3), (2, 1), (7, 2), (97, 3), (257, 5), (601, 4)])
 @pytest.mark.parametrize("candidates,rows_per_block", [(1, 16), (2, 7), (5, 64), (64, 4096)])
-def test_same_picks_as_the_reference_with_ties_and_duplicates(dtype, n, dim, candidates,
-                                                              rows_per_block):
+def test_same_picks_as_the_reference_with_ties_and_duplicates(
+    dtype, n, dim, candidates, rows_per_block
+):
     points = integer_points(n, dim, seed=n * dim, dtype=dtype)
     for size in (1, n // 3 + 1, n, n + 7):  # size ≥ N: every point, until all are covered
-        assert_same_selection(points, size, seed=size, candidates=candidates,
-                              rows_per_block=rows_per_block)
+        assert_same_selection(
+            points, size, seed=size, candidates=candidates, rows_per_block=rows_per_block
+        )
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -83,8 +86,7 @@ def test_same_picks_in_float64_where_float32_rounding_decides():
     """Clusters far from the origin: ‖x‖² + ‖c‖² − 2x·c cancels ~14 bits, so in float32
     some picks are decided by rounding, for the reference as for any other summation
     order. In float64 they are not, and the two selections agree."""
-    assert_same_selection(clustered_points(torch.float64, integer=False), 300, seed=0,
-                          rtol=1e-9)
+    assert_same_selection(clustered_points(torch.float64, integer=False), 300, seed=0, rtol=1e-9)
 
 
 def test_codes_are_the_rounded_values_on_one_scale():
@@ -100,8 +102,9 @@ def clustered_projection(n: int, seed: int) -> torch.Tensor:
     """Projected-descriptor-like points: 50 clusters in 128-d, as PatchCore's are."""
     generator = torch.Generator().manual_seed(seed)
     centres = torch.randn(50, 128, generator=generator) * 3
-    return (centres[torch.randint(50, (n,), generator=generator)]
-            + 0.3 * torch.randn(n, 128, generator=generator))
+    return centres[torch.randint(50, (n,), generator=generator)] + 0.3 * torch.randn(
+        n, 128, generator=generator
+    )
 
 
 @pytest.mark.slow

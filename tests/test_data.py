@@ -58,19 +58,28 @@ def test_visa_converted_layout(tmp_path):
 def test_mvtec_ad2_layout(tmp_path):
     base = tmp_path / "can"
     gray = textured_image(30, 40, 0)[:, :, 0]  # grayscale category
-    for folder in ("train/good", "validation/good", "test_public/good", "test_public/bad",
-                   "test_private", "test_private_mixed"):
+    for folder in (
+        "train/good",
+        "validation/good",
+        "test_public/good",
+        "test_public/bad",
+        "test_private",
+        "test_private_mixed",
+    ):
         save(base / folder / "000.png", gray)
     save(base / "test_public/ground_truth/bad/000_mask.png", np.full((30, 40), 255, np.uint8))
     split = load_category(tmp_path, "can", "mvtec_ad2")
     assert list_categories(tmp_path, "mvtec_ad2") == ["can"]
     assert [s.key for s in split.validation] == ["validation/good/000"]
     keys = {s.key: s for s in split.test}
-    assert set(keys) == {"test_public/good/000", "test_public/bad/000", "test_private/000",
-                         "test_private_mixed/000"}
+    assert set(keys) == {
+        "test_public/good/000",
+        "test_public/bad/000",
+        "test_private/000",
+        "test_private_mixed/000",
+    }
     assert not keys["test_private/000"].has_ground_truth
-    assert {s.key for s in split.evaluable_test} == {"test_public/good/000",
-                                                     "test_public/bad/000"}
+    assert {s.key for s in split.evaluable_test} == {"test_public/good/000", "test_public/bad/000"}
     assert read_image(split.train[0].image).shape == (30, 40, 3)
 
 
@@ -82,7 +91,10 @@ def test_folder_layout(tmp_path):
     save(base / "masks/x_mask.png", np.full((20, 30), 255, np.uint8))
     split = load_category(tmp_path, "mine", "folder")
     assert len(split.train) == 8 and {s.key for s in split.test} == {
-        "test/good/04", "test/good/09", "test/bad/x"}
+        "test/good/04",
+        "test/good/09",
+        "test/bad/x",
+    }
     # Without masks/, abnormal images are predicted but not scored.
     (base / "masks/x_mask.png").unlink()
     (base / "masks").rmdir()
@@ -109,11 +121,11 @@ def test_real_magnetic_tile_mini():
     split = load_category(SHARED_DATA, "magnetic_tile_mini")
     assert len(split.train) == 40 and len(split.test) == 35
     assert all(s.mask is not None for s in split.test if s.is_anomalous)
-    assert main(["check-data", "--data", str(SHARED_DATA), "--category",
-                 "magnetic_tile_mini"]) == 0
+    assert main(["check-data", "--data", str(SHARED_DATA), "--category", "magnetic_tile_mini"]) == 0
 
 
 # ---- bad input, through the CLI: one line naming the file, exit 2 ----------------------
+
 
 def errors(capsys) -> list[str]:
     lines = capsys.readouterr().err.strip().splitlines()
@@ -142,17 +154,36 @@ def test_check_data_reports_every_problem_at_once(tmp_path, capsys):
     assert len([line for line in lines if ": " in line]) >= 5
 
 
-@pytest.mark.parametrize("breakage,expected", [
-    (lambda base: shutil.rmtree(base / "test"), "test: missing folder"),
-    (lambda base: [p.unlink() for p in (base / "train/good").iterdir()], "no training images"),
-    (lambda base: (base / "ground_truth/spot/002_mask.png").unlink(), "without a mask"),
-])
+@pytest.mark.parametrize(
+    "breakage,expected",
+    [
+        (lambda base: shutil.rmtree(base / "test"), "test: missing folder"),
+        (lambda base: [p.unlink() for p in (base / "train/good").iterdir()], "no training images"),
+        (lambda base: (base / "ground_truth/spot/002_mask.png").unlink(), "without a mask"),
+    ],
+)
 def test_fit_stops_on_structural_problems_with_one_line(tmp_path, capsys, breakage, expected):
     base = write_mvtec_tree(tmp_path / "data")
     breakage(base)
-    code = main(["fit", "--data", str(tmp_path / "data"), "--category", "toy", "--out",
-                 str(tmp_path / "run"), "--weights", "random", "--teacher", "dinov2_vits14",
-                 "--image-size", "28", "--epochs", "1"])
+    code = main(
+        [
+            "fit",
+            "--data",
+            str(tmp_path / "data"),
+            "--category",
+            "toy",
+            "--out",
+            str(tmp_path / "run"),
+            "--weights",
+            "random",
+            "--teacher",
+            "dinov2_vits14",
+            "--image-size",
+            "28",
+            "--epochs",
+            "1",
+        ]
+    )
     assert code == 2
     lines = errors(capsys)
     assert len(lines) == 1 and expected in lines[0]

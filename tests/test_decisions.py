@@ -20,8 +20,9 @@ from l2bt.prediction import Prediction
 # ---- the guarantee, as a statistical test ---------------------------------------------------
 
 
-def monte_carlo_false_alarms(n: int, alpha: float, draw, trials: int = 20_000,
-                             n_test: int = 40, seed: int = 0):
+def monte_carlo_false_alarms(
+    n: int, alpha: float, draw, trials: int = 20_000, n_test: int = 40, seed: int = 0
+):
     """Mean and standard error, over `trials` independent calibration sets of n scores,
     of the fraction of n_test new exchangeable scores above the conformal threshold."""
     rng = np.random.default_rng(seed)
@@ -85,8 +86,9 @@ def test_a_rate_outside_zero_one_is_an_input_error(alpha):
 
 
 def test_thresholds_round_trip_and_use_the_worse_of_the_two_guarantees():
-    thresholds = thresholds_from_scores([3, 1, 2, 5, 4], [9, 8, 7, 6, 10], 0.5,
-                                        [f"img{i}.png" for i in range(5)])
+    thresholds = thresholds_from_scores(
+        [3, 1, 2, 5, 4], [9, 8, 7, 6, 10], 0.5, [f"img{i}.png" for i in range(5)]
+    )
     # k = ceil(6 · 0.5) = 3: third smallest of each
     assert (thresholds.image, thresholds.pixel) == (3.0, 8.0)
     assert thresholds.guaranteed_rate == 0.5 and thresholds.n_calibration == 5
@@ -176,17 +178,28 @@ def flood_fill_regions(mask):
             for dr in (-1, 0, 1):
                 for dc in (-1, 0, 1):
                     rr, cc = r + dr, c + dc
-                    if (0 <= rr < mask.shape[0] and 0 <= cc < mask.shape[1]
-                            and mask[rr, cc] and not seen[rr, cc]):
+                    if (
+                        0 <= rr < mask.shape[0]
+                        and 0 <= cc < mask.shape[1]
+                        and mask[rr, cc]
+                        and not seen[rr, cc]
+                    ):
                         seen[rr, cc] = True
                         queue.append((rr, cc))
         regions.append(pixels)
     return regions
 
 
-@pytest.mark.parametrize("shape,density,seed", [((1, 1), 1.0, 0), ((13, 7), 0.3, 1),
-                                                ((40, 33), 0.45, 2), ((20, 20), 0.0, 3),
-                                                ((9, 31), 0.6, 4)])
+@pytest.mark.parametrize(
+    "shape,density,seed",
+    [
+        ((1, 1), 1.0, 0),
+        ((13, 7), 0.3, 1),
+        ((40, 33), 0.45, 2),
+        ((20, 20), 0.0, 3),
+        ((9, 31), 0.6, 4),
+    ],
+)
 def test_every_region_is_a_connected_component_of_the_mask(shape, density, seed):
     rng = np.random.default_rng(seed)
     mask = rng.random(shape) < density
@@ -207,8 +220,14 @@ def test_every_region_is_a_connected_component_of_the_mask(shape, density, seed)
 
 def test_decide_thresholds_map_and_score_strictly():
     anomaly_map = np.array([[0.1, 0.5, 0.5], [0.9, 0.2, 0.5]], np.float32)
-    thresholds = Thresholds(image=0.4, pixel=0.5, false_alarm_rate=0.1, guaranteed_rate=0.1,
-                            n_calibration=9, calibration_images=())
+    thresholds = Thresholds(
+        image=0.4,
+        pixel=0.5,
+        false_alarm_rate=0.1,
+        guaranteed_rate=0.1,
+        n_calibration=9,
+        calibration_images=(),
+    )
     decided = decide(Prediction(anomaly_map, 0.4), thresholds)
     assert decided.verdict == "good"  # equal to the threshold is not above it
     assert decided.mask.tolist() == [[False, False, False], [True, False, False]]

@@ -84,8 +84,10 @@ def plain_loss(targets, outputs) -> torch.Tensor:
     over groups."""
     per_group = []
     for target, output in zip(targets, outputs, strict=True):
-        images = [1 - plain_cosine(target[b].flatten(), output[b].flatten())
-                  for b in range(target.shape[0])]
+        images = [
+            1 - plain_cosine(target[b].flatten(), output[b].flatten())
+            for b in range(target.shape[0])
+        ]
         per_group.append(sum(images) / len(images))
     return sum(per_group) / len(per_group)
 
@@ -108,10 +110,10 @@ def loss_and_gradients(loss_fn, targets, outputs):
 
 def random_groups(seed: int, shape=(2, 4, 4, 6), groups=2):
     generator = torch.Generator().manual_seed(seed)
-    targets = [torch.randn(shape, generator=generator, dtype=torch.float64)
-               for _ in range(groups)]
-    outputs = [t + 0.7 * torch.randn(shape, generator=generator, dtype=torch.float64)
-               for t in targets]
+    targets = [torch.randn(shape, generator=generator, dtype=torch.float64) for _ in range(groups)]
+    outputs = [
+        t + 0.7 * torch.randn(shape, generator=generator, dtype=torch.float64) for t in targets
+    ]
     return targets, outputs
 
 
@@ -123,7 +125,8 @@ def test_loss_and_its_gradients_match_the_plain_hard_mining_rule(seed, p):
     targets, outputs = random_groups(seed)
     factor = 0.1
     loss, grads, target_grads = loss_and_gradients(
-        lambda t, o: hard_mining_cosine_loss(t, o, p=p, easy_factor=factor), targets, outputs)
+        lambda t, o: hard_mining_cosine_loss(t, o, p=p, easy_factor=factor), targets, outputs
+    )
     plain, plain_grads, _ = loss_and_gradients(plain_loss, targets, outputs)
     assert loss.item() == pytest.approx(plain.item(), abs=1e-12)
     for target, output, grad, raw in zip(targets, outputs, grads, plain_grads, strict=True):
@@ -147,7 +150,8 @@ def test_points_tied_with_the_threshold_stay_hard():
     # 32 points, p = 0.9: the threshold is the int(32 · 0.1) = 3rd largest distance, which
     # is the tied one; none of the five is below it, every other point is.
     loss, grads, _ = loss_and_gradients(
-        lambda t, o: hard_mining_cosine_loss(t, o, p=0.9, easy_factor=0.1), [target], [output])
+        lambda t, o: hard_mining_cosine_loss(t, o, p=0.9, easy_factor=0.1), [target], [output]
+    )
     plain, plain_grads, _ = loss_and_gradients(plain_loss, [target], [output])
     easy = plain_easy_points(plain_point_distances(target, output), 0.9)
     assert int((~easy).sum()) == 5 and all(not easy[i] for i in tied)
@@ -158,7 +162,8 @@ def test_points_tied_with_the_threshold_stay_hard():
 
 def test_hard_point_share_ramps_to_point_nine_over_a_thousand_iterations():
     assert [hard_mining_p(i) for i in (0, 250, 500, 1000, 1001, 10_000)] == pytest.approx(
-        [0.0, 0.225, 0.45, 0.9, 0.9, 0.9])
+        [0.0, 0.225, 0.45, 0.9, 0.9, 0.9]
+    )
 
 
 # ---- model parts -------------------------------------------------------------------------------
@@ -181,10 +186,11 @@ def naive_linear_attention(module: LinearAttention, x: torch.Tensor) -> torch.Te
             cols = slice(h * d, (h + 1) * d)
             for s in range(tokens):
                 q = phi(qkv[b, s, :dim][cols])
-                weights = [q @ phi(qkv[b, t, dim:2 * dim][cols]) for t in range(tokens)]
-                values = [qkv[b, t, 2 * dim:][cols] for t in range(tokens)]
-                out[b, s, cols] = sum(w * v for w, v in zip(weights, values, strict=True)) \
-                    / sum(weights)
+                weights = [q @ phi(qkv[b, t, dim : 2 * dim][cols]) for t in range(tokens)]
+                values = [qkv[b, t, 2 * dim :][cols] for t in range(tokens)]
+                out[b, s, cols] = sum(w * v for w, v in zip(weights, values, strict=True)) / sum(
+                    weights
+                )
     return out @ module.proj.weight.T + module.proj.bias
 
 
@@ -193,8 +199,9 @@ def test_linear_attention_equals_its_definition():
     module = LinearAttention(dim=8, num_heads=2).double()
     x = torch.randn(2, 5, 8, dtype=torch.float64)
     with torch.no_grad():
-        torch.testing.assert_close(module(x), naive_linear_attention(module, x),
-                                   rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(
+            module(x), naive_linear_attention(module, x), rtol=1e-10, atol=1e-12
+        )
 
 
 class AddConstant(nn.Module):
@@ -216,8 +223,9 @@ def test_decoder_pairs_its_deepest_block_with_the_shallowest_target_and_fuses_gr
         tokens[:, :3] = 100.0
         layers.append(tokens)
     outputs = decoder(layers)  # input: the mean of all layers, 3.5 at every patch
-    assert [o[0, 5, 0].item() for o in outputs] == [3.5 + sum(range(j + 1))
-                                                     for j in reversed(range(8))]
+    assert [o[0, 5, 0].item() for o in outputs] == [
+        3.5 + sum(range(j + 1)) for j in reversed(range(8))
+    ]
     grouped = grouped_patches(layers, ((0, 1, 2, 3), (4, 5, 6, 7)), first_patch=3, grid=(2, 2))
     assert [g.shape for g in grouped] == [(1, 2, 2, 4)] * 2
     assert torch.equal(grouped[0], torch.full((1, 2, 2, 4), 1.5))  # prefix tokens dropped
@@ -260,8 +268,9 @@ def test_group_maps_are_one_minus_the_cosine_at_each_patch():
     got = group_maps(targets, outputs)
     assert got.shape == (2, 2, 3, 5)
     for g in range(2):
-        torch.testing.assert_close(got[:, g], plain_point_distances(targets[g], outputs[g]),
-                                   rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(
+            got[:, g], plain_point_distances(targets[g], outputs[g]), rtol=1e-12, atol=1e-12
+        )
 
 
 def test_score_is_the_mean_of_the_top_one_percent():
@@ -275,9 +284,16 @@ def test_score_is_the_mean_of_the_top_one_percent():
 
 def test_gaussian_kernel_is_the_normalised_official_formula():
     kernel = gaussian_kernel(5, 4.0)[0, 0].double()
-    plain = torch.tensor([[math.exp(-((x - 2) ** 2 + (y - 2) ** 2) / (2 * 16.0))
-                           / (2 * math.pi * 16.0) for x in range(5)] for y in range(5)],
-                         dtype=torch.float64)
+    plain = torch.tensor(
+        [
+            [
+                math.exp(-((x - 2) ** 2 + (y - 2) ** 2) / (2 * 16.0)) / (2 * math.pi * 16.0)
+                for x in range(5)
+            ]
+            for y in range(5)
+        ],
+        dtype=torch.float64,
+    )
     torch.testing.assert_close(kernel, plain / plain.sum(), rtol=1e-6, atol=0)
 
 
@@ -343,8 +359,9 @@ def test_stable_adamw_matches_its_plain_update_including_the_clipping():
     # Small gradients, then large ones: the large steps are clipped (RMS(g / denom) > 1).
     grads = [rng.normal(size=(3, 4)) * scale for scale in (1.0, 0.5, 8.0, 3.0)]
     param = torch.nn.Parameter(torch.tensor(start))
-    optimizer = StableAdamW([param], lr=2e-3, betas=(0.9, 0.999), eps=1e-8,
-                            weight_decay=1e-4, amsgrad=True)
+    optimizer = StableAdamW(
+        [param], lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-4, amsgrad=True
+    )
     for g in grads:
         param.grad = torch.tensor(g)
         optimizer.step()
@@ -383,8 +400,14 @@ def shared_teacher():
         yield teachers
 
 
-SETTINGS = MethodSettings(teacher="dinov2_vits14", weights="random", image_size=56,
-                          device="cpu", dinomaly_iterations=3, dinomaly_batch_size=2)
+SETTINGS = MethodSettings(
+    teacher="dinov2_vits14",
+    weights="random",
+    image_size=56,
+    device="cpu",
+    dinomaly_iterations=3,
+    dinomaly_batch_size=2,
+)
 
 
 @pytest.fixture(scope="module")
@@ -404,8 +427,9 @@ def fitted(tmp_path_factory, shared_teacher):
 def test_end_to_end_maps_have_each_images_exact_size(fitted, shared_teacher):
     method, _, work = fitted
     sizes = [(33, 41), (57, 43), (50, 70), (56, 56)]
-    out = method.predict_batch([textured_image(h, w, seed=10 + i)
-                                for i, (h, w) in enumerate(sizes)])
+    out = method.predict_batch(
+        [textured_image(h, w, seed=10 + i) for i, (h, w) in enumerate(sizes)]
+    )
     assert [p.anomaly_map.shape for p in out] == sizes
     assert all(p.anomaly_map.dtype == np.float32 for p in out)
     assert all(np.isfinite(p.anomaly_map).all() and np.isfinite(p.score) for p in out)
@@ -419,8 +443,10 @@ def test_end_to_end_maps_have_each_images_exact_size(fitted, shared_teacher):
     # Only bottleneck and decoder learn: the shared teacher is still the fresh random one.
     fresh = load_teacher("dinov2_vits14", "random")
     teacher = shared_teacher["dinov2_vits14", "random"]
-    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(),
-                                                 teacher.state_dict().values(), strict=True))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(fresh.state_dict().values(), teacher.state_dict().values(), strict=True)
+    )
 
 
 def test_encoder_layers_are_the_teachers_blocks_before_its_final_norm(fitted, shared_teacher):
@@ -434,8 +460,10 @@ def test_encoder_layers_are_the_teachers_blocks_before_its_final_norm(fitted, sh
         torch.testing.assert_close(patches, reference)
     half = dinomaly.encoder_layers(teacher, x, (2, 9), precision="bf16")
     assert all(h.dtype == torch.float32 for h in half)
-    assert all(float(F.cosine_similarity(h, r, dim=-1).min()) > 0.95
-               for h, r in zip(half, raw, strict=True))
+    assert all(
+        float(F.cosine_similarity(h, r, dim=-1).min()) > 0.95
+        for h, r in zip(half, raw, strict=True)
+    )
 
 
 def test_a_second_fit_reloads_and_new_settings_retrain(fitted, monkeypatch):
@@ -456,8 +484,9 @@ def test_a_second_fit_reloads_and_new_settings_retrain(fitted, monkeypatch):
     assert first.score == second.score
 
     calls = []
-    monkeypatch.setattr(dinomaly, "train_decoder",
-                        lambda *a, **k: calls.append(1) or real_train(*a, **k))
+    monkeypatch.setattr(
+        dinomaly, "train_decoder", lambda *a, **k: calls.append(1) or real_train(*a, **k)
+    )
     Dinomaly(SETTINGS, iterations=2, batch_size=2).fit(paths, work, progress=False)
     assert calls == [1]  # other iterations: another key, so trained again
     assert json.loads((work / CONFIG_FILE).read_text())["iterations"] == 2
@@ -515,11 +544,34 @@ def test_the_benchmark_runs_dinomaly_beside_l2bt_and_patchcore(tmp_path, monkeyp
     monkeypatch.setattr(plots, "write_plots", lambda *args, **kwargs: None)
     monkeypatch.setattr(runner, "plot_smallest_defects", lambda *args, **kwargs: None)
     bench = tmp_path / "bench"
-    assert main(["benchmark", "--data", str(data.parent), "--categories", data.name,
-                 "--methods", "l2bt,dinomaly,patchcore", "--teacher", "dinov2_vits14",
-                 "--weights", "random", "--image-size", "56", "--epochs", "1",
-                 "--dinomaly-iterations", "3", "--dinomaly-batch-size", "2",
-                 "--out", str(bench)]) == 0
+    assert (
+        main(
+            [
+                "benchmark",
+                "--data",
+                str(data.parent),
+                "--categories",
+                data.name,
+                "--methods",
+                "l2bt,dinomaly,patchcore",
+                "--teacher",
+                "dinov2_vits14",
+                "--weights",
+                "random",
+                "--image-size",
+                "56",
+                "--epochs",
+                "1",
+                "--dinomaly-iterations",
+                "3",
+                "--dinomaly-batch-size",
+                "2",
+                "--out",
+                str(bench),
+            ]
+        )
+        == 0
+    )
     with open(bench / "results.csv") as f:
         rows = list(csv.DictReader(f))
     row = next(r for r in rows if r["method"] == "dinomaly")

@@ -11,8 +11,20 @@ from l2bt.data import load_category
 from l2bt.maps.evaluate import evaluate_maps
 from l2bt.metrics import evaluate_arrays
 
-SPEC_KEYS = {"category", "n_images", "n_regions", "size_quantiles_px", "i_auroc", "p_auroc",
-             "aupro", "robustness", "p_ap", "aupro_abs", "aupimo", "oracle"}
+SPEC_KEYS = {
+    "category",
+    "n_images",
+    "n_regions",
+    "size_quantiles_px",
+    "i_auroc",
+    "p_auroc",
+    "aupro",
+    "robustness",
+    "p_ap",
+    "aupro_abs",
+    "aupimo",
+    "oracle",
+}
 LIMITS = {"0.3", "0.1", "0.05", "0.01"}
 
 
@@ -35,8 +47,22 @@ def test_evaluate_writes_the_spec_json(tmp_path, capsys):
     write_mvtec_tree(tmp_path / "data")
     write_maps(tmp_path / "data", tmp_path / "maps", noise=0.1)
     out = tmp_path / "m.json"
-    assert main(["evaluate", "--data", str(tmp_path / "data"), "--category", "toy",
-                 "--maps", str(tmp_path / "maps"), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--data",
+                str(tmp_path / "data"),
+                "--category",
+                "toy",
+                "--maps",
+                str(tmp_path / "maps"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     result = json.loads(out.read_text())
     assert set(result) == SPEC_KEYS
     assert set(result["aupro"]) == LIMITS == set(result["robustness"])
@@ -55,8 +81,11 @@ def test_evaluate_equals_the_metrics_on_the_same_arrays(tmp_path):
     maps, masks = [], []
     for s in split.test:
         maps.append(tifffile.imread(tmp_path / "maps/toy" / f"{s.key}.tiff"))
-        masks.append(np.zeros(maps[-1].shape, bool) if s.mask is None
-                     else np.asarray(Image.open(s.mask)) > 127)
+        masks.append(
+            np.zeros(maps[-1].shape, bool)
+            if s.mask is None
+            else np.asarray(Image.open(s.mask)) > 127
+        )
     direct = evaluate_arrays(maps, masks)
     assert result.aupro == direct.aupro and result.p_auroc == direct.p_auroc
     assert result.i_auroc == direct.i_auroc and result.n_images == 6
@@ -83,8 +112,22 @@ def test_a_map_of_the_wrong_size_is_named_and_nothing_is_written(tmp_path, capsy
     bad = tmp_path / "maps/toy/test/spot/001.tiff"
     tifffile.imwrite(bad, np.zeros((10, 10), np.float32))
     out = tmp_path / "m.json"
-    assert main(["evaluate", "--data", str(tmp_path / "data"), "--category", "toy",
-                 "--maps", str(tmp_path / "maps"), "--out", str(out)]) == 2
+    assert (
+        main(
+            [
+                "evaluate",
+                "--data",
+                str(tmp_path / "data"),
+                "--category",
+                "toy",
+                "--maps",
+                str(tmp_path / "maps"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
     line = one_error_line(capsys)
     assert "001.tiff" in line and "10x10" in line
     assert not out.exists()
@@ -94,8 +137,20 @@ def test_a_missing_map_is_named(tmp_path, capsys):
     write_mvtec_tree(tmp_path / "data")
     write_maps(tmp_path / "data", tmp_path / "maps")
     (tmp_path / "maps/toy/test/good/002.tiff").unlink()
-    assert main(["evaluate", "--data", str(tmp_path / "data"), "--category", "toy",
-                 "--maps", str(tmp_path / "maps")]) == 2
+    assert (
+        main(
+            [
+                "evaluate",
+                "--data",
+                str(tmp_path / "data"),
+                "--category",
+                "toy",
+                "--maps",
+                str(tmp_path / "maps"),
+            ]
+        )
+        == 2
+    )
     assert "002.tiff" in one_error_line(capsys)
 
 
@@ -104,8 +159,20 @@ def test_a_mask_of_the_wrong_size_is_named(tmp_path, capsys):
     write_maps(tmp_path / "data", tmp_path / "maps")
     mask = tmp_path / "data/toy/ground_truth/spot/000_mask.png"
     Image.fromarray(np.zeros((5, 5), np.uint8)).save(mask)
-    assert main(["evaluate", "--data", str(tmp_path / "data"), "--category", "toy",
-                 "--maps", str(tmp_path / "maps")]) == 2
+    assert (
+        main(
+            [
+                "evaluate",
+                "--data",
+                str(tmp_path / "data"),
+                "--category",
+                "toy",
+                "--maps",
+                str(tmp_path / "maps"),
+            ]
+        )
+        == 2
+    )
     assert "000_mask.png" in one_error_line(capsys)
 
 
@@ -117,8 +184,22 @@ def test_non_finite_values_in_a_map_are_named(tmp_path, capsys):
     broken[3, 4] = np.nan
     tifffile.imwrite(bad, broken)
     out = tmp_path / "m.json"
-    assert main(["evaluate", "--data", str(tmp_path / "data"), "--category", "toy",
-                 "--maps", str(tmp_path / "maps"), "--out", str(out)]) == 2
+    assert (
+        main(
+            [
+                "evaluate",
+                "--data",
+                str(tmp_path / "data"),
+                "--category",
+                "toy",
+                "--maps",
+                str(tmp_path / "maps"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
     line = one_error_line(capsys)
     assert "001.tiff" in line and "non-finite" in line
     assert not out.exists()
@@ -129,8 +210,20 @@ def test_a_scores_file_missing_an_image_is_named(tmp_path, capsys):
     split = write_maps(tmp_path / "data", tmp_path / "maps")
     lines = ["key,score"] + [f"{s.key},1.0" for s in split.test[1:]]
     (tmp_path / "maps/toy/scores.csv").write_text("\n".join(lines) + "\n")
-    assert main(["evaluate", "--data", str(tmp_path / "data"), "--category", "toy",
-                 "--maps", str(tmp_path / "maps")]) == 2
+    assert (
+        main(
+            [
+                "evaluate",
+                "--data",
+                str(tmp_path / "data"),
+                "--category",
+                "toy",
+                "--maps",
+                str(tmp_path / "maps"),
+            ]
+        )
+        == 2
+    )
     line = one_error_line(capsys)
     assert "scores.csv" in line and split.test[0].key in line
 

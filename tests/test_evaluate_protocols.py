@@ -26,8 +26,9 @@ def write_maps(data, maps, category="toy", noise=0.5, seed=0, compression=None, 
     """Maps that light up the ground truth plus noise, in the SPEC §5 layout; returns the
     split and the maps and masks as arrays, in test order."""
     rng = np.random.default_rng(seed)
-    split = load_category(data, category) if dataset is None else load_category(
-        data, category, dataset)
+    split = (
+        load_category(data, category) if dataset is None else load_category(data, category, dataset)
+    )
     arrays, masks = [], []
     for s in split.evaluable_test:
         w, h = Image.open(s.image).size
@@ -48,6 +49,7 @@ def keys(split):
 
 def by_hand_bilinear(image, size):
     """Bilinear to size × size, pixel by pixel: source (i + ½)·n/N − ½, clamped at 0."""
+
     def taps(n_in, i):
         x = max((i + 0.5) * (n_in / size) - 0.5, 0.0)
         x0 = min(int(np.floor(x)), n_in - 1)
@@ -67,9 +69,18 @@ def by_hand_bilinear(image, size):
 
 def by_hand_nearest(mask, size):
     h, w = mask.shape
-    return np.array([[mask[min((2 * i + 1) * h // (2 * size), h - 1),
-                           min((2 * j + 1) * w // (2 * size), w - 1)]
-                      for j in range(size)] for i in range(size)])
+    return np.array(
+        [
+            [
+                mask[
+                    min((2 * i + 1) * h // (2 * size), h - 1),
+                    min((2 * j + 1) * w // (2 * size), w - 1),
+                ]
+                for j in range(size)
+            ]
+            for i in range(size)
+        ]
+    )
 
 
 @pytest.mark.parametrize("size", [16, 33])
@@ -77,8 +88,9 @@ def test_low_res_protocol_equals_resizing_by_hand(tmp_path, size):
     write_mvtec_tree(tmp_path / "data")
     split, maps, masks = write_maps(tmp_path / "data", tmp_path / "maps")
     got = evaluate_maps(split, tmp_path / "maps", progress=False, low_res_protocol=size)
-    small = evaluate_arrays([by_hand_bilinear(m, size) for m in maps],
-                            [by_hand_nearest(k, size) for k in masks])
+    small = evaluate_arrays(
+        [by_hand_bilinear(m, size) for m in maps], [by_hand_nearest(k, size) for k in masks]
+    )
     assert got.low_res is not None and got.low_res.size == size
     assert got.low_res.p_auroc == small.p_auroc
     assert got.low_res.aupro == small.aupro
@@ -97,8 +109,10 @@ def test_compressed_maps_read_in_full_agree_with_mapped_ones(tmp_path):
     decoded = evaluate_maps(split, tmp_path / "zlib", progress=False, low_res_protocol=8)
     assert mapped.to_json_dict() == decoded.to_json_dict()
     direct = evaluate_arrays(maps, masks, category="toy", keys=keys(split)).to_json_dict()
-    assert mapped.to_json_dict() == {**direct, "low_res_protocol": decoded.to_json_dict()[
-        "low_res_protocol"]}
+    assert mapped.to_json_dict() == {
+        **direct,
+        "low_res_protocol": decoded.to_json_dict()["low_res_protocol"],
+    }
 
 
 def test_real_images_one_or_several_threads_give_identical_results(tmp_path, monkeypatch):
@@ -108,14 +122,19 @@ def test_real_images_one_or_several_threads_give_identical_results(tmp_path, mon
         pytest.skip("../shared/data/magnetic_tile_mini is absent")
     monkeypatch.setattr(cells, "BUFFER_MIN", 5000)  # many batches, several in flight
     monkeypatch.setattr(cells, "BUFFER_MAX", 5000)
-    split, maps, masks = write_maps(SHARED_DATA, tmp_path / "maps", "magnetic_tile_mini",
-                                    noise=2.0)
+    split, maps, masks = write_maps(SHARED_DATA, tmp_path / "maps", "magnetic_tile_mini", noise=2.0)
     one = evaluate_maps(split, tmp_path / "maps", progress=False, workers=1).to_json_dict()
     for workers in (2, 3):
-        assert evaluate_maps(split, tmp_path / "maps", progress=False,
-                             workers=workers).to_json_dict() == one
-    assert one == evaluate_arrays(maps, masks, category="magnetic_tile_mini",
-                                  keys=keys(split)).to_json_dict()
+        assert (
+            evaluate_maps(split, tmp_path / "maps", progress=False, workers=workers).to_json_dict()
+            == one
+        )
+    assert (
+        one
+        == evaluate_arrays(
+            maps, masks, category="magnetic_tile_mini", keys=keys(split)
+        ).to_json_dict()
+    )
     assert one["aupimo"]["mean"] is not None and len(one["aupimo"]["per_image"]) == 25
 
 
@@ -126,7 +145,8 @@ def write_decisions(split, maps_dir, maps, verdict=lambda s: "defective"):
     lines = ["key,score,verdict"]
     for s, m in zip(split.evaluable_test, maps, strict=True):
         Image.fromarray(((m > 0.9) * 255).astype(np.uint8)).save(
-            maps_dir / split.name / f"{s.key}_mask.png")
+            maps_dir / split.name / f"{s.key}_mask.png"
+        )
         lines.append(f"{s.key},{m.max()},{verdict(s)}")
     (maps_dir / split.name / "scores.csv").write_text("\n".join(lines) + "\n")
 
@@ -134,26 +154,46 @@ def write_decisions(split, maps_dir, maps, verdict=lambda s: "defective"):
 def test_cli_prints_and_writes_the_new_figures(tmp_path, capsys):
     write_mvtec_tree(tmp_path / "data")
     split, maps, masks = write_maps(tmp_path / "data", tmp_path / "maps")
-    write_decisions(split, tmp_path / "maps", maps,
-                    verdict=lambda s: "defective" if s.is_anomalous else "good")
+    write_decisions(
+        split, tmp_path / "maps", maps, verdict=lambda s: "defective" if s.is_anomalous else "good"
+    )
     out = tmp_path / "m.json"
-    assert main(["evaluate", "--data", str(tmp_path / "data"), "--category", "toy",
-                 "--maps", str(tmp_path / "maps"), "--out", str(out),
-                 "--low-res-protocol", "16"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--data",
+                str(tmp_path / "data"),
+                "--category",
+                "toy",
+                "--maps",
+                str(tmp_path / "maps"),
+                "--out",
+                str(out),
+                "--low-res-protocol",
+                "16",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     for figure in ("P-AP", "AUPIMO", "F1-max", "SegF1", "by area", "16x16"):
         assert figure in printed, figure
     result = json.loads(out.read_text())
-    assert {"p_ap", "aupro_abs", "aupimo", "oracle", "decisions", "low_res_protocol"} <= set(
-        result)
-    assert result["decisions"]["image"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0,
-                                            "false_alarm_rate": 0.0}
+    assert {"p_ap", "aupro_abs", "aupimo", "oracle", "decisions", "low_res_protocol"} <= set(result)
+    assert result["decisions"]["image"] == {
+        "precision": 1.0,
+        "recall": 1.0,
+        "f1": 1.0,
+        "false_alarm_rate": 0.0,
+    }
     predicted = [m > 0.9 for m in maps]
     every_p = np.concatenate([p.ravel() for p in predicted])
     every_k = np.concatenate([k.ravel() for k in masks])
     tp = np.sum(every_p & every_k)
     assert result["decisions"]["seg_f1"] == pytest.approx(
-        2 * tp / (2 * tp + np.sum(every_p ^ every_k)))
+        2 * tp / (2 * tp + np.sum(every_p ^ every_k))
+    )
     assert set(result["aupro_abs"]["0.3"]) == {"<=64", "<=256", "<=1024", "<=4096", "all"}
     assert set(result["aupimo"]["per_image"]) == {s.key for s in split.test if s.is_anomalous}
     assert result["oracle"]["image_f1_max"] == pytest.approx(1.0)
@@ -174,8 +214,9 @@ def test_masks_for_some_images_only_name_the_first_missing_one(tmp_path):
 def test_a_verdict_that_is_neither_word_names_its_line(tmp_path):
     write_mvtec_tree(tmp_path / "data")
     split, maps, _ = write_maps(tmp_path / "data", tmp_path / "maps")
-    write_decisions(split, tmp_path / "maps", maps,
-                    verdict=lambda s: "bad" if s.key.endswith("002") else "good")
+    write_decisions(
+        split, tmp_path / "maps", maps, verdict=lambda s: "bad" if s.key.endswith("002") else "good"
+    )
     with pytest.raises(InputError, match=r"line [0-9]+: verdict 'bad'") as error:
         evaluate_maps(split, tmp_path / "maps", progress=False)
     assert Path(error.value.path).name == "scores.csv"
@@ -230,8 +271,13 @@ def test_evaluate_never_imports_torch(tmp_path):
                        or m.startswith("scipy.stats"))
         print("IMPORTED", heavy)
     """)
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"}, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"},
+        timeout=60,
+    )
     assert run.returncode == 0, run.stderr
     assert "IMPORTED []" in run.stdout
 

@@ -40,14 +40,16 @@ ort = pytest.importorskip("onnxruntime")
 
 TILES = SHARED_DATA / "magnetic_tile"
 # (H, W): tall 289 × 103, wide 247 × 592, and 356 × 265 (odd padding on one side)
-IMAGE_FILES = ("test/good/exp4_num_52715.jpg", "test/break/exp1_num_116934.jpg",
-               "test/blowhole/exp1_num_265077.jpg")
+IMAGE_FILES = (
+    "test/good/exp4_num_52715.jpg",
+    "test/break/exp1_num_116934.jpg",
+    "test/blowhole/exp1_num_265077.jpg",
+)
 needs_data = pytest.mark.skipif(not TILES.is_dir(), reason=f"needs {TILES}")
 
 
 def relative(got: np.ndarray, reference: np.ndarray) -> float:
     return float(np.abs(got - reference).max() / np.abs(reference).max())
-
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -69,9 +71,15 @@ def memoised_random_teacher():
 
 
 def random_model(size: int, input_mode: str = "pad", layers=(1, 3)) -> L2BT:
-    config = L2BTConfig(teacher=TeacherConfig(variant="dinov2_vits14", weights="random",
-                                              image_size=size, layers=layers,
-                                              input_mode=input_mode))
+    config = L2BTConfig(
+        teacher=TeacherConfig(
+            variant="dinov2_vits14",
+            weights="random",
+            image_size=size,
+            layers=layers,
+            input_mode=input_mode,
+        )
+    )
     teacher = l2bt.model.load_teacher("dinov2_vits14", weights="random")
     torch.manual_seed(size)
     students = Student(teacher.embed_dim), Student(teacher.embed_dim)
@@ -130,10 +138,14 @@ def run_224(tmp_path_factory, images):
     predictions = model.predict_batch(images)
     values = np.concatenate([p.anomaly_map.ravel() for p in predictions])
     scores = [p.score for p in predictions]
-    model.thresholds = Thresholds(image=float(np.median(scores)),
-                                  pixel=float(np.quantile(values, 0.9)), false_alarm_rate=0.1,
-                                  guaranteed_rate=0.1, n_calibration=9,
-                                  calibration_images=("a.png",))
+    model.thresholds = Thresholds(
+        image=float(np.median(scores)),
+        pixel=float(np.quantile(values, 0.9)),
+        false_alarm_rate=0.1,
+        guaranteed_rate=0.1,
+        n_calibration=9,
+        calibration_images=("a.png",),
+    )
     run = model.save(tmp_path_factory.mktemp("export") / "run224")
     engine = load_engine(run, "onnxruntime", device="cpu")
     assert (run / CACHE_NAME).is_file()
@@ -161,8 +173,9 @@ def test_graph_equals_torch_on_the_same_teacher_input(exported):
     size = exported.model.config.teacher.image_size
     for image, reference in zip(exported.images, exported.references, strict=True):
         x, _ = preprocess(image, size)  # (3, S, S)
-        anomaly_map, score = exported.core.run(["anomaly_map", "score"],
-                                               {"image": image, TEACHER_INPUT: x[None].numpy()})
+        anomaly_map, score = exported.core.run(
+            ["anomaly_map", "score"], {"image": image, TEACHER_INPUT: x[None].numpy()}
+        )
         assert anomaly_map.shape == image.shape[:2] and anomaly_map.dtype == np.float32
         assert relative(anomaly_map, reference.anomaly_map) <= 1e-5  # measured ≤ 1e-6
         assert abs(float(score) - reference.score) <= 1e-5 * reference.score
@@ -173,8 +186,9 @@ def test_in_graph_preprocessing_is_close_to_pil(exported):
     """uint8 in: the graph's pad and resize against the PIL pipeline, input and map."""
     size = exported.model.config.teacher.image_size
     grey_level = np.array(IMAGENET_STD, np.float32).reshape(1, 3, 1, 1) * 255
-    for image, reference, got in zip(exported.images, exported.references,
-                                     exported.predictions, strict=True):
+    for image, reference, got in zip(
+        exported.images, exported.references, exported.predictions, strict=True
+    ):
         x, _ = preprocess(image, size)
         (graph_x,) = exported.resize.run(None, {"image": image})
         levels = np.abs(graph_x - x[None].numpy()) * grey_level  # in grey levels
@@ -199,8 +213,9 @@ def test_decisions_follow_the_graphs_outputs_and_agree_with_torch(run_224):
     thresholds = run_224.model.thresholds
     session = run_224.engine.session
     masked = defective = 0
-    for image, reference, got in zip(run_224.images, run_224.references, run_224.predictions,
-                                     strict=True):
+    for image, reference, got in zip(
+        run_224.images, run_224.references, run_224.predictions, strict=True
+    ):
         anomaly_map, score, mask, is_defective = session.run(None, {"image": image})
         assert mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 255}
         assert np.array_equal(mask == 255, anomaly_map > thresholds.pixel)
@@ -231,8 +246,12 @@ def test_metadata_holds_the_run_config_and_the_graph(run_224):
     dims = image.type.tensor_type.shape.dim
     assert [d.dim_param != "" for d in dims] == [True, True, False] and dims[2].dim_value == 3
     types = {o.name: o.type.tensor_type.elem_type for o in proto.graph.output}
-    assert types == {"anomaly_map": onnx.TensorProto.FLOAT, "score": onnx.TensorProto.FLOAT,
-                     "mask": onnx.TensorProto.UINT8, "defective": onnx.TensorProto.BOOL}
+    assert types == {
+        "anomaly_map": onnx.TensorProto.FLOAT,
+        "score": onnx.TensorProto.FLOAT,
+        "mask": onnx.TensorProto.UINT8,
+        "defective": onnx.TensorProto.BOOL,
+    }
     described = engine.describe()
     assert described["engine"]["name"] == "onnxruntime"
     assert described["thresholds"] == json.loads((run / "config.json").read_text())["thresholds"]
@@ -257,8 +276,21 @@ def test_predict_with_onnxruntime_writes_what_torch_writes(run_224, tmp_path, ca
     cached = (run / CACHE_NAME).stat().st_mtime_ns
     inputs = [str(TILES / name) for name in IMAGE_FILES]
     for engine in ("torch", "onnxruntime"):
-        assert main(["predict", "--model", str(run), "--engine", engine, "--out",
-                     str(tmp_path / engine), *inputs]) == 0
+        assert (
+            main(
+                [
+                    "predict",
+                    "--model",
+                    str(run),
+                    "--engine",
+                    engine,
+                    "--out",
+                    str(tmp_path / engine),
+                    *inputs,
+                ]
+            )
+            == 0
+        )
     assert (run / CACHE_NAME).stat().st_mtime_ns == cached  # the cached export is reused
     torch_dir, ort_dir = tmp_path / "torch", tmp_path / "onnxruntime"
     assert sorted(p.name for p in torch_dir.iterdir()) == sorted(p.name for p in ort_dir.iterdir())
@@ -279,8 +311,19 @@ def test_predict_with_onnxruntime_writes_what_torch_writes(run_224, tmp_path, ca
             assert by_torch["verdict"] == by_ort["verdict"]
     assert read_csv(ort_dir / "regions.csv")
     capsys.readouterr()
-    assert main(["predict", "--model", str(run / CACHE_NAME), "--out", str(tmp_path / "file"),
-                 inputs[0]]) == 0  # an exported file: onnxruntime by default
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(run / CACHE_NAME),
+                "--out",
+                str(tmp_path / "file"),
+                inputs[0],
+            ]
+        )
+        == 0
+    )  # an exported file: onnxruntime by default
     assert "images defective" in capsys.readouterr().out
 
 
@@ -289,42 +332,86 @@ def test_bad_model_files_are_one_line(tmp_path, capsys):
     not_onnx.write_text("not a model")
     foreign = tmp_path / "foreign.onnx"
     identity = onnx.helper.make_graph(
-        [onnx.helper.make_node("Identity", ["image"], ["out"])], "foreign",
+        [onnx.helper.make_node("Identity", ["image"], ["out"])],
+        "foreign",
         [onnx.helper.make_tensor_value_info("image", onnx.TensorProto.UINT8, [None, None, 3])],
-        [onnx.helper.make_tensor_value_info("out", onnx.TensorProto.UINT8, [None, None, 3])])
+        [onnx.helper.make_tensor_value_info("out", onnx.TensorProto.UINT8, [None, None, 3])],
+    )
     onnx.save_model(onnx.helper.make_model(identity), str(foreign))
     image = tmp_path / "part.png"
     Image.fromarray(textured_image(20, 30, 0)).save(image)
-    cases = [(not_onnx, [], "not an ONNX file"), (foreign, [], "without l2bt metadata"),
-             (foreign, ["--engine", "torch"], "runs with --engine onnxruntime")]
+    cases = [
+        (not_onnx, [], "not an ONNX file"),
+        (foreign, [], "without l2bt metadata"),
+        (foreign, ["--engine", "torch"], "runs with --engine onnxruntime"),
+    ]
     for model, extra, problem in cases:
-        assert main(["predict", "--model", str(model), *extra, "--out", str(tmp_path / "out"),
-                     str(image)]) == 2
+        assert (
+            main(
+                [
+                    "predict",
+                    "--model",
+                    str(model),
+                    *extra,
+                    "--out",
+                    str(tmp_path / "out"),
+                    str(image),
+                ]
+            )
+            == 2
+        )
         line = one_error_line(capsys)
         assert str(model) in line and problem in line
     assert not (tmp_path / "out").exists()
 
 
-def test_missing_onnxruntime_and_bad_export_options_are_one_line(tmp_path, capsys,
-                                                                 monkeypatch):
+def test_missing_onnxruntime_and_bad_export_options_are_one_line(tmp_path, capsys, monkeypatch):
     pad_run = random_model(56).save(tmp_path / "pad")
     aspect_run = random_model(56, input_mode="aspect").save(tmp_path / "aspect")
     image = tmp_path / "part.png"
     Image.fromarray(textured_image(20, 30, 0)).save(image)
     cases = [
-        (["export", "--model", str(pad_run), "--out", str(tmp_path / "a.onnx"), "--opset", "17"],
-         "--opset must be at least 18"),
-        (["export", "--model", str(aspect_run), "--out", str(tmp_path / "a.onnx")],
-         "give --image-hw H,W"),
-        (["predict", "--model", str(aspect_run), "--engine", "onnxruntime", "--out",
-          str(tmp_path / "out"), str(image)], "exported for one image size"),
+        (
+            ["export", "--model", str(pad_run), "--out", str(tmp_path / "a.onnx"), "--opset", "17"],
+            "--opset must be at least 18",
+        ),
+        (
+            ["export", "--model", str(aspect_run), "--out", str(tmp_path / "a.onnx")],
+            "give --image-hw H,W",
+        ),
+        (
+            [
+                "predict",
+                "--model",
+                str(aspect_run),
+                "--engine",
+                "onnxruntime",
+                "--out",
+                str(tmp_path / "out"),
+                str(image),
+            ],
+            "exported for one image size",
+        ),
     ]
     for argv, problem in cases:
         assert main(argv) == 2
         assert problem in one_error_line(capsys)
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime fails
-    assert main(["predict", "--model", str(pad_run), "--engine", "onnxruntime", "--out",
-                 str(tmp_path / "out"), str(image)]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(pad_run),
+                "--engine",
+                "onnxruntime",
+                "--out",
+                str(tmp_path / "out"),
+                str(image),
+            ]
+        )
+        == 2
+    )
     line = one_error_line(capsys)
     assert "needs onnxruntime" in line and str(pad_run) in line
     assert not (tmp_path / "a.onnx").exists() and not (tmp_path / "out").exists()
@@ -345,8 +432,9 @@ def test_aspect_mode_graph_for_one_image_size(tmp_path, capsys):
     model = random_model(112, input_mode="aspect", layers=(0, 1))
     run = model.save(tmp_path / "run")
     exported = tmp_path / "aspect.onnx"
-    assert main(["export", "--model", str(run), "--out", str(exported), "--image-hw",
-                 "60,160"]) == 0
+    assert (
+        main(["export", "--model", str(run), "--out", str(exported), "--image-hw", "60,160"]) == 0
+    )
     assert "aspect mode, 42 x 112 teacher input" in capsys.readouterr().out
     engine = OnnxRuntimePredictor(exported, device="cpu")
     for height, width in ((60, 160), (57, 150)):  # both: a 3 × 8 patch grid
@@ -359,11 +447,13 @@ def test_aspect_mode_graph_for_one_image_size(tmp_path, capsys):
 
 
 def test_the_library_imports_without_onnx():
-    code = ("import sys\n"
-            "for name in ('onnx', 'onnxruntime', 'onnxscript'): sys.modules[name] = None\n"
-            "import l2bt.engines, l2bt.export.runtime, l2bt.export.exporter, l2bt.model\n"
-            "from l2bt.cli import build_parser\n"
-            "build_parser()\n")
+    code = (
+        "import sys\n"
+        "for name in ('onnx', 'onnxruntime', 'onnxscript'): sys.modules[name] = None\n"
+        "import l2bt.engines, l2bt.export.runtime, l2bt.export.exporter, l2bt.model\n"
+        "from l2bt.cli import build_parser\n"
+        "build_parser()\n"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -378,8 +468,11 @@ def test_serve_runs_an_exported_file_with_onnxruntime(run_224):
     from l2bt.cli.serve import _load
     from test_serve import encode, live_server, post_image
 
-    engine, described = _load(argparse.Namespace(model=str(run_224.run / CACHE_NAME),
-                                                 device="cpu", precision=None, weights=None))
+    engine, described = _load(
+        argparse.Namespace(
+            model=str(run_224.run / CACHE_NAME), device="cpu", precision=None, weights=None
+        )
+    )
     assert isinstance(engine, OnnxRuntimePredictor)
     image = run_224.images[1]
     expected = engine.predict_batch([image])[0]

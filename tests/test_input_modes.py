@@ -18,17 +18,21 @@ from test_teacher import reference_pos_embed
 pytestmark = pytest.mark.usefixtures("feature_cache")
 
 
-@pytest.mark.parametrize("height,width,size,expected", [
-    (460, 1130, 1036, (420, 1036)),  # 1036 · 460 / 1130 = 421.7 -> 30 patches
-    (1130, 460, 1036, (1036, 420)),
-    (645, 1540, 1036, (434, 1036)),  # 433.9 -> 31 patches
-    (1056, 4224, 1036, (266, 1036)),  # exactly 259 = 18.5 patches: halves round up
-    (500, 500, 224, (224, 224)),
-    (3, 900, 224, (14, 224)),  # never below one patch
-    (31, 47, 56, (42, 56)),
-])
-def test_aspect_geometry_keeps_the_long_side_and_rounds_the_short_one(height, width, size,
-                                                                      expected):
+@pytest.mark.parametrize(
+    "height,width,size,expected",
+    [
+        (460, 1130, 1036, (420, 1036)),  # 1036 · 460 / 1130 = 421.7 -> 30 patches
+        (1130, 460, 1036, (1036, 420)),
+        (645, 1540, 1036, (434, 1036)),  # 433.9 -> 31 patches
+        (1056, 4224, 1036, (266, 1036)),  # exactly 259 = 18.5 patches: halves round up
+        (500, 500, 224, (224, 224)),
+        (3, 900, 224, (14, 224)),  # never below one patch
+        (31, 47, 56, (42, 56)),
+    ],
+)
+def test_aspect_geometry_keeps_the_long_side_and_rounds_the_short_one(
+    height, width, size, expected
+):
     g = InputGeometry.aspect(height, width, size)
     scale_short = size * min(height, width) / max(height, width)
     short = min(g.input_height, g.input_width)
@@ -58,8 +62,7 @@ def test_an_unknown_input_mode_is_an_input_error():
 
 @pytest.mark.parametrize("variant", ["dinov2_vits14", "dinov2_vits14_reg"])
 @pytest.mark.parametrize("height,width", [(460, 1130), (1540, 645), (1056, 4224)])
-def test_position_embeddings_of_aspect_grids_follow_the_official_formula(variant, height,
-                                                                         width):
+def test_position_embeddings_of_aspect_grids_follow_the_official_formula(variant, height, width):
     teacher = load_teacher(variant, weights="random")
     grid = InputGeometry.aspect(height, width, 518).grid
     assert grid[0] != grid[1]
@@ -77,8 +80,9 @@ def aspect_model(tmp_path_factory):
     for i, (h, w) in enumerate(ODD_SIZES):
         paths.append(root / f"{i}.png")
         Image.fromarray(textured_image(h, w, i)).save(paths[-1])
-    config = L2BTConfig(TeacherConfig("dinov2_vits14", "random", 56, input_mode="aspect"),
-                        TrainConfig(epochs=1))
+    config = L2BTConfig(
+        TeacherConfig("dinov2_vits14", "random", 56, input_mode="aspect"), TrainConfig(epochs=1)
+    )
     return L2BT.fit(paths, config, device="cpu", progress=False, cache_dir=root / "cache"), paths
 
 
@@ -97,9 +101,14 @@ def test_aspect_mode_maps_are_exactly_each_image_size(aspect_model):
 
 def test_aspect_mode_cache_holds_each_image_grid(aspect_model):
     model, paths = aspect_model
-    features = cached_train_features(model.teacher, paths, model.config.teacher,
-                                     torch.device("cpu"), cache_dir=paths[0].parent / "cache",
-                                     progress=False)
+    features = cached_train_features(
+        model.teacher,
+        paths,
+        model.config.teacher,
+        torch.device("cpu"),
+        cache_dir=paths[0].parent / "cache",
+        progress=False,
+    )
     grids = [InputGeometry.aspect(h, w, 56).grid for h, w in ODD_SIZES]
     assert [tuple(g) for g in features.grids.tolist()] == grids
     assert features.n_patches == sum(h * w for h, w in grids)
@@ -112,19 +121,26 @@ def test_aspect_mode_cache_holds_each_image_grid(aspect_model):
 def test_pad_and_aspect_features_do_not_share_a_cache_entry(aspect_model, tmp_path):
     model, paths = aspect_model
     pad = TeacherConfig("dinov2_vits14", "random", 56, input_mode="pad")
-    features = cached_train_features(model.teacher, paths, pad, torch.device("cpu"),
-                                     cache_dir=paths[0].parent / "cache", progress=False)
+    features = cached_train_features(
+        model.teacher,
+        paths,
+        pad,
+        torch.device("cpu"),
+        cache_dir=paths[0].parent / "cache",
+        progress=False,
+    )
     assert features.grids.tolist() == [[4, 4]] * len(paths)
 
 
 def test_batches_group_images_that_share_an_input_shape():
-    geometries = [InputGeometry.aspect(h, w, 56) for h, w in
-                  [(30, 40), (40, 30), (30, 40), (30, 40), (40, 30), (30, 40)]]
+    geometries = [
+        InputGeometry.aspect(h, w, 56)
+        for h, w in [(30, 40), (40, 30), (30, 40), (30, 40), (40, 30), (30, 40)]
+    ]
     batches = shape_batches(geometries, batch_size=2)
     assert batches == [[0, 2], [3, 5], [1, 4]]
     for batch in batches:
-        assert len({(geometries[i].input_height, geometries[i].input_width)
-                    for i in batch}) == 1
+        assert len({(geometries[i].input_height, geometries[i].input_width) for i in batch}) == 1
 
 
 @pytest.mark.parametrize("n", [1, 999, 1000, 1001, 1961, 1_499_000, 561_741, 2_073_601])

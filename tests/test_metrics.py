@@ -33,14 +33,19 @@ def brute_force(maps, masks):
     out = {limit: dict.fromkeys(SIZE_BINS) for limit in FPR_LIMITS}
     if regions and normal.size:
         q = np.quantile(areas, [0.25, 0.5, 0.75])
-        bins = {"q1": areas <= q[0], "q2": areas <= q[1], "q3": areas <= q[2],
-                "all": np.ones(len(regions), bool)}
+        bins = {
+            "q1": areas <= q[0],
+            "q2": areas <= q[1],
+            "q3": areas <= q[2],
+            "all": np.ones(len(regions), bool),
+        }
         thresholds = sorted(set(np.concatenate([normal, *regions]).tolist()), reverse=True)
         for name, members in bins.items():
             chosen = [r for r, keep in zip(regions, members, strict=True) if keep]
             points = [(0.0, 0.0)] + [
                 (float(np.mean(normal >= t)), float(np.mean([np.mean(r >= t) for r in chosen])))
-                for t in thresholds]
+                for t in thresholds
+            ]
             for limit in FPR_LIMITS:
                 out[limit][name] = trapezoid_up_to(points, limit) / limit
     defect = np.concatenate(regions) if regions else np.zeros(0)
@@ -206,8 +211,9 @@ def plain_cell_counts(values, edges_desc):
     return expected
 
 
-@pytest.mark.parametrize(("n_values", "n_edges"), [(300, 0), (300, 1), (300, 6), (40, 9),
-                                                   (5, 60), (1, 3), (0, 4)])
+@pytest.mark.parametrize(
+    ("n_values", "n_edges"), [(300, 0), (300, 1), (300, 6), (40, 9), (5, 60), (1, 3), (0, 4)]
+)
 def test_both_counting_paths_against_plain_counting(n_values, n_edges):
     from l2bt.metrics.cells import (
         _count_searching_edges,

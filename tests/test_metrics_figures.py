@@ -71,7 +71,8 @@ def plain_aupro_absolute(maps, masks):
                 continue
             points = [(0.0, 0.0)] + [
                 (float(np.mean(normal >= t)), float(np.mean([np.mean(r >= t) for r in chosen])))
-                for t in thresholds]
+                for t in thresholds
+            ]
             out[limit][name] = trapezoid_up_to(points, limit) / limit
     return out
 
@@ -88,7 +89,8 @@ def plain_aupimo(maps, masks, lower, upper):
         scores = np.concatenate([*(n.ravel() for n in normal_maps), defect])
         points = [(0.0, 0.0)] + [
             (float(np.mean([np.mean(n >= t) for n in normal_maps])), float(np.mean(defect >= t)))
-            for t in sorted(set(scores.tolist()), reverse=True)]
+            for t in sorted(set(scores.tolist()), reverse=True)
+        ]
         area = 0.0
         for (x0, y0), (x1, y1) in itertools.pairwise(points):
             lo, hi = max(x0, lower), min(x1, upper)
@@ -97,8 +99,10 @@ def plain_aupimo(maps, masks, lower, upper):
             if x0 == 0:
                 y_lo = y_hi = y1
             else:
+
                 def at(x, x0=x0, y0=y0, x1=x1, y1=y1):
                     return y0 + (y1 - y0) * (math.log(x) - math.log(x0)) / math.log(x1 / x0)
+
                 y_lo, y_hi = at(lo), at(hi)
             area += math.log(hi / lo) * (y_lo + y_hi) / 2
         out[str(i)] = min(max(area / math.log(upper / lower), 0.0), 1.0)
@@ -260,8 +264,10 @@ def test_normal_pool_against_brute_force(monkeypatch, min_prune):
 
     monkeypatch.setattr(aupimo, "POOL_MIN_PRUNE", min_prune)
     rng = np.random.default_rng(min_prune)
-    images = [np.round(rng.random(int(rng.choice([30, 57, 200]))) * 300)  # ties, 3 areas
-              for _ in range(25)]
+    images = [
+        np.round(rng.random(int(rng.choice([30, 57, 200]))) * 300)  # ties, 3 areas
+        for _ in range(25)
+    ]
     upper = 0.05
     pool = aupimo.NormalPool(len(images), upper)
     for values in images:
@@ -269,8 +275,9 @@ def test_normal_pool_against_brute_force(monkeypatch, min_prune):
     thresholds = np.unique(np.concatenate(images))
     for strict in (True, False):
         got = pool.shared_fpr(thresholds, strict)
-        expected = np.array([np.mean([np.mean(v > t if strict else v >= t) for v in images])
-                             for t in thresholds])
+        expected = np.array(
+            [np.mean([np.mean(v > t if strict else v >= t) for v in images]) for t in thresholds]
+        )
         below = expected < upper
         assert below.sum() > 10  # the case reaches well inside the range
         np.testing.assert_allclose(got[below], expected[below], rtol=1e-12)
@@ -328,8 +335,9 @@ def test_parallel_counting_is_bit_identical(monkeypatch, workers, capacity, piec
     monkeypatch.setattr(cells, "PIECE_EDGES", piece)
     rng = np.random.default_rng(workers * capacity + piece)
     edges = np.unique(np.round(rng.random(300) * 60).astype(np.float32))[::-1]  # few: ties
-    batches = [np.round(rng.random(rng.integers(0, 900)) * 70).astype(np.float32)
-               for _ in range(12)]
+    batches = [
+        np.round(rng.random(rng.integers(0, 900)) * 70).astype(np.float32) for _ in range(12)
+    ]
     sequential, parallel = CellCounter(edges), ParallelCellCounter(edges, workers)
     for values in batches:
         sequential.add(values)

@@ -94,16 +94,16 @@ def test_random_projection_keeps_distances_on_average():
 # ---- nearest neighbours ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("n,m,query_chunk,bank_chunk",
-                         [(1, 1, 1, 1), (17, 33, 4, 5), (50, 7, 64, 3), (9, 100, 2, 31)])
+@pytest.mark.parametrize(
+    "n,m,query_chunk,bank_chunk", [(1, 1, 1, 1), (17, 33, 4, 5), (50, 7, 64, 3), (9, 100, 2, 31)]
+)
 def test_nearest_neighbours_match_brute_force(n, m, query_chunk, bank_chunk):
     generator = torch.Generator().manual_seed(n * m)
     queries = torch.randn(n, 6, generator=generator, dtype=torch.float64)
     bank = torch.randn(m, 6, generator=generator, dtype=torch.float64)
     queries[0] = bank[-1]  # identical to a bank point: distance exactly 0
     expected, expected_index = plain_distances(queries, bank).min(dim=1)
-    got, index = nearest_neighbours(queries, bank, query_chunk=query_chunk,
-                                    bank_chunk=bank_chunk)
+    got, index = nearest_neighbours(queries, bank, query_chunk=query_chunk, bank_chunk=bank_chunk)
     assert torch.allclose(got, expected, rtol=1e-12, atol=1e-12)
     assert torch.equal(index, expected_index)
     assert got[0] == 0.0
@@ -137,15 +137,14 @@ def test_the_bank_is_gathered_chunk_by_chunk_exactly(tmp_path):
     grids = np.array([(3, 4), (4, 3), (2, 5)] * 6 + [(1, 1)])
     n_patches = int((grids[:, 0] * grids[:, 1]).sum())
     early = rng.normal(size=(n_patches, 8)).astype(np.float16)
-    features = TrainFeatures(early=early, late=early[:, ::-1].copy(), grids=grids,
-                             folder=tmp_path)
+    features = TrainFeatures(early=early, late=early[:, ::-1].copy(), grids=grids, folder=tmp_path)
     method = PatchCore(MethodSettings(device="cpu"))
     everything = torch.cat(list(method._patch_chunks(features)))
     assert everything.shape == (n_patches, 16)
     # Each image's descriptors are its own grid's, in the cache's row order.
     expected, start = [], 0
     for h, w in grids:
-        rows = torch.from_numpy(early[start:start + h * w]).float()
+        rows = torch.from_numpy(early[start : start + h * w]).float()
         grid_early, grid_late = rows.reshape(1, h, w, 8), rows.flip(-1).reshape(1, h, w, 8)
         expected.append(patch_descriptors(grid_early, grid_late).reshape(h * w, 16))
         start += h * w
@@ -178,8 +177,13 @@ def fitted(tmp_path_factory, shared_teacher):
     for i, (h, w) in enumerate([(60, 45), (50, 70), (56, 56), (45, 60)]):
         paths.append(root / f"{i}.png")
         Image.fromarray(textured_image(h, w, seed=i)).save(paths[-1])
-    settings = MethodSettings(teacher="dinov2_vits14", weights="random", image_size=56,
-                              device="cpu", cache_dir=str(root / "cache"))
+    settings = MethodSettings(
+        teacher="dinov2_vits14",
+        weights="random",
+        image_size=56,
+        device="cpu",
+        cache_dir=str(root / "cache"),
+    )
     method = PatchCore(settings, coreset_ratio=0.5)
     method.fit(paths, root / "work", progress=False)
     return method, settings, paths, root / "work"
@@ -222,8 +226,9 @@ def test_a_second_fit_reloads_the_bank_and_new_settings_rebuild_it(fitted, monke
         again.fit(paths, work, progress=False)
     assert torch.equal(again.bank, method.bank)
     image = textured_image(40, 52, seed=7)
-    assert np.array_equal(again.predict_batch([image])[0].anomaly_map,
-                          method.predict_batch([image])[0].anomaly_map)
+    assert np.array_equal(
+        again.predict_batch([image])[0].anomaly_map, method.predict_batch([image])[0].anomaly_map
+    )
     assert again.describe()["reloaded"] is True
 
     other = PatchCore(settings, coreset_ratio=0.25)  # same folder, other ratio: rebuilt

@@ -42,11 +42,14 @@ def plain_features(teacher, x, layers):
         attended = F.linear(attended, block.attn.proj.weight, block.attn.proj.bias)
         tokens = tokens + attended * block.ls1.gamma
         h = F.layer_norm(tokens, (dim,), block.norm2.weight, block.norm2.bias, 1e-6)
-        h = F.linear(F.gelu(F.linear(h, block.mlp.fc1.weight, block.mlp.fc1.bias)),
-                     block.mlp.fc2.weight, block.mlp.fc2.bias)
+        h = F.linear(
+            F.gelu(F.linear(h, block.mlp.fc1.weight, block.mlp.fc1.bias)),
+            block.mlp.fc2.weight,
+            block.mlp.fc2.bias,
+        )
         tokens = tokens + h * block.ls2.gamma
         if index in layers:
-            patches = teacher.norm(tokens)[:, 1 + teacher.arch.num_register_tokens:]
+            patches = teacher.norm(tokens)[:, 1 + teacher.arch.num_register_tokens :]
             kept[index] = patches.reshape(batch, x.shape[2] // 14, x.shape[3] // 14, dim)
     return tuple(kept[i] for i in layers)
 
@@ -156,10 +159,12 @@ def test_bf16_training_decreases_the_loss_like_fp32(tmp_path):
     config = TrainConfig(epochs=8, batch_size=2, lr=1e-3)
     histories = {}
     for precision in ("fp32", "bf16"):
-        forward, backward, history = train_students(features, config, torch.device("cpu"),
-                                                    False, precision)
-        assert all(p.dtype == torch.float32 for p in (*forward.parameters(),
-                                                        *backward.parameters()))
+        forward, backward, history = train_students(
+            features, config, torch.device("cpu"), False, precision
+        )
+        assert all(
+            p.dtype == torch.float32 for p in (*forward.parameters(), *backward.parameters())
+        )
         histories[precision] = np.array(history.epoch_losses)
     bf16, fp32 = histories["bf16"], histories["fp32"]
     assert np.isfinite(bf16).all() and np.all(np.diff(bf16) < 0)
@@ -176,6 +181,7 @@ def test_a_bf16_fit_saves_float32_students_and_predicts(tmp_path, monkeypatch):
     assert all(t.dtype == torch.float32 for t in load_file(run / "students.safetensors").values())
     loaded = L2BT.load(run, device="cpu")
     assert loaded.precision == "bf16"
-    out = loaded.predict(np.asarray(np.random.default_rng(1).integers(0, 255, (40, 60, 3)),
-                                    dtype=np.uint8))
+    out = loaded.predict(
+        np.asarray(np.random.default_rng(1).integers(0, 255, (40, 60, 3)), dtype=np.uint8)
+    )
     assert out.anomaly_map.shape == (40, 60) and np.isfinite(out.anomaly_map).all()

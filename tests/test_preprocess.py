@@ -20,7 +20,7 @@ def test_pad_keeps_image_centred_and_replicates_edges(height, width):
     padded = pad_to_square(image)
     side, top, left = square_frame(height, width)
     assert padded.shape == (side, side, 3) and side == max(height, width)
-    assert np.array_equal(padded[top:top + height, left:left + width], image)
+    assert np.array_equal(padded[top : top + height, left : left + width], image)
     # Every margin pixel equals the nearest image pixel (edge replication).
     rows = np.clip(np.arange(side) - top, 0, height - 1)
     cols = np.clip(np.arange(side) - left, 0, width - 1)

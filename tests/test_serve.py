@@ -71,8 +71,11 @@ def fit_tiny_run(root: Path) -> tuple[Path, L2BT]:
     model.thresholds = Thresholds(
         image=float(np.median([p.score for p in predictions])),
         pixel=min(float(np.quantile(p.anomaly_map, 0.9)) for p in predictions),
-        false_alarm_rate=0.2, guaranteed_rate=0.2, n_calibration=2,
-        calibration_images=("a.png", "b.png"))
+        false_alarm_rate=0.2,
+        guaranteed_rate=0.2,
+        n_calibration=2,
+        calibration_images=("a.png", "b.png"),
+    )
     return model.save(root / "run"), model
 
 
@@ -142,8 +145,12 @@ def encode(image: np.ndarray | Image.Image, fmt: str = "PNG") -> bytes:
 def post_image(client: httpx.Client, data: bytes, multipart: bool = False, **query):
     if multipart:
         return client.post("/v1/predict", params=query, files={"image": ("part.png", data)})
-    return client.post("/v1/predict", params=query, content=data,
-                       headers={"content-type": "application/octet-stream"})
+    return client.post(
+        "/v1/predict",
+        params=query,
+        content=data,
+        headers={"content-type": "application/octet-stream"},
+    )
 
 
 def b64_image(text: str) -> np.ndarray:
@@ -250,12 +257,19 @@ def test_without_thresholds_no_verdict_and_no_mask(model):
 def png_header(width: int, height: int) -> bytes:
     """A PNG that claims width x height pixels but holds almost none (a decompression
     bomb's header): decoding it would fail as truncated, so 413 means it was not decoded."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data)))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def truncated_jpeg() -> bytes:
@@ -268,31 +282,55 @@ def truncated_jpeg() -> bytes:
 def chunked(data: bytes) -> Iterator[bytes]:
     """A body with no Content-Length (chunked transfer encoding)."""
     for start in range(0, len(data), 4096):
-        yield data[start:start + 4096]
+        yield data[start : start + 4096]
 
 
 BAD_REQUESTS = {  # name: (send, expected status, words in the error)
-    "not an image": (lambda c: post_image(c, b"these bytes are not an image"), 415,
-                     "not a supported image format (PNG, JPEG, TIFF, BMP, WebP)"),
+    "not an image": (
+        lambda c: post_image(c, b"these bytes are not an image"),
+        415,
+        "not a supported image format (PNG, JPEG, TIFF, BMP, WebP)",
+    ),
     "truncated JPEG": (lambda c: post_image(c, truncated_jpeg()), 400, "truncated"),
-    "truncated JPEG, multipart": (lambda c: post_image(c, truncated_jpeg(), multipart=True),
-                                  400, "truncated"),
-    "too many pixels": (lambda c: post_image(c, encode(textured_image(80, 80, 0))), 413,
-                        "--max-pixels"),
+    "truncated JPEG, multipart": (
+        lambda c: post_image(c, truncated_jpeg(), multipart=True),
+        400,
+        "truncated",
+    ),
+    "too many pixels": (
+        lambda c: post_image(c, encode(textured_image(80, 80, 0))),
+        413,
+        "--max-pixels",
+    ),
     "a bomb's header": (lambda c: post_image(c, png_header(5000, 5000)), 413, "--max-pixels"),
-    "a bomb over PIL's own limit": (lambda c: post_image(c, png_header(40000, 40000)), 413,
-                                    "too large"),
+    "a bomb over PIL's own limit": (
+        lambda c: post_image(c, png_header(40000, 40000)),
+        413,
+        "too large",
+    ),
     "body too large": (lambda c: post_image(c, bytes(40_000)), 413, "--max-body-mb"),
     "body too large, chunked": (
-        lambda c: c.post("/v1/predict", content=chunked(bytes(40_000))), 413, "--max-body-mb"),
+        lambda c: c.post("/v1/predict", content=chunked(bytes(40_000))),
+        413,
+        "--max-body-mb",
+    ),
     "empty body": (lambda c: c.post("/v1/predict"), 400, "empty body"),
     "empty multipart file": (lambda c: post_image(c, b"", multipart=True), 400, "empty body"),
-    "no image field": (lambda c: c.post("/v1/predict", files={"picture": ("a.png", b"x")}),
-                       400, "no field 'image'"),
-    "image field is text": (lambda c: c.post("/v1/predict", files={"image": (None, b"x")}),
-                            400, "text, not a file"),
-    "bad map value": (lambda c: post_image(c, encode(sample_images()[0]), map="jpeg"), 400,
-                      "query map"),
+    "no image field": (
+        lambda c: c.post("/v1/predict", files={"picture": ("a.png", b"x")}),
+        400,
+        "no field 'image'",
+    ),
+    "image field is text": (
+        lambda c: c.post("/v1/predict", files={"image": (None, b"x")}),
+        400,
+        "text, not a file",
+    ),
+    "bad map value": (
+        lambda c: post_image(c, encode(sample_images()[0]), map="jpeg"),
+        400,
+        "query map",
+    ),
     "unknown path": (lambda c: c.get("/v1/nothing"), 404, "Not Found"),
     "wrong method": (lambda c: c.get("/v1/predict"), 405, "Method Not Allowed"),
 }
@@ -339,8 +377,10 @@ class HeldPredictor:
 @contextmanager
 def held_server(model: L2BT, **settings):
     predictor = HeldPredictor(model)
-    with live_server(predictor, description(model), **settings) as (client, service), \
-            ThreadPoolExecutor(8) as pool:
+    with (
+        live_server(predictor, description(model), **settings) as (client, service),
+        ThreadPoolExecutor(8) as pool,
+    ):
         try:
             yield client, service, predictor, pool
         finally:
@@ -415,13 +455,27 @@ def free_port() -> int:
 
 def test_l2bt_serve_answers_logs_each_request_and_stops_on_ctrl_c(run_dir, model):
     port = free_port()
-    command = [sys.executable, "-m", "l2bt", "serve", "--model", str(run_dir), "--port",
-               str(port), "--device", "cpu", "--batch-size", "2"]
+    command = [
+        sys.executable,
+        "-m",
+        "l2bt",
+        "serve",
+        "--model",
+        str(run_dir),
+        "--port",
+        str(port),
+        "--device",
+        "cpu",
+        "--batch-size",
+        "2",
+    ]
     server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=TIMEOUT) as client:
-            wait_until(lambda: server.poll() is not None or answers_health(client),
-                       "`l2bt serve` to answer")
+            wait_until(
+                lambda: server.poll() is not None or answers_health(client),
+                "`l2bt serve` to answer",
+            )
             assert server.poll() is None, server.stderr.read() if server.stderr else ""
             image = sample_images()[1]
             response = post_image(client, encode(image), multipart=True)
@@ -452,9 +506,12 @@ def test_bad_serve_options_are_one_line(run_dir, capsys):
 
 
 def test_the_library_imports_without_fastapi_or_uvicorn():
-    code = ("import sys, l2bt, l2bt.model, l2bt.maps.predict, l2bt.cli; l2bt.cli.build_parser(); "
-            "print(sorted({m.split('.')[0] for m in sys.modules} & "
-            "{'fastapi', 'uvicorn', 'starlette', 'httpx'}))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, timeout=TIMEOUT).stdout
+    code = (
+        "import sys, l2bt, l2bt.model, l2bt.maps.predict, l2bt.cli; l2bt.cli.build_parser(); "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'fastapi', 'uvicorn', 'starlette', 'httpx'}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=TIMEOUT
+    ).stdout
     assert out.strip() == "[]"

@@ -29,12 +29,14 @@ def test_masks_are_exactly_the_changed_pixels(synthetic):
 
 
 def test_defect_areas_span_three_orders_of_magnitude(tmp_path):
-    target = write_synthetic(tmp_path, SyntheticConfig(size=1024, n_train=0, n_test_good=0,
-                                                      n_test_defective=16))
+    target = write_synthetic(
+        tmp_path, SyntheticConfig(size=1024, n_train=0, n_test_good=0, n_test_defective=16)
+    )
     areas = []
     for mask_path in target.glob("ground_truth/*/*_mask.png"):
-        labels, _ = ndimage.label(np.asarray(Image.open(mask_path)) > 127,
-                                  structure=np.ones((3, 3)))
+        labels, _ = ndimage.label(
+            np.asarray(Image.open(mask_path)) > 127, structure=np.ones((3, 3))
+        )
         areas += np.bincount(labels.ravel())[1:].tolist()
     assert max(areas) / min(areas) >= 1000
 
@@ -50,8 +52,19 @@ def test_same_seed_same_bytes_other_seed_other_images(tmp_path):
 
 
 def test_the_command_refuses_to_overwrite(tmp_path, capsys):
-    args = ["make-synthetic", "--out", str(tmp_path), "--size", "128", "--n-train", "1",
-            "--n-test-good", "1", "--n-test-defective", "1"]
+    args = [
+        "make-synthetic",
+        "--out",
+        str(tmp_path),
+        "--size",
+        "128",
+        "--n-train",
+        "1",
+        "--n-test-good",
+        "1",
+        "--n-test-defective",
+        "1",
+    ]
     assert main(args) == 0
     capsys.readouterr()
     assert main(args) == 2

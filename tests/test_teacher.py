@@ -18,27 +18,44 @@ OFFICIAL = {
 def official_shapes(variant: str) -> dict[str, tuple[int, ...]]:
     dim, depth, hidden, swiglu = OFFICIAL[variant.removesuffix("_reg")]
     shapes = {
-        "cls_token": (1, 1, dim), "pos_embed": (1, 37 * 37 + 1, dim), "mask_token": (1, dim),
-        "patch_embed.proj.weight": (dim, 3, 14, 14), "patch_embed.proj.bias": (dim,),
-        "norm.weight": (dim,), "norm.bias": (dim,),
+        "cls_token": (1, 1, dim),
+        "pos_embed": (1, 37 * 37 + 1, dim),
+        "mask_token": (1, dim),
+        "patch_embed.proj.weight": (dim, 3, 14, 14),
+        "patch_embed.proj.bias": (dim,),
+        "norm.weight": (dim,),
+        "norm.bias": (dim,),
     }
     if variant.endswith("_reg"):
         shapes["register_tokens"] = (1, 4, dim)
     for i in range(depth):
         b = f"blocks.{i}."
         shapes |= {
-            b + "norm1.weight": (dim,), b + "norm1.bias": (dim,),
-            b + "attn.qkv.weight": (3 * dim, dim), b + "attn.qkv.bias": (3 * dim,),
-            b + "attn.proj.weight": (dim, dim), b + "attn.proj.bias": (dim,),
-            b + "ls1.gamma": (dim,), b + "ls2.gamma": (dim,),
-            b + "norm2.weight": (dim,), b + "norm2.bias": (dim,),
+            b + "norm1.weight": (dim,),
+            b + "norm1.bias": (dim,),
+            b + "attn.qkv.weight": (3 * dim, dim),
+            b + "attn.qkv.bias": (3 * dim,),
+            b + "attn.proj.weight": (dim, dim),
+            b + "attn.proj.bias": (dim,),
+            b + "ls1.gamma": (dim,),
+            b + "ls2.gamma": (dim,),
+            b + "norm2.weight": (dim,),
+            b + "norm2.bias": (dim,),
         }
         if swiglu:
-            shapes |= {b + "mlp.w12.weight": (2 * hidden, dim), b + "mlp.w12.bias": (2 * hidden,),
-                       b + "mlp.w3.weight": (dim, hidden), b + "mlp.w3.bias": (dim,)}
+            shapes |= {
+                b + "mlp.w12.weight": (2 * hidden, dim),
+                b + "mlp.w12.bias": (2 * hidden,),
+                b + "mlp.w3.weight": (dim, hidden),
+                b + "mlp.w3.bias": (dim,),
+            }
         else:
-            shapes |= {b + "mlp.fc1.weight": (hidden, dim), b + "mlp.fc1.bias": (hidden,),
-                       b + "mlp.fc2.weight": (dim, hidden), b + "mlp.fc2.bias": (dim,)}
+            shapes |= {
+                b + "mlp.fc1.weight": (hidden, dim),
+                b + "mlp.fc1.bias": (hidden,),
+                b + "mlp.fc2.weight": (dim, hidden),
+                b + "mlp.fc2.bias": (dim,),
+            }
     return shapes
 
 
@@ -57,8 +74,9 @@ def test_state_dict_has_the_official_keys_and_shapes(variant):
 @pytest.mark.parametrize("variant", ["dinov2_vits14", "dinov2_vits14_reg"])
 def test_an_official_layout_checkpoint_loads_strictly(variant, tmp_path):
     generator = torch.Generator().manual_seed(1)
-    state = {k: torch.randn(s, generator=generator) * 0.02
-             for k, s in official_shapes(variant).items()}
+    state = {
+        k: torch.randn(s, generator=generator) * 0.02 for k, s in official_shapes(variant).items()
+    }
     path = tmp_path / "ckpt.pth"
     torch.save(state, path)
     teacher = load_teacher(variant, weights=str(path))
@@ -76,8 +94,12 @@ def reference_pos_embed(pos_embed, grid_h, grid_w, registers):
     if registers:
         grid = F.interpolate(grid, size=(grid_h, grid_w), mode="bicubic", antialias=True)
     else:
-        grid = F.interpolate(grid, scale_factor=((grid_h + 0.1) / 37, (grid_w + 0.1) / 37),
-                             mode="bicubic", antialias=False)
+        grid = F.interpolate(
+            grid,
+            scale_factor=((grid_h + 0.1) / 37, (grid_w + 0.1) / 37),
+            mode="bicubic",
+            antialias=False,
+        )
     grid = grid.permute(0, 2, 3, 1).reshape(1, grid_h * grid_w, dim)
     return torch.cat([pos_embed[:, :1], grid], dim=1)
 
@@ -142,12 +164,15 @@ def test_random_weights_are_the_same_in_every_process():
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("shape,layers,match", [
-    ((1, 3, 30, 28), (7, 11), "multiples of 14"),
-    ((1, 3, 28, 28), (7, 12), "block indices"),
-    ((1, 3, 28, 28), (-1,), "block indices"),
-    ((1, 1, 28, 28), (7,), r"\(B, 3, H, W\)"),
-])
+@pytest.mark.parametrize(
+    "shape,layers,match",
+    [
+        ((1, 3, 30, 28), (7, 11), "multiples of 14"),
+        ((1, 3, 28, 28), (7, 12), "block indices"),
+        ((1, 3, 28, 28), (-1,), "block indices"),
+        ((1, 1, 28, 28), (7,), r"\(B, 3, H, W\)"),
+    ],
+)
 def test_bad_inputs_are_input_errors(shape, layers, match):
     teacher = load_teacher("dinov2_vits14", weights="random")
     with pytest.raises(InputError, match=match):
@@ -157,4 +182,3 @@ def test_bad_inputs_are_input_errors(shape, layers, match):
 def test_unknown_variant():
     with pytest.raises(InputError, match="unknown teacher"):
         load_teacher("dinov2_vitx14", weights="random")
-

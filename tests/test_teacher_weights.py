@@ -37,8 +37,10 @@ def server(tmp_path):
 def small_checkpoint(path, seed=0):
     teacher = load_teacher("dinov2_vits14", weights="random")
     generator = torch.Generator().manual_seed(seed)
-    state = {k: v + 0.01 * torch.randn(v.shape, generator=generator)
-             for k, v in teacher.state_dict().items()}
+    state = {
+        k: v + 0.01 * torch.randn(v.shape, generator=generator)
+        for k, v in teacher.state_dict().items()
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, path)
     return state
@@ -46,9 +48,11 @@ def small_checkpoint(path, seed=0):
 
 def test_official_urls():
     assert weight_files.official_url("dinov2_vitb14_reg") == (
-        "https://dl.fbaipublicfiles.com/dinov2/dinov2_vitb14/dinov2_vitb14_reg4_pretrain.pth")
+        "https://dl.fbaipublicfiles.com/dinov2/dinov2_vitb14/dinov2_vitb14_reg4_pretrain.pth"
+    )
     assert weight_files.official_url("dinov2_vits14") == (
-        "https://dl.fbaipublicfiles.com/dinov2/dinov2_vits14/dinov2_vits14_pretrain.pth")
+        "https://dl.fbaipublicfiles.com/dinov2/dinov2_vits14/dinov2_vits14_pretrain.pth"
+    )
 
 
 def test_official_weights_download_once_into_the_hub_cache(server, torch_home, monkeypatch):
@@ -85,8 +89,7 @@ def test_a_url_checkpoint_is_cached_and_checked(server, torch_home):
     assert teacher.weights_id == weight_files.sha256_of(torch_home / "mine.pth")[:16]
 
 
-def test_offline_without_a_cached_file_names_the_url_and_the_flag(server, torch_home,
-                                                                   monkeypatch):
+def test_offline_without_a_cached_file_names_the_url_and_the_flag(server, torch_home, monkeypatch):
     _, url = server  # serves nothing at that path: 404
     monkeypatch.setattr(weight_files, "OFFICIAL_BASE_URL", url)
     with pytest.raises(InputError) as error:
@@ -108,10 +111,13 @@ def test_safetensors_and_wrapped_checkpoints_load(tmp_path):
         assert torch.equal(teacher.state_dict()["cls_token"], state["cls_token"])
 
 
-@pytest.mark.parametrize("variant,match", [
-    ("dinov2_vitb14", "embed dim 384"),
-    ("dinov2_vits14_reg", "missing keys: register_tokens"),
-])
+@pytest.mark.parametrize(
+    "variant,match",
+    [
+        ("dinov2_vitb14", "embed dim 384"),
+        ("dinov2_vits14_reg", "missing keys: register_tokens"),
+    ],
+)
 def test_a_checkpoint_of_the_wrong_kind_is_one_clear_line(tmp_path, variant, match):
     small_checkpoint(tmp_path / "s.pth")
     with pytest.raises(InputError, match=match) as error:

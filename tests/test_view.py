@@ -23,10 +23,10 @@ from PIL import Image
 
 from helpers import write_mvtec_tree
 from l2bt.cli import main
-from l2bt.prediction import Region
 from l2bt.errors import InputError
 from l2bt.maps.layout import write_regions, write_scores
 from l2bt.maps.overlay import annotate, colour_bar_height, outline, overlay
+from l2bt.prediction import Region
 from l2bt.report.gallery import THUMB_PX
 from l2bt.report.page import write_page
 

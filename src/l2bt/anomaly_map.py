@@ -72,13 +72,21 @@ def smooth(maps: torch.Tensor) -> torch.Tensor:
     return maps
 
 
-def to_image_maps(patch_maps: torch.Tensor, geometry: InputGeometry,
-                  smoothing: Smoothing = smooth, align_corners: bool = False) -> np.ndarray:
+def to_image_maps(
+    patch_maps: torch.Tensor,
+    geometry: InputGeometry,
+    smoothing: Smoothing = smooth,
+    align_corners: bool = False,
+) -> np.ndarray:
     """(B, h, w) patch maps of images sharing one geometry -> (B, H, W) float32 maps:
     bilinear upsampling to the geometry's frame, `smoothing`, the crop to the image."""
     maps = patch_maps.float().unsqueeze(1)  # (B, h, w) -> (B, 1, h, w)
-    maps = F.interpolate(maps, size=(geometry.frame_height, geometry.frame_width),
-                         mode="bilinear", align_corners=align_corners)
+    maps = F.interpolate(
+        maps,
+        size=(geometry.frame_height, geometry.frame_width),
+        mode="bilinear",
+        align_corners=align_corners,
+    )
     maps = smoothing(maps)
     rows = slice(geometry.top, geometry.top + geometry.height)
     cols = slice(geometry.left, geometry.left + geometry.width)
@@ -98,7 +106,7 @@ def top_count(n_pixels: int) -> int:
 def top_mean(anomaly_map: np.ndarray, k: int) -> float:
     """Mean of the k largest map values, in float64."""
     values = anomaly_map.ravel()
-    top = np.partition(values, values.size - k)[values.size - k:]
+    top = np.partition(values, values.size - k)[values.size - k :]
     return float(top.astype(np.float64).mean())
 
 

@@ -30,8 +30,9 @@ class TeacherConfig:
         if len(self.layers) != 2 or self.layers[0] == self.layers[1]:
             raise InputError(f"layers must be two different block indices, got {self.layers}")
         if self.input_mode not in INPUT_MODES:
-            raise InputError(f"--input-mode must be one of {', '.join(INPUT_MODES)}, "
-                             f"got {self.input_mode!r}")
+            raise InputError(
+                f"--input-mode must be one of {', '.join(INPUT_MODES)}, got {self.input_mode!r}"
+            )
 
 
 @dataclass(frozen=True)

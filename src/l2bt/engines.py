@@ -37,8 +37,13 @@ def default_engine(model: str | Path) -> str:
     return "onnxruntime" if Path(model).is_file() else "torch"
 
 
-def load_engine(model: str | Path, engine: str | None = None, device: str = "auto",
-                precision: str | None = None, weights: str | None = None) -> Engine:
+def load_engine(
+    model: str | Path,
+    engine: str | None = None,
+    device: str = "auto",
+    precision: str | None = None,
+    weights: str | None = None,
+) -> Engine:
     """The predictor for `model` (a run folder or an exported .onnx file) on `engine`
     (None: `default_engine`). `precision` and `weights` are the torch engine's (and the
     teacher of an on-the-fly export)."""

@@ -47,21 +47,28 @@ def default_cache_dir() -> Path:
 
 def input_geometries(images: Sequence[Path], config: TeacherConfig) -> list[InputGeometry]:
     """Each image's input geometry, from the file headers (no decoding)."""
-    return [InputGeometry.for_mode(config.input_mode, *image_size(p), config.image_size)
-            for p in images]
+    return [
+        InputGeometry.for_mode(config.input_mode, *image_size(p), config.image_size) for p in images
+    ]
 
 
 def shape_batches(geometries: Sequence[InputGeometry], batch_size: int) -> list[list[int]]:
     """Indices of images that share an input shape, at most `batch_size` per batch, in
     order of each shape's first appearance (one shape, hence plain batches, in pad mode)."""
     groups = group_indices([geometry.input_shape for geometry in geometries])
-    return [indices[start:start + batch_size] for indices in groups.values()
-            for start in range(0, len(indices), batch_size)]
+    return [
+        indices[start : start + batch_size]
+        for indices in groups.values()
+        for start in range(0, len(indices), batch_size)
+    ]
 
 
 def iter_inputs(
-    images: Sequence[Path], config: TeacherConfig, geometries: Sequence[InputGeometry],
-    batch_size: int, workers: int = 2,
+    images: Sequence[Path],
+    config: TeacherConfig,
+    geometries: Sequence[InputGeometry],
+    batch_size: int,
+    workers: int = 2,
 ) -> Iterator[tuple[list[int], torch.Tensor]]:
     """Batches of (indices, (B, 3, h, w) inputs) of images sharing a shape, read in threads."""
 
@@ -102,22 +109,29 @@ class TrainFeatures:
     def dim(self) -> int:
         return self.early.shape[1]
 
-    def patches(self, indices: np.ndarray, device: torch.device
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def patches(
+        self, indices: np.ndarray, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Every patch of images `indices` (read in sorted order, for disk locality), as two
         float32 (p, D) tensors."""
         rows = [slice(self.offsets[i], self.offsets[i + 1]) for i in np.sort(indices)]
-        early, late = (torch.from_numpy(np.concatenate([array[r] for r in rows]))
-                       .to(device).float() for array in (self.early, self.late))
+        early, late = (
+            torch.from_numpy(np.concatenate([array[r] for r in rows])).to(device).float()
+            for array in (self.early, self.late)
+        )
         return early, late
 
     def image(self, index: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """One image's features as two float32 (h, w, D) grids."""
         rows = slice(self.offsets[index], self.offsets[index + 1])
         h, w = (int(v) for v in self.grids[index])
-        early, late = (torch.from_numpy(np.array(array[rows])).to(device).float()
-                       .reshape(h, w, -1)  # (h·w, D) -> (h, w, D)
-                       for array in (self.early, self.late))
+        early, late = (
+            torch.from_numpy(np.array(array[rows]))
+            .to(device)
+            .float()
+            .reshape(h, w, -1)  # (h·w, D) -> (h, w, D)
+            for array in (self.early, self.late)
+        )
         return early, late
 
 
@@ -130,9 +144,14 @@ def cache_key(
         stat = Path(path).stat()
         files.append([str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns])
     description = {
-        "format": CACHE_FORMAT, "variant": config.variant, "weights_id": weights_id,
-        "layers": list(config.layers), "image_size": config.image_size,
-        "input_mode": config.input_mode, "precision": precision, "files": files,
+        "format": CACHE_FORMAT,
+        "variant": config.variant,
+        "weights_id": weights_id,
+        "layers": list(config.layers),
+        "image_size": config.image_size,
+        "input_mode": config.input_mode,
+        "precision": precision,
+        "files": files,
     }
     return content_digest(description)
 
@@ -142,8 +161,7 @@ def _open_cached(folder: Path) -> TrainFeatures | None:
         return None
     early = np.load(folder / "early.npy", mmap_mode="r")
     late = np.load(folder / "late.npy", mmap_mode="r")
-    return TrainFeatures(early=early, late=late, grids=np.load(folder / "grids.npy"),
-                         folder=folder)
+    return TrainFeatures(early=early, late=late, grids=np.load(folder / "grids.npy"), folder=folder)
 
 
 def cached_train_features(
@@ -186,8 +204,12 @@ def cached_train_features(
         late.flush()
         del early, late
         np.save(staging / "grids.npy", grids)
-        meta = {"n_images": len(images), "n_patches": shape[0], "dim": shape[1],
-                "images": [str(p) for p in images]}
+        meta = {
+            "n_images": len(images),
+            "n_patches": shape[0],
+            "dim": shape[1],
+            "images": [str(p) for p in images],
+        }
         (staging / "meta.json").write_text(json.dumps(meta))
     cached = _open_cached(folder)
     assert cached is not None

@@ -100,25 +100,44 @@ class L2BT:
         teacher = teacher.to(device)
         start = time.perf_counter()
         features = cached_train_features(
-            teacher, images, config.teacher, device, precision,
-            None if cache_dir is None else Path(cache_dir), progress=progress,
+            teacher,
+            images,
+            config.teacher,
+            device,
+            precision,
+            None if cache_dir is None else Path(cache_dir),
+            progress=progress,
         )
         feature_seconds = time.perf_counter() - start
-        forward, backward, history = train_students(features, config.train, device, progress,
-                                                    precision)
+        forward, backward, history = train_students(
+            features, config.train, device, progress, precision
+        )
         training = _training_info(images, history, feature_seconds, device)
         normal = normal_score_range(features, forward, backward, device, precision)
-        model = cls(config, teacher, forward, backward, device, precision,
-                    info={**(info or {}), "training": training, "normal_patch_scores": normal})
+        model = cls(
+            config,
+            teacher,
+            forward,
+            backward,
+            device,
+            precision,
+            info={**(info or {}), "training": training, "normal_patch_scores": normal},
+        )
         if calibration_images:
             model.calibrate(calibration_images, false_alarm_rate, progress=progress)
         return model
 
-    def calibrate(self, images: Sequence[str | Path], false_alarm_rate: float = 0.01,
-                  batch_size: int = 4, progress: bool = True) -> Thresholds:
+    def calibrate(
+        self,
+        images: Sequence[str | Path],
+        false_alarm_rate: float = 0.01,
+        batch_size: int = 4,
+        progress: bool = True,
+    ) -> Thresholds:
         """Set (and return) thresholds from defect-free `images` the students never saw."""
-        self.thresholds = calibrate(self, [Path(p) for p in images], false_alarm_rate,
-                                    batch_size, progress).thresholds
+        self.thresholds = calibrate(
+            self, [Path(p) for p in images], false_alarm_rate, batch_size, progress
+        ).thresholds
         return self.thresholds
 
     # ---- persistence ----------------------------------------------------------------------
@@ -131,8 +150,10 @@ class L2BT:
         with atomic_folder(run_dir) as staging:
             tensors = {f"forward.{k}": v for k, v in self.forward_student.state_dict().items()}
             tensors |= {f"backward.{k}": v for k, v in self.backward_student.state_dict().items()}
-            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
-                      str(staging / "students.safetensors"))
+            save_file(
+                {k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+                str(staging / "students.safetensors"),
+            )
             (staging / "config.json").write_text(json.dumps(self.describe(), indent=2))
             _plot_losses(self.info.get("training", {}).get("epoch_losses"), staging / "loss.png")
         return run_dir
@@ -174,8 +195,11 @@ class L2BT:
             described = json.loads(config_path.read_text())
             config = L2BTConfig.from_dict(described["config"])
             weights_id = described["teacher"]["weights_id"]
-            thresholds = (None if described.get("thresholds") is None
-                          else Thresholds.from_dict(described["thresholds"]))
+            thresholds = (
+                None
+                if described.get("thresholds") is None
+                else Thresholds.from_dict(described["thresholds"])
+            )
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise InputError(f"unreadable run configuration ({e})", config_path) from e
         if described.get("format") != RUN_FORMAT:
@@ -184,13 +208,25 @@ class L2BT:
         if teacher.weights_id != weights_id:
             raise InputError(
                 f"teacher weights {teacher.weights_id} differ from those the students were "
-                f"trained with ({weights_id})", config_path,
+                f"trained with ({weights_id})",
+                config_path,
             )
         forward, backward = _load_students(run_dir / "students.safetensors", teacher.embed_dim)
-        info = {k: v for k, v in described.items() if k not in
-                ("format", "l2bt_version", "config", "teacher", "precision", "thresholds")}
-        return cls(config, teacher, forward, backward, device,
-                   precision or described.get("precision", "fp32"), info, thresholds)
+        info = {
+            k: v
+            for k, v in described.items()
+            if k not in ("format", "l2bt_version", "config", "teacher", "precision", "thresholds")
+        }
+        return cls(
+            config,
+            teacher,
+            forward,
+            backward,
+            device,
+            precision or described.get("precision", "fp32"),
+            info,
+            thresholds,
+        )
 
     # ---- inference ------------------------------------------------------------------------
 
@@ -202,16 +238,22 @@ class L2BT:
     def predict_batch(self, images: Sequence[ImageInput]) -> list[Prediction]:
         """Predict several images; teacher batches by input shape, post-processing by size."""
         teacher = self.config.teacher
-        predictions = predict_images(self.patch_maps, [as_rgb(im) for im in images],
-                                     teacher.image_size, teacher.input_mode, self.device)
+        predictions = predict_images(
+            self.patch_maps,
+            [as_rgb(im) for im in images],
+            teacher.image_size,
+            teacher.input_mode,
+            self.device,
+        )
         return [decide(p, self.thresholds) for p in predictions]
 
     @torch.inference_mode()
     def patch_maps(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, h, w) inputs -> (B, h/14, w/14) per-patch anomaly."""
         early, late = self.teacher.features(x, self.config.teacher.layers, self.precision)
-        return patch_anomaly(self.forward_student, self.backward_student, early, late,
-                             self.precision)
+        return patch_anomaly(
+            self.forward_student, self.backward_student, early, late, self.precision
+        )
 
 
 def _load_students(path: Path, dim: int) -> tuple[Student, Student]:
@@ -224,18 +266,21 @@ def _load_students(path: Path, dim: int) -> tuple[Student, Student]:
     students = []
     for prefix in ("forward.", "backward."):
         student = Student(dim)
-        state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
         try:
             student.load_state_dict(state, strict=True)
         except RuntimeError as e:
-            raise InputError(f"student weights do not fit the teacher (dim {dim}): "
-                             f"{str(e).splitlines()[0]}", path) from e
+            raise InputError(
+                f"student weights do not fit the teacher (dim {dim}): {str(e).splitlines()[0]}",
+                path,
+            ) from e
         students.append(student)
     return students[0], students[1]
 
 
-def _training_info(images: Sequence[Path], history: TrainingHistory, feature_seconds: float,
-                   device: torch.device) -> dict[str, Any]:
+def _training_info(
+    images: Sequence[Path], history: TrainingHistory, feature_seconds: float, device: torch.device
+) -> dict[str, Any]:
     return {
         "n_images": len(images),
         "first_image": str(images[0]),

@@ -83,8 +83,11 @@ class InputGeometry:
     def work_pixels(self) -> int:
         """Pixels of the largest array one prediction of this image holds: the image and
         its map (H × W), the teacher input, or the frame the map is upsampled to."""
-        return max(self.height * self.width, self.input_height * self.input_width,
-                   self.frame_height * self.frame_width)
+        return max(
+            self.height * self.width,
+            self.input_height * self.input_width,
+            self.frame_height * self.frame_width,
+        )
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -123,7 +126,8 @@ class WorkLimit:
                 f"{geometry.work_pixels:,} pixels in {self.mode} mode (map frame "
                 f"{geometry.frame_width} x {geometry.frame_height}, teacher input "
                 f"{geometry.input_width} x {geometry.input_height}), over the limit of "
-                f"{self.max_pixels:,} pixels (--max-pixels)")
+                f"{self.max_pixels:,} pixels (--max-pixels)"
+            )
 
 
 def square_frame(height: int, width: int) -> tuple[int, int, int]:
@@ -140,8 +144,9 @@ def pad_to_square(image: np.ndarray) -> np.ndarray:
     return np.pad(image, ((top, bottom), (left, right), (0, 0)), mode="edge")
 
 
-def preprocess(image: np.ndarray, size: int, mode: str = "pad"
-               ) -> tuple[torch.Tensor, InputGeometry]:
+def preprocess(
+    image: np.ndarray, size: int, mode: str = "pad"
+) -> tuple[torch.Tensor, InputGeometry]:
     """(H, W, 3) uint8 RGB -> ((3, h, w) normalised float32 input, its geometry).
 
     In `pad` mode the input is size × size; in `aspect` mode its long side is `size`.
@@ -149,8 +154,9 @@ def preprocess(image: np.ndarray, size: int, mode: str = "pad"
     height, width = image.shape[:2]
     geometry = InputGeometry.for_mode(mode, height, width, size)
     source = pad_to_square(image) if mode == "pad" else image
-    resized = Image.fromarray(source).resize((geometry.input_width, geometry.input_height),
-                                             Image.Resampling.BICUBIC)
+    resized = Image.fromarray(source).resize(
+        (geometry.input_width, geometry.input_height), Image.Resampling.BICUBIC
+    )
     x = torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0)  # (h, w, 3)
     x = x.permute(2, 0, 1)  # (h, w, 3) -> (3, h, w)
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)

@@ -30,8 +30,10 @@ class Student(nn.Module):
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.layers = nn.Sequential(
-            nn.Linear(dim, dim), nn.GELU(),
-            nn.Linear(dim, dim), nn.GELU(),
+            nn.Linear(dim, dim),
+            nn.GELU(),
+            nn.Linear(dim, dim),
+            nn.GELU(),
             nn.Linear(dim, dim),
         )
 
@@ -56,13 +58,16 @@ def as_columns(rows: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def low_precision_step(student: Student, inputs: torch.Tensor, targets: torch.Tensor
-                       ) -> torch.Tensor:
+def low_precision_step(
+    student: Student, inputs: torch.Tensor, targets: torch.Tensor
+) -> torch.Tensor:
     """The student's cosine loss on (D, N) column batches and its gradients, computed in
     the inputs' dtype (bf16); `targets` are float32. float32 gradients are written into
     every parameter's `.grad` (replacing what was there). Returns the float32 loss."""
-    weights = [(linear.weight.to(inputs.dtype), linear.bias.to(inputs.dtype))
-               for linear in student.linears()]
+    weights = [
+        (linear.weight.to(inputs.dtype), linear.bias.to(inputs.dtype))
+        for linear in student.linears()
+    ]
     hidden_1 = torch.addmm(weights[0][1][:, None], weights[0][0], inputs)
     active_1 = F.gelu(hidden_1)
     hidden_2 = torch.addmm(weights[1][1][:, None], weights[1][0], active_1)
@@ -81,8 +86,9 @@ def low_precision_step(student: Student, inputs: torch.Tensor, targets: torch.Te
     return loss
 
 
-def _cosine_loss_and_gradient(output: torch.Tensor, targets: torch.Tensor
-                              ) -> tuple[torch.Tensor, torch.Tensor]:
+def _cosine_loss_and_gradient(
+    output: torch.Tensor, targets: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """1 − mean_i cos(y_i, t_i) over the columns of (D, N) `output` y and `targets` t, and
     its float32 gradient with respect to y (norms clamped at COSINE_EPS as torch does):
 
@@ -99,14 +105,16 @@ def _cosine_loss_and_gradient(output: torch.Tensor, targets: torch.Tensor
     n = y.shape[1]
     target_weight = -1.0 / (n * y_clamped * t_clamped)
     # a clamped norm is a constant: its term drops out of the gradient
-    output_weight = torch.where(y_norm > COSINE_EPS, cos / (n * y_clamped.square()),
-                                torch.zeros_like(cos))
+    output_weight = torch.where(
+        y_norm > COSINE_EPS, cos / (n * y_clamped.square()), torch.zeros_like(cos)
+    )
     grad = torch.addcmul(t * target_weight, y, output_weight)
     return 1.0 - cos.mean(), grad
 
 
-def _linear_gradients(grad_out: torch.Tensor, inputs: torch.Tensor
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
+def _linear_gradients(
+    grad_out: torch.Tensor, inputs: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """float32 weight and bias gradients of out = W·inputs + b, all (D, N) columns."""
     grad_weight = grad_out.mm(inputs.t())  # (D, N) @ (N, D) -> (D, D)
     return grad_weight.float(), grad_out.sum(dim=1, dtype=torch.float32)

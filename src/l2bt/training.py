@@ -54,29 +54,30 @@ def train_students(
     students' compute precision, "fp32" or "bf16" (see the module docstring).
     """
     if precision not in COMPUTE_DTYPES:
-        raise InputError(f"precision must be one of {', '.join(COMPUTE_DTYPES)}, "
-                         f"got {precision!r}")
+        raise InputError(f"precision must be one of {', '.join(COMPUTE_DTYPES)}, got {precision!r}")
     dtype = COMPUTE_DTYPES[precision]
     forward, backward = new_students(features.dim, config.seed)
     forward.to(device).train()
     backward.to(device).train()
     params = [*forward.parameters(), *backward.parameters()]
     # fused: one kernel per step instead of ~10 passes per parameter (3x faster on a CPU)
-    optimizer = torch.optim.Adam(params, lr=config.lr,
-                                 fused=True if dtype != torch.float32 else None)
+    optimizer = torch.optim.Adam(
+        params, lr=config.lr, fused=True if dtype != torch.float32 else None
+    )
     order_rng = np.random.default_rng(config.seed)
     n_images = len(features)
     steps_per_epoch = math.ceil(n_images / config.batch_size)
     epoch_losses: list[float] = []
     start = time.perf_counter()
-    bar = tqdm(total=config.epochs * steps_per_epoch, desc="students", unit="step",
-               disable=not progress)
+    bar = tqdm(
+        total=config.epochs * steps_per_epoch, desc="students", unit="step", disable=not progress
+    )
     with bar:
         for epoch in range(config.epochs):
             order = order_rng.permutation(n_images)
             total = 0.0
             for step in range(steps_per_epoch):
-                indices = order[step * config.batch_size:(step + 1) * config.batch_size]
+                indices = order[step * config.batch_size : (step + 1) * config.batch_size]
                 early, late = features.patches(indices, device)
                 optimizer.zero_grad(set_to_none=True)
                 if dtype == torch.float32:
@@ -100,17 +101,22 @@ def train_students(
     return forward, backward, TrainingHistory(tuple(epoch_losses), time.perf_counter() - start)
 
 
-def _low_precision_losses(forward: Student, backward: Student, early: torch.Tensor,
-                          late: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def _low_precision_losses(
+    forward: Student, backward: Student, early: torch.Tensor, late: torch.Tensor, dtype: torch.dtype
+) -> torch.Tensor:
     """Both students' summed loss on (N, D) patch rows, their gradients set in `dtype`."""
     early_columns, late_columns = as_columns(early), as_columns(late)  # (D, N) float32
-    return (low_precision_step(forward, early_columns.to(dtype), late_columns)
-            + low_precision_step(backward, late_columns.to(dtype), early_columns))
+    return low_precision_step(forward, early_columns.to(dtype), late_columns) + low_precision_step(
+        backward, late_columns.to(dtype), early_columns
+    )
 
 
 @torch.inference_mode()
 def normal_score_range(
-    features: TrainFeatures, forward: Student, backward: Student, device: torch.device,
+    features: TrainFeatures,
+    forward: Student,
+    backward: Student,
+    device: torch.device,
     precision: str = "fp32",
 ) -> dict[str, float]:
     """Median and maximum patch anomaly over the training images.

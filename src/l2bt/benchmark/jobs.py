@@ -68,15 +68,15 @@ def results_path(out: Path, method: str, category: str) -> Path:
     return out / "results" / method / f"{category}.json"
 
 
-def run_job(config: BenchmarkConfig, job: Job, out: Path, progress: bool = False
-            ) -> dict[str, Any]:
+def run_job(config: BenchmarkConfig, job: Job, out: Path, progress: bool = False) -> dict[str, Any]:
     """The results JSON of one job (SPEC §6 metrics, decisions, "run", "pro_curves")."""
     split = load_category(config.data, job.category, config.dataset)
     method = make_method(job.spec, config.settings)
     maps_root = out / "maps" / job.name
     if isinstance(method, ExternalMaps):
-        evaluation = evaluate_maps(split, method.maps_dir, progress,
-                                   low_res_protocol=config.low_res_protocol)
+        evaluation = evaluate_maps(
+            split, method.maps_dir, progress, low_res_protocol=config.low_res_protocol
+        )
         return _result(job, evaluation, {"description": method.describe()}, None)
     images = _calibration_split(config, split)
     work_dir = out / "models" / job.name / job.category
@@ -84,16 +84,21 @@ def run_job(config: BenchmarkConfig, job: Job, out: Path, progress: bool = False
     with PeakMemory() as fit_memory:
         method.fit(list(images.train), work_dir, progress)
     train_seconds = time.perf_counter() - tic
-    calibration = (_thresholds(method, config, job, images, work_dir, progress)
-                   if images.calibration else None)
+    calibration = (
+        _thresholds(method, config, job, images, work_dir, progress) if images.calibration else None
+    )
     items = [PredictItem(s.image, s.key) for s in split.test]
     with PeakMemory() as predict_memory:
         summary = predict_to_folder(
-            method, items, maps_root / job.category, config.settings.batch_size,
-            overlays=False, progress=progress,
-            thresholds=None if calibration is None else calibration.thresholds)
-    evaluation = evaluate_maps(split, maps_root, progress,
-                               low_res_protocol=config.low_res_protocol)
+            method,
+            items,
+            maps_root / job.category,
+            config.settings.batch_size,
+            overlays=False,
+            progress=progress,
+            thresholds=None if calibration is None else calibration.thresholds,
+        )
+    evaluation = evaluate_maps(split, maps_root, progress, low_res_protocol=config.low_res_protocol)
     run: dict[str, Any] = {
         "description": method.describe(),
         "device": device_name(resolve_device(config.settings.device)),
@@ -108,42 +113,67 @@ def run_job(config: BenchmarkConfig, job: Job, out: Path, progress: bool = False
     return result
 
 
-def _score_distribution(split: CategorySplit, scores: dict[str, float],
-                        calibration: Calibration | None) -> dict[str, list[float]]:
+def _score_distribution(
+    split: CategorySplit, scores: dict[str, float], calibration: Calibration | None
+) -> dict[str, list[float]]:
     """Image scores of the calibration images and of the labelled test images, by label
     (for the plot of score distributions against the threshold)."""
     labelled = [s for s in split.test if s.has_ground_truth]
-    return {"calibration": [] if calibration is None else
-            [round(v, 8) for v in calibration.image_scores],
-            "test_good": [round(scores[s.key], 8) for s in labelled if not s.is_anomalous],
-            "test_defective": [round(scores[s.key], 8) for s in labelled if s.is_anomalous]}
+    return {
+        "calibration": []
+        if calibration is None
+        else [round(v, 8) for v in calibration.image_scores],
+        "test_good": [round(scores[s.key], 8) for s in labelled if not s.is_anomalous],
+        "test_defective": [round(scores[s.key], 8) for s in labelled if s.is_anomalous],
+    }
 
 
 def _calibration_split(config: BenchmarkConfig, split: CategorySplit) -> CalibrationSplit:
-    return split_calibration([s.image for s in split.train], parse_calibration(config.calibration),
-                             seed=0, validation=[s.image for s in split.validation])
+    return split_calibration(
+        [s.image for s in split.train],
+        parse_calibration(config.calibration),
+        seed=0,
+        validation=[s.image for s in split.validation],
+    )
 
 
-def _thresholds(method: Any, config: BenchmarkConfig, job: Job, images: CalibrationSplit,
-                work_dir: Path, progress: bool) -> Calibration:
+def _thresholds(
+    method: Any,
+    config: BenchmarkConfig,
+    job: Job,
+    images: CalibrationSplit,
+    work_dir: Path,
+    progress: bool,
+) -> Calibration:
     """The method's calibration, reused from `work_dir` when it was made for the same
     method, settings, training and calibration images and rate (the model is a seeded
     function of those), so a resumed job does not predict the calibration images again."""
     alpha, batch_size = config.false_alarm_rate, config.settings.batch_size
     key = content_digest(
-        {"method": job.spec, "settings": _result_settings(config.settings), "alpha": alpha,
-         "train": [str(p) for p in images.train],
-         "calibration": [str(p) for p in images.calibration]})
+        {
+            "method": job.spec,
+            "settings": _result_settings(config.settings),
+            "alpha": alpha,
+            "train": [str(p) for p in images.train],
+            "calibration": [str(p) for p in images.calibration],
+        }
+    )
     path = work_dir / THRESHOLDS_FILE
     if path.is_file():
         stored = json.loads(path.read_text())
         if stored.get("key") == key:
-            return Calibration(Thresholds.from_dict(stored["thresholds"]),
-                               tuple(stored["image_scores"]), tuple(stored["map_maxima"]))
+            return Calibration(
+                Thresholds.from_dict(stored["thresholds"]),
+                tuple(stored["image_scores"]),
+                tuple(stored["map_maxima"]),
+            )
     calibration = calibrate(method, list(images.calibration), alpha, batch_size, progress)
-    stored = {"key": key, "thresholds": calibration.thresholds.to_dict(),
-              "image_scores": list(calibration.image_scores),
-              "map_maxima": list(calibration.map_maxima)}
+    stored = {
+        "key": key,
+        "thresholds": calibration.thresholds.to_dict(),
+        "image_scores": list(calibration.image_scores),
+        "map_maxima": list(calibration.map_maxima),
+    }
     write_text_atomic(path, json.dumps(stored, indent=1) + "\n")
     return calibration
 
@@ -152,8 +182,9 @@ def _result_settings(settings: MethodSettings) -> dict[str, Any]:
     return {k: v for k, v in asdict(settings).items() if k not in RESULT_NEUTRAL_SETTINGS}
 
 
-def _result(job: Job, evaluation: Any, run: dict[str, Any], calibration: Calibration | None
-            ) -> dict[str, Any]:
+def _result(
+    job: Job, evaluation: Any, run: dict[str, Any], calibration: Calibration | None
+) -> dict[str, Any]:
     result = evaluation.to_json_dict()
     result["method"] = job.name
     if calibration is not None:
@@ -169,5 +200,7 @@ def _curves(curves: dict[str, Any]) -> dict[str, Any]:
     if not curves:
         return {}
     first = next(iter(curves.values()))
-    return {"fpr": [round(float(v), 6) for v in first.fpr],
-            **{name: [round(float(v), 6) for v in c.pro] for name, c in curves.items()}}
+    return {
+        "fpr": [round(float(v), 6) for v in first.fpr],
+        **{name: [round(float(v), 6) for v in c.pro] for name, c in curves.items()},
+    }

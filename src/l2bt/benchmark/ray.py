@@ -33,15 +33,15 @@ PROBE_MARKER = ".l2bt-storage-probe"
 def ray_executor(address: str | None) -> Executor:
     """An executor for `run_benchmark` that runs its jobs as Ray tasks."""
 
-    def execute(run: BenchmarkRun, jobs: Sequence[Job], progress: bool,
-                log: Callable[[str], None]) -> None:
+    def execute(
+        run: BenchmarkRun, jobs: Sequence[Job], progress: bool, log: Callable[[str], None]
+    ) -> None:
         if not jobs:
             return
         ray = _import_ray()
         started = not ray.is_initialized()
         if started:
-            ray.init(address=address or "local", include_dashboard=False,
-                     log_to_driver=False)
+            ray.init(address=address or "local", include_dashboard=False, log_to_driver=False)
         try:
             run_on_cluster(ray, run, jobs, progress, log)
         finally:
@@ -51,8 +51,9 @@ def ray_executor(address: str | None) -> Executor:
     return execute
 
 
-def run_on_cluster(ray: Any, run: BenchmarkRun, jobs: Sequence[Job], progress: bool,
-                   log: Callable[[str], None]) -> None:
+def run_on_cluster(
+    ray: Any, run: BenchmarkRun, jobs: Sequence[Job], progress: bool, log: Callable[[str], None]
+) -> None:
     """Submit every job, record each as it finishes; cancel the rest on Ctrl-C."""
     check_storage(ray, run)
     gpus = ray.cluster_resources().get("GPU", 0)
@@ -93,20 +94,31 @@ def check_storage(ray: Any, run: BenchmarkRun) -> None:
         scheduling = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy
         probe = ray.remote(num_cpus=0)(_probe_storage)
         nodes = [n for n in ray.nodes() if n.get("Alive")]
-        answers = ray.get([probe.options(scheduling_strategy=scheduling(n["NodeID"], soft=False))
-                           .remote(str(marker)) for n in nodes])
+        answers = ray.get(
+            [
+                probe.options(scheduling_strategy=scheduling(n["NodeID"], soft=False)).remote(
+                    str(marker)
+                )
+                for n in nodes
+            ]
+        )
     finally:
         marker.unlink(missing_ok=True)
     for node, (sees, writes, version) in zip(nodes, answers, strict=True):
         where = node.get("NodeManagerAddress", node["NodeID"])
         if not sees:
-            raise InputError(f"the output folder is not visible from Ray node {where}: put "
-                             "--out (and --cache-dir) on storage every node sees", run.out)
+            raise InputError(
+                f"the output folder is not visible from Ray node {where}: put "
+                "--out (and --cache-dir) on storage every node sees",
+                run.out,
+            )
         if not writes:
             raise InputError(f"Ray node {where} cannot write in the output folder", run.out)
         if version != __version__:
-            raise InputError(f"Ray node {where} runs l2bt {version}, this driver {__version__}:"
-                             " install the same version on every node")
+            raise InputError(
+                f"Ray node {where} runs l2bt {version}, this driver {__version__}:"
+                " install the same version on every node"
+            )
 
 
 def _probe_storage(marker: str) -> tuple[bool, bool, str]:

@@ -80,8 +80,11 @@ class BenchmarkRun:
         return [j for j in self.jobs if not results_path(self.out, j.name, j.category).is_file()]
 
     def results(self) -> list[dict[str, Any]]:
-        return [json.loads(path.read_text()) for j in self.jobs
-                if (path := results_path(self.out, j.name, j.category)).is_file()]
+        return [
+            json.loads(path.read_text())
+            for j in self.jobs
+            if (path := results_path(self.out, j.name, j.category)).is_file()
+        ]
 
 
 Executor = Callable[[BenchmarkRun, Sequence[Job], bool, Callable[[str], None]], None]
@@ -97,14 +100,21 @@ def plan_benchmark(config: BenchmarkConfig, out: Path) -> BenchmarkRun:
     if not all(isinstance(m, ExternalMaps) for m in methods):
         check_teacher(config.settings)  # offline without weights stops here
     check_resumable(config, out)
-    jobs = [Job(spec, method.name, split.name) for split in splits
-            for spec, method in zip(config.methods, methods, strict=True)]
+    jobs = [
+        Job(spec, method.name, split.name)
+        for split in splits
+        for spec, method in zip(config.methods, methods, strict=True)
+    ]
     return BenchmarkRun(config, out, splits, names, jobs)
 
 
-def run_benchmark(config: BenchmarkConfig, out: Path, progress: bool = True,
-                  log: Callable[[str], None] = print, executor: Executor | None = None
-                  ) -> BenchmarkRun:
+def run_benchmark(
+    config: BenchmarkConfig,
+    out: Path,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    executor: Executor | None = None,
+) -> BenchmarkRun:
     """Run every job not done yet (in this process, or with `executor`, e.g. Ray's)."""
     run = plan_benchmark(config, out)
     out.mkdir(parents=True, exist_ok=True)
@@ -119,8 +129,9 @@ def run_benchmark(config: BenchmarkConfig, out: Path, progress: bool = True,
     return run
 
 
-def run_locally(run: BenchmarkRun, jobs: Sequence[Job], progress: bool,
-                log: Callable[[str], None]) -> None:
+def run_locally(
+    run: BenchmarkRun, jobs: Sequence[Job], progress: bool, log: Callable[[str], None]
+) -> None:
     """One job after another in this process; Ctrl-C stops after what finished."""
     for job in jobs:
         log(f"[{job.label()}] running")
@@ -132,12 +143,14 @@ def run_locally(run: BenchmarkRun, jobs: Sequence[Job], progress: bool,
             record_result(run, job, result, log)
 
 
-def record_result(run: BenchmarkRun, job: Job, result: dict[str, Any],
-                  log: Callable[[str], None]) -> None:
+def record_result(
+    run: BenchmarkRun, job: Job, result: dict[str, Any], log: Callable[[str], None]
+) -> None:
     """Write a finished job's results JSON, the summary, and a category's close-up plot
     once all its methods are done."""
-    write_text_atomic(results_path(run.out, job.name, job.category),
-                      json.dumps(result, indent=1) + "\n")
+    write_text_atomic(
+        results_path(run.out, job.name, job.category), json.dumps(result, indent=1) + "\n"
+    )
     write_summary(run.out, run.names, run.categories)
     log(f"[{job.label()}] AUPRO@30% all {_short(result, 'all')}, q1 {_short(result, 'q1')}")
     split = next(s for s in run.splits if s.name == job.category)
@@ -145,8 +158,9 @@ def record_result(run: BenchmarkRun, job: Job, result: dict[str, Any],
         plot_smallest_defects(run.out, split, run.names)
 
 
-def record_failure(run: BenchmarkRun, job: Job, error: BaseException,
-                   log: Callable[[str], None]) -> None:
+def record_failure(
+    run: BenchmarkRun, job: Job, error: BaseException, log: Callable[[str], None]
+) -> None:
     message = str(error).strip().splitlines()[0] if str(error).strip() else ""
     failure = JobFailure(job, f"{type(error).__name__}: {message}")
     run.failures.append(failure)
@@ -171,15 +185,21 @@ def check_resumable(config: BenchmarkConfig, out: Path) -> None:
     before = _comparable({k: earlier.get(k) for k in config.to_dict()})
     changed = sorted(k for k in now if now[k] != before.get(k))
     if changed:
-        raise InputError(f"this folder holds a benchmark run with other settings "
-                         f"({', '.join(changed)}); use another --out", path)
+        raise InputError(
+            f"this folder holds a benchmark run with other settings "
+            f"({', '.join(changed)}); use another --out",
+            path,
+        )
 
 
 def _comparable(described: dict[str, Any]) -> dict[str, Any]:
     flat = {k: v for k, v in described.items() if k != "settings"}
     flat |= {f"settings.{k}": v for k, v in (described.get("settings") or {}).items()}
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in flat.items()
-            if k.split(".")[-1] not in RESUMABLE_CHANGES}
+    return {
+        k: (list(v) if isinstance(v, tuple) else v)
+        for k, v in flat.items()
+        if k.split(".")[-1] not in RESUMABLE_CHANGES
+    }
 
 
 def _short(result: dict[str, Any], size_bin: str) -> str:
@@ -188,9 +208,12 @@ def _short(result: dict[str, Any], size_bin: str) -> str:
 
 
 def _write_description(config: BenchmarkConfig, out: Path) -> None:
-    description = {"l2bt_version": __version__, "torch": torch.__version__,
-                   **config.to_dict(),
-                   "device": device_name(resolve_device(config.settings.device))}
+    description = {
+        "l2bt_version": __version__,
+        "torch": torch.__version__,
+        **config.to_dict(),
+        "device": device_name(resolve_device(config.settings.device)),
+    }
     write_text_atomic(out / "benchmark.json", json.dumps(description, indent=2) + "\n")
 
 

@@ -19,52 +19,87 @@ from l2bt.cli.common import (
 if TYPE_CHECKING:
     from l2bt.methods import MethodSettings
 
-METHOD_NAMES = ("l2bt", "l2bt@N", "patchcore", "dinomaly",
-                "external:NAME=DIR")  # l2bt.methods.METHOD_NAMES
+METHOD_NAMES = (
+    "l2bt",
+    "l2bt@N",
+    "patchcore",
+    "dinomaly",
+    "external:NAME=DIR",
+)  # l2bt.methods.METHOD_NAMES
 LOCAL_RAY = "local"  # `--ray` without an address: start a local Ray instance
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "benchmark", help="compare methods on every category, resumably, with plots",
+        "benchmark",
+        help="compare methods on every category, resumably, with plots",
         description="Re-running with the same --out continues where a run stopped, with or "
         "without --ray.",
     )
     parser.add_argument("--data", required=True, help="data root folder")
     parser.add_argument("--dataset", default="mvtec_ad", help=f"{', '.join(DATASETS)}")
     parser.add_argument("--categories", default=None, help="A,B (default: all found)")
-    parser.add_argument("--methods", default="l2bt",
-                        help=f"comma-separated: {', '.join(METHOD_NAMES)} (default l2bt)")
+    parser.add_argument(
+        "--methods",
+        default="l2bt",
+        help=f"comma-separated: {', '.join(METHOD_NAMES)} (default l2bt)",
+    )
     parser.add_argument("--out", required=True, help="benchmark folder")
     add_teacher_args(parser)
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=4, help="images per predict batch")
-    parser.add_argument("--dinomaly-iterations", type=int, default=10_000,
-                        help="Dinomaly's training steps (default 10000, the official recipe)")
-    parser.add_argument("--dinomaly-batch-size", type=int, default=16,
-                        help="Dinomaly's images per training step (default 16)")
+    parser.add_argument(
+        "--dinomaly-iterations",
+        type=int,
+        default=10_000,
+        help="Dinomaly's training steps (default 10000, the official recipe)",
+    )
+    parser.add_argument(
+        "--dinomaly-batch-size",
+        type=int,
+        default=16,
+        help="Dinomaly's images per training step (default 16)",
+    )
     add_calibration_args(parser)
-    parser.add_argument("--low-res-protocol", type=int, default=None, metavar="N",
-                        help="also score every method's maps as low-resolution benchmarks "
-                        "do (maps and masks resized to N x N), side by side in results.md")
+    parser.add_argument(
+        "--low-res-protocol",
+        type=int,
+        default=None,
+        metavar="N",
+        help="also score every method's maps as low-resolution benchmarks "
+        "do (maps and masks resized to N x N), side by side in results.md",
+    )
     add_device_args(parser)
     parser.add_argument("--cache-dir", default=None, help="feature cache folder")
-    parser.add_argument("--ray", nargs="?", const=LOCAL_RAY, default=None, metavar="ADDRESS",
-                        help="run each (method, category) as a Ray task on the cluster at "
-                        "ADDRESS (without one: a local Ray instance); --out and --cache-dir "
-                        "must be on storage every node sees")
+    parser.add_argument(
+        "--ray",
+        nargs="?",
+        const=LOCAL_RAY,
+        default=None,
+        metavar="ADDRESS",
+        help="run each (method, category) as a Ray task on the cluster at "
+        "ADDRESS (without one: a local Ray instance); --out and --cache-dir "
+        "must be on storage every node sees",
+    )
     parser.set_defaults(func=run)
 
 
 def settings_from(args: argparse.Namespace) -> MethodSettings:
     from l2bt.methods import MethodSettings
 
-    return MethodSettings(teacher=args.teacher, weights=args.weights,
-                          image_size=args.image_size, input_mode=args.input_mode,
-                          epochs=args.epochs, device=args.device, precision=args.precision,
-                          cache_dir=args.cache_dir, batch_size=args.batch_size,
-                          dinomaly_iterations=args.dinomaly_iterations,
-                          dinomaly_batch_size=args.dinomaly_batch_size)
+    return MethodSettings(
+        teacher=args.teacher,
+        weights=args.weights,
+        image_size=args.image_size,
+        input_mode=args.input_mode,
+        epochs=args.epochs,
+        device=args.device,
+        precision=args.precision,
+        cache_dir=args.cache_dir,
+        batch_size=args.batch_size,
+        dinomaly_iterations=args.dinomaly_iterations,
+        dinomaly_batch_size=args.dinomaly_batch_size,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,24 +112,31 @@ def run(args: argparse.Namespace) -> int:
     if args.ray is not None and args.cache_dir is None:
         args.cache_dir = str(Path(args.out) / "cache")  # on the storage every node sees
     categories = parse_categories(
-        args.categories, [] if args.categories else list_categories(args.data, args.dataset))
+        args.categories, [] if args.categories else list_categories(args.data, args.dataset)
+    )
     config = BenchmarkConfig(
-        data=str(Path(args.data).resolve()), dataset=args.dataset, categories=categories,
+        data=str(Path(args.data).resolve()),
+        dataset=args.dataset,
+        categories=categories,
         methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
-        settings=settings_from(args), calibration=args.calibration,
-        false_alarm_rate=args.false_alarm_rate, low_res_protocol=args.low_res_protocol,
+        settings=settings_from(args),
+        calibration=args.calibration,
+        false_alarm_rate=args.false_alarm_rate,
+        low_res_protocol=args.low_res_protocol,
     )
     executor = None
     if args.ray is not None:
         from l2bt.benchmark.ray import ray_executor
 
         executor = ray_executor(None if args.ray == LOCAL_RAY else args.ray)
-    benchmark = run_benchmark(config, Path(args.out), progress=show_progress(),
-                              executor=executor)
+    benchmark = run_benchmark(config, Path(args.out), progress=show_progress(), executor=executor)
     print((Path(args.out) / "results.md").read_text())
     if benchmark.failures:
-        print(f"l2bt benchmark: {len(benchmark.failures)} of {len(benchmark.jobs)} jobs "
-              f"failed (a re-run redoes only those):", file=sys.stderr)
+        print(
+            f"l2bt benchmark: {len(benchmark.failures)} of {len(benchmark.jobs)} jobs "
+            f"failed (a re-run redoes only those):",
+            file=sys.stderr,
+        )
         for failure in benchmark.failures:
             print(f"  {failure.line()}", file=sys.stderr)
         return 1

@@ -10,7 +10,8 @@ from l2bt.cli.common import add_trained_run_args, show_progress
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "calibrate", help="set a run's thresholds from new defect-free images",
+        "calibrate",
+        help="set a run's thresholds from new defect-free images",
         description="Predicts every image in --images (defect-free parts the model never "
         "trained on) and rewrites the run's thresholds in config.json at the asked "
         "false-alarm rate (split conformal: guaranteed on average over calibration sets).",
@@ -32,10 +33,10 @@ def run(args: argparse.Namespace) -> int:
 
     check_false_alarm_rate(args.false_alarm_rate)
     images = calibration_folder_images(Path(args.images))
-    model = L2BT.load(args.model, device=args.device, precision=args.precision,
-                      weights=args.weights)
-    thresholds = model.calibrate(images, args.false_alarm_rate, args.batch_size,
-                                 show_progress())
+    model = L2BT.load(
+        args.model, device=args.device, precision=args.precision, weights=args.weights
+    )
+    thresholds = model.calibrate(images, args.false_alarm_rate, args.batch_size, show_progress())
     model.save_thresholds(args.model)
     print(thresholds.summary())
     print(f"wrote {Path(args.model) / 'config.json'}")

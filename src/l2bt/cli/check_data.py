@@ -22,8 +22,11 @@ def run(args: argparse.Namespace) -> int:
 
     categories = [args.category] if args.category else list_categories(args.data, args.dataset)
     if not categories:
-        print(f"l2bt check-data: error: {args.data}: no categories found for the "
-              f"{args.dataset} layout", file=sys.stderr)
+        print(
+            f"l2bt check-data: error: {args.data}: no categories found for the "
+            f"{args.dataset} layout",
+            file=sys.stderr,
+        )
         return 2
     failed = False
     for category in categories:
@@ -35,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
             kinds = Counter(s.defect for s in report.split.test)
             summary = ", ".join(f"{k} {n}" for k, n in sorted(kinds.items()))
             status = f"{len(report.problems)} problem(s)" if report.problems else "OK"
-            print(f"{category}: {status}: {len(report.split.train)} train, "
-                  f"{len(report.split.test)} test ({summary})")
+            print(
+                f"{category}: {status}: {len(report.split.train)} train, "
+                f"{len(report.split.test)} test ({summary})"
+            )
     return 2 if failed else 0

@@ -17,8 +17,9 @@ INPUT_MODES = ("pad", "aspect")  # l2bt.preprocess.INPUT_MODES
 def add_dataset_args(parser: argparse.ArgumentParser, category_required: bool = True) -> None:
     parser.add_argument("--data", required=True, help="data root folder")
     parser.add_argument(
-        "--dataset", default="mvtec_ad", help=f"data layout: {', '.join(DATASETS)} "
-        "(default mvtec_ad)"
+        "--dataset",
+        default="mvtec_ad",
+        help=f"data layout: {', '.join(DATASETS)} (default mvtec_ad)",
     )
     if category_required:
         parser.add_argument("--category", required=True, help="category (sub-folder of --data)")
@@ -27,33 +28,49 @@ def add_dataset_args(parser: argparse.ArgumentParser, category_required: bool = 
 def add_teacher_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", default="dinov2_vitb14_reg", help="DINOv2 variant")
     parser.add_argument(
-        "--weights", default=None,
+        "--weights",
+        default=None,
         help="checkpoint path or URL, or 'random' (default: the official checkpoint, "
         "through torch's hub cache)",
     )
-    parser.add_argument("--image-size", type=int, default=1036,
-                        help="input side (pad) or long side (aspect) in pixels")
-    parser.add_argument("--input-mode", default="pad", choices=INPUT_MODES,
-                        help="pad: edge-pad to a square (the paper); aspect: keep the aspect "
-                        "ratio, no padding")
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=1036,
+        help="input side (pad) or long side (aspect) in pixels",
+    )
+    parser.add_argument(
+        "--input-mode",
+        default="pad",
+        choices=INPUT_MODES,
+        help="pad: edge-pad to a square (the paper); aspect: keep the aspect ratio, no padding",
+    )
 
 
 def add_calibration_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--calibration", default=None, metavar="FRACTION|DIR|0",
+        "--calibration",
+        default=None,
+        metavar="FRACTION|DIR|0",
         help="defect-free images for the thresholds: a fraction of train/good held out "
         "(default: validation/good where the data set has it, else 10 %%, at least 8, none "
         "below 40 training images), a folder of good images, or 0 for none",
     )
-    parser.add_argument("--false-alarm-rate", type=float, default=0.01, metavar="ALPHA",
-                        help="guaranteed rate of defect-free parts called defective "
-                        "(default 0.01)")
+    parser.add_argument(
+        "--false-alarm-rate",
+        type=float,
+        default=0.01,
+        metavar="ALPHA",
+        help="guaranteed rate of defect-free parts called defective (default 0.01)",
+    )
 
 
 def add_device_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument(
-        "--precision", default="fp32", choices=PRECISIONS,
+        "--precision",
+        default="fp32",
+        choices=PRECISIONS,
         help="compute precision of the teacher and students (default fp32)",
     )
 
@@ -63,11 +80,17 @@ def add_trained_run_args(parser: argparse.ArgumentParser, only: str = "") -> Non
     says which models they apply to, if not all."""
     scope = f"; {only}" if only else ""
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--precision", default=None, choices=PRECISIONS,
-                        help=f"compute precision (default: as trained{scope})")
-    parser.add_argument("--weights", default=None,
-                        help=f"teacher checkpoint, if it moved since `fit` (must be the same"
-                        f"{scope})")
+    parser.add_argument(
+        "--precision",
+        default=None,
+        choices=PRECISIONS,
+        help=f"compute precision (default: as trained{scope})",
+    )
+    parser.add_argument(
+        "--weights",
+        default=None,
+        help=f"teacher checkpoint, if it moved since `fit` (must be the same{scope})",
+    )
 
 
 def show_progress() -> bool:

@@ -17,23 +17,37 @@ from l2bt.cli.common import add_device_args, show_progress
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("demo", help="benchmark on a synthetic data set, on a CPU",
-                                   description=__doc__.split("\n\n")[1])
+    parser = subparsers.add_parser(
+        "demo",
+        help="benchmark on a synthetic data set, on a CPU",
+        description=__doc__.split("\n\n")[1],
+    )
     parser.add_argument("--out", default="runs/demo", help="demo folder (default runs/demo)")
-    parser.add_argument("--weights", default=None,
-                        help="teacher checkpoint path or URL, or 'random' for an offline "
-                        "smoke run (default: the official checkpoint)")
+    parser.add_argument(
+        "--weights",
+        default=None,
+        help="teacher checkpoint path or URL, or 'random' for an offline "
+        "smoke run (default: the official checkpoint)",
+    )
     parser.add_argument("--teacher", default="dinov2_vits14_reg")
     parser.add_argument("--image-size", type=int, default=672)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--methods", default="l2bt,l2bt@224,patchcore")
     parser.add_argument("--size", type=int, default=1536, help="long side of the images")
-    parser.add_argument("--n-train", type=int, default=48,
-                        help="training images (the default holds out 8 of 48 to calibrate)")
+    parser.add_argument(
+        "--n-train",
+        type=int,
+        default=48,
+        help="training images (the default holds out 8 of 48 to calibrate)",
+    )
     parser.add_argument("--false-alarm-rate", type=float, default=0.1, metavar="ALPHA")
-    parser.add_argument("--low-res-protocol", type=int, default=224, metavar="N",
-                        help="also score the maps at N x N, as low-resolution benchmarks do "
-                        "(default 224; 0: off)")
+    parser.add_argument(
+        "--low-res-protocol",
+        type=int,
+        default=224,
+        metavar="N",
+        help="also score the maps at N x N, as low-resolution benchmarks do (default 224; 0: off)",
+    )
     parser.add_argument("--n-test", type=int, default=16, help="defective test images")
     add_device_args(parser)
     parser.set_defaults(func=run)
@@ -46,25 +60,39 @@ def run(args: argparse.Namespace) -> int:
     from l2bt.methods import MethodSettings
 
     out = Path(args.out)
-    settings = MethodSettings(teacher=args.teacher, weights=args.weights,
-                              image_size=args.image_size, epochs=args.epochs,
-                              device=args.device, precision=args.precision)
+    settings = MethodSettings(
+        teacher=args.teacher,
+        weights=args.weights,
+        image_size=args.image_size,
+        epochs=args.epochs,
+        device=args.device,
+        precision=args.precision,
+    )
     check_teacher(settings)  # before any output: offline without weights stops here
     data = out / "data"
-    synthetic = SyntheticConfig(size=args.size, n_train=args.n_train,
-                                n_test_good=max(2, args.n_test // 3),
-                                n_test_defective=args.n_test)
+    synthetic = SyntheticConfig(
+        size=args.size,
+        n_train=args.n_train,
+        n_test_good=max(2, args.n_test // 3),
+        n_test_defective=args.n_test,
+    )
     if not (data / synthetic.category).is_dir():
         print(f"making a synthetic data set in {data} …")
         write_synthetic(data, synthetic)
     if args.weights == "random":
-        print("note: a random teacher gives meaningless scores; this run only shows the "
-              "pipeline working")
-    config = BenchmarkConfig(data=str(data.resolve()), dataset="mvtec_ad",
-                             categories=(synthetic.category,),
-                             methods=tuple(args.methods.split(",")), settings=settings,
-                             false_alarm_rate=args.false_alarm_rate,
-                             low_res_protocol=args.low_res_protocol or None)
+        print(
+            "note: a random teacher gives meaningless scores; this run only shows the "
+            "pipeline working"
+        )
+    config = BenchmarkConfig(
+        data=str(data.resolve()),
+        dataset="mvtec_ad",
+        categories=(synthetic.category,),
+        methods=tuple(args.methods.split(",")),
+        settings=settings,
+        false_alarm_rate=args.false_alarm_rate,
+        low_res_protocol=args.low_res_protocol or None,
+    )
     benchmark = run_benchmark(config, out / "benchmark", progress=show_progress())
     print((out / "benchmark" / "results.md").read_text())
     print(f"report: {out / 'benchmark' / 'results.md'}; plots: {out / 'benchmark' / 'plots'}")

@@ -11,7 +11,8 @@ from l2bt.cli.common import add_dataset_args, show_progress
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "evaluate", help="AUPRO by defect size, AUROCs and robustness of a folder of maps",
+        "evaluate",
+        help="AUPRO by defect size, AUROCs and robustness of a folder of maps",
         description="Reads <maps>/<category>/test/<defect>/<stem>.tiff, one float32 map per "
         "test image at its full size, and <maps>/<category>/scores.csv (key,score) when "
         "present; with a verdict column there and a <stem>_mask.png beside every map, also "
@@ -21,11 +22,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--maps", required=True, help="folder of maps in the MVTec layout")
     parser.add_argument("--out", default=None, help="write the metrics as JSON here")
     parser.add_argument(
-        "--low-res-protocol", type=int, default=None, metavar="N",
+        "--low-res-protocol",
+        type=int,
+        default=None,
+        metavar="N",
         help="also score the maps as low-resolution benchmarks do: map bilinear and mask "
-        "nearest-neighbour resized to N x N (e.g. 256)")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="threads counting pixels (default: the cores, at most 4)")
+        "nearest-neighbour resized to N x N (e.g. 256)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="threads counting pixels (default: the cores, at most 4)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -37,8 +46,13 @@ def run(args: argparse.Namespace) -> int:
 
     split = load_category(args.data, args.category, args.dataset)
     return_large_frees()  # this process only evaluates: freed memory goes back at once
-    result = evaluate_maps(split, args.maps, progress=show_progress(),
-                           low_res_protocol=args.low_res_protocol, workers=args.workers)
+    result = evaluate_maps(
+        split,
+        args.maps,
+        progress=show_progress(),
+        low_res_protocol=args.low_res_protocol,
+        workers=args.workers,
+    )
     print(format_table(result))
     if args.out:
         text = json.dumps(result.to_json_dict(), indent=2, allow_nan=False) + "\n"

@@ -19,7 +19,8 @@ def image_hw(text: str) -> tuple[int, int]:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "export", help="write the model as one ONNX file (pre- and post-processing inside)",
+        "export",
+        help="write the model as one ONNX file (pre- and post-processing inside)",
         description="Input `image`: uint8 (H, W, 3) RGB of any size. Outputs: anomaly_map "
         "float32 (H, W), score float32 and, with thresholds, mask uint8 (H, W, 0/255) and "
         "defective bool. The run's config.json is in the file's metadata (l2bt_config). "
@@ -28,11 +29,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", required=True, help="run folder written by `l2bt fit`")
     parser.add_argument("--out", required=True, help="the .onnx file to write")
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset, at least 18")
-    parser.add_argument("--image-hw", type=image_hw, default=None, metavar="H,W",
-                        help="aspect-mode runs only: the size of the images the graph will "
-                        "see (their teacher grid is fixed in the graph)")
-    parser.add_argument("--weights", default=None,
-                        help="teacher checkpoint, if it moved since `fit` (must be the same)")
+    parser.add_argument(
+        "--image-hw",
+        type=image_hw,
+        default=None,
+        metavar="H,W",
+        help="aspect-mode runs only: the size of the images the graph will "
+        "see (their teacher grid is fixed in the graph)",
+    )
+    parser.add_argument(
+        "--weights",
+        default=None,
+        help="teacher checkpoint, if it moved since `fit` (must be the same)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -48,7 +57,9 @@ def run(args: argparse.Namespace) -> int:
     model = L2BT.load(args.model, device="cpu", weights=args.weights)
     info = export_onnx(model, out, args.opset, args.image_hw)
     height, width = info.input_hw
-    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, opset {info.opset}; "
-          f"{info.input_mode} mode, {height} x {width} teacher input; outputs "
-          f"{', '.join(info.outputs)})")
+    print(
+        f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, opset {info.opset}; "
+        f"{info.input_mode} mode, {height} x {width} teacher input; outputs "
+        f"{', '.join(info.outputs)})"
+    )
     return 0

@@ -26,8 +26,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0)
     add_calibration_args(parser)
     add_device_args(parser)
-    parser.add_argument("--cache-dir", default=None,
-                        help="feature cache folder (default $L2BT_CACHE_DIR or ~/.cache/l2bt)")
+    parser.add_argument(
+        "--cache-dir",
+        default=None,
+        help="feature cache folder (default $L2BT_CACHE_DIR or ~/.cache/l2bt)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     parser.set_defaults(func=run)
 
@@ -47,24 +50,39 @@ def run(args: argparse.Namespace) -> int:
     choice = parse_calibration(args.calibration)
     split = load_category(args.data, args.category, args.dataset)
     config = L2BTConfig(
-        teacher=TeacherConfig(args.teacher, args.weights, args.image_size,
-                              input_mode=args.input_mode),
+        teacher=TeacherConfig(
+            args.teacher, args.weights, args.image_size, input_mode=args.input_mode
+        ),
         train=TrainConfig(args.epochs, args.batch_size, args.lr, args.seed),
     )
-    images = split_calibration([s.image for s in split.train], choice, args.seed,
-                               [s.image for s in split.validation])
+    images = split_calibration(
+        [s.image for s in split.train], choice, args.seed, [s.image for s in split.validation]
+    )
     if images.note:
         print(images.note)
-    data = {"root": str(Path(args.data).resolve()), "category": args.category,
-            "dataset": args.dataset, "calibration": images.describe()}
-    model = L2BT.fit(images.train, config, device=args.device, precision=args.precision,
-                     cache_dir=args.cache_dir, progress=show_progress(), info={"data": data},
-                     calibration_images=images.calibration,
-                     false_alarm_rate=args.false_alarm_rate)
+    data = {
+        "root": str(Path(args.data).resolve()),
+        "category": args.category,
+        "dataset": args.dataset,
+        "calibration": images.describe(),
+    }
+    model = L2BT.fit(
+        images.train,
+        config,
+        device=args.device,
+        precision=args.precision,
+        cache_dir=args.cache_dir,
+        progress=show_progress(),
+        info={"data": data},
+        calibration_images=images.calibration,
+        false_alarm_rate=args.false_alarm_rate,
+    )
     model.save(out, overwrite=args.overwrite)
     losses = model.info["training"]["epoch_losses"]
-    print(f"trained on {len(images.train)} images of {args.category}; "
-          f"final loss {losses[-1]:.4f}; wrote {out}")
+    print(
+        f"trained on {len(images.train)} images of {args.category}; "
+        f"final loss {losses[-1]:.4f}; wrote {out}"
+    )
     if model.thresholds is not None:
         print(model.thresholds.summary())
     return 0

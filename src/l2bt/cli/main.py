@@ -8,8 +8,19 @@ from collections.abc import Sequence
 
 from l2bt.errors import InputError
 
-VERBS = ("fit", "calibrate", "predict", "evaluate", "benchmark", "check_data", "make_synthetic",
-         "demo", "export", "serve", "view")
+VERBS = (
+    "fit",
+    "calibrate",
+    "predict",
+    "evaluate",
+    "benchmark",
+    "check_data",
+    "make_synthetic",
+    "demo",
+    "export",
+    "serve",
+    "view",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

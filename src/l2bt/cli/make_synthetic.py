@@ -7,7 +7,8 @@ import argparse
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "make-synthetic", help="generate textured surfaces with defects from a few px up",
+        "make-synthetic",
+        help="generate textured surfaces with defects from a few px up",
     )
     parser.add_argument("--out", required=True, help="data root to write the category into")
     parser.add_argument("--size", type=int, default=2048, help="long side in pixels")
@@ -23,9 +24,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from l2bt.data.synthetic import SyntheticConfig, write_synthetic
 
-    config = SyntheticConfig(args.size, args.seed, args.category, args.n_train,
-                             args.n_test_good, args.n_test_defective)
+    config = SyntheticConfig(
+        args.size, args.seed, args.category, args.n_train, args.n_test_good, args.n_test_defective
+    )
     target = write_synthetic(args.out, config, overwrite=args.overwrite)
-    print(f"wrote {args.n_train} training and {args.n_test_good + args.n_test_defective} test "
-          f"images of {config.shape[1]}x{config.shape[0]} to {target}")
+    print(
+        f"wrote {args.n_train} training and {args.n_test_good + args.n_test_defective} test "
+        f"images of {config.shape[1]}x{config.shape[0]} to {target}"
+    )
     return 0

@@ -17,26 +17,41 @@ ENGINES = ("torch", "onnxruntime")  # l2bt.engines.ENGINES
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "predict", help="write anomaly maps (TIFF), scores.csv, overlays and decisions",
+        "predict",
+        help="write anomaly maps (TIFF), scores.csv, overlays and decisions",
         description="Folders keep their name and inner tree under --out: "
         "`--out maps/CAT ROOT/CAT/test` writes maps/CAT/test/<defect>/<stem>.tiff. With "
         "thresholds (a run calibrated by fit or calibrate) also <key>_mask.png, a verdict "
         "column in scores.csv and regions.csv. `--submission DIR ROOT/OBJECT` writes an "
         "MVTec AD 2 object's private test splits in the evaluation server's upload layout.",
     )
-    parser.add_argument("--model", required=True,
-                        help="run folder written by `l2bt fit`, or a file written by `l2bt export`")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="run folder written by `l2bt fit`, or a file written by `l2bt export`",
+    )
     parser.add_argument("--out", default=None, help="output folder")
-    parser.add_argument("inputs", nargs="+", metavar="INPUT",
-                        help="image files or folders (with --submission: MVTec AD 2 object "
-                        "folders)")
-    parser.add_argument("--submission", default=None, metavar="DIR",
-                        help="write the MVTec AD 2 upload layout into DIR instead of --out")
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="image files or folders (with --submission: MVTec AD 2 object folders)",
+    )
+    parser.add_argument(
+        "--submission",
+        default=None,
+        metavar="DIR",
+        help="write the MVTec AD 2 upload layout into DIR instead of --out",
+    )
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--engine", default=None, choices=ENGINES,
-                        help="torch (a run folder) or onnxruntime (an exported file, or a run "
-                        "folder exported on the fly and cached as <run>/model.onnx); default: "
-                        "torch for a folder, onnxruntime for a file")
+    parser.add_argument(
+        "--engine",
+        default=None,
+        choices=ENGINES,
+        help="torch (a run folder) or onnxruntime (an exported file, or a run "
+        "folder exported on the fly and cached as <run>/model.onnx); default: "
+        "torch for a folder, onnxruntime for a file",
+    )
     add_trained_run_args(parser)
     parser.add_argument("--no-overlays", action="store_true", help="skip the PNG overlays")
     parser.set_defaults(func=run)
@@ -55,15 +70,25 @@ def run(args: argparse.Namespace) -> int:
     model = _load(args)
     normal = model.info.get("normal_patch_scores")
     colour_range = (normal["median"], normal["max"]) if normal else None
-    summary = predict_to_folder(model, items, Path(args.out), args.batch_size,
-                                overlays=not args.no_overlays, colour_range=colour_range,
-                                progress=show_progress())
-    print(f"wrote {summary.n_images} maps to {args.out} "
-          f"({summary.median_seconds:.3f} s per image, median)")
+    summary = predict_to_folder(
+        model,
+        items,
+        Path(args.out),
+        args.batch_size,
+        overlays=not args.no_overlays,
+        colour_range=colour_range,
+        progress=show_progress(),
+    )
+    print(
+        f"wrote {summary.n_images} maps to {args.out} "
+        f"({summary.median_seconds:.3f} s per image, median)"
+    )
     if model.thresholds is not None and summary.n_defective is not None:
-        print(f"{summary.n_defective} of {summary.n_images} images defective "
-              f"(image threshold {model.thresholds.image:.6g}, guaranteed false-alarm rate "
-              f"{model.thresholds.guaranteed_rate:.3g})")
+        print(
+            f"{summary.n_defective} of {summary.n_images} images defective "
+            f"(image threshold {model.thresholds.image:.6g}, guaranteed false-alarm rate "
+            f"{model.thresholds.guaranteed_rate:.3g})"
+        )
     else:
         print("no thresholds in this run: maps and scores only (see `l2bt calibrate`)")
     return 0
@@ -78,8 +103,9 @@ def _submission(args: argparse.Namespace) -> int:
     model = _load(args)
     thresholds, model.thresholds = model.thresholds, None  # decided once, in the writer
     for folder in objects:
-        summary = write_submission(model, folder, Path(args.submission), thresholds,
-                                   args.batch_size, show_progress())
+        summary = write_submission(
+            model, folder, Path(args.submission), thresholds, args.batch_size, show_progress()
+        )
         kinds = "maps and thresholded masks" if summary.thresholded else "maps only (no thresholds)"
         print(f"{summary.object_name}: {summary.n_images} images, {kinds}, in {args.submission}")
     return 0
@@ -88,5 +114,6 @@ def _submission(args: argparse.Namespace) -> int:
 def _load(args: argparse.Namespace) -> Engine:
     from l2bt.engines import load_engine
 
-    return load_engine(args.model, args.engine, device=args.device, precision=args.precision,
-                       weights=args.weights)
+    return load_engine(
+        args.model, args.engine, device=args.device, precision=args.precision, weights=args.weights
+    )

@@ -9,5 +9,14 @@ from l2bt.data.layouts import DATASETS, list_categories, load_category
 from l2bt.data.problems import DataProblem, Problems
 from l2bt.data.sample import CategorySplit, Sample
 
-__all__ = ["DATASETS", "CategorySplit", "DataProblem", "Problems", "Sample", "list_categories",
-           "load_category", "read_image", "read_mask"]
+__all__ = [
+    "DATASETS",
+    "CategorySplit",
+    "DataProblem",
+    "Problems",
+    "Sample",
+    "list_categories",
+    "load_category",
+    "read_image",
+    "read_mask",
+]

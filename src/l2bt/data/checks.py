@@ -22,8 +22,9 @@ class CategoryReport:
     split: CategorySplit | None
 
 
-def check_category(root: str | Path, category: str, dataset: str = "mvtec_ad",
-                   progress: bool | None = None) -> CategoryReport:
+def check_category(
+    root: str | Path, category: str, dataset: str = "mvtec_ad", progress: bool | None = None
+) -> CategoryReport:
     """Structure first (missing folders, masks, training images, duplicate names), then
     each image and mask decoded in full (unreadable or truncated files, mask sizes)."""
     progress = sys.stderr.isatty() if progress is None else progress
@@ -47,8 +48,11 @@ def check_category(root: str | Path, category: str, dataset: str = "mvtec_ad",
             problems.report(e.problem, sample.mask)
             continue
         if mask.shape != (height, width):
-            problems.report(f"mask is {mask.shape[0]}x{mask.shape[1]} but its image "
-                            f"{sample.image.name} is {height}x{width}", sample.mask)
+            problems.report(
+                f"mask is {mask.shape[0]}x{mask.shape[1]} but its image "
+                f"{sample.image.name} is {height}x{width}",
+                sample.mask,
+            )
         elif not mask.any():
             problems.report("mask of an anomalous image is empty", sample.mask)
     return CategoryReport(category, tuple(problems.found), split)

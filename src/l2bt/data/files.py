@@ -31,9 +31,11 @@ def check_unique_keys(samples: Iterable[Sample], problems: Problems) -> None:
     seen: dict[str, Path] = {}
     for sample in samples:
         if sample.key in seen:
-            problems.report(f"duplicate image name: {seen[sample.key].name} and "
-                            f"{sample.image.name} would share the output {sample.key}",
-                            sample.image)
+            problems.report(
+                f"duplicate image name: {seen[sample.key].name} and "
+                f"{sample.image.name} would share the output {sample.key}",
+                sample.image,
+            )
         seen[sample.key] = sample.image
 
 

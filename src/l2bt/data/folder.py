@@ -28,8 +28,7 @@ def list_categories(root: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if (p / "normal").is_dir())
 
 
-def load_category(root: Path, category: str, problems: Problems | None = None
-                  ) -> CategorySplit:
+def load_category(root: Path, category: str, problems: Problems | None = None) -> CategorySplit:
     problems = problems or Problems()
     base = root / category
     normal_dir = base / "normal"
@@ -48,7 +47,14 @@ def load_category(root: Path, category: str, problems: Problems | None = None
         if masks.is_dir() and mask is None:
             problems.report(f"anomalous image without a mask in {masks}", p)
             continue
-        test.append(Sample(image=p, key=f"test/bad/{p.stem}", defect="bad", mask=mask,
-                           has_ground_truth=mask is not None))
+        test.append(
+            Sample(
+                image=p,
+                key=f"test/bad/{p.stem}",
+                defect="bad",
+                mask=mask,
+                has_ground_truth=mask is not None,
+            )
+        )
     check_unique_keys([*train, *test], problems)
     return CategorySplit(name=category, root=base, train=tuple(train), test=tuple(test))

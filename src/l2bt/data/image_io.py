@@ -43,8 +43,11 @@ class ImageTooLarge(InputError):
 def is_image_file(path: Path) -> bool:
     """An image by its suffix; hidden files (".name", e.g. macOS "._" forks and l2bt's own
     temporaries) are not images."""
-    return (path.is_file() and not path.name.startswith(".")
-            and path.suffix.lower() in {s.lower() for s in IMAGE_SUFFIXES})
+    return (
+        path.is_file()
+        and not path.name.startswith(".")
+        and path.suffix.lower() in {s.lower() for s in IMAGE_SUFFIXES}
+    )
 
 
 def describe_exception(error: BaseException) -> str:
@@ -71,8 +74,7 @@ def open_image(source: Path | IO[bytes], path: str | Path | None = None) -> Imag
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageTooLarge(f"image too large ({e})", name) from e
     except Exception as e:  # a header that starts like an allowed format but is broken
-        raise InputError(f"cannot read image (broken header: {describe_exception(e)})",
-                         name) from e
+        raise InputError(f"cannot read image (broken header: {describe_exception(e)})", name) from e
 
 
 def load_image(image: Image.Image, path: str | Path | None = None) -> Image.Image:
@@ -80,8 +82,9 @@ def load_image(image: Image.Image, path: str | Path | None = None) -> Image.Imag
     try:
         image.load()
     except Exception as e:  # decoders of untrusted bytes raise many kinds of error
-        raise InputError(f"cannot read image ({image.format} data: {describe_exception(e)})",
-                         path) from e
+        raise InputError(
+            f"cannot read image ({image.format} data: {describe_exception(e)})", path
+        ) from e
     return image
 
 

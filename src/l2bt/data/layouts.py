@@ -32,8 +32,9 @@ def _root(root: str | Path) -> Path:
     return root
 
 
-def load_category(root: str | Path, category: str, dataset: str = "mvtec_ad",
-                  problems: Problems | None = None) -> CategorySplit:
+def load_category(
+    root: str | Path, category: str, dataset: str = "mvtec_ad", problems: Problems | None = None
+) -> CategorySplit:
     """The train and test samples of one category of a data tree."""
     root = _root(root)
     loader = _layout(dataset)[0]

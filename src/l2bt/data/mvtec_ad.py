@@ -25,8 +25,9 @@ def list_categories(root: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if (p / "train" / "good").is_dir())
 
 
-def load_category(root: Path, category: str, problems: Problems | None = None,
-                  mask_threshold: float = 127.0) -> CategorySplit:
+def load_category(
+    root: Path, category: str, problems: Problems | None = None, mask_threshold: float = 127.0
+) -> CategorySplit:
     problems = problems or Problems()
     base = root / category
     test_dir = base / "test"
@@ -41,10 +42,18 @@ def load_category(root: Path, category: str, problems: Problems | None = None,
             if defect != "good":
                 mask = find_mask(base / "ground_truth" / defect, p.stem)
                 if mask is None:
-                    problems.report(f"anomalous image without a mask in "
-                                    f"{base / 'ground_truth' / defect}", p)
+                    problems.report(
+                        f"anomalous image without a mask in {base / 'ground_truth' / defect}", p
+                    )
                     continue
-            test.append(Sample(image=p, key=f"test/{defect}/{p.stem}", defect=defect,
-                               mask=mask, mask_threshold=mask_threshold))
+            test.append(
+                Sample(
+                    image=p,
+                    key=f"test/{defect}/{p.stem}",
+                    defect=defect,
+                    mask=mask,
+                    mask_threshold=mask_threshold,
+                )
+            )
     check_unique_keys([*train, *test], problems)
     return CategorySplit(name=category, root=base, train=tuple(train), test=tuple(test))

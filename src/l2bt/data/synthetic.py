@@ -58,7 +58,7 @@ def surface(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
 
 
 def _disc(shape: Shape, cy: float, cx: float, radius: float) -> np.ndarray:
-    yy, xx = np.ogrid[:shape[0], :shape[1]]
+    yy, xx = np.ogrid[: shape[0], : shape[1]]
     return (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
 
 
@@ -81,8 +81,9 @@ def scratch(shape: Shape, rng: np.random.Generator) -> np.ndarray:
     angle = rng.uniform(0, np.pi)
     cy, cx = rng.uniform(0.1, 0.9) * shape[0], rng.uniform(0.1, 0.9) * shape[1]
     dy, dx = np.sin(angle) * length / 2, np.cos(angle) * length / 2
-    return _polyline(shape, np.array([[cy - dy, cx - dx], [cy + dy, cx + dx]]),
-                     width=rng.choice([1.0, 2.0, 3.0]))
+    return _polyline(
+        shape, np.array([[cy - dy, cx - dx], [cy + dy, cx + dx]]), width=rng.choice([1.0, 2.0, 3.0])
+    )
 
 
 def spot(shape: Shape, rng: np.random.Generator) -> np.ndarray:
@@ -102,11 +103,13 @@ def stain(shape: Shape, rng: np.random.Generator) -> np.ndarray:
     radius = np.exp(rng.uniform(np.log(12), np.log(0.12 * shape[1])))
     cy, cx = rng.uniform(0.15, 0.85) * shape[0], rng.uniform(0.15, 0.85) * shape[1]
     box = int(radius * 1.6) + 2
-    window = (slice(max(int(cy) - box, 0), int(cy) + box), slice(max(int(cx) - box, 0),
-                                                                 int(cx) + box))
+    window = (
+        slice(max(int(cy) - box, 0), int(cy) + box),
+        slice(max(int(cx) - box, 0), int(cx) + box),
+    )
     local = np.zeros((window[0].stop - window[0].start, window[1].stop - window[1].start))
     noise = ndimage.gaussian_filter(rng.normal(0, 1, local.shape), radius / 4)
-    yy, xx = np.ogrid[:local.shape[0], :local.shape[1]]
+    yy, xx = np.ogrid[: local.shape[0], : local.shape[1]]
     distance = np.hypot(yy + window[0].start - cy, xx + window[1].start - cx) / radius
     blob = distance + 0.2 * noise / max(noise.std(), 1e-6) < 1.0  # a ragged edge
     mask = np.zeros(shape, bool)
@@ -115,7 +118,10 @@ def stain(shape: Shape, rng: np.random.Generator) -> np.ndarray:
 
 
 SHAPES: dict[str, Callable[[tuple[int, int], np.random.Generator], np.ndarray]] = {
-    "scratch": scratch, "spot": spot, "crack": crack, "stain": stain,
+    "scratch": scratch,
+    "spot": spot,
+    "crack": crack,
+    "stain": stain,
 }
 
 
@@ -131,8 +137,9 @@ def apply_defect(image: np.ndarray, region: np.ndarray, rng: np.random.Generator
     image[region] = np.clip(values + sign * strength, 0, 255).astype(np.uint8)
 
 
-def defective_image(clean: np.ndarray, kind: str, rng: np.random.Generator
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def defective_image(
+    clean: np.ndarray, kind: str, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """A copy of `clean` with 1–3 defects of `kind`, and its exact mask."""
     image = clean.copy()
     mask = np.zeros(clean.shape, bool)
@@ -181,5 +188,6 @@ def write_synthetic(out: str | Path, config: SyntheticConfig, overwrite: bool = 
                 (staging / folder).mkdir(parents=True, exist_ok=True)
             _save_rgb(image, staging / f"test/{kind}/{i:03d}.png")
             Image.fromarray(mask.astype(np.uint8) * 255).save(
-                staging / f"ground_truth/{kind}/{i:03d}_mask.png")
+                staging / f"ground_truth/{kind}/{i:03d}_mask.png"
+            )
     return target

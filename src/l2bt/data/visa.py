@@ -32,8 +32,7 @@ def list_categories(root: Path) -> list[str]:
         return sorted({row["object"] for row in csv.DictReader(f)})
 
 
-def load_category(root: Path, category: str, problems: Problems | None = None
-                  ) -> CategorySplit:
+def load_category(root: Path, category: str, problems: Problems | None = None) -> CategorySplit:
     problems = problems or Problems()
     if not is_raw(root):
         return mvtec_ad.load_category(root, category, problems, mask_threshold=0.0)
@@ -51,15 +50,20 @@ def load_category(root: Path, category: str, problems: Problems | None = None
         else:
             mask = root / row["mask"] if row["mask"] else None
             if mask is None or not mask.is_file():
-                problems.report(f"anomalous image without a mask ({SPLIT_CSV} line {line})",
-                                image)
+                problems.report(f"anomalous image without a mask ({SPLIT_CSV} line {line})", image)
                 continue
-            test.append(Sample(image=image, key=f"test/bad/{image.stem}", defect="bad",
-                               mask=mask, mask_threshold=0.0))
+            test.append(
+                Sample(
+                    image=image,
+                    key=f"test/bad/{image.stem}",
+                    defect="bad",
+                    mask=mask,
+                    mask_threshold=0.0,
+                )
+            )
     require_training_images(train, root / category, problems)
     check_unique_keys([*train, *test], problems)
-    return CategorySplit(name=category, root=root / category, train=tuple(train),
-                         test=tuple(test))
+    return CategorySplit(name=category, root=root / category, train=tuple(train), test=tuple(test))
 
 
 def _rows(path: Path, category: str, problems: Problems) -> list[tuple[int, dict[str, str]]]:
@@ -68,8 +72,9 @@ def _rows(path: Path, category: str, problems: Problems) -> list[tuple[int, dict
         if reader.fieldnames is None or not set(reader.fieldnames) >= COLUMNS:
             problems.report(f"expected the columns {', '.join(sorted(COLUMNS))}", path)
             return []
-        rows = [(line, row) for line, row in enumerate(reader, start=2)
-                if row["object"] == category]
+        rows = [
+            (line, row) for line, row in enumerate(reader, start=2) if row["object"] == category
+        ]
     if not rows:
         problems.report(f"no rows for category {category!r}", path)
     return rows

@@ -28,8 +28,13 @@ class Calibration:
     map_maxima: tuple[float, ...]
 
 
-def calibrate(predictor: Predictor, images: Sequence[Path], alpha: float,
-              batch_size: int = 4, progress: bool = True) -> Calibration:
+def calibrate(
+    predictor: Predictor,
+    images: Sequence[Path],
+    alpha: float,
+    batch_size: int = 4,
+    progress: bool = True,
+) -> Calibration:
     """Image and pixel thresholds at false-alarm rate `alpha` from defect-free `images`."""
     check_false_alarm_rate(alpha)
     scores: list[float] = []
@@ -37,7 +42,7 @@ def calibrate(predictor: Predictor, images: Sequence[Path], alpha: float,
     bar = tqdm(total=len(images), desc="calibration", unit="img", disable=not progress)
     with bar:
         for start in range(0, len(images), batch_size):
-            batch = [read_image(p) for p in images[start:start + batch_size]]
+            batch = [read_image(p) for p in images[start : start + batch_size]]
             for prediction in predictor.predict_batch(batch):
                 scores.append(prediction.score)
                 maxima.append(float(prediction.anomaly_map.max()))

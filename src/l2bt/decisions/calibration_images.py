@@ -52,8 +52,11 @@ class CalibrationSplit:
     note: str | None = None  # the one line said when no thresholds will be made
 
     def describe(self) -> dict[str, object]:
-        return {"source": self.source, "n_calibration": len(self.calibration),
-                "calibration_images": [str(p) for p in self.calibration]}
+        return {
+            "source": self.source,
+            "n_calibration": len(self.calibration),
+            "calibration_images": [str(p) for p in self.calibration],
+        }
 
 
 def parse_calibration(value: str | None) -> CalibrationChoice:
@@ -70,8 +73,10 @@ def parse_calibration(value: str | None) -> CalibrationChoice:
     if number == 0:
         return CalibrationChoice(disabled=True)
     if not 0 < number < 1:
-        raise InputError(f"--calibration {value}: a fraction of the training images must be "
-                         "in (0, 1), or 0 for none")
+        raise InputError(
+            f"--calibration {value}: a fraction of the training images must be "
+            "in (0, 1), or 0 for none"
+        )
     return CalibrationChoice(fraction=number)
 
 
@@ -85,30 +90,39 @@ def calibration_folder_images(folder: Path) -> tuple[Path, ...]:
     return found
 
 
-def split_calibration(train: Sequence[Path], choice: CalibrationChoice, seed: int = 0,
-                      validation: Sequence[Path] = ()) -> CalibrationSplit:
+def split_calibration(
+    train: Sequence[Path], choice: CalibrationChoice, seed: int = 0, validation: Sequence[Path] = ()
+) -> CalibrationSplit:
     """Split `train` (the data set's train/good) into training and calibration images."""
     train = tuple(Path(p) for p in train)
     if choice.disabled:
-        return CalibrationSplit(train, (), "none", "calibration: off (--calibration 0); "
-                                "no thresholds")
+        return CalibrationSplit(
+            train, (), "none", "calibration: off (--calibration 0); no thresholds"
+        )
     if choice.folder is not None:
-        return CalibrationSplit(train, calibration_folder_images(choice.folder),
-                                str(choice.folder))
+        return CalibrationSplit(train, calibration_folder_images(choice.folder), str(choice.folder))
     if choice.is_default and validation:
         return CalibrationSplit(train, tuple(Path(p) for p in validation), "validation/good")
     fraction = DEFAULT_FRACTION if choice.fraction is None else choice.fraction
     if choice.is_default and len(train) < MIN_TRAIN_TO_HOLD_OUT:
         return CalibrationSplit(
-            train, (), "none",
+            train,
+            (),
+            "none",
             f"calibration: {len(train)} training images are fewer than "
             f"{MIN_TRAIN_TO_HOLD_OUT}, so none are held out and there are no thresholds "
-            "(pass --calibration DIR with other defect-free images to get them)")
+            "(pass --calibration DIR with other defect-free images to get them)",
+        )
     held_out = max(MIN_HELD_OUT, round(fraction * len(train)))
     if held_out >= len(train):
-        raise InputError(f"--calibration {fraction:g}: holding out {held_out} of "
-                         f"{len(train)} training images leaves none to train on")
+        raise InputError(
+            f"--calibration {fraction:g}: holding out {held_out} of "
+            f"{len(train)} training images leaves none to train on"
+        )
     chosen = np.sort(np.random.default_rng(seed).choice(len(train), held_out, replace=False))
     keep = np.setdiff1d(np.arange(len(train)), chosen)
-    return CalibrationSplit(tuple(train[i] for i in keep), tuple(train[i] for i in chosen),
-                            f"train/good ({fraction:.0%}, seed {seed})")
+    return CalibrationSplit(
+        tuple(train[i] for i in keep),
+        tuple(train[i] for i in chosen),
+        f"train/good ({fraction:.0%}, seed {seed})",
+    )

@@ -22,5 +22,6 @@ def decide(prediction: Prediction, thresholds: Thresholds | None) -> Prediction:
         return prediction
     mask = prediction.anomaly_map > thresholds.pixel  # (H, W) bool
     verdict = DEFECTIVE if prediction.score > thresholds.image else GOOD
-    return replace(prediction, mask=mask, verdict=verdict,
-                   regions=find_regions(prediction.anomaly_map, mask))
+    return replace(
+        prediction, mask=mask, verdict=verdict, regions=find_regions(prediction.anomaly_map, mask)
+    )

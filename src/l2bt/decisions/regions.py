@@ -28,7 +28,16 @@ def find_regions(anomaly_map: np.ndarray, mask: np.ndarray) -> list[Region]:
     regions = []
     for i, box in enumerate(ndimage.find_objects(labels)):
         rows, cols = box
-        regions.append(Region(region=i + 1, area_px=int(areas[i]), x0=int(cols.start),
-                              y0=int(rows.start), x1=int(cols.stop), y1=int(rows.stop),
-                              max_score=float(maxima[i]), mean_score=float(sums[i] / areas[i])))
+        regions.append(
+            Region(
+                region=i + 1,
+                area_px=int(areas[i]),
+                x0=int(cols.start),
+                y0=int(rows.start),
+                x1=int(cols.stop),
+                y1=int(rows.stop),
+                max_score=float(maxima[i]),
+                mean_score=float(sums[i] / areas[i]),
+            )
+        )
     return regions

@@ -81,29 +81,42 @@ class Thresholds:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Thresholds:
-        return cls(image=float(data["image"]), pixel=float(data["pixel"]),
-                   false_alarm_rate=float(data["false_alarm_rate"]),
-                   guaranteed_rate=float(data["guaranteed_rate"]),
-                   n_calibration=int(data["n_calibration"]),
-                   calibration_images=tuple(data["calibration_images"]))
+        return cls(
+            image=float(data["image"]),
+            pixel=float(data["pixel"]),
+            false_alarm_rate=float(data["false_alarm_rate"]),
+            guaranteed_rate=float(data["guaranteed_rate"]),
+            n_calibration=int(data["n_calibration"]),
+            calibration_images=tuple(data["calibration_images"]),
+        )
 
     def summary(self) -> str:
         """One line for people: the thresholds and the rate they guarantee."""
         rate = f"{self.guaranteed_rate:.3g}"
         if self.guaranteed_rate > self.false_alarm_rate:
-            rate += (f" (not the asked {self.false_alarm_rate:g}: {self.n_calibration} "
-                     f"calibration images guarantee no less than 1/(n+1))")
-        return (f"thresholds from {self.n_calibration} calibration images: image "
-                f"{self.image:.6g}, pixel {self.pixel:.6g}; guaranteed false-alarm rate {rate}")
+            rate += (
+                f" (not the asked {self.false_alarm_rate:g}: {self.n_calibration} "
+                f"calibration images guarantee no less than 1/(n+1))"
+            )
+        return (
+            f"thresholds from {self.n_calibration} calibration images: image "
+            f"{self.image:.6g}, pixel {self.pixel:.6g}; guaranteed false-alarm rate {rate}"
+        )
 
 
-def thresholds_from_scores(image_scores: Sequence[float], map_maxima: Sequence[float],
-                           alpha: float, images: Sequence[str]) -> Thresholds:
+def thresholds_from_scores(
+    image_scores: Sequence[float], map_maxima: Sequence[float], alpha: float, images: Sequence[str]
+) -> Thresholds:
     """Image and pixel thresholds from calibration images' scores and map maxima."""
     if not len(image_scores) == len(map_maxima) == len(images):
         raise ValueError("one score, one map maximum and one name per calibration image")
     image = conformal_threshold(image_scores, alpha)
     pixel = conformal_threshold(map_maxima, alpha)
-    return Thresholds(image=image.value, pixel=pixel.value, false_alarm_rate=float(alpha),
-                      guaranteed_rate=max(image.guaranteed_rate, pixel.guaranteed_rate),
-                      n_calibration=len(images), calibration_images=tuple(images))
+    return Thresholds(
+        image=image.value,
+        pixel=pixel.value,
+        false_alarm_rate=float(alpha),
+        guaranteed_rate=max(image.guaranteed_rate, pixel.guaranteed_rate),
+        n_calibration=len(images),
+        calibration_images=tuple(images),
+    )

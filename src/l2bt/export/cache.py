@@ -43,8 +43,9 @@ def source_digest(run_dir: Path, opset: int = EXPORT_OPSET) -> str:
     return digest.hexdigest()[:32]
 
 
-def exported_run(run_dir: Path, device: str = "auto", weights: str | None = None
-                 ) -> OnnxRuntimePredictor:
+def exported_run(
+    run_dir: Path, device: str = "auto", weights: str | None = None
+) -> OnnxRuntimePredictor:
     """The run folder's cached export, exporting (again) when it is missing or stale."""
     source = source_digest(run_dir)
     cached = run_dir / CACHE_NAME
@@ -68,7 +69,10 @@ def _load_for_export(run_dir: Path, weights: str | None) -> L2BT:
 
     model = L2BT.load(run_dir, device="cpu", weights=weights)
     if model.config.teacher.input_mode != "pad":
-        raise InputError("an aspect-mode run is exported for one image size: run `l2bt "
-                         "export --model RUN --image-hw H,W --out FILE.onnx` and predict "
-                         "with FILE.onnx", run_dir)
+        raise InputError(
+            "an aspect-mode run is exported for one image size: run `l2bt "
+            "export --model RUN --image-hw H,W --out FILE.onnx` and predict "
+            "with FILE.onnx",
+            run_dir,
+        )
     return model

@@ -45,12 +45,15 @@ def teacher_input_hw(model: L2BT, image_hw: tuple[int, int] | None) -> tuple[int
     teacher = model.config.teacher
     if teacher.input_mode == "pad":
         if image_hw is not None:
-            raise InputError("--image-hw is for aspect-mode runs: a pad-mode graph takes "
-                             "images of any size")
+            raise InputError(
+                "--image-hw is for aspect-mode runs: a pad-mode graph takes images of any size"
+            )
         return teacher.image_size, teacher.image_size
     if image_hw is None:
-        raise InputError("an aspect-mode run has a teacher grid per image shape: give "
-                         "--image-hw H,W, the size of the images the graph will see")
+        raise InputError(
+            "an aspect-mode run has a teacher grid per image shape: give "
+            "--image-hw H,W, the size of the images the graph will see"
+        )
     geometry = InputGeometry.aspect(*image_hw, teacher.image_size)
     return geometry.input_height, geometry.input_width
 
@@ -61,8 +64,9 @@ def require_export_tools(path: str | Path) -> None:
 
     missing = [name for name in ("onnx", "onnxscript") if importlib.util.find_spec(name) is None]
     if missing:
-        raise InputError(f"exporting needs {' and '.join(missing)} (pip install "
-                         "'l2bt[export]')", path)
+        raise InputError(
+            f"exporting needs {' and '.join(missing)} (pip install 'l2bt[export]')", path
+        )
 
 
 def check_opset(opset: int) -> None:
@@ -70,8 +74,13 @@ def check_opset(opset: int) -> None:
         raise InputError(f"--opset must be at least {MIN_OPSET} (antialiased Resize), got {opset}")
 
 
-def export_onnx(model: L2BT, path: str | Path, opset: int = MIN_OPSET,
-                image_hw: tuple[int, int] | None = None, source: str | None = None) -> GraphInfo:
+def export_onnx(
+    model: L2BT,
+    path: str | Path,
+    opset: int = MIN_OPSET,
+    image_hw: tuple[int, int] | None = None,
+    source: str | None = None,
+) -> GraphInfo:
     """Write `model` as one checked ONNX file at `path` (atomically); see the module
     docstring for the graph and its metadata."""
     require_export_tools(path)
@@ -83,14 +92,23 @@ def export_onnx(model: L2BT, path: str | Path, opset: int = MIN_OPSET,
     if model.device.type != "cpu":
         graph = copy.deepcopy(graph).cpu()  # traced on the CPU; the model stays where it is
     _check_single_file(graph)
-    info = GraphInfo(model.config.teacher.input_mode, model.config.teacher.image_size,
-                     input_hw, graph.output_names, opset, source)
+    info = GraphInfo(
+        model.config.teacher.input_mode,
+        model.config.teacher.image_size,
+        input_hw,
+        graph.output_names,
+        opset,
+        source,
+    )
     proto = _trace(graph, opset)
-    onnx.helper.set_model_props(proto, {
-        CONFIG_KEY: json.dumps(model.describe()),
-        VERSION_KEY: __version__,
-        GRAPH_KEY: json.dumps(info.to_dict()),
-    })
+    onnx.helper.set_model_props(
+        proto,
+        {
+            CONFIG_KEY: json.dumps(model.describe()),
+            VERSION_KEY: __version__,
+            GRAPH_KEY: json.dumps(info.to_dict()),
+        },
+    )
     onnx.checker.check_model(proto)
     with atomic_file(Path(path)) as tmp:
         onnx.save_model(proto, str(tmp))
@@ -100,8 +118,10 @@ def export_onnx(model: L2BT, path: str | Path, opset: int = MIN_OPSET,
 def _check_single_file(graph: L2BTGraph) -> None:
     size = sum(t.numel() * t.element_size() for t in [*graph.parameters(), *graph.buffers()])
     if size > SINGLE_FILE_LIMIT:
-        raise InputError(f"the graph's weights take {size / 2**30:.1f} GiB: more than one "
-                         "ONNX file can hold (2 GiB); export a smaller teacher")
+        raise InputError(
+            f"the graph's weights take {size / 2**30:.1f} GiB: more than one "
+            "ONNX file can hold (2 GiB); export a smaller teacher"
+        )
 
 
 def _trace(graph: L2BTGraph, opset: int) -> Any:
@@ -111,9 +131,15 @@ def _trace(graph: L2BTGraph, opset: int) -> Any:
     example = torch.zeros((*EXAMPLE_IMAGE_HW, 3), dtype=torch.uint8)
     with _quiet_exporter():
         program = torch.onnx.export(
-            graph, (example,), dynamo=True, opset_version=opset, verbose=False,
-            input_names=[INPUT_NAME], output_names=list(graph.output_names),
-            dynamic_shapes={"image": {0: height, 1: width}}, external_data=False,
+            graph,
+            (example,),
+            dynamo=True,
+            opset_version=opset,
+            verbose=False,
+            input_names=[INPUT_NAME],
+            output_names=list(graph.output_names),
+            dynamic_shapes={"image": {0: height, 1: width}},
+            external_data=False,
         )
     assert program is not None  # dynamo=True always returns the program
     return program.model_proto

@@ -71,10 +71,20 @@ def pil_bicubic(pixels: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """(1, 3, H, W) float 0..255 -> (1, 3, height, width) as PIL's 8-bit bicubic resize:
     horizontal pass, round and clip, vertical pass, round and clip."""
     rows = pixels.shape[2]
-    pixels = F.interpolate(pixels, size=(rows, width), mode="bicubic", antialias=True,
-                           align_corners=False).round().clamp(0, 255)
-    return F.interpolate(pixels, size=(height, width), mode="bicubic", antialias=True,
-                         align_corners=False).round().clamp(0, 255)
+    pixels = (
+        F.interpolate(
+            pixels, size=(rows, width), mode="bicubic", antialias=True, align_corners=False
+        )
+        .round()
+        .clamp(0, 255)
+    )
+    return (
+        F.interpolate(
+            pixels, size=(height, width), mode="bicubic", antialias=True, align_corners=False
+        )
+        .round()
+        .clamp(0, 255)
+    )
 
 
 class L2BTGraph(nn.Module):
@@ -126,34 +136,40 @@ class L2BTGraph(nn.Module):
         side = torch.sym_max(height, width)
         return (side, side), ((side - height) // 2, (side - width) // 2)
 
-    def teacher_input(self, image: torch.Tensor, frame: tuple[int, int],
-                      offsets: tuple[int, int]) -> torch.Tensor:
+    def teacher_input(
+        self, image: torch.Tensor, frame: tuple[int, int], offsets: tuple[int, int]
+    ) -> torch.Tensor:
         """uint8 (H, W, 3) -> the normalised (1, 3, h, w) teacher input."""
         pixels = image.permute(2, 0, 1).unsqueeze(0).float()  # (H, W, 3) -> (1, 3, H, W)
         if self.pad:
             (side, _), (top, left) = frame, offsets
             height, width = image.shape[0], image.shape[1]
-            pixels = F.pad(pixels, (left, side - width - left, top, side - height - top),
-                           mode="replicate")
+            pixels = F.pad(
+                pixels, (left, side - width - left, top, side - height - top), mode="replicate"
+            )
         pixels = pil_bicubic(pixels, *self.input_hw)
         return (pixels - self.mean) / self.std
 
-    def decide(self, anomaly_map: torch.Tensor, score: torch.Tensor
-               ) -> tuple[torch.Tensor, ...]:
+    def decide(self, anomaly_map: torch.Tensor, score: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self.thresholds is None:
             return anomaly_map, score
         mask = (anomaly_map > self.thresholds.pixel).to(torch.uint8) * 255
         return anomaly_map, score, mask, score > self.thresholds.image
 
 
-def frame_map(patches: torch.Tensor, frame: tuple[int, int], offsets: tuple[int, int],
-              image_hw: tuple[int, int]) -> torch.Tensor:
+def frame_map(
+    patches: torch.Tensor,
+    frame: tuple[int, int],
+    offsets: tuple[int, int],
+    image_hw: tuple[int, int],
+) -> torch.Tensor:
     """(1, h, w) patch anomaly -> the (H, W) map: upsample to the frame, smooth, crop."""
-    maps = F.interpolate(patches.unsqueeze(1), size=frame, mode="bilinear",
-                         align_corners=False)  # (1, h, w) -> (1, 1, frame_h, frame_w)
+    maps = F.interpolate(
+        patches.unsqueeze(1), size=frame, mode="bilinear", align_corners=False
+    )  # (1, h, w) -> (1, 1, frame_h, frame_w)
     maps = smooth(maps)
     (top, left), (height, width) = offsets, image_hw
-    return maps[0, 0, top:top + height, left:left + width]  # (1, 1, fh, fw) -> (H, W)
+    return maps[0, 0, top : top + height, left : left + width]  # (1, 1, fh, fw) -> (H, W)
 
 
 def top_k_mean(anomaly_map: torch.Tensor) -> torch.Tensor:

@@ -26,12 +26,23 @@ class GraphInfo:
     source: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"input_mode": self.input_mode, "image_size": self.image_size,
-                "input_hw": list(self.input_hw), "outputs": list(self.outputs),
-                "opset": self.opset, "source": self.source}
+        return {
+            "input_mode": self.input_mode,
+            "image_size": self.image_size,
+            "input_hw": list(self.input_hw),
+            "outputs": list(self.outputs),
+            "opset": self.opset,
+            "source": self.source,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GraphInfo:
         height, width = data["input_hw"]
-        return cls(str(data["input_mode"]), int(data["image_size"]), (int(height), int(width)),
-                   tuple(data["outputs"]), int(data["opset"]), data.get("source"))
+        return cls(
+            str(data["input_mode"]),
+            int(data["image_size"]),
+            (int(height), int(width)),
+            tuple(data["outputs"]),
+            int(data["opset"]),
+            data.get("source"),
+        )

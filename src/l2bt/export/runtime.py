@@ -36,8 +36,9 @@ def import_onnxruntime(path: str | Path) -> Any:
     try:
         import onnxruntime
     except ImportError as e:
-        raise InputError("the onnxruntime engine needs onnxruntime (pip install "
-                         "'l2bt[export]')", path) from e
+        raise InputError(
+            "the onnxruntime engine needs onnxruntime (pip install 'l2bt[export]')", path
+        ) from e
     return onnxruntime
 
 
@@ -48,8 +49,10 @@ def providers_for(device: str, available: Sequence[str]) -> list[str]:
     if CUDA in available:
         return [CUDA, CPU]
     if device == "cuda":
-        raise InputError("--device cuda was asked for, but this onnxruntime has no CUDA "
-                         "provider (install onnxruntime-gpu)")
+        raise InputError(
+            "--device cuda was asked for, but this onnxruntime has no CUDA "
+            "provider (install onnxruntime-gpu)"
+        )
     return [CPU]
 
 
@@ -64,12 +67,15 @@ class ExportedRun:
     @classmethod
     def from_metadata(cls, metadata: dict[str, str], path: Path) -> ExportedRun:
         if CONFIG_KEY not in metadata or GRAPH_KEY not in metadata:
-            raise InputError("an ONNX file without l2bt metadata (not written by `l2bt "
-                             "export`)", path)
+            raise InputError(
+                "an ONNX file without l2bt metadata (not written by `l2bt export`)", path
+            )
         try:
-            return cls(json.loads(metadata[CONFIG_KEY]),
-                       GraphInfo.from_dict(json.loads(metadata[GRAPH_KEY])),
-                       metadata.get(VERSION_KEY, "unknown"))
+            return cls(
+                json.loads(metadata[CONFIG_KEY]),
+                GraphInfo.from_dict(json.loads(metadata[GRAPH_KEY])),
+                metadata.get(VERSION_KEY, "unknown"),
+            )
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise InputError(f"unreadable l2bt metadata ({e})", path) from e
 
@@ -95,7 +101,8 @@ class OnnxRuntimePredictor:
             raise InputError("file not found", self.path)
         try:
             self.session = ort.InferenceSession(
-                str(self.path), providers=providers_for(device, ort.get_available_providers()))
+                str(self.path), providers=providers_for(device, ort.get_available_providers())
+            )
         except Exception as e:  # onnxruntime raises its own error types for bad files
             raise InputError(f"not an ONNX file ({str(e).splitlines()[0]})", self.path) from e
         metadata = dict(self.session.get_modelmeta().custom_metadata_map)
@@ -108,14 +115,24 @@ class OnnxRuntimePredictor:
         names = {o.name for o in self.session.get_outputs()}
         inputs = [i.name for i in self.session.get_inputs()]
         if inputs != [INPUT_NAME] or not set(self.run.graph.outputs) <= names:
-            raise InputError(f"graph inputs {inputs} and outputs {sorted(names)} are not "
-                             f"those its l2bt metadata names", self.path)
+            raise InputError(
+                f"graph inputs {inputs} and outputs {sorted(names)} are not "
+                f"those its l2bt metadata names",
+                self.path,
+            )
 
     def describe(self) -> dict[str, Any]:
         """The run's config.json, and how this engine runs it."""
-        return {**self.run.described, "engine": {
-            "name": "onnxruntime", "file": str(self.path), "graph": self.run.graph.to_dict(),
-            "exported_by": self.run.exported_by, "providers": self.session.get_providers()}}
+        return {
+            **self.run.described,
+            "engine": {
+                "name": "onnxruntime",
+                "file": str(self.path),
+                "graph": self.run.graph.to_dict(),
+                "exported_by": self.run.exported_by,
+                "providers": self.session.get_providers(),
+            },
+        }
 
     @property
     def decides(self) -> bool:
@@ -125,8 +142,7 @@ class OnnxRuntimePredictor:
         return self.predict_batch([image])[0]
 
     def predict_batch(self, images: Sequence[np.ndarray]) -> list[Prediction]:
-        return [self._predict_one(np.ascontiguousarray(image, dtype=np.uint8))
-                for image in images]
+        return [self._predict_one(np.ascontiguousarray(image, dtype=np.uint8)) for image in images]
 
     def _predict_one(self, image: np.ndarray) -> Prediction:
         if image.ndim != 3 or image.shape[2] != 3:
@@ -140,8 +156,9 @@ class OnnxRuntimePredictor:
             return prediction
         mask = outputs["mask"] == 255  # (H, W) uint8 0/255 -> bool
         verdict = DEFECTIVE if bool(outputs["defective"]) else GOOD
-        return Prediction(anomaly_map, prediction.score, mask, verdict,
-                          find_regions(anomaly_map, mask))
+        return Prediction(
+            anomaly_map, prediction.score, mask, verdict, find_regions(anomaly_map, mask)
+        )
 
     def _check_grid(self, height: int, width: int) -> None:
         graph = self.run.graph
@@ -154,4 +171,5 @@ class OnnxRuntimePredictor:
                 f"a {height} x {width} image needs a {needed[0]} x {needed[1]} teacher input; "
                 f"this aspect-mode graph was exported for {graph.input_hw[0]} x "
                 f"{graph.input_hw[1]} (export again with --image-hw {height},{width})",
-                self.path)
+                self.path,
+            )

@@ -57,9 +57,14 @@ M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 Item = TypeVar("Item")
 
 
-def evaluate_maps(split: CategorySplit, maps_dir: str | Path, progress: bool = True, *,
-                  low_res_protocol: int | None = None, workers: int | None = None
-                  ) -> EvaluationResult:
+def evaluate_maps(
+    split: CategorySplit,
+    maps_dir: str | Path,
+    progress: bool = True,
+    *,
+    low_res_protocol: int | None = None,
+    workers: int | None = None,
+) -> EvaluationResult:
     """Every metric of SPEC §6 (and §7's metrics with decisions, when the maps folder has
     a predicted mask per image and `scores.csv` a verdict column) for one category's
     maps, at original resolution; `low_res_protocol=N` adds the same maps scored at
@@ -78,10 +83,17 @@ def evaluate_maps(split: CategorySplit, maps_dir: str | Path, progress: bool = T
     table = read_score_table(folder.scores, [s.key for s in samples])
     files = _Files(folder, _predicted_masks(folder, samples))
     checker = _HeaderCheck(samples, files)
-    run = _Run(files, checker, table, low_res_protocol, progress and sys.stderr.isatty(),
-               StreamingEvaluator(n_images=len(samples), workers=default_workers()
-                                  if workers is None else workers),
-               None if low_res_protocol is None else StreamingEvaluator())
+    run = _Run(
+        files,
+        checker,
+        table,
+        low_res_protocol,
+        progress and sys.stderr.isatty(),
+        StreamingEvaluator(
+            n_images=len(samples), workers=default_workers() if workers is None else workers
+        ),
+        None if low_res_protocol is None else StreamingEvaluator(),
+    )
     with ThreadPoolExecutor(READERS, thread_name_prefix="l2bt-read") as pool:
         indices = _pass_one(run, pool, [s for s in samples if s.mask is not None])
         _pass_two(run, pool, samples, indices)
@@ -109,15 +121,18 @@ class _Run:
         return replace(result, low_res=LowResolution(self.low_res_size, low.p_auroc, low.aupro))
 
 
-def _pass_one(run: _Run, pool: ThreadPoolExecutor, with_masks: Sequence[Sample]
-              ) -> dict[str, np.ndarray]:
+def _pass_one(
+    run: _Run, pool: ThreadPoolExecutor, with_masks: Sequence[Sample]
+) -> dict[str, np.ndarray]:
     """Every defect pixel to the evaluators; returns each mask's defect pixels' flat
     indices, by key, for pass 2."""
     indices: dict[str, np.ndarray] = {}
-    readings = _read_ahead(pool, with_masks, lambda s: _read_defects(s, run.files,
-                                                                     run.low_res_size))
-    for s, d in _progress(_checked(readings, run.checker), len(with_masks),
-                          "pass 1/2, defect pixels", run.show):
+    readings = _read_ahead(
+        pool, with_masks, lambda s: _read_defects(s, run.files, run.low_res_size)
+    )
+    for s, d in _progress(
+        _checked(readings, run.checker), len(with_masks), "pass 1/2, defect pixels", run.show
+    ):
         run.evaluator.add_defect_scores(d.mask, d.scores, key=s.key)
         indices[s.key] = d.indices
         if run.low_res is not None and d.low_res is not None:
@@ -126,20 +141,25 @@ def _pass_one(run: _Run, pool: ThreadPoolExecutor, with_masks: Sequence[Sample]
     return indices
 
 
-def _pass_two(run: _Run, pool: ThreadPoolExecutor, samples: Sequence[Sample],
-              indices: dict[str, np.ndarray]) -> None:
+def _pass_two(
+    run: _Run, pool: ThreadPoolExecutor, samples: Sequence[Sample], indices: dict[str, np.ndarray]
+) -> None:
     """Every image to the evaluators, with its score and decisions."""
-    readings = _read_ahead(pool, samples, lambda s: _read_image(
-        s, run.files, indices.get(s.key), run.low_res_size))
-    for s, image in _progress(_checked(readings, run.checker), len(samples),
-                              "pass 2/2, every pixel", run.show):
+    readings = _read_ahead(
+        pool, samples, lambda s: _read_image(s, run.files, indices.get(s.key), run.low_res_size)
+    )
+    for s, image in _progress(
+        _checked(readings, run.checker), len(samples), "pass 2/2, every pixel", run.show
+    ):
         table = run.table
-        run.evaluator.add(image.anomaly_map, image.mask,
-                          score=None if table is None else table.scores[s.key],
-                          anomalous=s.is_anomalous,
-                          verdict=None if table is None or table.verdicts is None
-                          else table.verdicts[s.key],
-                          predicted_mask=image.predicted_mask)
+        run.evaluator.add(
+            image.anomaly_map,
+            image.mask,
+            score=None if table is None else table.scores[s.key],
+            anomalous=s.is_anomalous,
+            verdict=None if table is None or table.verdicts is None else table.verdicts[s.key],
+            predicted_mask=image.predicted_mask,
+        )
         if run.low_res is not None and image.low_res is not None:
             small_map, small_mask = image.low_res
             run.low_res.add(small_map, small_mask, anomalous=s.is_anomalous)
@@ -213,16 +233,16 @@ def _read_defects(sample: Sample, files: _Files, low_res: int | None) -> _Defect
     source = mapped_or_read(files.map(sample), hw)
     scores = widened(np.asarray(source.reshape(-1)[indices]))  # (H·W,): only D pixels read
     if not all_finite(scores):
-        raise InputError("anomaly map has non-finite values (NaN or infinity)",
-                         files.map(sample))
+        raise InputError("anomaly map has non-finite values (NaN or infinity)", files.map(sample))
     small = None
     if low_res is not None:
         small = (resize_bilinear(source, low_res), resize_nearest(mask, low_res))
     return _Defects(mask, scores, indices, small)
 
 
-def _read_image(sample: Sample, files: _Files, indices: np.ndarray | None,
-                low_res: int | None) -> _Image:
+def _read_image(
+    sample: Sample, files: _Files, indices: np.ndarray | None, low_res: int | None
+) -> _Image:
     hw = image_size(sample.image)
     path = files.map(sample)
     anomaly_map = mapped_or_read(path, hw)
@@ -252,8 +272,9 @@ def _no_defects(hw: tuple[int, int]) -> np.ndarray:
     return mask
 
 
-def _read_ahead(pool: ThreadPoolExecutor, samples: Sequence[Sample],
-                read: Callable[[Sample], Item]) -> Iterator[tuple[Sample, Future[Item]]]:
+def _read_ahead(
+    pool: ThreadPoolExecutor, samples: Sequence[Sample], read: Callable[[Sample], Item]
+) -> Iterator[tuple[Sample, Future[Item]]]:
     """(sample, future of its reading) in order, READ_AHEAD readings in flight."""
     pending: list[tuple[Sample, Future[Item]]] = []
     for sample in samples:
@@ -263,8 +284,9 @@ def _read_ahead(pool: ThreadPoolExecutor, samples: Sequence[Sample],
     yield from pending
 
 
-def _checked(readings: Iterator[tuple[Sample, Future[Item]]], checker: _HeaderCheck
-             ) -> Iterator[tuple[Sample, Item]]:
+def _checked(
+    readings: Iterator[tuple[Sample, Future[Item]]], checker: _HeaderCheck
+) -> Iterator[tuple[Sample, Item]]:
     """Each reading's result. The header check's problem is raised as soon as it is
     known, and instead of a reader's problem with a later sample."""
     for sample, future in readings:
@@ -285,8 +307,9 @@ class _HeaderCheck:
         self._order = {s.key: i for i, s in enumerate(samples)}
         self._error: InputError | None = None
         self._failed_at = len(samples)  # the index of the sample with the problem
-        self._thread = threading.Thread(target=self._run, args=(samples, files),
-                                        name="l2bt-check", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, args=(samples, files), name="l2bt-check", daemon=True
+        )
         self._thread.start()
 
     def _run(self, samples: Sequence[Sample], files: _Files) -> None:
@@ -295,8 +318,12 @@ class _HeaderCheck:
                 hw = image_size(s.image)
                 check_map_shape(files.map(s), hw)
                 if files.predicted_masks:
-                    check_shape(files.predicted(s), image_size(files.predicted(s)), hw,
-                                 what="predicted mask")
+                    check_shape(
+                        files.predicted(s),
+                        image_size(files.predicted(s)),
+                        hw,
+                        what="predicted mask",
+                    )
             except InputError as e:
                 self._failed_at, self._error = i, e
                 return
@@ -319,8 +346,9 @@ def sample_mask(sample: Sample, hw: tuple[int, int]) -> np.ndarray:
         return np.zeros(hw, dtype=bool)
     mask = read_mask(sample.mask, sample.mask_threshold)
     if mask.shape != tuple(hw):
-        raise InputError(f"mask is {mask.shape[0]}x{mask.shape[1]} but its image is "
-                         f"{hw[0]}x{hw[1]}", sample.mask)
+        raise InputError(
+            f"mask is {mask.shape[0]}x{mask.shape[1]} but its image is {hw[0]}x{hw[1]}", sample.mask
+        )
     return mask
 
 
@@ -330,9 +358,9 @@ def _predicted_masks(folder: MapsFolder, samples: Sequence[Sample]) -> bool:
     present = [folder.mask(s.key).is_file() for s in samples]
     if any(present) and not all(present):
         missing = samples[present.index(False)]
-        raise InputError("predicted mask missing (the maps folder has masks for other "
-                         "images: every image needs one, or none)",
-                         folder.mask(missing.key))
+        raise InputError(
+            "predicted mask missing (the maps folder has masks for other "
+            "images: every image needs one, or none)",
+            folder.mask(missing.key),
+        )
     return all(present)
-
-

@@ -32,8 +32,7 @@ REGIONS_FILE = "regions.csv"
 MAP_SUFFIX = ".tiff"
 MASK_SUFFIX = "_mask.png"
 OVERLAY_SUFFIX = "_overlay.png"
-REGION_COLUMNS = ("key", "region", "area_px", "x0", "y0", "x1", "y1", "max_score",
-                  "mean_score")
+REGION_COLUMNS = ("key", "region", "area_px", "x0", "y0", "x1", "y1", "max_score", "mean_score")
 VERDICTS = {"good": False, "defective": True}
 
 
@@ -89,8 +88,9 @@ def write_mask(path: Path, mask: np.ndarray) -> None:
     write_png(path, mask.astype(np.uint8) * 255)
 
 
-def write_scores(path: Path, scores: Mapping[str, float],
-                 verdicts: Mapping[str, str] | None = None) -> None:
+def write_scores(
+    path: Path, scores: Mapping[str, float], verdicts: Mapping[str, str] | None = None
+) -> None:
     """`scores.csv` with header `key,score` (+ `verdict`), the format `l2bt evaluate` reads."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
@@ -107,8 +107,19 @@ def write_regions(path: Path, regions: Mapping[str, Sequence[Region]]) -> None:
     writer.writerow(REGION_COLUMNS)
     for key, found in regions.items():
         for r in found:
-            writer.writerow([key, r.region, r.area_px, r.x0, r.y0, r.x1, r.y1,
-                             repr(r.max_score), repr(r.mean_score)])
+            writer.writerow(
+                [
+                    key,
+                    r.region,
+                    r.area_px,
+                    r.x0,
+                    r.y0,
+                    r.x1,
+                    r.y1,
+                    repr(r.max_score),
+                    repr(r.mean_score),
+                ]
+            )
     write_text_atomic(path, buffer.getvalue())
 
 
@@ -125,8 +136,11 @@ def read_map(path: Path) -> np.ndarray:
     if anomaly_map.ndim == 3 and anomaly_map.shape[0] == 1:  # (1, H, W) -> (H, W)
         anomaly_map = anomaly_map[0]
     if anomaly_map.ndim != 2 or anomaly_map.dtype.kind not in "fiu":
-        raise InputError(f"anomaly map must be a 2-D array of numbers, got "
-                         f"{anomaly_map.dtype} {anomaly_map.shape}", path)
+        raise InputError(
+            f"anomaly map must be a 2-D array of numbers, got "
+            f"{anomaly_map.dtype} {anomaly_map.shape}",
+            path,
+        )
     anomaly_map = widened(anomaly_map)
     if not all_finite(anomaly_map):
         raise InputError("anomaly map has non-finite values (NaN or infinity)", path)
@@ -154,8 +168,7 @@ def mapped_or_read(path: Path, hw: tuple[int, int]) -> np.ndarray:
         mapped = mapped[0]
     check_shape(path, mapped.shape, hw)
     if mapped.dtype.kind not in "fiu":
-        raise InputError(f"anomaly map must be a 2-D array of numbers, got {mapped.dtype}",
-                         path)
+        raise InputError(f"anomaly map must be a 2-D array of numbers, got {mapped.dtype}", path)
     return mapped
 
 
@@ -172,11 +185,15 @@ def check_map_shape(path: Path, expected_hw: tuple[int, int]) -> None:
     check_shape(path, shape, expected_hw)
 
 
-def check_shape(path: Path, shape: tuple[int, ...], expected_hw: tuple[int, int],
-                what: str = "anomaly map") -> None:
+def check_shape(
+    path: Path, shape: tuple[int, ...], expected_hw: tuple[int, int], what: str = "anomaly map"
+) -> None:
     if tuple(shape) != tuple(expected_hw):
-        raise InputError(f"{what} is {'x'.join(map(str, shape))} but its image is "
-                         f"{expected_hw[0]}x{expected_hw[1]}", path)
+        raise InputError(
+            f"{what} is {'x'.join(map(str, shape))} but its image is "
+            f"{expected_hw[0]}x{expected_hw[1]}",
+            path,
+        )
 
 
 def map_shape(path: Path) -> tuple[int, int]:
@@ -205,12 +222,16 @@ def read_score_rows(path: Path) -> list[ScoreRow]:
     """Every line of `scores.csv`, in file order, checked as `read_score_table` checks."""
     table = read_score_table(path, ())
     if table is None:
-        raise InputError("no scores.csv here (not a maps folder written by l2bt predict)",
-                         Path(path).parent)
+        raise InputError(
+            "no scores.csv here (not a maps folder written by l2bt predict)", Path(path).parent
+        )
     verdicts = table.verdicts or {}
-    return [ScoreRow(key, score, None if key not in verdicts else
-                     ("defective" if verdicts[key] else "good"))
-            for key, score in table.scores.items()]
+    return [
+        ScoreRow(
+            key, score, None if key not in verdicts else ("defective" if verdicts[key] else "good")
+        )
+        for key, score in table.scores.items()
+    ]
 
 
 def read_regions(path: Path) -> dict[str, tuple[Region, ...]]:
@@ -221,9 +242,18 @@ def read_regions(path: Path) -> dict[str, tuple[Region, ...]]:
     with open(path, newline="") as f:
         try:
             for r in csv.DictReader(f):
-                found.setdefault(r["key"], []).append(Region(
-                    int(r["region"]), int(r["area_px"]), int(r["x0"]), int(r["y0"]),
-                    int(r["x1"]), int(r["y1"]), float(r["max_score"]), float(r["mean_score"])))
+                found.setdefault(r["key"], []).append(
+                    Region(
+                        int(r["region"]),
+                        int(r["area_px"]),
+                        int(r["x0"]),
+                        int(r["y0"]),
+                        int(r["x1"]),
+                        int(r["y1"]),
+                        float(r["max_score"]),
+                        float(r["mean_score"]),
+                    )
+                )
         except (KeyError, TypeError, ValueError) as e:
             raise InputError(f"unreadable row ({e})", path) from e
     return {key: tuple(regions) for key, regions in found.items()}
@@ -260,13 +290,19 @@ def read_score_table(path: Path, keys: Sequence[str]) -> ScoreTable | None:
             scores[row["key"]] = _score(row["score"], line, path)
             if has_verdicts:
                 if row["verdict"] not in VERDICTS:
-                    raise InputError(f"line {line}: verdict {row['verdict']!r} is neither "
-                                     "'good' nor 'defective'", path)
+                    raise InputError(
+                        f"line {line}: verdict {row['verdict']!r} is neither "
+                        "'good' nor 'defective'",
+                        path,
+                    )
                 verdicts[row["key"]] = VERDICTS[row["verdict"]]
     missing = [k for k in keys if k not in scores]
     if missing:
-        raise InputError(f"no score for {missing[0]}"
-                         + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""), path)
+        raise InputError(
+            f"no score for {missing[0]}"
+            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
+            path,
+        )
     return ScoreTable(scores, verdicts if has_verdicts else None)
 
 

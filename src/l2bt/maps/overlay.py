@@ -17,8 +17,9 @@ from scipy import ndimage
 OUTLINE_COLOUR = (255, 255, 255)  # white: visible on every colour of 'jet'
 
 
-def overlay(image: np.ndarray, anomaly_map: np.ndarray, vmin: float, vmax: float,
-            alpha: float = 0.5) -> np.ndarray:
+def overlay(
+    image: np.ndarray, anomaly_map: np.ndarray, vmin: float, vmax: float, alpha: float = 0.5
+) -> np.ndarray:
     """(H, W, 3) uint8 image with the (H, W) map in the 'jet' colours blended on top.
 
     `vmin`/`vmax` fix the colour scale, so maps of different images compare by colour.
@@ -30,8 +31,12 @@ def overlay(image: np.ndarray, anomaly_map: np.ndarray, vmin: float, vmax: float
     return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
 
 
-def outline(image: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int] = OUTLINE_COLOUR,
-            width: int = 2) -> np.ndarray:
+def outline(
+    image: np.ndarray,
+    mask: np.ndarray,
+    colour: tuple[int, int, int] = OUTLINE_COLOUR,
+    width: int = 2,
+) -> np.ndarray:
     """(H, W, 3) uint8 image with the boundary of each region of the (H, W) bool mask drawn
     in `colour`, `width` pixels thick, inside the region (so tiny regions stay visible)."""
     inner = ndimage.binary_erosion(mask, iterations=width, border_value=0)
@@ -47,8 +52,14 @@ def colour_bar_height(width: int) -> int:
     return font_px + 2 * round(font_px * 1.4) + 2 * (font_px // 2)
 
 
-def annotate(picture: np.ndarray, low: float, high: float, score: float,
-             threshold: float | None = None, verdict: str | None = None) -> np.ndarray:
+def annotate(
+    picture: np.ndarray,
+    low: float,
+    high: float,
+    score: float,
+    threshold: float | None = None,
+    verdict: str | None = None,
+) -> np.ndarray:
     """(H + colour_bar_height(W), W, 3) uint8: `picture` untouched on top (so pixel
     coordinates, region boxes included, keep their meaning), and below it a black strip
     with the 'jet' colour bar from `low` to `high` (the scale `overlay` was given), its two
@@ -60,14 +71,15 @@ def annotate(picture: np.ndarray, low: float, high: float, score: float,
     strip = np.zeros((colour_bar_height(width), width, 3), np.uint8)  # (S, W, 3)
     margin = font_px // 2
     ramp = colormaps["jet"](np.linspace(0.0, 1.0, max(width - 2 * margin, 1)))[:, :3]
-    strip[margin:margin + font_px, margin:width - margin] = np.round(ramp * 255.0)
+    strip[margin : margin + font_px, margin : width - margin] = np.round(ramp * 255.0)
     canvas = Image.fromarray(np.concatenate([picture, strip]))  # (H + S, W, 3)
     draw = ImageDraw.Draw(canvas)
     font = _font(font_px)
     labels_y = height + margin + font_px + font_px // 4
     draw.text((margin, labels_y), f"{low:.4g}", fill=(255, 255, 255), font=font)
-    draw.text((width - margin, labels_y), f"{high:.4g}", fill=(255, 255, 255), font=font,
-              anchor="ra")
+    draw.text(
+        (width - margin, labels_y), f"{high:.4g}", fill=(255, 255, 255), font=font, anchor="ra"
+    )
     line = f"score {score:.4g}"
     if threshold is not None:
         line += f" (threshold {threshold:.4g})"

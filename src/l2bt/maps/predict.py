@@ -76,8 +76,11 @@ def collect_inputs(inputs: Sequence[str | Path]) -> list[PredictItem]:
     seen: dict[str, Path] = {}
     for item in items:
         if item.key in seen:
-            raise InputError(f"two inputs would write the same map {item.key}.tiff "
-                             f"(the other is {seen[item.key]})", item.image)
+            raise InputError(
+                f"two inputs would write the same map {item.key}.tiff "
+                f"(the other is {seen[item.key]})",
+                item.image,
+            )
         seen[item.key] = item.image
     return items
 
@@ -92,8 +95,11 @@ def check_outputs_spare_inputs(items: Sequence[PredictItem], folder: MapsFolder)
     for item in items:
         for output in (folder.map(item.key), folder.mask(item.key), folder.overlay(item.key)):
             if output.resolve() in inputs:
-                raise InputError(f"--out {folder.root} would overwrite this input image "
-                                 f"(the output of {item.image}); choose another --out", output)
+                raise InputError(
+                    f"--out {folder.root} would overwrite this input image "
+                    f"(the output of {item.image}); choose another --out",
+                    output,
+                )
 
 
 def predict_to_folder(
@@ -124,7 +130,7 @@ def predict_to_folder(
     bar = tqdm(total=len(items), desc="predict", unit="img", disable=not progress)
     with bar, ThreadPoolExecutor(max_workers=2) as pool:
         for start in range(0, len(items), batch_size):
-            batch = items[start:start + batch_size]
+            batch = items[start : start + batch_size]
             images = list(pool.map(read_image, [item.image for item in batch]))
             tic = time.perf_counter()
             predictions = [decide(p, thresholds) for p in predictor.predict_batch(images)]
@@ -143,8 +149,14 @@ def predict_to_folder(
     return PredictSummary(len(items), tuple(seconds), n_defective, scores)
 
 
-def _write_prediction(folder: MapsFolder, key: str, image: np.ndarray, prediction: Prediction,
-                      overlays: bool, colour_range: tuple[float, float] | None) -> None:
+def _write_prediction(
+    folder: MapsFolder,
+    key: str,
+    image: np.ndarray,
+    prediction: Prediction,
+    overlays: bool,
+    colour_range: tuple[float, float] | None,
+) -> None:
     write_map(folder.map(key), prediction.anomaly_map)
     if prediction.mask is not None:
         write_mask(folder.mask(key), prediction.mask)
@@ -152,8 +164,9 @@ def _write_prediction(folder: MapsFolder, key: str, image: np.ndarray, predictio
         write_png(folder.overlay(key), _overlay(image, prediction, colour_range))
 
 
-def _overlay(image: np.ndarray, prediction: Prediction,
-             colour_range: tuple[float, float] | None) -> np.ndarray:
+def _overlay(
+    image: np.ndarray, prediction: Prediction, colour_range: tuple[float, float] | None
+) -> np.ndarray:
     anomaly_map = prediction.anomaly_map
     low, high = colour_range or (float(anomaly_map.min()), float(anomaly_map.max()))
     picture = overlay(image, anomaly_map, low, high)

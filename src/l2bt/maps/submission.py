@@ -37,8 +37,16 @@ from l2bt.maps.layout import write_map, write_mask
 from l2bt.prediction import Prediction, Predictor
 
 # Images per object and private split, as the official upload checker counts them.
-OFFICIAL_FILE_COUNTS = {"can": 321, "fabric": 314, "fruit_jelly": 255, "rice": 277,
-                        "sheet_metal": 142, "vial": 276, "wallplugs": 232, "walnuts": 228}
+OFFICIAL_FILE_COUNTS = {
+    "can": 321,
+    "fabric": 314,
+    "fruit_jelly": 255,
+    "rice": 277,
+    "sheet_metal": 142,
+    "vial": 276,
+    "wallplugs": 232,
+    "walnuts": 228,
+}
 SPLIT_SUFFIXES = {"test_private": "regular", "test_private_mixed": "mixed"}
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 MAPS, MASKS = "anomaly_images", "anomaly_images_thresholded"
@@ -51,14 +59,17 @@ class SubmissionSummary:
     thresholded: bool
 
 
-def private_images(object_dir: Path, counts: Mapping[str, int] = OFFICIAL_FILE_COUNTS
-                   ) -> dict[str, list[Path]]:
+def private_images(
+    object_dir: Path, counts: Mapping[str, int] = OFFICIAL_FILE_COUNTS
+) -> dict[str, list[Path]]:
     """Each private split's images, checked against the names and counts the upload
     checker expects."""
     name = object_dir.name
     if name not in counts:
-        raise InputError(f"not an MVTec AD 2 object: {name!r} (expected one of "
-                         f"{', '.join(sorted(counts))})", object_dir)
+        raise InputError(
+            f"not an MVTec AD 2 object: {name!r} (expected one of {', '.join(sorted(counts))})",
+            object_dir,
+        )
     found = {}
     for split, suffix in SPLIT_SUFFIXES.items():
         images = list_images(object_dir / split)
@@ -66,19 +77,31 @@ def private_images(object_dir: Path, counts: Mapping[str, int] = OFFICIAL_FILE_C
         stems = {p.stem for p in images}
         if stems != expected or len(images) != len(expected):
             missing, extra = sorted(expected - stems), sorted(stems - expected)
-            detail = (f"missing {missing[0]}" if missing else f"unexpected {extra[0]}"
-                      if extra else "duplicate names")
-            raise InputError(f"object {name}, split {split}: {len(images)} images, the upload "
-                             f"checker expects {counts[name]} named 000_{suffix} … ({detail})",
-                             object_dir / split)
+            detail = (
+                f"missing {missing[0]}"
+                if missing
+                else f"unexpected {extra[0]}"
+                if extra
+                else "duplicate names"
+            )
+            raise InputError(
+                f"object {name}, split {split}: {len(images)} images, the upload "
+                f"checker expects {counts[name]} named 000_{suffix} … ({detail})",
+                object_dir / split,
+            )
         found[split] = images
     return found
 
 
-def write_submission(predictor: Predictor, object_dir: Path, out: Path,
-                     thresholds: Thresholds | None, batch_size: int = 4,
-                     progress: bool = True,
-                     counts: Mapping[str, int] = OFFICIAL_FILE_COUNTS) -> SubmissionSummary:
+def write_submission(
+    predictor: Predictor,
+    object_dir: Path,
+    out: Path,
+    thresholds: Thresholds | None,
+    batch_size: int = 4,
+    progress: bool = True,
+    counts: Mapping[str, int] = OFFICIAL_FILE_COUNTS,
+) -> SubmissionSummary:
     """Predict an object's private splits into the upload layout under `out`."""
     object_dir, out = Path(object_dir), Path(out)
     splits = private_images(object_dir, counts)
@@ -92,11 +115,12 @@ def write_submission(predictor: Predictor, object_dir: Path, out: Path,
         with bar:
             for split, images in splits.items():
                 for start in range(0, len(images), batch_size):
-                    batch = images[start:start + batch_size]
+                    batch = images[start : start + batch_size]
                     predictions = predictor.predict_batch([read_image(p) for p in batch])
                     for path, prediction in zip(batch, predictions, strict=True):
-                        _write_files(staging, name, split, path.stem,
-                                     decide(prediction, thresholds))
+                        _write_files(
+                            staging, name, split, path.stem, decide(prediction, thresholds)
+                        )
                     bar.update(len(batch))
         for kind in kinds:
             _move_into_place(staging / kind / name, out / kind / name)
@@ -121,8 +145,9 @@ def _move_into_place(staged: Path, target: Path) -> None:
     os.replace(staged, target)
 
 
-def check_submission(out: Path, object_names: Sequence[str],
-                     counts: Mapping[str, int] = OFFICIAL_FILE_COUNTS) -> None:
+def check_submission(
+    out: Path, object_names: Sequence[str], counts: Mapping[str, int] = OFFICIAL_FILE_COUNTS
+) -> None:
     """The written layout has, per object and split, the files the upload checker counts."""
     for name in object_names:
         for kind, suffix in ((MAPS, ".tiff"), (MASKS, ".png")):
@@ -132,6 +157,8 @@ def check_submission(out: Path, object_names: Sequence[str],
                 folder = out / kind / name / split
                 files = sorted(folder.glob(f"*{suffix}")) if folder.is_dir() else []
                 if len(files) != counts[name]:
-                    raise InputError(f"object {name}, split {split}: {len(files)} {suffix} "
-                                     f"files, the upload checker expects {counts[name]}",
-                                     folder)
+                    raise InputError(
+                        f"object {name}, split {split}: {len(files)} {suffix} "
+                        f"files, the upload checker expects {counts[name]}",
+                        folder,
+                    )

@@ -30,8 +30,14 @@ class Artefact:
     described: dict[str, Any]  # the config.json, "format" and "key" included
 
 
-def save_artefact(work_dir: Path, tensors_file: str, tensors: dict[str, torch.Tensor],
-                  format_tag: str, key: str, description: dict[str, Any]) -> None:
+def save_artefact(
+    work_dir: Path,
+    tensors_file: str,
+    tensors: dict[str, torch.Tensor],
+    format_tag: str,
+    key: str,
+    description: dict[str, Any],
+) -> None:
     """Tensors, then `config.json` (`description` with the format and key)."""
     state = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
     with atomic_file(work_dir / tensors_file) as tmp:
@@ -40,8 +46,7 @@ def save_artefact(work_dir: Path, tensors_file: str, tensors: dict[str, torch.Te
     write_text_atomic(work_dir / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
 
 
-def load_artefact(work_dir: Path, tensors_file: str, format_tag: str, key: str
-                  ) -> Artefact | None:
+def load_artefact(work_dir: Path, tensors_file: str, format_tag: str, key: str) -> Artefact | None:
     """The artefact in `work_dir` if it was made with `key`; None otherwise."""
     config_path, tensors_path = work_dir / CONFIG_FILE, work_dir / tensors_file
     if not (config_path.is_file() and tensors_path.is_file()):

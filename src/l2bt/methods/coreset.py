@@ -66,9 +66,14 @@ def quantize(values: torch.Tensor, scale: float) -> torch.Tensor:
     return torch.round(values / scale).clamp_(-CODE_LEVEL, CODE_LEVEL).to(torch.int8)
 
 
-def greedy_coreset(points: torch.Tensor, size: int, seed: int = 0, progress: bool = False,
-                   candidates: int = CANDIDATES, rows_per_block: int = ROWS_PER_BLOCK
-                   ) -> Coreset:
+def greedy_coreset(
+    points: torch.Tensor,
+    size: int,
+    seed: int = 0,
+    progress: bool = False,
+    candidates: int = CANDIDATES,
+    rows_per_block: int = ROWS_PER_BLOCK,
+) -> Coreset:
     """k-center greedy coreset of (N, d) `points` with at most `size` picks, in certified
     runs (module docstring): the reference's rule and first pick, far fewer passes.
 
@@ -90,8 +95,9 @@ def greedy_coreset(points: torch.Tensor, size: int, seed: int = 0, progress: boo
     with bar:
         bar.update(1)
         while len(picks) < size:
-            run, values = _certified_run(points, norms, nearest, size - len(picks),
-                                         min(candidates, n), rows_per_block)
+            run, values = _certified_run(
+                points, norms, nearest, size - len(picks), min(candidates, n), rows_per_block
+            )
             radii.extend(values)
             if not run:  # every point is covered
                 break
@@ -99,8 +105,10 @@ def greedy_coreset(points: torch.Tensor, size: int, seed: int = 0, progress: boo
             bar.update(len(run))
     if len(radii) < len(picks):
         radii.append(float(nearest.max()))  # the radius after the last pick
-    return Coreset(torch.tensor(picks, dtype=torch.long),
-                   torch.tensor(radii, dtype=norms.dtype).clamp_min(0).sqrt())
+    return Coreset(
+        torch.tensor(picks, dtype=torch.long),
+        torch.tensor(radii, dtype=norms.dtype).clamp_min(0).sqrt(),
+    )
 
 
 def _compute(rows: torch.Tensor) -> torch.Tensor:
@@ -110,13 +118,22 @@ def _compute(rows: torch.Tensor) -> torch.Tensor:
 
 def _squared_norms(points: torch.Tensor, rows_per_block: int) -> torch.Tensor:
     """(N,) squared norms of the points, a block of rows at a time (no widened copy)."""
-    return torch.cat([squared_norms(_compute(points[start:start + rows_per_block]))
-                      for start in range(0, points.shape[0], rows_per_block)])
+    return torch.cat(
+        [
+            squared_norms(_compute(points[start : start + rows_per_block]))
+            for start in range(0, points.shape[0], rows_per_block)
+        ]
+    )
 
 
-def _certified_run(points: torch.Tensor, norms: torch.Tensor, nearest: torch.Tensor,
-                   most: int, candidates: int, rows_per_block: int
-                   ) -> tuple[list[int], list[float]]:
+def _certified_run(
+    points: torch.Tensor,
+    norms: torch.Tensor,
+    nearest: torch.Tensor,
+    most: int,
+    candidates: int,
+    rows_per_block: int,
+) -> tuple[list[int], list[float]]:
     """The next picks (at most `most`) and, for each, the covering radius² just before it
     (its nearest distance, the largest of all); `nearest` is updated for them.
 
@@ -160,8 +177,13 @@ def _squared_distances(rows: torch.Tensor, rows_norms: torch.Tensor) -> torch.Te
     return partial.add_(rows_norms[:, None]).clamp_min_(0.0)
 
 
-def _update_nearest(points: torch.Tensor, norms: torch.Tensor, picks: list[int],
-                    nearest: torch.Tensor, rows_per_block: int) -> None:
+def _update_nearest(
+    points: torch.Tensor,
+    norms: torch.Tensor,
+    picks: list[int],
+    nearest: torch.Tensor,
+    rows_per_block: int,
+) -> None:
     """nearest ← min(nearest, squared distance to each of `picks`), in blocks of rows:
     (r, d) @ (d, m) products, so the points are read once for all m picks."""
     index = torch.tensor(picks, device=points.device)
@@ -169,14 +191,14 @@ def _update_nearest(points: torch.Tensor, norms: torch.Tensor, picks: list[int],
     for start in range(0, points.shape[0], rows_per_block):
         rows = slice(start, start + rows_per_block)
         # (r, d) @ (d, m) -> (r, m): ‖c‖² − 2 x·c, the squared distance less ‖x‖²
-        partial = torch.addmm(centre_norms[None], _compute(points[rows]), centres.T,
-                              alpha=-2.0)
+        partial = torch.addmm(centre_norms[None], _compute(points[rows]), centres.T, alpha=-2.0)
         closest = partial.amin(dim=1).add_(norms[rows]).clamp_min_(0.0)  # (r,)
         torch.minimum(nearest[rows], closest, out=nearest[rows])
 
 
-def greedy_coreset_reference(points: torch.Tensor, size: int, seed: int = 0,
-                             progress: bool = False) -> Coreset:
+def greedy_coreset_reference(
+    points: torch.Tensor, size: int, seed: int = 0, progress: bool = False
+) -> Coreset:
     """k-center greedy coreset of (N, d) `points`, one pick at a time: at most `size` picks.
 
     The first pick is drawn with a generator seeded by `seed`; every later pick is the
@@ -200,20 +222,21 @@ def greedy_coreset_reference(points: torch.Tensor, size: int, seed: int = 0,
     bar = tqdm(total=size, desc="coreset", unit="pick", disable=not progress, mininterval=1.0)
     with bar:
         for step in range(size):
-            indices[step:step + 1] = pick
+            indices[step : step + 1] = pick
             _distances_to_row(points, norms, pick, out=buffer)
             torch.minimum(nearest, buffer, out=nearest)
             nearest.index_fill_(0, pick, 0.0)  # a pick covers itself exactly
             pick = nearest.argmax().unsqueeze(0)  # (1,), stays on the device
-            radii[step:step + 1] = nearest[pick]
+            radii[step : step + 1] = nearest[pick]
             if step % 1024 == 1023 or step == size - 1:
                 bar.update(step + 1 - bar.n)
     radii = radii.clamp_min(0).sqrt()
     return _drop_redundant(Coreset(indices.cpu(), radii.cpu()))
 
 
-def _distances_to_row(points: torch.Tensor, norms: torch.Tensor, row: torch.Tensor,
-                      out: torch.Tensor) -> None:
+def _distances_to_row(
+    points: torch.Tensor, norms: torch.Tensor, row: torch.Tensor, out: torch.Tensor
+) -> None:
     """Squared distances of every point to points[row] (row: (1,) index), into `out` (N,);
     `norms` (N,) are the points' squared norms.
 

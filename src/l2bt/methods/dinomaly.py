@@ -61,11 +61,13 @@ MODEL_FORMAT = "l2bt-dinomaly/1"
 WEIGHTS_FILE = "decoder.safetensors"
 LOSS_WINDOW = 100  # the final loss: the mean over the last 100 iterations, as logged officially
 
-def group_maps(targets: Sequence[torch.Tensor], outputs: Sequence[torch.Tensor]
-               ) -> torch.Tensor:
+
+def group_maps(targets: Sequence[torch.Tensor], outputs: Sequence[torch.Tensor]) -> torch.Tensor:
     """(B, h, w, D) per group -> (B, G, h, w): 1 − cosine at each patch, per group."""
-    return torch.stack([1 - F.cosine_similarity(t, o, dim=-1)
-                        for t, o in zip(targets, outputs, strict=True)], dim=1)
+    return torch.stack(
+        [1 - F.cosine_similarity(t, o, dim=-1) for t, o in zip(targets, outputs, strict=True)],
+        dim=1,
+    )
 
 
 def gaussian_kernel(size: int, sigma: float) -> torch.Tensor:
@@ -81,13 +83,15 @@ def gaussian_blur(maps: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     return F.conv2d(maps, kernel.to(maps.device), padding=kernel.shape[-1] // 2)
 
 
-def to_full_resolution(patch_maps: torch.Tensor, geometry: InputGeometry,
-                       kernel: torch.Tensor) -> np.ndarray:
+def to_full_resolution(
+    patch_maps: torch.Tensor, geometry: InputGeometry, kernel: torch.Tensor
+) -> np.ndarray:
     """(B, h, w) patch maps of images sharing one geometry -> (B, H, W) float32 maps:
     the shared map-to-image step with Dinomaly's bilinear upsampling (align_corners=True,
     as official) and Gaussian `kernel` in place of L2BT's box blurs."""
-    return to_image_maps(patch_maps, geometry, partial(gaussian_blur, kernel=kernel),
-                         align_corners=True)
+    return to_image_maps(
+        patch_maps, geometry, partial(gaussian_blur, kernel=kernel), align_corners=True
+    )
 
 
 def top_fraction_score(anomaly_map: np.ndarray, fraction: float) -> float:
@@ -102,31 +106,43 @@ class Dinomaly:
 
     name = "dinomaly"
 
-    def __init__(self, settings: MethodSettings, iterations: int | None = None,
-                 batch_size: int | None = None, seed: int = 0,
-                 recipe: DinomalyRecipe | None = None) -> None:
+    def __init__(
+        self,
+        settings: MethodSettings,
+        iterations: int | None = None,
+        batch_size: int | None = None,
+        seed: int = 0,
+        recipe: DinomalyRecipe | None = None,
+    ) -> None:
         self.settings = settings
         self.iterations = settings.dinomaly_iterations if iterations is None else iterations
         self.batch_size = settings.dinomaly_batch_size if batch_size is None else batch_size
         if self.iterations < 1 or self.batch_size < 1:
-            raise InputError(f"Dinomaly needs ≥ 1 iteration and a batch size ≥ 1, got "
-                             f"{self.iterations} and {self.batch_size}")
+            raise InputError(
+                f"Dinomaly needs ≥ 1 iteration and a batch size ≥ 1, got "
+                f"{self.iterations} and {self.batch_size}"
+            )
         if settings.precision not in PRECISIONS:
-            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, "
-                             f"got {settings.precision!r}")
+            raise InputError(
+                f"precision must be one of {', '.join(PRECISIONS)}, got {settings.precision!r}"
+            )
         self.seed = seed
         self.recipe = recipe or DinomalyRecipe()
         self.device = resolve_device(settings.device)
         if settings.teacher not in ARCHITECTURES:
-            raise InputError(f"unknown teacher {settings.teacher!r}; choose one of "
-                             f"{', '.join(ARCHITECTURES)}")
+            raise InputError(
+                f"unknown teacher {settings.teacher!r}; choose one of {', '.join(ARCHITECTURES)}"
+            )
         self.layers = target_layers(ARCHITECTURES[settings.teacher].depth)  # ViT-g: refused
         # TeacherConfig holds two layers: the first and last target blocks (all eight are
         # in `settings_dict`); it checks the input size and mode.
-        self.teacher_config = TeacherConfig(settings.teacher, settings.weights,
-                                            settings.image_size,
-                                            (self.layers[0], self.layers[-1]),
-                                            settings.input_mode)
+        self.teacher_config = TeacherConfig(
+            settings.teacher,
+            settings.weights,
+            settings.image_size,
+            (self.layers[0], self.layers[-1]),
+            settings.input_mode,
+        )
         self.teacher: Teacher | None = None
         self.decoder: DinomalyDecoder | None = None
         self.kernel = gaussian_kernel(self.recipe.gaussian_size, self.recipe.gaussian_sigma)
@@ -159,14 +175,25 @@ class Dinomaly:
         init_official(self.decoder)
         inputs = training_inputs(images, self.teacher_config, self.batch_size, self.seed)
         with closing(prefetched(inputs)) as batches:
-            log = train_decoder(self.decoder, self.teacher, batches, self.layers, self.recipe,
-                                self.iterations, self.device, self.settings.precision,
-                                progress)
+            log = train_decoder(
+                self.decoder,
+                self.teacher,
+                batches,
+                self.layers,
+                self.recipe,
+                self.iterations,
+                self.device,
+                self.settings.precision,
+                progress,
+            )
         self.decoder.eval()
-        self.info = {"n_train_images": len(images), "iterations_done": len(log.losses),
-                     "mean_batch_size": round(float(np.mean(log.batch_sizes)), 3),
-                     "final_loss": round(float(np.mean(log.losses[-LOSS_WINDOW:])), 6),
-                     "train_seconds": round(time.perf_counter() - tic, 3)}
+        self.info = {
+            "n_train_images": len(images),
+            "iterations_done": len(log.losses),
+            "mean_batch_size": round(float(np.mean(log.batch_sizes)), 3),
+            "final_loss": round(float(np.mean(log.losses[-LOSS_WINDOW:])), 6),
+            "train_seconds": round(time.perf_counter() - tic, 3),
+        }
 
     def _new_decoder(self) -> DinomalyDecoder:
         assert self.teacher is not None
@@ -175,24 +202,32 @@ class Dinomaly:
 
     def settings_dict(self) -> dict[str, Any]:
         """Everything besides the training images that the trained decoder depends on."""
-        return {"teacher": self.settings.teacher, "weights": self.settings.weights,
-                "image_size": self.settings.image_size, "input_mode": self.settings.input_mode,
-                "precision": self.settings.precision,
-                "target_layers": list(self.layers), "iterations": self.iterations,
-                "batch_size": self.batch_size, "seed": self.seed,
-                "recipe": asdict(self.recipe)}
+        return {
+            "teacher": self.settings.teacher,
+            "weights": self.settings.weights,
+            "image_size": self.settings.image_size,
+            "input_mode": self.settings.input_mode,
+            "precision": self.settings.precision,
+            "target_layers": list(self.layers),
+            "iterations": self.iterations,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "recipe": asdict(self.recipe),
+        }
 
     def _model_key(self, images: Sequence[Path]) -> str:
         """A digest of the settings, the teacher's weights and the exact training files."""
         assert self.teacher is not None
-        files = cache_key(self.teacher_config, self.teacher.weights_id,
-                          self.settings.precision, images)
+        files = cache_key(
+            self.teacher_config, self.teacher.weights_id, self.settings.precision, images
+        )
         return content_digest({"format": MODEL_FORMAT, "files": files, **self.settings_dict()})
 
     def _save(self, work_dir: Path, key: str) -> None:
         assert self.decoder is not None
-        save_artefact(work_dir, WEIGHTS_FILE, self.decoder.state_dict(), MODEL_FORMAT, key,
-                      self.describe())
+        save_artefact(
+            work_dir, WEIGHTS_FILE, self.decoder.state_dict(), MODEL_FORMAT, key, self.describe()
+        )
 
     def _load(self, work_dir: Path, key: str) -> bool:
         """Load the decoder in `work_dir` if it was trained with `key`; False otherwise."""
@@ -206,9 +241,17 @@ class Dinomaly:
             return False
         self.decoder.eval()
         described = artefact.described
-        self.info = {k: described[k] for k in ("n_train_images", "iterations_done",
-                                               "mean_batch_size", "final_loss",
-                                               "train_seconds") if k in described}
+        self.info = {
+            k: described[k]
+            for k in (
+                "n_train_images",
+                "iterations_done",
+                "mean_batch_size",
+                "final_loss",
+                "train_seconds",
+            )
+            if k in described
+        }
         self.info["reloaded"] = True
         return True
 
@@ -217,11 +260,15 @@ class Dinomaly:
         Dinomaly's own map-to-image step and score."""
         if self.decoder is None or self.teacher is None:
             raise RuntimeError("Dinomaly.fit must run before predict_batch")
-        return predict_images(self.patch_maps, images, self.teacher_config.image_size,
-                              self.teacher_config.input_mode, self.device,
-                              to_maps=partial(to_full_resolution, kernel=self.kernel),
-                              score=partial(top_fraction_score,
-                                            fraction=self.recipe.max_ratio))
+        return predict_images(
+            self.patch_maps,
+            images,
+            self.teacher_config.image_size,
+            self.teacher_config.input_mode,
+            self.device,
+            to_maps=partial(to_full_resolution, kernel=self.kernel),
+            score=partial(top_fraction_score, fraction=self.recipe.max_ratio),
+        )
 
     @torch.inference_mode()
     def patch_maps(self, x: torch.Tensor) -> torch.Tensor:
@@ -231,12 +278,18 @@ class Dinomaly:
         first_patch = 1 + self.teacher.num_register_tokens
         encoded = encoder_layers(self.teacher, x, self.layers, self.settings.precision)
         decoded = self.decoder(encoded)
-        maps = group_maps(grouped_patches(encoded, self.recipe.groups, first_patch, grid),
-                          grouped_patches(decoded, self.recipe.groups, first_patch, grid))
+        maps = group_maps(
+            grouped_patches(encoded, self.recipe.groups, first_patch, grid),
+            grouped_patches(decoded, self.recipe.groups, first_patch, grid),
+        )
         return maps.mean(dim=1)  # (B, G, h, w) -> (B, h, w)
 
     def describe(self) -> dict[str, Any]:
         """Settings, teacher identity and training statistics, for the results files."""
         weights_id = None if self.teacher is None else self.teacher.weights_id
-        return {"method": self.name, **self.settings_dict(), "teacher_weights_id": weights_id,
-                **self.info}
+        return {
+            "method": self.name,
+            **self.settings_dict(),
+            "teacher_weights_id": weights_id,
+            **self.info,
+        }

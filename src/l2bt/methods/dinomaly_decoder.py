@@ -114,8 +114,9 @@ class DinomalyDecoder(nn.Module):
     def __init__(self, config: DecoderConfig) -> None:
         super().__init__()
         self.config = config
-        self.bottleneck = NoisyBottleneck(config.dim, int(config.dim * config.mlp_ratio),
-                                          config.bottleneck_dropout)
+        self.bottleneck = NoisyBottleneck(
+            config.dim, int(config.dim * config.mlp_ratio), config.bottleneck_dropout
+        )
         self.blocks = nn.ModuleList(DecoderBlock(config) for _ in range(config.depth))
 
     def forward(self, encoder_layers: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -135,8 +136,12 @@ class DinomalyDecoder(nn.Module):
         return outputs[::-1]
 
 
-def grouped_patches(layers: Sequence[torch.Tensor], groups: Sequence[Sequence[int]],
-                    first_patch: int, grid: tuple[int, int]) -> list[torch.Tensor]:
+def grouped_patches(
+    layers: Sequence[torch.Tensor],
+    groups: Sequence[Sequence[int]],
+    first_patch: int,
+    grid: tuple[int, int],
+) -> list[torch.Tensor]:
     """The official loose fusion: per group, the mean of its layers' tokens, with the
     class and register tokens (the first `first_patch`) dropped: (B, h, w, D) per group."""
     fused = []

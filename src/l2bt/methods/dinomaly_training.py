@@ -75,12 +75,15 @@ def target_layers(depth: int) -> tuple[int, ...]:
         return tuple(range(2, 10))
     if depth == 24:  # ViT-L
         return tuple(range(4, 19, 2))
-    raise InputError(f"Dinomaly's official recipe has target layers for ViT-S/B/L (12 or 24 "
-                     f"blocks), not for a teacher of {depth} blocks")
+    raise InputError(
+        f"Dinomaly's official recipe has target layers for ViT-S/B/L (12 or 24 "
+        f"blocks), not for a teacher of {depth} blocks"
+    )
 
 
-def encoder_layers(teacher: Teacher, x: torch.Tensor, layers: Sequence[int],
-                   precision: str = "fp32") -> list[torch.Tensor]:
+def encoder_layers(
+    teacher: Teacher, x: torch.Tensor, layers: Sequence[int], precision: str = "fp32"
+) -> list[torch.Tensor]:
     """Raw outputs (B, T, D) of the teacher's blocks `layers` (ascending), tokens
     [cls, registers, patches], no final LayerNorm (as ViTill); float32, no gradient.
     In bf16 the blocks are the teacher's cast-once copy (`Teacher.blocks_in`)."""
@@ -122,8 +125,9 @@ def easy_point_threshold(distances: torch.Tensor, p: float) -> torch.Tensor:
     return torch.topk(distances.flatten(), k).values[-1]
 
 
-def hard_mining_cosine_loss(targets: Sequence[torch.Tensor], outputs: Sequence[torch.Tensor],
-                            p: float, easy_factor: float) -> torch.Tensor:
+def hard_mining_cosine_loss(
+    targets: Sequence[torch.Tensor], outputs: Sequence[torch.Tensor], p: float, easy_factor: float
+) -> torch.Tensor:
     """Official `global_cosine_hm_percent`: Dinomaly's loose loss with hard-point mining.
 
     `targets` (encoder) and `outputs` (decoder) are (B, h, w, D) per group. Per group, the
@@ -153,11 +157,24 @@ class StableAdamW(torch.optim.Optimizer):
     current gradient and denom the Adam denominator (update clipping, as in "Stable and
     low-precision training for large-scale vision-language models")."""
 
-    def __init__(self, params: Iterable[torch.nn.Parameter], lr: float,
-                 betas: tuple[float, float], eps: float, weight_decay: float, amsgrad: bool,
-                 clip_threshold: float = 1.0) -> None:
-        defaults = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay,
-                    "amsgrad": amsgrad, "clip_threshold": clip_threshold}
+    def __init__(
+        self,
+        params: Iterable[torch.nn.Parameter],
+        lr: float,
+        betas: tuple[float, float],
+        eps: float,
+        weight_decay: float,
+        amsgrad: bool,
+        clip_threshold: float = 1.0,
+    ) -> None:
+        defaults = {
+            "lr": lr,
+            "betas": betas,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "amsgrad": amsgrad,
+            "clip_threshold": clip_threshold,
+        }
         super().__init__(params, defaults)
 
     @torch.no_grad()
@@ -182,8 +199,9 @@ class StableAdamW(torch.optim.Optimizer):
                 exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
                 second_moment.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
                 if group["amsgrad"]:
-                    torch.maximum(state["max_exp_avg_sq"], second_moment,
-                                  out=state["max_exp_avg_sq"])
+                    torch.maximum(
+                        state["max_exp_avg_sq"], second_moment, out=state["max_exp_avg_sq"]
+                    )
                     second_moment = state["max_exp_avg_sq"]
                 bias_correction1 = 1 - beta1 ** state["step"]
                 bias_correction2 = 1 - beta2 ** state["step"]
@@ -222,8 +240,9 @@ class WarmCosineSchedule:
         return self.final + 0.5 * (self.base - self.final) * (1 + math.cos(math.pi * progress))
 
 
-def epoch_batches(shapes: Sequence[tuple[int, int]], batch_size: int,
-                  rng: np.random.Generator) -> Iterator[list[int]]:
+def epoch_batches(
+    shapes: Sequence[tuple[int, int]], batch_size: int, rng: np.random.Generator
+) -> Iterator[list[int]]:
     """Image indices, batch by batch, without end; `shapes` are the images' input shapes.
 
     Each epoch: a fresh permutation, cut into batches of `batch_size` images of one
@@ -241,7 +260,7 @@ def epoch_batches(shapes: Sequence[tuple[int, int]], batch_size: int,
         batches = []
         for positions in by_shape.values():
             members = [int(order[p]) for p in positions]
-            cut = [members[s:s + batch_size] for s in range(0, len(members), batch_size)]
+            cut = [members[s : s + batch_size] for s in range(0, len(members), batch_size)]
             batches += [b for b in cut if len(b) == batch_size] or cut
         for k in rng.permutation(len(batches)):
             yield batches[k]
@@ -258,14 +277,16 @@ def prefetched(items: Iterator[Item]) -> Generator[Item, None, None]:
             yield item
 
 
-def training_inputs(images: Sequence[Path], config: TeacherConfig, batch_size: int,
-                    seed: int) -> Iterator[torch.Tensor]:
+def training_inputs(
+    images: Sequence[Path], config: TeacherConfig, batch_size: int, seed: int
+) -> Iterator[torch.Tensor]:
     """(B, 3, h, w) preprocessed training batches in `epoch_batches` order, forever."""
     geometries = input_geometries(images, config)
     shapes = [g.input_shape for g in geometries]
     for batch in epoch_batches(shapes, batch_size, np.random.default_rng(seed)):
-        for _, x in iter_inputs([images[i] for i in batch], config,
-                                [geometries[i] for i in batch], len(batch)):
+        for _, x in iter_inputs(
+            [images[i] for i in batch], config, [geometries[i] for i in batch], len(batch)
+        ):
             yield x
 
 
@@ -277,17 +298,29 @@ class TrainingLog:
     batch_sizes: list[int]
 
 
-def train_decoder(decoder: DinomalyDecoder, teacher: Teacher, batches: Iterator[torch.Tensor],
-                  layers: Sequence[int], recipe: DinomalyRecipe, iterations: int,
-                  device: torch.device, precision: str, progress: bool) -> TrainingLog:
+def train_decoder(
+    decoder: DinomalyDecoder,
+    teacher: Teacher,
+    batches: Iterator[torch.Tensor],
+    layers: Sequence[int],
+    recipe: DinomalyRecipe,
+    iterations: int,
+    device: torch.device,
+    precision: str,
+    progress: bool,
+) -> TrainingLog:
     """The official training loop on already initialised `decoder`: per iteration set the
     warm-cosine lr, encode a batch (no gradient), decode, take the hard-mining loss,
     clip the gradient norm and step StableAdamW."""
-    optimizer = StableAdamW(decoder.parameters(), lr=recipe.lr, betas=recipe.betas,
-                            eps=recipe.eps, weight_decay=recipe.weight_decay,
-                            amsgrad=recipe.amsgrad)
-    schedule = WarmCosineSchedule(recipe.lr, recipe.final_lr, iterations,
-                                  recipe.warmup_iterations)
+    optimizer = StableAdamW(
+        decoder.parameters(),
+        lr=recipe.lr,
+        betas=recipe.betas,
+        eps=recipe.eps,
+        weight_decay=recipe.weight_decay,
+        amsgrad=recipe.amsgrad,
+    )
+    schedule = WarmCosineSchedule(recipe.lr, recipe.final_lr, iterations, recipe.warmup_iterations)
     first_patch = 1 + teacher.num_register_tokens
     decoder.train()
     log = TrainingLog([], [])
@@ -304,7 +337,8 @@ def train_decoder(decoder: DinomalyDecoder, teacher: Teacher, batches: Iterator[
                 grouped_patches(encoded, recipe.groups, first_patch, grid),
                 grouped_patches(decoded, recipe.groups, first_patch, grid),
                 p=hard_mining_p(iteration, recipe.hard_p_final, recipe.hard_p_ramp_iterations),
-                easy_factor=recipe.easy_factor)
+                easy_factor=recipe.easy_factor,
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(decoder.parameters(), recipe.max_grad_norm)

@@ -26,19 +26,30 @@ class L2BTMethod:
         size = image_size or settings.image_size
         self.name = "l2bt" if image_size is None else f"l2bt@{image_size}"
         self.settings = settings
-        self.config = L2BTConfig(TeacherConfig(settings.teacher, settings.weights, size,
-                                               input_mode=settings.input_mode),
-                                 TrainConfig(epochs=settings.epochs))
+        self.config = L2BTConfig(
+            TeacherConfig(settings.teacher, settings.weights, size, input_mode=settings.input_mode),
+            TrainConfig(epochs=settings.epochs),
+        )
         self.model: L2BT | None = None
 
     def fit(self, train_images: Sequence[Path], work_dir: Path, progress: bool) -> None:
         run_dir = work_dir / "run"
         if (run_dir / "config.json").is_file():
-            self.model = L2BT.load(run_dir, self.settings.device, self.settings.precision,
-                                   weights=self.settings.weights)
+            self.model = L2BT.load(
+                run_dir,
+                self.settings.device,
+                self.settings.precision,
+                weights=self.settings.weights,
+            )
             return
-        self.model = L2BT.fit(train_images, self.config, self.settings.device,
-                              self.settings.precision, self.settings.cache_dir, progress)
+        self.model = L2BT.fit(
+            train_images,
+            self.config,
+            self.settings.device,
+            self.settings.precision,
+            self.settings.cache_dir,
+            progress,
+        )
         self.model.save(run_dir, overwrite=True)
 
     def predict_batch(self, images: Sequence[np.ndarray]) -> list[Prediction]:
@@ -51,8 +62,11 @@ class L2BTMethod:
         return (normal["median"], normal["max"]) if normal else None
 
     def describe(self) -> dict[str, Any]:
-        info = {"method": self.name, "config": self.config.to_dict(),
-                "precision": self.settings.precision}
+        info = {
+            "method": self.name,
+            "config": self.config.to_dict(),
+            "precision": self.settings.precision,
+        }
         if self.model is not None:
             info["teacher_weights_id"] = self.model.teacher.weights_id
             info["training"] = self.model.info.get("training", {})

@@ -22,7 +22,7 @@ def squared_norms(rows: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
     """
     norms = torch.empty(rows.shape[0], dtype=rows.dtype, device=rows.device)
     for start in range(0, rows.shape[0], chunk):
-        norms[start:start + chunk] = rows[start:start + chunk].square().sum(dim=1)
+        norms[start : start + chunk] = rows[start : start + chunk].square().sum(dim=1)
     return norms
 
 
@@ -47,27 +47,34 @@ def nearest_neighbours(
     return distances, indices
 
 
-def nearest_distances(queries: torch.Tensor, bank: torch.Tensor,
-                      bank_squared_norms: torch.Tensor | None = None,
-                      query_chunk: int = 4096, bank_chunk: int = 8192) -> torch.Tensor:
+def nearest_distances(
+    queries: torch.Tensor,
+    bank: torch.Tensor,
+    bank_squared_norms: torch.Tensor | None = None,
+    query_chunk: int = 4096,
+    bank_chunk: int = 8192,
+) -> torch.Tensor:
     """(n, d) queries -> (n,) Euclidean distance to the nearest of the (m, d) bank rows."""
     return nearest_neighbours(queries, bank, bank_squared_norms, query_chunk, bank_chunk)[0]
 
 
-def _nearest_in_blocks(queries: torch.Tensor, bank: torch.Tensor, bank_squared_norms: torch.Tensor,
-                       bank_chunk: int) -> torch.Tensor:
+def _nearest_in_blocks(
+    queries: torch.Tensor, bank: torch.Tensor, bank_squared_norms: torch.Tensor, bank_chunk: int
+) -> torch.Tensor:
     """(q, d) queries -> (q,) index of the nearest bank row, scanning `bank_chunk` rows at once.
 
     ‖q‖² is the same for every bank row of a query, so it is left out of the comparison.
     """
-    best_value = torch.full((queries.shape[0],), float("inf"), dtype=queries.dtype,
-                            device=queries.device)
+    best_value = torch.full(
+        (queries.shape[0],), float("inf"), dtype=queries.dtype, device=queries.device
+    )
     best_index = torch.zeros(queries.shape[0], dtype=torch.long, device=queries.device)
     for start in range(0, bank.shape[0], bank_chunk):
-        block = bank[start:start + bank_chunk]
+        block = bank[start : start + bank_chunk]
         # (q, d) @ (d, c) -> (q, c): ‖b‖² − 2 q·b, the squared distance less ‖q‖²
-        partial = torch.addmm(bank_squared_norms[start:start + bank_chunk][None], queries,
-                              block.T, alpha=-2.0)
+        partial = torch.addmm(
+            bank_squared_norms[start : start + bank_chunk][None], queries, block.T, alpha=-2.0
+        )
         value, index = partial.min(dim=1)
         better = value < best_value  # strict: an earlier block wins ties
         best_value = torch.where(better, value, best_value)

@@ -48,8 +48,9 @@ PROJECTION_DIM = 128
 IMAGES_PER_CHUNK = 8  # cached training images read at once while building the bank
 
 
-def patch_descriptors(early: torch.Tensor, late: torch.Tensor, neighbourhood: int = 3
-                      ) -> torch.Tensor:
+def patch_descriptors(
+    early: torch.Tensor, late: torch.Tensor, neighbourhood: int = 3
+) -> torch.Tensor:
     """(B, h, w, D) features of two layers -> (B, h, w, 2D) descriptors.
 
     Each layer: mean over the neighbourhood × neighbourhood patches around each patch
@@ -58,8 +59,9 @@ def patch_descriptors(early: torch.Tensor, late: torch.Tensor, neighbourhood: in
     joined = []
     for features in (early, late):
         grid = features.permute(0, 3, 1, 2)  # (B, h, w, D) -> (B, D, h, w)
-        grid = F.avg_pool2d(grid, neighbourhood, stride=1, padding=neighbourhood // 2,
-                            count_include_pad=False)
+        grid = F.avg_pool2d(
+            grid, neighbourhood, stride=1, padding=neighbourhood // 2, count_include_pad=False
+        )
         joined.append(F.normalize(grid.permute(0, 2, 3, 1), dim=-1))  # back to (B, h, w, D)
     return torch.cat(joined, dim=-1)
 
@@ -69,17 +71,27 @@ class PatchCore:
 
     name = "patchcore"
 
-    def __init__(self, settings: MethodSettings, layers: tuple[int, int] = (7, 11),
-                 coreset_ratio: float = 0.1, seed: int = 0, neighbourhood: int = 3,
-                 projection_dim: int = PROJECTION_DIM) -> None:
+    def __init__(
+        self,
+        settings: MethodSettings,
+        layers: tuple[int, int] = (7, 11),
+        coreset_ratio: float = 0.1,
+        seed: int = 0,
+        neighbourhood: int = 3,
+        projection_dim: int = PROJECTION_DIM,
+    ) -> None:
         if not 0 < coreset_ratio <= 1:
             raise InputError(f"PatchCore coreset ratio must be in (0, 1], got {coreset_ratio}")
         if neighbourhood < 1 or neighbourhood % 2 == 0:
             raise InputError(f"PatchCore neighbourhood must be odd and ≥ 1, got {neighbourhood}")
         self.settings = settings
-        self.teacher_config = TeacherConfig(settings.teacher, settings.weights,
-                                            settings.image_size, (layers[0], layers[1]),
-                                            settings.input_mode)
+        self.teacher_config = TeacherConfig(
+            settings.teacher,
+            settings.weights,
+            settings.image_size,
+            (layers[0], layers[1]),
+            settings.input_mode,
+        )
         self.coreset_ratio = coreset_ratio
         self.seed = seed
         self.neighbourhood = neighbourhood
@@ -105,17 +117,25 @@ class PatchCore:
         if self._load(work_dir, key):
             return
         features = cached_train_features(
-            self.teacher, images, self.teacher_config, self.device, self.settings.precision,
+            self.teacher,
+            images,
+            self.teacher_config,
+            self.device,
+            self.settings.precision,
             None if self.settings.cache_dir is None else Path(self.settings.cache_dir),
-            progress=progress)
+            progress=progress,
+        )
         tic = time.perf_counter()
         coreset = self._select(features, progress)
         bank = self._gather(features, coreset.indices.sort().values)
         self._set_bank(bank.half().float())  # as stored, so reloads predict identically
-        self.info = {"n_train_images": len(images), "n_train_patches": features.n_patches,
-                     "bank_size": int(bank.shape[0]),
-                     "covering_radius_projected": round(coreset.covering_radius, 6),
-                     "coreset_seconds": round(time.perf_counter() - tic, 3)}
+        self.info = {
+            "n_train_images": len(images),
+            "n_train_patches": features.n_patches,
+            "bank_size": int(bank.shape[0]),
+            "covering_radius_projected": round(coreset.covering_radius, 6),
+            "coreset_seconds": round(time.perf_counter() - tic, 3),
+        }
         self._save(work_dir, key)
 
     def _select(self, features: TrainFeatures, progress: bool) -> Coreset:
@@ -137,7 +157,7 @@ class PatchCore:
         codes = torch.empty(features.n_patches, width, dtype=torch.int8, device=self.device)
         offset = 0
         for rows in projected():
-            codes[offset:offset + rows.shape[0]] = quantize(rows, scale)
+            codes[offset : offset + rows.shape[0]] = quantize(rows, scale)
             offset += rows.shape[0]
         size = max(1, round(self.coreset_ratio * features.n_patches))
         coreset = greedy_coreset(codes, size, self.seed, progress)
@@ -172,25 +192,32 @@ class PatchCore:
 
     def settings_dict(self) -> dict[str, Any]:
         """Everything besides the training images that the bank depends on."""
-        return {"teacher": self.teacher_config.variant, "weights": self.teacher_config.weights,
-                "image_size": self.teacher_config.image_size,
-                "input_mode": self.teacher_config.input_mode,
-                "layers": list(self.teacher_config.layers), "neighbourhood": self.neighbourhood,
-                "coreset_ratio": self.coreset_ratio, "projection_dim": self.projection_dim,
-                "seed": self.seed, "precision": self.settings.precision}
+        return {
+            "teacher": self.teacher_config.variant,
+            "weights": self.teacher_config.weights,
+            "image_size": self.teacher_config.image_size,
+            "input_mode": self.teacher_config.input_mode,
+            "layers": list(self.teacher_config.layers),
+            "neighbourhood": self.neighbourhood,
+            "coreset_ratio": self.coreset_ratio,
+            "projection_dim": self.projection_dim,
+            "seed": self.seed,
+            "precision": self.settings.precision,
+        }
 
     def _bank_key(self, images: Sequence[Path]) -> str:
         """A digest of the settings, the teacher's weights and the exact training files."""
         assert self.teacher is not None
-        features = cache_key(self.teacher_config, self.teacher.weights_id,
-                             self.settings.precision, images)
-        return content_digest({"format": BANK_FORMAT, "features": features,
-                             **self.settings_dict()})
+        features = cache_key(
+            self.teacher_config, self.teacher.weights_id, self.settings.precision, images
+        )
+        return content_digest({"format": BANK_FORMAT, "features": features, **self.settings_dict()})
 
     def _save(self, work_dir: Path, key: str) -> None:
         assert self.bank is not None
-        save_artefact(work_dir, BANK_FILE, {"bank": self.bank.half()}, BANK_FORMAT, key,
-                      self.describe())
+        save_artefact(
+            work_dir, BANK_FILE, {"bank": self.bank.half()}, BANK_FORMAT, key, self.describe()
+        )
 
     def _load(self, work_dir: Path, key: str) -> bool:
         """Load the bank in `work_dir` if it was built with `key`; False otherwise."""
@@ -199,9 +226,17 @@ class PatchCore:
             return False
         self._set_bank(artefact.tensors["bank"])
         described = artefact.described
-        self.info = {k: described[k] for k in ("n_train_images", "n_train_patches", "bank_size",
-                                               "covering_radius_projected", "coreset_seconds")
-                     if k in described}
+        self.info = {
+            k: described[k]
+            for k in (
+                "n_train_images",
+                "n_train_patches",
+                "bank_size",
+                "covering_radius_projected",
+                "coreset_seconds",
+            )
+            if k in described
+        }
         self.info["reloaded"] = True
         return True
 
@@ -211,23 +246,34 @@ class PatchCore:
         """(H, W, 3) uint8 images -> maps at each image's own size and image scores."""
         if self.bank is None or self.teacher is None:
             raise RuntimeError("PatchCore.fit must run before predict_batch")
-        return predict_images(self.patch_maps, images, self.teacher_config.image_size,
-                              self.teacher_config.input_mode, self.device)
+        return predict_images(
+            self.patch_maps,
+            images,
+            self.teacher_config.image_size,
+            self.teacher_config.input_mode,
+            self.device,
+        )
 
     @torch.inference_mode()
     def patch_maps(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, h, w) inputs -> (B, h/14, w/14) distance to the nearest bank descriptor."""
         assert self.teacher is not None and self.bank is not None
-        early, late = self.teacher.features(x, self.teacher_config.layers,
-                                            self.settings.precision)
+        early, late = self.teacher.features(x, self.teacher_config.layers, self.settings.precision)
         descriptors = patch_descriptors(early, late, self.neighbourhood)  # (B, h, w, 2D)
         batch, h, w, dim = descriptors.shape
-        distances = nearest_distances(descriptors.reshape(-1, dim),  # (B·h·w, 2D)
-                                      self.bank, self.bank_squared_norms)
+        distances = nearest_distances(
+            descriptors.reshape(-1, dim),  # (B·h·w, 2D)
+            self.bank,
+            self.bank_squared_norms,
+        )
         return distances.reshape(batch, h, w)  # (B·h·w,) -> (B, h, w)
 
     def describe(self) -> dict[str, Any]:
         """Settings, teacher identity and bank statistics, for the results files."""
         weights_id = None if self.teacher is None else self.teacher.weights_id
-        return {"method": self.name, **self.settings_dict(), "teacher_weights_id": weights_id,
-                **self.info}
+        return {
+            "method": self.name,
+            **self.settings_dict(),
+            "teacher_weights_id": weights_id,
+            **self.info,
+        }

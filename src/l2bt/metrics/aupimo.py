@@ -63,7 +63,8 @@ class NormalPool:
         enough = math.ceil(self._target * area)  # this image's top pixels alone reach U
         if enough < candidates.size:
             kth_largest = np.partition(candidates, candidates.size - enough)[
-                candidates.size - enough]
+                candidates.size - enough
+            ]
             candidates = candidates[candidates >= kth_largest]  # ties at it kept
         kept, counts = np.unique(candidates.astype(np.float64), return_counts=True)
         self._fresh.setdefault(area, []).append((kept, counts))
@@ -116,29 +117,38 @@ class NormalPool:
 def _at_least(values: np.ndarray, floor: float) -> np.ndarray:
     """values[values >= floor], a slice at a time: no temporary the size of the image."""
     step = 1 << 18
-    return np.concatenate([part[part >= floor] for part in
-                           (values[i:i + step] for i in range(0, max(values.size, 1), step))])
+    return np.concatenate(
+        [
+            part[part >= floor]
+            for part in (values[i : i + step] for i in range(0, max(values.size, 1), step))
+        ]
+    )
 
 
-def _merge_counted(parts: list[tuple[np.ndarray, np.ndarray]]
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def _merge_counted(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
     """Several (sorted unique values, counts) as one."""
     values, inverse = np.unique(np.concatenate([v for v, _ in parts]), return_inverse=True)
-    counts = np.bincount(inverse, weights=np.concatenate([c for _, c in parts]),
-                         minlength=values.size)
+    counts = np.bincount(
+        inverse, weights=np.concatenate([c for _, c in parts]), minlength=values.size
+    )
     return values, counts.astype(np.int64)
 
 
-def aupimo_scores(defects: DefectTable, region_image: np.ndarray, n_defective: int,
-                  pool: NormalPool, bounds: tuple[float, float] = FPR_BOUNDS
-                  ) -> np.ndarray:
+def aupimo_scores(
+    defects: DefectTable,
+    region_image: np.ndarray,
+    n_defective: int,
+    pool: NormalPool,
+    bounds: tuple[float, float] = FPR_BOUNDS,
+) -> np.ndarray:
     """(n_defective,) AUPIMO of each defective image; `region_image` ((R,) int, ascending)
     gives each region's image 0..n_defective − 1. NaN for all when J = 0."""
     lower, upper = bounds
     if pool.n_images == 0 or n_defective == 0:
         return np.full(n_defective, np.nan)
-    pixels_per_image = np.bincount(region_image, weights=defects.areas,
-                                   minlength=n_defective)  # (n,) float64, exact integers
+    pixels_per_image = np.bincount(
+        region_image, weights=defects.areas, minlength=n_defective
+    )  # (n,) float64, exact integers
     n_edges = _edges_below(defects.edges, pool, upper)
     n_pixels = int(defects.group_ends[n_edges - 1]) + 1 if n_edges else 0
     area = np.zeros(n_defective)
@@ -147,12 +157,20 @@ def aupimo_scores(defects: DefectTable, region_image: np.ndarray, n_defective: i
     region_first = np.searchsorted(region_image, np.arange(n_defective + 1))  # (n + 1,)
     for start in range(0, n_defective, _images_per_step(pixels_per_image, n_defective)):
         stop = min(start + _images_per_step(pixels_per_image, n_defective), n_defective)
-        bends = _bends(defects, region_image, region_first[start], region_first[stop],
-                       n_pixels, pixels_per_image, pool)
+        bends = _bends(
+            defects,
+            region_image,
+            region_first[start],
+            region_first[stop],
+            n_pixels,
+            pixels_per_image,
+            pool,
+        )
         _integrate_bends(bends, area, last_fpr, last_tpr, lower, upper)
     # After the last bend: flat at its TPR up to U (and beyond).
-    area += _log_segment_area(last_fpr, last_tpr, np.full(n_defective, np.inf), last_tpr,
-                              lower, upper)
+    area += _log_segment_area(
+        last_fpr, last_tpr, np.full(n_defective, np.inf), last_tpr, lower, upper
+    )
     return np.clip(area / math.log(upper / lower), 0.0, 1.0)
 
 
@@ -163,7 +181,7 @@ def _edges_below(edges_desc: np.ndarray, pool: NormalPool, upper: float) -> int:
     low, high = 0, edges_desc.size
     while low < high:
         middle = (low + high) // 2
-        if pool.shared_fpr(edges_desc[middle:middle + 1], strict=True)[0] < upper:
+        if pool.shared_fpr(edges_desc[middle : middle + 1], strict=True)[0] < upper:
             low = middle + 1
         else:
             high = middle
@@ -187,9 +205,15 @@ class _Bends:
     tpr_at: np.ndarray  # (b,) TPR(≥ u)
 
 
-def _bends(defects: DefectTable, region_image: np.ndarray, first_region: int,
-           stop_region: int, n_pixels: int, pixels_per_image: np.ndarray,
-           pool: NormalPool) -> _Bends:
+def _bends(
+    defects: DefectTable,
+    region_image: np.ndarray,
+    first_region: int,
+    stop_region: int,
+    n_pixels: int,
+    pixels_per_image: np.ndarray,
+    pool: NormalPool,
+) -> _Bends:
     """The bends of the images owning regions first_region..stop_region − 1, among the
     first n_pixels pixels of the table."""
     head = defects.regions[:n_pixels]  # (p,) a view, scores descending
@@ -211,31 +235,46 @@ def _bends(defects: DefectTable, region_image: np.ndarray, first_region: int,
     tpr_at = (running - offset) / pixels_per_image[run_image]
     tpr_before = np.where(new_image, 0.0, np.concatenate([[0.0], tpr_at[:-1]]))
     scores = defects.edges[run_group]
-    return _Bends(run_image, pool.shared_fpr(scores, strict=True),
-                  pool.shared_fpr(scores, strict=False), tpr_before, tpr_at)
+    return _Bends(
+        run_image,
+        pool.shared_fpr(scores, strict=True),
+        pool.shared_fpr(scores, strict=False),
+        tpr_before,
+        tpr_at,
+    )
 
 
-def _integrate_bends(bends: _Bends, area: np.ndarray, last_fpr: np.ndarray,
-                     last_tpr: np.ndarray, lower: float, upper: float) -> None:
+def _integrate_bends(
+    bends: _Bends,
+    area: np.ndarray,
+    last_fpr: np.ndarray,
+    last_tpr: np.ndarray,
+    lower: float,
+    upper: float,
+) -> None:
     """Add to `area` each image's segments up to its last bend here, in place: the flat
     stretch before each bend (from the previous bend) and the bend itself."""
     if bends.image.size == 0:
         return
     new_image = np.concatenate([[True], bends.image[1:] != bends.image[:-1]])
-    previous_fpr = np.where(new_image, last_fpr[bends.image],
-                            np.concatenate([[0.0], bends.fpr_at[:-1]]))
-    flat = _log_segment_area(previous_fpr, bends.tpr_before, bends.fpr_above,
-                             bends.tpr_before, lower, upper)
-    bend = _log_segment_area(bends.fpr_above, bends.tpr_before, bends.fpr_at, bends.tpr_at,
-                             lower, upper)
+    previous_fpr = np.where(
+        new_image, last_fpr[bends.image], np.concatenate([[0.0], bends.fpr_at[:-1]])
+    )
+    flat = _log_segment_area(
+        previous_fpr, bends.tpr_before, bends.fpr_above, bends.tpr_before, lower, upper
+    )
+    bend = _log_segment_area(
+        bends.fpr_above, bends.tpr_before, bends.fpr_at, bends.tpr_at, lower, upper
+    )
     area += np.bincount(bends.image, weights=flat + bend, minlength=area.size)
     last = np.flatnonzero(np.append(bends.image[1:] != bends.image[:-1], True))
     last_fpr[bends.image[last]] = bends.fpr_at[last]
     last_tpr[bends.image[last]] = bends.tpr_at[last]
 
 
-def _log_segment_area(x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray,
-                      lower: float, upper: float) -> np.ndarray:
+def _log_segment_area(
+    x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray, lower: float, upper: float
+) -> np.ndarray:
     """∫ y d(ln x) over [lower, upper] ∩ [x0, x1] of each straight segment of the curve
     on a log-x axis; a segment from x0 = 0 is flat at y1 (see the module docstring)."""
     lo = np.maximum(x0, lower)

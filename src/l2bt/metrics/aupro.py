@@ -48,16 +48,19 @@ class DefectTable:
     areas: np.ndarray  # (R,) int64: pixels per region
 
     @classmethod
-    def from_pixels(cls, scores: np.ndarray, regions: np.ndarray, areas: np.ndarray
-                    ) -> DefectTable:
+    def from_pixels(cls, scores: np.ndarray, regions: np.ndarray, areas: np.ndarray) -> DefectTable:
         """scores, regions: (D,) per defect pixel; areas: (R,) per region."""
         # (D,) descending scores; ties in any order (only each group's total is used):
         # numpy's vectorised quicksort, 2× faster than a stable sort
         order = np.argsort(scores)[::-1]
         sorted_scores = scores[order]
         group_ends = _run_ends(sorted_scores)
-        return cls(regions=regions[order], group_ends=group_ends,
-                   edges=sorted_scores[group_ends], areas=areas)
+        return cls(
+            regions=regions[order],
+            group_ends=group_ends,
+            edges=sorted_scores[group_ends],
+            areas=areas,
+        )
 
     @property
     def per_edge(self) -> np.ndarray:
@@ -69,8 +72,9 @@ def fpr_vertices(cells: np.ndarray, n_normal: int, limit: float) -> np.ndarray:
     """FPR at the curve's vertices, (0, 0) first, up to the first vertex at or past
     `limit` (vertices beyond it change no AUPRO and no plotted curve)."""
     cumulative = np.cumsum(cells)  # (2m + 1,) defect-free pixels in cells 0..k
-    n_cells = min(int(np.searchsorted(cumulative, limit * n_normal, side="left")) + 1,
-                  cumulative.size)
+    n_cells = min(
+        int(np.searchsorted(cumulative, limit * n_normal, side="left")) + 1, cumulative.size
+    )
     fpr = np.empty(n_cells + 1)  # (n_cells + 1,) float64
     fpr[0] = 0.0
     np.divide(cumulative[:n_cells], n_normal, out=fpr[1:])
@@ -92,8 +96,8 @@ def fill_pro_vertices(pro: np.ndarray, pro_edges: np.ndarray) -> None:
     pro[0] = 0.0
     between, equal = pro[1::2], pro[2::2]  # views: vertices 1, 3, … and 2, 4, …
     between[0] = 0.0
-    between[1:] = pro_edges[:between.size - 1]
-    equal[:] = pro_edges[:equal.size]
+    between[1:] = pro_edges[: between.size - 1]
+    equal[:] = pro_edges[: equal.size]
 
 
 def area_under(fpr: np.ndarray, pro: np.ndarray, limit: float) -> float:
@@ -123,8 +127,8 @@ def _trapezoids(fpr: np.ndarray, pro: np.ndarray, first: int, last: int) -> floa
     area = 0.0
     for start in range(first, last, AREA_CHUNK):
         stop = min(start + AREA_CHUNK, last)
-        widths = fpr[start + 1:stop + 1] - fpr[start:stop]  # (chunk,)
-        area += float(np.sum(widths * (pro[start + 1:stop + 1] + pro[start:stop]))) / 2.0
+        widths = fpr[start + 1 : stop + 1] - fpr[start:stop]  # (chunk,)
+        area += float(np.sum(widths * (pro[start + 1 : stop + 1] + pro[start:stop]))) / 2.0
     return area
 
 

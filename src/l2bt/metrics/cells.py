@@ -52,16 +52,16 @@ class CellCounter:
             self.cells = self.cells.astype(np.int64)
         self.total += values.size
         for start in range(0, values.size, self._capacity):
-            chunk = values[start:start + self._capacity]
+            chunk = values[start : start + self._capacity]
             if self._filled + chunk.size > self._capacity:
                 self.flush()
-            self._buffer[self._filled:self._filled + chunk.size] = chunk
+            self._buffer[self._filled : self._filled + chunk.size] = chunk
             self._filled += chunk.size
 
     def flush(self) -> None:
         """Count what is buffered."""
         if self._buffer is not None and self._filled:
-            pending = self._buffer[:self._filled]  # a view
+            pending = self._buffer[: self._filled]  # a view
             pending.sort()  # in place: the buffer is refilled next
             count_sorted(self.cells, pending, self.edges)
         self._filled = 0
@@ -80,8 +80,9 @@ def add_cell_counts(cells: np.ndarray, values: np.ndarray, edges_desc: np.ndarra
     count_sorted(cells, np.sort(values), edges_desc)
 
 
-def count_sorted(cells: np.ndarray, ordered: np.ndarray, edges_desc: np.ndarray,
-                 add: CellAdder | None = None) -> None:
+def count_sorted(
+    cells: np.ndarray, ordered: np.ndarray, edges_desc: np.ndarray, add: CellAdder | None = None
+) -> None:
     """`add_cell_counts` for values already sorted ascending, piece by piece.
 
     The edges are cut into pieces of PIECE_EDGES consecutive edges; the sorted values
@@ -106,10 +107,10 @@ def count_sorted(cells: np.ndarray, ordered: np.ndarray, edges_desc: np.ndarray,
     bounds = np.append(np.searchsorted(ordered, firsts, side="left"), ordered.size)
     add(2 * m, np.array([bounds[0]], np.int64))  # below the lowest edge
     for piece, first in enumerate(range(0, m, PIECE_EDGES)):
-        values = ordered[bounds[piece]:bounds[piece + 1]]  # ≥ this piece's lowest edge
+        values = ordered[bounds[piece] : bounds[piece + 1]]  # ≥ this piece's lowest edge
         if values.size == 0:
             continue
-        edges = ascending[first:first + PIECE_EDGES]
+        edges = ascending[first : first + PIECE_EDGES]
         local = np.zeros(2 * edges.size + 1, np.int64)  # top first; [-1] stays 0
         if EDGE_SEARCH_RATIO * edges.size <= values.size:
             _count_searching_edges(local, values, edges)
@@ -123,12 +124,12 @@ CellAdder = Callable[[int, np.ndarray], None]
 
 def _adder(cells: np.ndarray) -> CellAdder:
     def add(start: int, counts: np.ndarray) -> None:
-        cells[start:start + counts.size] += counts
+        cells[start : start + counts.size] += counts
+
     return add
 
 
-def _count_searching_edges(cells: np.ndarray, ordered: np.ndarray, ascending: np.ndarray
-                           ) -> None:
+def _count_searching_edges(cells: np.ndarray, ordered: np.ndarray, ascending: np.ndarray) -> None:
     """Cells from the positions of the edges among the sorted values (temporaries the
     size of the edges)."""
     between = cells[::-2]  # view, bottom-up: [0] below the lowest edge, [m] above the top
@@ -146,8 +147,7 @@ def _count_searching_edges(cells: np.ndarray, ordered: np.ndarray, ascending: np
     between[hit + 1] -= ties  # … and taken out again: they sit in their equal-cell
 
 
-def _count_searching_values(cells: np.ndarray, ordered: np.ndarray, ascending: np.ndarray
-                            ) -> None:
+def _count_searching_values(cells: np.ndarray, ordered: np.ndarray, ascending: np.ndarray) -> None:
     """Cells from the position of every sorted value among the edges, run-length counted."""
     m = ascending.size
     cell = np.searchsorted(ascending, ordered, side="left")  # (n,) edges < each value

@@ -68,8 +68,12 @@ class StreamingEvaluator:
     `aupimo_fpr_bounds`: AUPIMO's integration range (SPEC: 1e-5 to 1e-4).
     """
 
-    def __init__(self, n_images: int | None = None, workers: int = 1,
-                 aupimo_fpr_bounds: tuple[float, float] = FPR_BOUNDS) -> None:
+    def __init__(
+        self,
+        n_images: int | None = None,
+        workers: int = 1,
+        aupimo_fpr_bounds: tuple[float, float] = FPR_BOUNDS,
+    ) -> None:
         self._n_images_expected = n_images
         self._workers = workers
         self._aupimo_bounds = aupimo_fpr_bounds
@@ -90,14 +94,16 @@ class StreamingEvaluator:
 
     # ---- pass 1 ----------------------------------------------------------------------
 
-    def add_defects(self, anomaly_map: np.ndarray, mask: np.ndarray, key: str | None = None
-                    ) -> None:
+    def add_defects(
+        self, anomaly_map: np.ndarray, mask: np.ndarray, key: str | None = None
+    ) -> None:
         """Pass 1: one image's defect pixels (a mask without any is skipped)."""
         _check_pair(anomaly_map, mask)
         self.add_defect_scores(mask, anomaly_map[mask], key)
 
-    def add_defect_scores(self, mask: np.ndarray, scores: np.ndarray, key: str | None = None
-                          ) -> None:
+    def add_defect_scores(
+        self, mask: np.ndarray, scores: np.ndarray, key: str | None = None
+    ) -> None:
         """Pass 1 from the defect pixels alone: `scores` ((D_i,)) are the map's values at
         the mask's True pixels in row-major order (what `anomaly_map[mask]` gives)."""
         if self._counter is not None:
@@ -120,9 +126,16 @@ class StreamingEvaluator:
 
     # ---- pass 2 ----------------------------------------------------------------------
 
-    def add(self, anomaly_map: np.ndarray, mask: np.ndarray, score: float | None = None,
-            anomalous: bool | None = None, *, verdict: bool | None = None,
-            predicted_mask: np.ndarray | None = None) -> None:
+    def add(
+        self,
+        anomaly_map: np.ndarray,
+        mask: np.ndarray,
+        score: float | None = None,
+        anomalous: bool | None = None,
+        *,
+        verdict: bool | None = None,
+        predicted_mask: np.ndarray | None = None,
+    ) -> None:
         """Pass 2: one image, every image once, after every `add_defects`. `score` is the
         image score (default: the map maximum); `anomalous` its label for I-AUROC
         (default: the mask has a defect). Decisions, when made: `verdict` (True:
@@ -149,8 +162,9 @@ class StreamingEvaluator:
 
     def _count_segmentation(self, predicted: np.ndarray, mask: np.ndarray) -> None:
         if predicted.shape != mask.shape or predicted.dtype != np.bool_:
-            raise ValueError(f"predicted mask must be bool {mask.shape}, not "
-                             f"{predicted.dtype} {predicted.shape}")
+            raise ValueError(
+                f"predicted mask must be bool {mask.shape}, not {predicted.dtype} {predicted.shape}"
+            )
         hits = int(np.count_nonzero(predicted & mask))
         self._segmentation[0] += hits
         self._segmentation[1] += int(np.count_nonzero(predicted)) - hits
@@ -168,11 +182,13 @@ class StreamingEvaluator:
         if self._defect_pixels[0] != self._defect_pixels[1]:
             raise RuntimeError(
                 f"pass 1 saw {self._defect_pixels[0]} defect pixels, pass 2 "
-                f"{self._defect_pixels[1]}: give both passes the same images")
+                f"{self._defect_pixels[1]}: give both passes the same images"
+            )
         n_images = len(self._image_scores)
         if self._n_images_expected is not None and n_images != self._n_images_expected:
-            raise RuntimeError(f"pass 2 saw {n_images} images, not the "
-                               f"{self._n_images_expected} announced")
+            raise RuntimeError(
+                f"pass 2 saw {n_images} images, not the {self._n_images_expected} announced"
+            )
         defects, cells = self._defects, _defect_free(self._counter.counts(), self._defects)
         quantiles = size_quantiles(defects.areas)
         aupro, curves = _aupro_by_bin(defects, cells, bin_membership(defects.areas, quantiles))
@@ -191,27 +207,35 @@ class StreamingEvaluator:
             p_ap=pixel_pr.average_precision,
             aupro_abs=aupro_abs,
             aupimo=self._aupimo(),
-            oracle=Oracle(image_f1_max(self._image_scores, self._image_labels),
-                          pixel_pr.f1_max),
+            oracle=Oracle(image_f1_max(self._image_scores, self._image_labels), pixel_pr.f1_max),
             decisions=self._decisions(n_images),
         )
 
     def _aupimo(self) -> Aupimo:
         if self._pool is None or self._defects is None or self._region_image is None:
             return Aupimo(None, {})
-        scores = aupimo_scores(self._defects, self._region_image, len(self._defective_keys),
-                               self._pool, self._aupimo_bounds)
+        scores = aupimo_scores(
+            self._defects,
+            self._region_image,
+            len(self._defective_keys),
+            self._pool,
+            self._aupimo_bounds,
+        )
         if self._pool.n_images == 0 or scores.size == 0:
             return Aupimo(None, {})
-        return Aupimo(float(scores.mean()),
-                      {k: float(v) for k, v in zip(self._defective_keys, scores, strict=True)})
+        return Aupimo(
+            float(scores.mean()),
+            {k: float(v) for k, v in zip(self._defective_keys, scores, strict=True)},
+        )
 
     def _decisions(self, n_images: int) -> Decisions | None:
         if len(self._verdicts) != n_images or self._segmentation[3] != n_images:
             return None
         tp, fp, fn, _ = self._segmentation
-        return Decisions(ImageDecisions.from_verdicts(self._verdicts, self._image_labels),
-                         f1_from_counts(tp, fp, fn))
+        return Decisions(
+            ImageDecisions.from_verdicts(self._verdicts, self._image_labels),
+            f1_from_counts(tp, fp, fn),
+        )
 
     def _freeze_defects(self) -> None:
         """End of pass 1: sort the defect pixels once; their distinct scores are the edges."""
@@ -219,20 +243,27 @@ class StreamingEvaluator:
             scores, regions = np.concatenate(self._scores), np.concatenate(self._regions)
             areas = np.concatenate(self._areas).astype(np.int64)
         else:
-            scores, regions, areas = (np.zeros(0, np.float32), np.zeros(0, np.int32),
-                                      np.zeros(0, np.int64))
-        self._region_image = np.repeat(np.arange(len(self._areas), dtype=np.int32),
-                                       [a.size for a in self._areas])  # (R,)
+            scores, regions, areas = (
+                np.zeros(0, np.float32),
+                np.zeros(0, np.int32),
+                np.zeros(0, np.int64),
+            )
+        self._region_image = np.repeat(
+            np.arange(len(self._areas), dtype=np.int32), [a.size for a in self._areas]
+        )  # (R,)
         self._scores, self._regions, self._areas = [], [], []  # freed: the table has them
         self._defects = DefectTable.from_pixels(scores, regions, areas)
         edges = self._defects.edges
-        self._counter = (ParallelCellCounter(edges, self._workers) if self._workers > 1
-                         else CellCounter(edges))
+        self._counter = (
+            ParallelCellCounter(edges, self._workers) if self._workers > 1 else CellCounter(edges)
+        )
         if self._n_images_expected is not None:
             n_normal = self._n_images_expected - len(self._defective_keys)
             if n_normal < 0:
-                raise RuntimeError(f"{len(self._defective_keys)} images with defects, but "
-                                   f"only {self._n_images_expected} announced")
+                raise RuntimeError(
+                    f"{len(self._defective_keys)} images with defects, but "
+                    f"only {self._n_images_expected} announced"
+                )
             self._pool = NormalPool(n_normal, self._aupimo_bounds[1])
 
 
@@ -242,13 +273,15 @@ def _defect_free(cells: np.ndarray, defects: DefectTable) -> np.ndarray:
     equal = cells[1::2]  # (m,) view: the cells "= a_j"
     equal -= defects.per_edge
     if equal.size and equal.min() < 0:
-        raise RuntimeError("pass 2's maps differ from pass 1's at defect pixels: give both "
-                           "passes the same maps")
+        raise RuntimeError(
+            "pass 2's maps differ from pass 1's at defect pixels: give both passes the same maps"
+        )
     return cells
 
 
-def _aupro_by_bin(defects: DefectTable, cells: np.ndarray, members: dict[str, np.ndarray]
-                  ) -> tuple[AuproTable, dict[str, ProCurve]]:
+def _aupro_by_bin(
+    defects: DefectTable, cells: np.ndarray, members: dict[str, np.ndarray]
+) -> tuple[AuproTable, dict[str, ProCurve]]:
     """AUPRO per limit and bin, and each bin's thinned curve. One FPR array serves every
     bin; one PRO buffer is refilled per bin."""
     aupro: AuproTable = {limit: dict.fromkeys(members) for limit in FPR_LIMITS}
@@ -269,14 +302,20 @@ def _aupro_by_bin(defects: DefectTable, cells: np.ndarray, members: dict[str, np
     return aupro, curves
 
 
-def evaluate_arrays(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray],
-                    scores: Sequence[float] | None = None, category: str = "",
-                    workers: int = 1, aupimo_fpr_bounds: tuple[float, float] = FPR_BOUNDS,
-                    keys: Sequence[str] | None = None) -> EvaluationResult:
+def evaluate_arrays(
+    maps: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray],
+    scores: Sequence[float] | None = None,
+    category: str = "",
+    workers: int = 1,
+    aupimo_fpr_bounds: tuple[float, float] = FPR_BOUNDS,
+    keys: Sequence[str] | None = None,
+) -> EvaluationResult:
     """Both passes over maps and masks already in memory (tests, small sets); images are
     keyed by `keys`, else "0", "1", … by position."""
-    evaluator = StreamingEvaluator(n_images=len(maps), workers=workers,
-                                   aupimo_fpr_bounds=aupimo_fpr_bounds)
+    evaluator = StreamingEvaluator(
+        n_images=len(maps), workers=workers, aupimo_fpr_bounds=aupimo_fpr_bounds
+    )
     for i, (anomaly_map, mask) in enumerate(zip(maps, masks, strict=True)):
         evaluator.add_defects(anomaly_map, mask, key=str(i) if keys is None else keys[i])
     for i, (anomaly_map, mask) in enumerate(zip(maps, masks, strict=True)):
@@ -287,8 +326,7 @@ def evaluate_arrays(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray],
 def _check_pair(anomaly_map: np.ndarray, mask: np.ndarray) -> float:
     """Checks shapes, types and values; returns the map's maximum (one pass less)."""
     if anomaly_map.ndim != 2 or anomaly_map.shape != mask.shape:
-        raise ValueError(f"map {anomaly_map.shape} and mask {mask.shape} must be equal 2-D "
-                         "shapes")
+        raise ValueError(f"map {anomaly_map.shape} and mask {mask.shape} must be equal 2-D shapes")
     _check_mask(mask)
     if anomaly_map.size == 0:
         raise ValueError("anomaly map is empty")

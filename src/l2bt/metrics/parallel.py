@@ -42,8 +42,11 @@ class ParallelCellCounter:
         self.cells = np.zeros(2 * edges_desc.size + 1, np.int32)  # (2m + 1,) top first
         self.total = 0
         self._workers = workers
-        self._capacity = int(np.clip(BATCH_PER_EDGE * edges_desc.size, cells.BUFFER_MIN,
-                                     BATCH_SCALE * cells.BUFFER_MAX))
+        self._capacity = int(
+            np.clip(
+                BATCH_PER_EDGE * edges_desc.size, cells.BUFFER_MIN, BATCH_SCALE * cells.BUFFER_MAX
+            )
+        )
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._pending: list[Future[None]] = []
@@ -64,13 +67,13 @@ class ParallelCellCounter:
             self.cells = self.cells.astype(np.int64)
         self.total += values.size
         for start in range(0, values.size, self._capacity):
-            chunk = values[start:start + self._capacity]
+            chunk = values[start : start + self._capacity]
             if self._buffer is not None and self._filled + chunk.size > self._capacity:
                 self._hand_over()
             if self._buffer is None:
                 self._buffer = self._free.get() if not self._free.empty() else self._new_buffer()
                 self._filled = 0
-            self._buffer[self._filled:self._filled + chunk.size] = chunk
+            self._buffer[self._filled : self._filled + chunk.size] = chunk
             self._filled += chunk.size
 
     def counts(self) -> np.ndarray:
@@ -117,7 +120,7 @@ class ParallelCellCounter:
 
     def _add_locked(self, start: int, counts: np.ndarray) -> None:
         with self._lock:
-            self.cells[start:start + counts.size] += counts
+            self.cells[start : start + counts.size] += counts
 
     def _reap(self) -> None:
         """Forget finished batches, re-raising the first error among them."""

@@ -38,10 +38,10 @@ class PixelPrecisionRecall:
         ap_sum, f1_max = 0.0, 0.0
         tp_before, fp_before = 0, 0  # defect and defect-free pixels above the chunk
         for start in range(0, per_edge.size, EDGE_CHUNK):
-            gained = per_edge[start:start + EDGE_CHUNK]  # (c,) recall gained at each edge
+            gained = per_edge[start : start + EDGE_CHUNK]  # (c,) recall gained at each edge
             tp = tp_before + np.cumsum(gained)  # (c,) defect pixels ≥ a_j
             # cells 2·start … 2·stop − 1 end at "= a_j" on odd positions: FP_j
-            fp = fp_before + np.cumsum(cells[2 * start:2 * (start + gained.size)])[1::2]
+            fp = fp_before + np.cumsum(cells[2 * start : 2 * (start + gained.size)])[1::2]
             precision = tp / (tp + fp)  # (c,) float64; tp ≥ 1 at every edge
             ap_sum += float(np.sum(gained * precision))  # numpy's sum, not BLAS: same everywhere
             f1_max = max(f1_max, float(np.max(2 * tp / (tp + fp + n_defect))))
@@ -84,15 +84,16 @@ class ImageDecisions:
     false_alarm_rate: float | None
 
     @classmethod
-    def from_verdicts(cls, defective: Sequence[bool], labels: Sequence[bool]
-                      ) -> ImageDecisions:
+    def from_verdicts(cls, defective: Sequence[bool], labels: Sequence[bool]) -> ImageDecisions:
         said = np.asarray(defective, dtype=bool)
         truth = np.asarray(labels, dtype=bool)
         tp = int((said & truth).sum())
         fp = int((said & ~truth).sum())
         fn = int((~said & truth).sum())
         n_good = int((~truth).sum())
-        return cls(precision=tp / (tp + fp) if tp + fp else None,
-                   recall=tp / (tp + fn) if tp + fn else None,
-                   f1=f1_from_counts(tp, fp, fn),
-                   false_alarm_rate=fp / n_good if n_good else None)
+        return cls(
+            precision=tp / (tp + fp) if tp + fp else None,
+            recall=tp / (tp + fn) if tp + fn else None,
+            f1=f1_from_counts(tp, fp, fn),
+            false_alarm_rate=fp / n_good if n_good else None,
+        )

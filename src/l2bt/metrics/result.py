@@ -93,29 +93,40 @@ class EvaluationResult:
             "category": self.category,
             "n_images": self.n_images,
             "n_regions": self.n_regions,
-            "size_quantiles_px": (list(self.size_quantiles_px)
-                                  if self.size_quantiles_px is not None else None),
+            "size_quantiles_px": (
+                list(self.size_quantiles_px) if self.size_quantiles_px is not None else None
+            ),
             "i_auroc": self.i_auroc,
             "p_auroc": self.p_auroc,
             "aupro": _aupro_json(self.aupro),
-            "robustness": {str(limit): {"ratio": r.ratio, "rho": r.rho}
-                           for limit, r in self.robustness.items()},
+            "robustness": {
+                str(limit): {"ratio": r.ratio, "rho": r.rho} for limit, r in self.robustness.items()
+            },
             "p_ap": self.p_ap,
             "aupro_abs": _aupro_json(self.aupro_abs),
             "aupimo": {"mean": self.aupimo.mean, "per_image": dict(self.aupimo.per_image)},
-            "oracle": {"image_f1_max": self.oracle.image_f1_max,
-                       "pixel_f1_max": self.oracle.pixel_f1_max},
+            "oracle": {
+                "image_f1_max": self.oracle.image_f1_max,
+                "pixel_f1_max": self.oracle.pixel_f1_max,
+            },
         }
         if self.decisions is not None:
             image = self.decisions.image
             data["decisions"] = {
-                "image": {"precision": image.precision, "recall": image.recall,
-                          "f1": image.f1, "false_alarm_rate": image.false_alarm_rate},
-                "seg_f1": self.decisions.seg_f1}
+                "image": {
+                    "precision": image.precision,
+                    "recall": image.recall,
+                    "f1": image.f1,
+                    "false_alarm_rate": image.false_alarm_rate,
+                },
+                "seg_f1": self.decisions.seg_f1,
+            }
         if self.low_res is not None:
-            data["low_res_protocol"] = {"size": self.low_res.size,
-                                        "p_auroc": self.low_res.p_auroc,
-                                        "aupro": _aupro_json(self.low_res.aupro)}
+            data["low_res_protocol"] = {
+                "size": self.low_res.size,
+                "p_auroc": self.low_res.p_auroc,
+                "aupro": _aupro_json(self.low_res.aupro),
+            }
         return data
 
 
@@ -148,14 +159,19 @@ def format_table(result: EvaluationResult) -> str:
         lines.append(
             f"decisions: image precision {_fmt(image.precision, 0)} recall "
             f"{_fmt(image.recall, 0)} F1 {_fmt(image.f1, 0)} false alarms "
-            f"{_fmt(image.false_alarm_rate, 0)}   SegF1 {_fmt(result.decisions.seg_f1, 0)}")
+            f"{_fmt(image.false_alarm_rate, 0)}   SegF1 {_fmt(result.decisions.seg_f1, 0)}"
+        )
     lines += ["", _aupro_rows("AUPRO to FPR", result.aupro, SIZE_BINS, result.robustness)]
     lines += ["", _aupro_rows("by area (px)", result.aupro_abs, ABSOLUTE_BINS)]
     if result.low_res is not None:
-        lines += ["", _aupro_rows(f"{result.low_res.size}x{result.low_res.size} maps",
-                                  result.low_res.aupro, SIZE_BINS),
-                  f"{'':>12} P-AUROC {_fmt(result.low_res.p_auroc, 0)} (low-resolution "
-                  "protocol: map bilinear, mask nearest)"]
+        lines += [
+            "",
+            _aupro_rows(
+                f"{result.low_res.size}x{result.low_res.size} maps", result.low_res.aupro, SIZE_BINS
+            ),
+            f"{'':>12} P-AUROC {_fmt(result.low_res.p_auroc, 0)} (low-resolution "
+            "protocol: map bilinear, mask nearest)",
+        ]
     return "\n".join(lines)
 
 
@@ -165,8 +181,12 @@ def _power(value: float) -> str:
     return f"{mantissa}e{int(exponent)}"
 
 
-def _aupro_rows(title: str, table: AuproTable, bins: tuple[str, ...],
-                robust: dict[float, Robustness] | None = None) -> str:
+def _aupro_rows(
+    title: str,
+    table: AuproTable,
+    bins: tuple[str, ...],
+    robust: dict[float, Robustness] | None = None,
+) -> str:
     extra = ("ratio", "rho") if robust is not None else ()
     rows = [f"{title:<12}" + "".join(f" {name:>7}" for name in (*bins, *extra))]
     for limit in FPR_LIMITS:

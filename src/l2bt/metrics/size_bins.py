@@ -32,7 +32,7 @@ def label_defect_pixels(mask: np.ndarray) -> tuple[np.ndarray, int]:
     if rows.size == 0:
         return np.zeros(0, np.int32), 0
     cols = np.flatnonzero(mask.any(axis=0))  # (c,)
-    box = mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]  # (h, w) view: every True pixel
+    box = mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]  # (h, w) view: every True pixel
     labels, count = label_regions(box)
     return labels[box], count  # row-major within the box = row-major in the image
 
@@ -45,14 +45,19 @@ def size_quantiles(areas: np.ndarray) -> tuple[float, float, float] | None:
     return float(q1), float(q2), float(q3)
 
 
-def bin_membership(areas: np.ndarray, quantiles: tuple[float, float, float] | None
-                   ) -> dict[str, np.ndarray]:
+def bin_membership(
+    areas: np.ndarray, quantiles: tuple[float, float, float] | None
+) -> dict[str, np.ndarray]:
     """Per size bin, a bool mask over regions. Bins are cumulative: q1 ⊂ q2 ⊂ q3 ⊂ all."""
     if quantiles is None:
         return {name: np.zeros(areas.shape, bool) for name in SIZE_BINS}
     q1, q2, q3 = quantiles
-    return {"q1": areas <= q1, "q2": areas <= q2, "q3": areas <= q3,
-            "all": np.ones(areas.shape, bool)}
+    return {
+        "q1": areas <= q1,
+        "q2": areas <= q2,
+        "q3": areas <= q3,
+        "all": np.ones(areas.shape, bool),
+    }
 
 
 def absolute_membership(areas: np.ndarray) -> dict[str, np.ndarray]:

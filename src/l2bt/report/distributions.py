@@ -15,31 +15,34 @@ import numpy as np
 
 from l2bt.report.figures import plt, save_figure
 
-SERIES = (("calibration", "calibration (good, held out)", "tab:green"),
-          ("test_good", "test: good", "tab:blue"),
-          ("test_defective", "test: defective", "tab:red"))
+SERIES = (
+    ("calibration", "calibration (good, held out)", "tab:green"),
+    ("test_good", "test: good", "tab:blue"),
+    ("test_defective", "test: defective", "tab:red"),
+)
 
 
-def plot_score_distributions(results: dict[str, dict[str, Any]], category: str,
-                             path: Path) -> None:
+def plot_score_distributions(results: dict[str, dict[str, Any]], category: str, path: Path) -> None:
     """Histograms of image scores per method, the image threshold as a vertical line."""
     methods = [m for m, r in results.items() if r.get("score_distribution")]
     if not methods:
         return
-    fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 3.4),
-                             squeeze=False)
+    fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 3.4), squeeze=False)
     for ax, method in zip(axes[0], methods, strict=True):
         scores = results[method]["score_distribution"]
         values = [v for name, _, _ in SERIES for v in scores.get(name, [])]
         bins = np.histogram_bin_edges(values, bins=30) if values else 10
         for name, label, colour in SERIES:
             if scores.get(name):
-                ax.hist(scores[name], bins=bins, alpha=0.5, color=colour, label=label,
-                        density=True)
+                ax.hist(scores[name], bins=bins, alpha=0.5, color=colour, label=label, density=True)
         thresholds = results[method].get("thresholds")
         if thresholds:
-            ax.axvline(thresholds["image"], color="black", linestyle="--",
-                       label=f"threshold (FAR ≤ {thresholds['guaranteed_rate']:.3g})")
+            ax.axvline(
+                thresholds["image"],
+                color="black",
+                linestyle="--",
+                label=f"threshold (FAR ≤ {thresholds['guaranteed_rate']:.3g})",
+            )
         ax.set_title(method)
         ax.set_xlabel("image score")
         ax.grid(alpha=0.3)

@@ -306,9 +306,7 @@ def _entry(
         size=preview.size,
         thumbnail=preview.thumbnail or _coloured(preview, colour_range),
         drawn_here=preview.thumbnail is None,
-        overlay=None
-        if preview.overlay_size is None
-        else link(folder.overlay(row.key), page_dir),
+        overlay=None if preview.overlay_size is None else link(folder.overlay(row.key), page_dir),
         overlay_size=preview.overlay_size,
         image=None if image is None else link(image, page_dir),
         mask=link(mask, page_dir) if mask.is_file() else None,

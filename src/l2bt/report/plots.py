@@ -20,8 +20,12 @@ from l2bt.report.figures import plt, save_figure
 from l2bt.report.protocols import plot_protocols
 
 LIMITS = ("0.3", "0.1", "0.05", "0.01")
-BIN_LABELS = {"q1": "smallest 25 %", "q2": "smallest 50 %", "q3": "smallest 75 %",
-              "all": "all defects"}
+BIN_LABELS = {
+    "q1": "smallest 25 %",
+    "q2": "smallest 50 %",
+    "q3": "smallest 75 %",
+    "all": "all defects",
+}
 
 
 def plot_pro_curves(results: dict[str, dict[str, Any]], category: str, path: Path) -> None:
@@ -29,8 +33,9 @@ def plot_pro_curves(results: dict[str, dict[str, Any]], category: str, path: Pat
     methods = [m for m, r in results.items() if r.get("pro_curves")]
     if not methods:
         return
-    fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 3.6), squeeze=False,
-                             sharey=True)
+    fig, axes = plt.subplots(
+        1, len(methods), figsize=(4.2 * len(methods), 3.6), squeeze=False, sharey=True
+    )
     for ax, method in zip(axes[0], methods, strict=True):
         curves = results[method]["pro_curves"]
         for size_bin in SIZE_BINS:
@@ -47,8 +52,9 @@ def plot_pro_curves(results: dict[str, dict[str, Any]], category: str, path: Pat
     save_figure(fig, path)
 
 
-def plot_aupro_by_size(per_method: dict[str, dict[str, dict[str, float | None]]], title: str,
-                       path: Path) -> None:
+def plot_aupro_by_size(
+    per_method: dict[str, dict[str, dict[str, float | None]]], title: str, path: Path
+) -> None:
     """One panel per FPR limit: AUPRO over the size bins, one line per method."""
     if not per_method:
         return
@@ -56,8 +62,7 @@ def plot_aupro_by_size(per_method: dict[str, dict[str, dict[str, float | None]]]
     x = np.arange(len(SIZE_BINS))
     for ax, limit in zip(axes, LIMITS, strict=True):
         for method, aupro in per_method.items():
-            values = [aupro[limit][b] if aupro[limit][b] is not None else np.nan
-                      for b in SIZE_BINS]
+            values = [aupro[limit][b] if aupro[limit][b] is not None else np.nan for b in SIZE_BINS]
             ax.plot(x, values, marker="o", label=method)
         ax.set_xticks(x, SIZE_BINS)
         ax.set_xlabel("defects up to size quantile")
@@ -75,36 +80,58 @@ def _mean_aupro(results: Sequence[dict[str, Any]]) -> dict[str, dict[str, float 
     for limit in LIMITS:
         mean[limit] = {}
         for size_bin in SIZE_BINS:
-            values = [r["aupro"][limit][size_bin] for r in results
-                      if r["aupro"][limit][size_bin] is not None]
+            values = [
+                r["aupro"][limit][size_bin]
+                for r in results
+                if r["aupro"][limit][size_bin] is not None
+            ]
             mean[limit][size_bin] = statistics.fmean(values) if values else None
     return mean
 
 
-def write_plots(out: Path, results: dict[tuple[str, str], dict[str, Any]],
-                methods: Sequence[str], categories: Sequence[str]) -> None:
+def write_plots(
+    out: Path,
+    results: dict[tuple[str, str], dict[str, Any]],
+    methods: Sequence[str],
+    categories: Sequence[str],
+) -> None:
     plots = out / "plots"
     for category in categories:
         mine = {m: results[(m, category)] for m in methods if (m, category) in results}
         plot_pro_curves(mine, category, plots / f"pro_curves_{category}.png")
-        plot_aupro_by_size({m: r["aupro"] for m, r in mine.items()},
-                           f"{category}: AUPRO by defect size",
-                           plots / f"aupro_by_size_{category}.png")
+        plot_aupro_by_size(
+            {m: r["aupro"] for m, r in mine.items()},
+            f"{category}: AUPRO by defect size",
+            plots / f"aupro_by_size_{category}.png",
+        )
         plot_score_distributions(mine, category, plots / f"scores_{category}.png")
-        plot_protocols(mine, f"{category}: original resolution vs low-resolution protocol",
-                       plots / f"protocols_{category}.png")
+        plot_protocols(
+            mine,
+            f"{category}: original resolution vs low-resolution protocol",
+            plots / f"protocols_{category}.png",
+        )
     if len(categories) > 1:
         done = {m: [results[(m, c)] for c in categories if (m, c) in results] for m in methods}
         means = {m: _mean_aupro(mine) for m, mine in done.items() if mine}
-        plot_aupro_by_size(means, "mean over categories: AUPRO by defect size",
-                           plots / "aupro_by_size_mean.png")
-        low_res = {m: {"aupro": _mean_aupro(mine),
-                       "low_res_protocol": {**mine[0]["low_res_protocol"], "aupro": _mean_aupro(
-                           [r["low_res_protocol"] for r in mine])}}
-                   for m, mine in done.items()
-                   if mine and all(r.get("low_res_protocol") for r in mine)}
-        plot_protocols(low_res, "mean over categories: original vs low-resolution protocol",
-                       plots / "protocols_mean.png")
+        plot_aupro_by_size(
+            means, "mean over categories: AUPRO by defect size", plots / "aupro_by_size_mean.png"
+        )
+        low_res = {
+            m: {
+                "aupro": _mean_aupro(mine),
+                "low_res_protocol": {
+                    **mine[0]["low_res_protocol"],
+                    "aupro": _mean_aupro([r["low_res_protocol"] for r in mine]),
+                },
+            }
+            for m, mine in done.items()
+            if mine and all(r.get("low_res_protocol") for r in mine)
+        }
+        plot_protocols(
+            low_res,
+            "mean over categories: original vs low-resolution protocol",
+            plots / "protocols_mean.png",
+        )
 
 
 def _smallest_defects(split: CategorySplit, count: int) -> list[tuple[Any, tuple[int, ...]]]:
@@ -124,8 +151,9 @@ def _smallest_defects(split: CategorySplit, count: int) -> list[tuple[Any, tuple
     return [(sample, box) for _, sample, box in found[:count]]
 
 
-def _crop_window(box: tuple[int, ...], shape: tuple[int, int], minimum: int = 96
-                 ) -> tuple[slice, slice]:
+def _crop_window(
+    box: tuple[int, ...], shape: tuple[int, int], minimum: int = 96
+) -> tuple[slice, slice]:
     """A square window around a defect: four times its size, at least `minimum` px."""
     top, bottom, left, right = box
     side = max(minimum, 4 * max(bottom - top + 1, right - left + 1))
@@ -135,16 +163,18 @@ def _crop_window(box: tuple[int, ...], shape: tuple[int, int], minimum: int = 96
     return slice(y0, y0 + side), slice(x0, x0 + side)
 
 
-def plot_smallest_defects(out: Path, split: CategorySplit, methods: Sequence[str],
-                          count: int = 3) -> None:
+def plot_smallest_defects(
+    out: Path, split: CategorySplit, methods: Sequence[str], count: int = 3
+) -> None:
     """Close-ups of the smallest defects: image with the mask's outline, then each map."""
     chosen = _smallest_defects(split, count)
     available = [m for m in methods if (out / "maps" / m / split.name).is_dir()]
     if not chosen or not available:
         return
     cols = 1 + len(available)
-    fig, axes = plt.subplots(len(chosen), cols, figsize=(2.6 * cols, 2.6 * len(chosen)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(chosen), cols, figsize=(2.6 * cols, 2.6 * len(chosen)), squeeze=False
+    )
     for row, (sample, box) in enumerate(chosen):
         image = read_image(sample.image)
         mask = read_mask(sample.mask, sample.mask_threshold)

@@ -18,8 +18,9 @@ from l2bt.metrics.size_bins import SIZE_BINS
 from l2bt.report.figures import plt, save_figure
 
 
-def plot_protocols(per_method: dict[str, dict[str, Any]], title: str, path: Path,
-                   limit: str = "0.3") -> None:
+def plot_protocols(
+    per_method: dict[str, dict[str, Any]], title: str, path: Path, limit: str = "0.3"
+) -> None:
     """`per_method`: method -> {"aupro": …, "low_res_protocol": {"size", "aupro"}}."""
     methods = {m: r for m, r in per_method.items() if r.get("low_res_protocol")}
     if not methods:
@@ -30,9 +31,10 @@ def plot_protocols(per_method: dict[str, dict[str, Any]], title: str, path: Path
     size = next(iter(methods.values()))["low_res_protocol"]["size"]
     for i, (method, result) in enumerate(methods.items()):
         colour = colours[i % len(colours)]
-        for aupro, style, protocol in ((result["aupro"], "-", "original"),
-                                       (result["low_res_protocol"]["aupro"], "--",
-                                        f"{size}²")):
+        for aupro, style, protocol in (
+            (result["aupro"], "-", "original"),
+            (result["low_res_protocol"]["aupro"], "--", f"{size}²"),
+        ):
             values = [np.nan if aupro[limit][b] is None else aupro[limit][b] for b in SIZE_BINS]
             ax.plot(x, values, style, marker="o", color=colour, label=f"{method}, {protocol}")
     ax.set_xticks(x, SIZE_BINS)

@@ -47,12 +47,15 @@ def metric_columns() -> list[tuple[str, Getter]]:
     ]
     for size_bin in ("all", "q1"):
         for limit in LIMITS:
-            columns.append((f"AUPRO@{float(limit):.0%} {size_bin}",
-                            _path("aupro", limit, size_bin)))
+            columns.append(
+                (f"AUPRO@{float(limit):.0%} {size_bin}", _path("aupro", limit, size_bin))
+            )
     for limit in LIMITS:
         columns.append((f"rho@{float(limit):.0%}", _path("robustness", limit, "rho")))
-    columns += [("AUPRO@30% <=64px", _path("aupro_abs", "0.3", "<=64")),
-                ("AUPIMO", _path("aupimo", "mean"))]
+    columns += [
+        ("AUPRO@30% <=64px", _path("aupro_abs", "0.3", "<=64")),
+        ("AUPIMO", _path("aupimo", "mean")),
+    ]
     return columns
 
 
@@ -71,20 +74,25 @@ def decision_columns() -> list[tuple[str, Getter]]:
 
 
 def run_columns() -> list[tuple[str, Getter]]:
-    return [("infer s/img", _path("run", "inference_seconds_per_image_median")),
-            ("peak MiB", _path("run", "peak_rss_mib")),
-            ("train s", _path("run", "train_seconds"))]
+    return [
+        ("infer s/img", _path("run", "inference_seconds_per_image_median")),
+        ("peak MiB", _path("run", "peak_rss_mib")),
+        ("train s", _path("run", "train_seconds")),
+    ]
 
 
 def low_res_columns(size: int) -> list[tuple[str, Getter]]:
     """The side-by-side table: the original resolution next to N × N."""
     columns: list[tuple[str, Getter]] = []
     for size_bin in ("q1", "all"):
-        columns += [(f"AUPRO@30% {size_bin}", _path("aupro", "0.3", size_bin)),
-                    (f"at {size}² {size_bin}",
-                     _path("low_res_protocol", "aupro", "0.3", size_bin))]
-    columns += [("P-AUROC", _path("p_auroc")),
-                (f"at {size}² P-AUROC", _path("low_res_protocol", "p_auroc"))]
+        columns += [
+            (f"AUPRO@30% {size_bin}", _path("aupro", "0.3", size_bin)),
+            (f"at {size}² {size_bin}", _path("low_res_protocol", "aupro", "0.3", size_bin)),
+        ]
+    columns += [
+        ("P-AUROC", _path("p_auroc")),
+        (f"at {size}² P-AUROC", _path("low_res_protocol", "p_auroc")),
+    ]
     return columns
 
 
@@ -98,8 +106,12 @@ def load_results(out: Path, methods: Sequence[str], categories: Sequence[str]) -
     return found
 
 
-def table_rows(results: Results, methods: Sequence[str], categories: Sequence[str],
-               columns: Sequence[tuple[str, Getter]]) -> list[list[Any]]:
+def table_rows(
+    results: Results,
+    methods: Sequence[str],
+    categories: Sequence[str],
+    columns: Sequence[tuple[str, Getter]],
+) -> list[list[Any]]:
     """Rows [method, category, *values]; a 'mean' row per method over its categories."""
     rows = []
     for method in methods:
@@ -124,8 +136,11 @@ def _cell(value: Any) -> str:
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-            *("| " + " | ".join(_cell(v) for v in row) + " |" for row in rows)]
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(_cell(v) for v in row) + " |" for row in rows),
+    ]
 
 
 def protocol_text(results: Results) -> list[str]:
@@ -144,22 +159,31 @@ def protocol_text(results: Results) -> list[str]:
     if thresholds:
         alpha = thresholds[0]["false_alarm_rate"]
         sizes = sorted({t["n_calibration"] for t in thresholds})
-        lines += ["", f"Decisions use thresholds calibrated on defect-free images the methods "
-                  f"never trained on ({', '.join(map(str, sizes))} per category), never on "
-                  f"the test set: split-conformal at a false-alarm rate of {alpha:g}. "
-                  "`guaranteed FAR` is what the calibration set guarantees (the asked rate, "
-                  "or 1/(n+1) when n is too small); `FAR` is the rate observed on the test's "
-                  "defect-free images. SegF1 is the pixel F1 of the predicted masks. "
-                  "**Oracle** figures pick the best threshold using the test labels: an upper "
-                  "bound to compare with, not a decision anyone could make."]
+        lines += [
+            "",
+            f"Decisions use thresholds calibrated on defect-free images the methods "
+            f"never trained on ({', '.join(map(str, sizes))} per category), never on "
+            f"the test set: split-conformal at a false-alarm rate of {alpha:g}. "
+            "`guaranteed FAR` is what the calibration set guarantees (the asked rate, "
+            "or 1/(n+1) when n is too small); `FAR` is the rate observed on the test's "
+            "defect-free images. SegF1 is the pixel F1 of the predicted masks. "
+            "**Oracle** figures pick the best threshold using the test labels: an upper "
+            "bound to compare with, not a decision anyone could make.",
+        ]
     else:
-        lines += ["", "No calibration images (`--calibration 0` or too few training images): "
-                  "no thresholds and no decisions; oracle figures use the test labels."]
+        lines += [
+            "",
+            "No calibration images (`--calibration 0` or too few training images): "
+            "no thresholds and no decisions; oracle figures use the test labels.",
+        ]
     low_res = any_result.get("low_res_protocol")
     if low_res:
-        lines += ["", f"The low-resolution protocol (last table): the same maps scored as "
-                  f"low-resolution benchmarks do, map bilinear and mask nearest-neighbour "
-                  f"resized to {low_res['size']} × {low_res['size']}."]
+        lines += [
+            "",
+            f"The low-resolution protocol (last table): the same maps scored as "
+            f"low-resolution benchmarks do, map bilinear and mask nearest-neighbour "
+            f"resized to {low_res['size']} × {low_res['size']}.",
+        ]
     return lines
 
 
@@ -178,18 +202,24 @@ def write_summary(out: Path, methods: Sequence[str], categories: Sequence[str]) 
 
     lines = ["# Benchmark results", "", *protocol_text(results), ""]
     main = [*metric_columns(), *run_columns()]
-    lines += markdown_table(["method", "category", *(n for n, _ in main)],
-                            table_rows(results, methods, categories, main))
+    lines += markdown_table(
+        ["method", "category", *(n for n, _ in main)],
+        table_rows(results, methods, categories, main),
+    )
     decisions = decision_columns()
     lines += ["", "## Decisions", ""]
-    lines += markdown_table(["method", "category", *(n for n, _ in decisions)],
-                            table_rows(results, methods, categories, decisions))
+    lines += markdown_table(
+        ["method", "category", *(n for n, _ in decisions)],
+        table_rows(results, methods, categories, decisions),
+    )
     sizes = {r["low_res_protocol"]["size"] for r in results.values() if r.get("low_res_protocol")}
     for size in sorted(sizes):
         side = low_res_columns(size)
         lines += ["", f"## The original resolution against the {size} × {size} protocol", ""]
-        lines += markdown_table(["method", "category", *(n for n, _ in side)],
-                                table_rows(results, methods, categories, side))
+        lines += markdown_table(
+            ["method", "category", *(n for n, _ in side)],
+            table_rows(results, methods, categories, side),
+        )
     missing = [f"{m}/{c}" for m in methods for c in categories if (m, c) not in results]
     if missing:
         lines += ["", f"Not finished yet: {', '.join(missing)}."]

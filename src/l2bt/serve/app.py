@@ -56,37 +56,51 @@ from l2bt.serve.settings import ServeSettings
 
 LOG = logging.getLogger("l2bt.serve")
 
-IMAGE_BODY = {"requestBody": {"required": True, "content": {
-    "multipart/form-data": {"schema": {"type": "object", "required": ["image"], "properties": {
-        "image": {"type": "string", "format": "binary"}}}},
-    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-}}}
+IMAGE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["image"],
+                    "properties": {"image": {"type": "string", "format": "binary"}},
+                }
+            },
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
 ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse, "description": meaning} for status, meaning in {
+    status: {"model": ErrorResponse, "description": meaning}
+    for status, meaning in {
         400: "empty, truncated or undecodable image, or one the model cannot take; bad "
-             "query; mask=png for a run without thresholds",
+        "query; mask=png for a run without thresholds",
         408: "the body stopped arriving (--body-timeout, --min-body-rate)",
         413: "body over --max-body-mb, or an image whose arrays would pass --max-pixels",
         415: "not an image in a supported format (PNG, JPEG, TIFF, BMP, WebP)",
         500: "the predictor failed on this image",
-        503: "busy (--queue-size requests past their body, or the bodies' budget) or "
-             "shutting down",
+        503: "busy (--queue-size requests past their body, or the bodies' budget) or shutting down",
     }.items()
 }
 
 
 def model_id(description: dict[str, Any]) -> str:
     """A short name for the model in every answer: teacher/weights id/run name."""
-    parts = (description.get("config", {}).get("teacher", {}).get("variant"),
-             description.get("teacher", {}).get("weights_id"), description.get("run"))
+    parts = (
+        description.get("config", {}).get("teacher", {}).get("variant"),
+        description.get("teacher", {}).get("weights_id"),
+        description.get("run"),
+    )
     return "/".join(str(p) for p in parts if p) or "unknown"
 
 
 class Service:
     """What the routes share: the settings, the run's description and the worker."""
 
-    def __init__(self, predictor: Predictor, description: dict[str, Any],
-                 settings: ServeSettings) -> None:
+    def __init__(
+        self, predictor: Predictor, description: dict[str, Any], settings: ServeSettings
+    ) -> None:
         self.settings = settings
         self.description = description
         self.model = model_id(description)
@@ -99,12 +113,15 @@ class Service:
         self.admitted = 0  # requests past their body; changed on the event loop's thread only
         self.stop_by: float | None = None  # time.monotonic() the shutdown must end by
 
-    async def answer(self, request: Request, map_format: MapFormat,
-                     mask_format: MaskFormat) -> Response:
+    async def answer(
+        self, request: Request, map_format: MapFormat, mask_format: MaskFormat
+    ) -> Response:
         started = time.perf_counter()
         if mask_format == "png" and self.image_threshold is None:
-            raise RequestError(400, "mask=png needs thresholds and this run has none "
-                               "(add them with `l2bt calibrate`)")
+            raise RequestError(
+                400,
+                "mask=png needs thresholds and this run has none (add them with `l2bt calibrate`)",
+            )
         with self.uploads.ticket() as ticket:
             body = await read_image_body(request, self.settings, self.uploads, ticket)
             with self.admission():
@@ -112,8 +129,9 @@ class Service:
                 del body
                 prediction = await self.predict(image)
                 del image
-                return await run_in_threadpool(self.render, prediction, started, map_format,
-                                               mask_format)
+                return await run_in_threadpool(
+                    self.render, prediction, started, map_format, mask_format
+                )
 
     def begin_shutdown(self) -> None:
         """Drop the bodies still arriving; what is past its body has `shutdown_timeout`."""
@@ -122,23 +140,36 @@ class Service:
 
     def stop_worker(self) -> None:
         """Stop the predict worker, waiting for its batch until the shutdown's end."""
-        left = self.settings.shutdown_timeout if self.stop_by is None else \
-            self.stop_by - time.monotonic()
+        left = (
+            self.settings.shutdown_timeout
+            if self.stop_by is None
+            else self.stop_by - time.monotonic()
+        )
         self.worker.stop(max(left, 0.0))
 
-    def render(self, prediction: Prediction, started: float, map_format: MapFormat,
-               mask_format: MaskFormat) -> Response:
+    def render(
+        self, prediction: Prediction, started: float, map_format: MapFormat, mask_format: MaskFormat
+    ) -> Response:
         """The JSON bytes, made here (in a thread) rather than by FastAPI on the event
         loop: a map's base64 text can be tens of megabytes."""
-        body = prediction_response(prediction, self.image_threshold, self.model, started,
-                                   map_format, mask_format, self.normal_scores)
+        body = prediction_response(
+            prediction,
+            self.image_threshold,
+            self.model,
+            started,
+            map_format,
+            mask_format,
+            self.normal_scores,
+        )
         return Response(body.model_dump_json(exclude_unset=True), media_type="application/json")
 
     @contextmanager
     def admission(self) -> Iterator[None]:
         if self.admitted >= self.settings.queue_size:
-            raise RequestError(503, f"server busy: {self.admitted} requests in progress "
-                               "(--queue-size); retry later")
+            raise RequestError(
+                503,
+                f"server busy: {self.admitted} requests in progress (--queue-size); retry later",
+            )
         self.admitted += 1
         try:
             yield
@@ -180,8 +211,14 @@ class RequestLog:
         try:
             await self.app(scope, receive, counting_send)
         finally:
-            LOG.info("%s %s %d %d bytes %.3f s", scope["method"], scope["path"], status, sent,
-                     time.perf_counter() - started)
+            LOG.info(
+                "%s %s %d %d bytes %.3f s",
+                scope["method"],
+                scope["path"],
+                status,
+                sent,
+                time.perf_counter() - started,
+            )
 
 
 def error_response(status: int, message: str, close_connection: bool = False) -> JSONResponse:
@@ -215,8 +252,9 @@ def add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, unexpected)
 
 
-def create_app(predictor: Predictor, description: dict[str, Any],
-               settings: ServeSettings | None = None) -> FastAPI:
+def create_app(
+    predictor: Predictor, description: dict[str, Any], settings: ServeSettings | None = None
+) -> FastAPI:
     """The service for `predictor`, described by `description` (a run's config.json,
     plus "run": its name); the predict worker runs while the app does (its lifespan)."""
     service = Service(predictor, description, settings or ServeSettings())
@@ -227,18 +265,24 @@ def create_app(predictor: Predictor, description: dict[str, Any],
         yield
         await run_in_threadpool(service.stop_worker)
 
-    app = FastAPI(title="l2bt", version=__version__, lifespan=lifespan,
-                  description="Anomaly maps, scores and decisions for images (SPEC §8).")
+    app = FastAPI(
+        title="l2bt",
+        version=__version__,
+        lifespan=lifespan,
+        description="Anomaly maps, scores and decisions for images (SPEC §8).",
+    )
     app.state.service = service
     app.add_middleware(RequestLog)
     add_error_handlers(app)
 
-    @app.post("/v1/predict", response_model=PredictResponse, responses=ERRORS,
-              openapi_extra=IMAGE_BODY)
-    async def predict(request: Request,
-                      map_format: Annotated[MapFormat, Query(alias="map")] = "none",
-                      mask_format: Annotated[MaskFormat, Query(alias="mask")] = "none",
-                      ) -> Response:
+    @app.post(
+        "/v1/predict", response_model=PredictResponse, responses=ERRORS, openapi_extra=IMAGE_BODY
+    )
+    async def predict(
+        request: Request,
+        map_format: Annotated[MapFormat, Query(alias="map")] = "none",
+        mask_format: Annotated[MaskFormat, Query(alias="mask")] = "none",
+    ) -> Response:
         """One image (multipart field `image`, or the raw bytes) -> map, score, decision."""
         return await service.answer(request, map_format, mask_format)
 

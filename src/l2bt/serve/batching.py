@@ -116,8 +116,9 @@ class BatchWorker:
         try:
             predictions = self._predictor.predict_batch([job.image for job in batch])
             if len(predictions) != len(batch):
-                raise RuntimeError(f"the predictor returned {len(predictions)} predictions "
-                                   f"for {len(batch)} images")
+                raise RuntimeError(
+                    f"the predictor returned {len(predictions)} predictions for {len(batch)} images"
+                )
         except Exception as error:
             if len(batch) > 1:  # find the image that fails: the others still get answers
                 for job in batch:

@@ -56,9 +56,13 @@ class Uploads:
 
     def charge(self, size: int) -> None:
         if self.held + size > self.budget:
-            raise RequestError(503, f"server busy: request bodies hold {self.held:,} of "
-                               f"{self.budget:,} bytes (--queue-size x --max-body-mb); "
-                               "retry later", close_connection=True)
+            raise RequestError(
+                503,
+                f"server busy: request bodies hold {self.held:,} of "
+                f"{self.budget:,} bytes (--queue-size x --max-body-mb); "
+                "retry later",
+                close_connection=True,
+            )
         self.held += size
 
     @contextmanager
@@ -91,8 +95,9 @@ class BodyClock:
         self.last = time.monotonic()
 
 
-async def read_image_body(request: Request, settings: ServeSettings, uploads: Uploads,
-                          ticket: Ticket) -> bytes:
+async def read_image_body(
+    request: Request, settings: ServeSettings, uploads: Uploads, ticket: Ticket
+) -> bytes:
     """The image file's bytes: multipart field `image`, or the whole raw body."""
     limit = settings.max_body_bytes
     declared = request.headers.get("content-length", "")
@@ -106,18 +111,23 @@ async def read_image_body(request: Request, settings: ServeSettings, uploads: Up
 
 
 def body_too_large(limit: int) -> RequestError:
-    return RequestError(413, f"request body over the limit of {limit:,} bytes (--max-body-mb)",
-                        close_connection=True)
+    return RequestError(
+        413,
+        f"request body over the limit of {limit:,} bytes (--max-body-mb)",
+        close_connection=True,
+    )
 
 
-async def timed_chunks(stream: AsyncIterator[bytes], clock: BodyClock, limit: int,
-                       uploads: Uploads, ticket: Ticket) -> AsyncGenerator[bytes, None]:
+async def timed_chunks(
+    stream: AsyncIterator[bytes], clock: BodyClock, limit: int, uploads: Uploads, ticket: Ticket
+) -> AsyncGenerator[bytes, None]:
     """The body's chunks as they arrive, each charged to `ticket`; 413 as soon as they
     pass `limit` bytes, 408 past the clock's deadline, 503 at shutdown."""
     received = 0
     try:
-        while (chunk := await next_chunk(stream, clock.seconds_left(received),
-                                         uploads.closing)) is not None:
+        while (
+            chunk := await next_chunk(stream, clock.seconds_left(received), uploads.closing)
+        ) is not None:
             received += len(chunk)
             if received > limit:
                 raise body_too_large(limit)
@@ -128,8 +138,9 @@ async def timed_chunks(stream: AsyncIterator[bytes], clock: BodyClock, limit: in
         raise RequestError(400, "the client closed the connection before the body ended") from e
 
 
-async def next_chunk(stream: AsyncIterator[bytes], seconds: float,
-                     closing: asyncio.Event) -> bytes | None:
+async def next_chunk(
+    stream: AsyncIterator[bytes], seconds: float, closing: asyncio.Event
+) -> bytes | None:
     """The stream's next chunk (None at its end), unless `seconds` pass (408) or
     `closing` is set (503) first."""
     if closing.is_set():
@@ -137,8 +148,9 @@ async def next_chunk(stream: AsyncIterator[bytes], seconds: float,
     step = asyncio.ensure_future(anext(stream, None))
     stop = asyncio.ensure_future(closing.wait())
     try:
-        done, _ = await asyncio.wait((step, stop), timeout=max(seconds, 0.0),
-                                     return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(
+            (step, stop), timeout=max(seconds, 0.0), return_when=asyncio.FIRST_COMPLETED
+        )
     finally:
         stop.cancel()
         step.cancel()  # no effect once done
@@ -146,8 +158,11 @@ async def next_chunk(stream: AsyncIterator[bytes], seconds: float,
         return step.result()
     if closing.is_set():
         raise RequestError(503, SHUTTING_DOWN, close_connection=True)
-    raise RequestError(408, "the request body stopped arriving (--body-timeout, "
-                       "--min-body-rate); send it again", close_connection=True)
+    raise RequestError(
+        408,
+        "the request body stopped arriving (--body-timeout, --min-body-rate); send it again",
+        close_connection=True,
+    )
 
 
 async def multipart_image(headers: Headers, chunks: AsyncGenerator[bytes, None]) -> bytes:
@@ -159,8 +174,9 @@ async def multipart_image(headers: Headers, chunks: AsyncGenerator[bytes, None])
     try:
         part = form.get("image")
         if part is None:
-            raise RequestError(400, "the multipart body has no field 'image' "
-                               "(send the file as image=@FILE)")
+            raise RequestError(
+                400, "the multipart body has no field 'image' (send the file as image=@FILE)"
+            )
         if not isinstance(part, UploadFile):
             raise RequestError(400, "multipart field 'image' is text, not a file")
         return await part.read()

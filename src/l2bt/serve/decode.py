@@ -48,8 +48,9 @@ def decode_image(data: bytes, header_check: HeaderCheck) -> np.ndarray:
             try:
                 return to_rgb_array(image)
             except (InputError, ValueError) as e:
-                raise RequestError(415, f"unsupported {image.format} image (mode "
-                                   f"{image.mode}: {e})") from e
+                raise RequestError(
+                    415, f"unsupported {image.format} image (mode {image.mode}: {e})"
+                ) from e
     except UnsupportedFormat as e:
         raise RequestError(415, f"the body is {e.problem}") from e
     except ImageTooLarge as e:
@@ -76,5 +77,7 @@ class ImagePixelLimit:
 
     def __call__(self, height: int, width: int) -> None:
         if width * height > self.max_pixels:
-            raise ImageTooLarge(f"image of {width} x {height} = {width * height:,} pixels is "
-                                f"over the limit of {self.max_pixels:,} pixels (--max-pixels)")
+            raise ImageTooLarge(
+                f"image of {width} x {height} = {width * height:,} pixels is "
+                f"over the limit of {self.max_pixels:,} pixels (--max-pixels)"
+            )

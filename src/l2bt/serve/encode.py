@@ -52,16 +52,26 @@ def picture_range(anomaly_map: np.ndarray, normal: dict[str, Any] | None) -> tup
     return float(anomaly_map.min()), float(anomaly_map.max())
 
 
-def prediction_response(prediction: Prediction, threshold: float | None, model: str,
-                        started: float, map_format: MapFormat, mask_format: MaskFormat,
-                        normal: dict[str, Any] | None) -> PredictResponse:
+def prediction_response(
+    prediction: Prediction,
+    threshold: float | None,
+    model: str,
+    started: float,
+    map_format: MapFormat,
+    mask_format: MaskFormat,
+    normal: dict[str, Any] | None,
+) -> PredictResponse:
     """The JSON body for one prediction; `started`: when the request arrived
     (`time.perf_counter()`); `normal`: the run's "normal_patch_scores"."""
     anomaly_map = prediction.anomaly_map
     height, width = anomaly_map.shape
     fields: dict[str, Any] = {
-        "score": float(prediction.score), "verdict": prediction.verdict, "threshold": threshold,
-        "width": width, "height": height, "regions": [asdict(r) for r in prediction.regions],
+        "score": float(prediction.score),
+        "verdict": prediction.verdict,
+        "threshold": threshold,
+        "width": width,
+        "height": height,
+        "regions": [asdict(r) for r in prediction.regions],
         "model": model,
     }
     if map_format == "tiff":

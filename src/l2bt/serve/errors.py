@@ -11,7 +11,7 @@ def one_line(text: str) -> str:
     """`text` on one line (whitespace runs folded to one space), at most 400 characters."""
     folded = " ".join(text.split())
     if len(folded) > MAX_MESSAGE_CHARS:
-        return folded[:MAX_MESSAGE_CHARS - 1] + "…"
+        return folded[: MAX_MESSAGE_CHARS - 1] + "…"
     return folded
 
 

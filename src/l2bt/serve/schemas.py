@@ -29,7 +29,8 @@ class PredictResponse(BaseModel):
 
     score: float = Field(description="image-level anomaly score")
     verdict: Literal["good", "defective"] | None = Field(
-        description="score above the image threshold; null when the run has no thresholds")
+        description="score above the image threshold; null when the run has no thresholds"
+    )
     threshold: float | None = Field(description="the image threshold, or null")
     width: int
     height: int
@@ -37,10 +38,13 @@ class PredictResponse(BaseModel):
     seconds: float = Field(description="time this request spent in the server")
     model: str = Field(description="teacher/weights id/run name")
     anomaly_map: str | None = Field(
-        default=None, description="base64: a float32 TIFF (map=tiff), or an 8-bit grayscale "
-        "PNG (map=png) of the map scaled linearly from map_range[0] (0) to map_range[1] (255)")
+        default=None,
+        description="base64: a float32 TIFF (map=tiff), or an 8-bit grayscale "
+        "PNG (map=png) of the map scaled linearly from map_range[0] (0) to map_range[1] (255)",
+    )
     map_range: tuple[float, float] | None = Field(
-        default=None, description="map=png only: the map values drawn as 0 and 255")
+        default=None, description="map=png only: the map values drawn as 0 and 255"
+    )
     mask: str | None = Field(default=None, description="base64 PNG, uint8 0/255, H x W")
 
 

@@ -24,9 +24,17 @@ class Server(uvicorn.Server):
 
     def __init__(self, app: FastAPI, host: str, port: int) -> None:
         self.service = app.state.service
-        super().__init__(uvicorn.Config(
-            app, host=host, port=port, log_config=None, access_log=False, lifespan="on",
-            timeout_graceful_shutdown=self.service.settings.shutdown_timeout))
+        super().__init__(
+            uvicorn.Config(
+                app,
+                host=host,
+                port=port,
+                log_config=None,
+                access_log=False,
+                lifespan="on",
+                timeout_graceful_shutdown=self.service.settings.shutdown_timeout,
+            )
+        )
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self.service.begin_shutdown()

@@ -34,10 +34,15 @@ class ServeSettings:
     shutdown_timeout: float = 10.0
 
     def __post_init__(self) -> None:
-        flags = {"batch_size": "--batch-size", "queue_size": "--queue-size",
-                 "max_pixels": "--max-pixels", "max_body_bytes": "--max-body-mb",
-                 "body_timeout": "--body-timeout", "min_body_rate": "--min-body-rate",
-                 "shutdown_timeout": "--shutdown-timeout"}
+        flags = {
+            "batch_size": "--batch-size",
+            "queue_size": "--queue-size",
+            "max_pixels": "--max-pixels",
+            "max_body_bytes": "--max-body-mb",
+            "body_timeout": "--body-timeout",
+            "min_body_rate": "--min-body-rate",
+            "shutdown_timeout": "--shutdown-timeout",
+        }
         for name, flag in flags.items():
             value = getattr(self, name)
             if not value > 0:  # also refuses NaN

@@ -42,12 +42,16 @@ class Teacher(DinoVisionTransformer):
         if x.ndim != 4 or x.shape[1] != 3:
             raise InputError(f"teacher input must be (B, 3, H, W), got {tuple(x.shape)}")
         if x.shape[2] % PATCH_SIZE or x.shape[3] % PATCH_SIZE:
-            raise InputError(f"teacher input height and width must be multiples of "
-                             f"{PATCH_SIZE}, got {x.shape[2]} x {x.shape[3]}")
+            raise InputError(
+                f"teacher input height and width must be multiples of "
+                f"{PATCH_SIZE}, got {x.shape[2]} x {x.shape[3]}"
+            )
         bad = [i for i in layers if not 0 <= i < self.depth]
         if bad or not layers:
-            raise InputError(f"layers must be block indices in 0..{self.depth - 1} for "
-                             f"{self.variant}, got {tuple(layers)}")
+            raise InputError(
+                f"layers must be block indices in 0..{self.depth - 1} for "
+                f"{self.variant}, got {tuple(layers)}"
+            )
         if precision not in PRECISIONS:
             raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         return self.intermediate_patch_tokens(x, tuple(layers), COMPUTE_DTYPES[precision])
@@ -84,22 +88,29 @@ def _load_checked(teacher: Teacher, state: dict[str, torch.Tensor], path: Path) 
     expected = teacher.state_dict()
     cls_token = state.get("cls_token")
     if cls_token is not None and cls_token.shape[-1] != teacher.embed_dim:
-        raise InputError(f"checkpoint is for embed dim {cls_token.shape[-1]}, "
-                         f"{teacher.variant} needs {teacher.embed_dim}", path)
+        raise InputError(
+            f"checkpoint is for embed dim {cls_token.shape[-1]}, "
+            f"{teacher.variant} needs {teacher.embed_dim}",
+            path,
+        )
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
         parts = []
         if missing:
-            parts.append(f"missing keys: {', '.join(missing[:4])}"
-                         f"{' …' if len(missing) > 4 else ''}")
+            parts.append(
+                f"missing keys: {', '.join(missing[:4])}{' …' if len(missing) > 4 else ''}"
+            )
         if unexpected:
-            parts.append(f"unexpected keys: {', '.join(unexpected[:4])}"
-                         f"{' …' if len(unexpected) > 4 else ''}")
+            parts.append(
+                f"unexpected keys: {', '.join(unexpected[:4])}{' …' if len(unexpected) > 4 else ''}"
+            )
         raise InputError(f"not a {teacher.variant} checkpoint ({'; '.join(parts)})", path)
     for key, tensor in state.items():
         if tensor.shape != expected[key].shape:
-            raise InputError(f"not a {teacher.variant} checkpoint ({key} has shape "
-                             f"{tuple(tensor.shape)}, expected {tuple(expected[key].shape)})",
-                             path)
+            raise InputError(
+                f"not a {teacher.variant} checkpoint ({key} has shape "
+                f"{tuple(tensor.shape)}, expected {tuple(expected[key].shape)})",
+                path,
+            )
     teacher.load_state_dict(state, strict=True)

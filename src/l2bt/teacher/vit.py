@@ -47,8 +47,15 @@ class ViTArch:
 
 def _arch(embed_dim: int, depth: int, heads: int, ffn: str, registers: bool) -> ViTArch:
     # Registered variants were trained with antialiased interpolation and no offset.
-    return ViTArch(embed_dim, depth, heads, ffn, 4 if registers else 0,
-                   interpolate_antialias=registers, interpolate_offset=0.0 if registers else 0.1)
+    return ViTArch(
+        embed_dim,
+        depth,
+        heads,
+        ffn,
+        4 if registers else 0,
+        interpolate_antialias=registers,
+        interpolate_offset=0.0 if registers else 0.1,
+    )
 
 
 _BASES = {
@@ -59,7 +66,8 @@ _BASES = {
 }
 ARCHITECTURES: dict[str, ViTArch] = {
     name + suffix: _arch(*spec, registers=bool(suffix))
-    for name, spec in _BASES.items() for suffix in ("", "_reg")
+    for name, spec in _BASES.items()
+    for suffix in ("", "_reg")
 }
 
 
@@ -193,11 +201,13 @@ class DinoVisionTransformer(nn.Module):
         if self.arch.interpolate_offset:
             offset = self.arch.interpolate_offset
             scale = ((grid_h + offset) / TRAINED_GRID, (grid_w + offset) / TRAINED_GRID)
-            patch_pos = F.interpolate(patch_pos, scale_factor=scale, mode="bicubic",
-                                      antialias=antialias)
+            patch_pos = F.interpolate(
+                patch_pos, scale_factor=scale, mode="bicubic", antialias=antialias
+            )
         else:
-            patch_pos = F.interpolate(patch_pos, size=(grid_h, grid_w), mode="bicubic",
-                                      antialias=antialias)
+            patch_pos = F.interpolate(
+                patch_pos, size=(grid_h, grid_w), mode="bicubic", antialias=antialias
+            )
         patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, grid_h * grid_w, dim)
         # (1, D, h, w) -> (1, h·w, D)
         return torch.cat((cls_pos, patch_pos), dim=1).to(pos_embed.dtype)
@@ -242,12 +252,12 @@ def _weights_key(blocks: nn.ModuleList) -> Hashable:
     """Identifies the blocks' current weights: storage, device and in-place version of each
     (a load_state_dict or an in-place edit bumps the version; .to() makes new storage).
     Tensors made under inference mode have no version counter and count as version 0."""
-    return tuple((p.device, p.data_ptr(), 0 if p.is_inference() else p._version)
-                 for p in blocks.parameters())
+    return tuple(
+        (p.device, p.data_ptr(), 0 if p.is_inference() else p._version) for p in blocks.parameters()
+    )
 
 
-def _cast_linear_weights(blocks: nn.ModuleList, arch: ViTArch, dtype: torch.dtype
-                         ) -> nn.ModuleList:
+def _cast_linear_weights(blocks: nn.ModuleList, arch: ViTArch, dtype: torch.dtype) -> nn.ModuleList:
     """A frozen copy of `blocks` with every Linear's weight and bias in `dtype`; LayerNorm
     and LayerScale parameters stay float32. Built empty, then filled by one cast per tensor
     (no float32 duplicate of the weights is ever made)."""
@@ -279,4 +289,3 @@ def init_random(model: DinoVisionTransformer, seed: int = 0) -> None:
 def _trunc_normal(shape: torch.Size, std: float, generator: torch.Generator) -> torch.Tensor:
     values = torch.randn(shape, generator=generator) * std
     return values.clamp_(-2 * std, 2 * std)
-

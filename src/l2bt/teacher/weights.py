@@ -62,7 +62,8 @@ def verified_sha256(path: Path) -> str:
             raise InputError(
                 f"checksum mismatch: SHA-256 {actual[:16]}… but {expected[:16]}… was recorded "
                 f"when it was downloaded (a corrupt or replaced file; delete it to download "
-                f"again)", path,
+                f"again)",
+                path,
             )
     return actual
 
@@ -76,8 +77,13 @@ def download(url: str, destination: Path, progress: bool = True) -> Path:
         with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
             expected = int(response.headers.get("Content-Length") or 0) or None
             digest, received = hashlib.sha256(), 0
-            bar = tqdm(total=expected, unit="B", unit_scale=True, desc=destination.name,
-                       disable=not (progress and sys.stderr.isatty()))
+            bar = tqdm(
+                total=expected,
+                unit="B",
+                unit_scale=True,
+                desc=destination.name,
+                disable=not (progress and sys.stderr.isatty()),
+            )
             with bar:
                 for chunk in iter(lambda: response.read(1 << 20), b""):
                     out.write(chunk)
@@ -134,8 +140,11 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch and safetensors raise many kinds for unreadable files
-        raise InputError(f"not a readable checkpoint ({e.__class__.__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else ''})", path) from e
+        raise InputError(
+            f"not a readable checkpoint ({e.__class__.__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''})",
+            path,
+        ) from e
     for wrapper in ("model", "state_dict", "teacher"):
         if isinstance(state, dict) and wrapper in state and isinstance(state[wrapper], dict):
             state = state[wrapper]
