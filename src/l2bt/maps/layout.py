@@ -176,13 +176,7 @@ def check_map_shape(path: Path, expected_hw: tuple[int, int]) -> None:
     """The map exists and is exactly its image's height × width (reads the header only)."""
     if not path.is_file():
         raise InputError("anomaly map not found", path)
-    try:
-        with tifffile.TiffFile(path) as tif:
-            shape = tuple(tif.series[0].shape)
-    except Exception as e:  # tifffile raises several types for broken files
-        raise InputError(f"cannot read anomaly map ({e})", path) from e
-    shape = shape[1:] if len(shape) == 3 and shape[0] == 1 else shape  # (1, H, W) -> (H, W)
-    check_shape(path, shape, expected_hw)
+    check_shape(path, _header_shape(path), expected_hw)
 
 
 def check_shape(
@@ -198,15 +192,20 @@ def check_shape(
 
 def map_shape(path: Path) -> tuple[int, int]:
     """(height, width) of a map file, from its header."""
-    try:
-        with tifffile.TiffFile(path) as tif:
-            shape = tuple(tif.series[0].shape)
-    except Exception as e:  # tifffile raises several types for broken files
-        raise InputError(f"cannot read anomaly map ({e})", path) from e
-    shape = shape[1:] if len(shape) == 3 and shape[0] == 1 else shape  # (1, H, W) -> (H, W)
+    shape = _header_shape(path)
     if len(shape) != 2:
         raise InputError(f"anomaly map must be 2-D, got shape {shape}", path)
     return int(shape[0]), int(shape[1])
+
+
+def _header_shape(path: Path) -> tuple[int, ...]:
+    """A map file's array shape from its header, a leading page axis of 1 dropped."""
+    try:
+        with tifffile.TiffFile(path) as tif:
+            shape = tuple(int(n) for n in tif.series[0].shape)
+    except Exception as e:  # tifffile raises several types for broken files
+        raise InputError(f"cannot read anomaly map ({e})", path) from e
+    return shape[1:] if len(shape) == 3 and shape[0] == 1 else shape  # (1, H, W) -> (H, W)
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from l2bt.maps.layout import (
     write_regions,
     write_scores,
 )
-from l2bt.maps.overlay import outline, overlay
+from l2bt.maps.overlay import annotate, outline, overlay
 from l2bt.prediction import Prediction, Predictor, Region
 
 
@@ -127,6 +127,9 @@ def predict_to_folder(
     verdicts: dict[str, str] = {}
     regions: dict[str, list[Region]] = {}
     seconds: list[float] = []
+    style = (
+        OverlayStyle(colour_range, _image_threshold(predictor, thresholds)) if overlays else None
+    )
     bar = tqdm(total=len(items), desc="predict", unit="img", disable=not progress)
     with bar, ThreadPoolExecutor(max_workers=2) as pool:
         for start in range(0, len(items), batch_size):
@@ -136,7 +139,7 @@ def predict_to_folder(
             predictions = [decide(p, thresholds) for p in predictor.predict_batch(images)]
             seconds += [(time.perf_counter() - tic) / len(batch)] * len(batch)
             for item, image, prediction in zip(batch, images, predictions, strict=True):
-                _write_prediction(folder, item.key, image, prediction, overlays, colour_range)
+                _write_prediction(folder, item.key, image, prediction, style)
                 scores[item.key] = prediction.score
                 if prediction.verdict is not None:
                     verdicts[item.key] = prediction.verdict
@@ -149,27 +152,39 @@ def predict_to_folder(
     return PredictSummary(len(items), tuple(seconds), n_defective, scores)
 
 
+@dataclass(frozen=True)
+class OverlayStyle:
+    """How overlays are drawn: the colour scale (None: each map's own range) and the image
+    threshold printed beside the score (None: no thresholds)."""
+
+    colour_range: tuple[float, float] | None
+    image_threshold: float | None
+
+
+def _image_threshold(predictor: Predictor, thresholds: Thresholds | None) -> float | None:
+    known = thresholds or getattr(predictor, "thresholds", None)
+    return known.image if isinstance(known, Thresholds) else None
+
+
 def _write_prediction(
     folder: MapsFolder,
     key: str,
     image: np.ndarray,
     prediction: Prediction,
-    overlays: bool,
-    colour_range: tuple[float, float] | None,
+    style: OverlayStyle | None,
 ) -> None:
     write_map(folder.map(key), prediction.anomaly_map)
     if prediction.mask is not None:
         write_mask(folder.mask(key), prediction.mask)
-    if overlays:
-        write_png(folder.overlay(key), _overlay(image, prediction, colour_range))
+    if style is not None:
+        write_png(folder.overlay(key), _overlay(image, prediction, style))
 
 
-def _overlay(
-    image: np.ndarray, prediction: Prediction, colour_range: tuple[float, float] | None
-) -> np.ndarray:
+def _overlay(image: np.ndarray, prediction: Prediction, style: OverlayStyle) -> np.ndarray:
+    """The map over the image, regions outlined, and below it the colour bar and score."""
     anomaly_map = prediction.anomaly_map
-    low, high = colour_range or (float(anomaly_map.min()), float(anomaly_map.max()))
+    low, high = style.colour_range or (float(anomaly_map.min()), float(anomaly_map.max()))
     picture = overlay(image, anomaly_map, low, high)
     if prediction.mask is not None:
         picture = outline(picture, prediction.mask)
-    return picture
+    return annotate(picture, low, high, prediction.score, style.image_threshold, prediction.verdict)

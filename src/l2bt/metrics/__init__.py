@@ -2,38 +2,19 @@
 robustness, P-AP, AUPIMO, F1 and decision figures, the low-resolution protocol's
 resizing. No I/O here (`l2bt.maps.evaluate` reads maps and masks from disk)."""
 
-from l2bt.metrics.aupimo import FPR_BOUNDS, Aupimo
-from l2bt.metrics.aupro import FPR_LIMITS, DefectTable, ProCurve, area_under
+from l2bt.metrics.aupro import FPR_LIMITS, area_under
 from l2bt.metrics.auroc import auroc
 from l2bt.metrics.evaluator import StreamingEvaluator, evaluate_arrays
-from l2bt.metrics.low_res import resize_bilinear, resize_nearest
 from l2bt.metrics.parallel import default_workers
-from l2bt.metrics.precision_recall import ImageDecisions
-from l2bt.metrics.result import (
-    Decisions,
-    EvaluationResult,
-    LowResolution,
-    Oracle,
-    Robustness,
-    format_table,
-    robustness,
-)
-from l2bt.metrics.size_bins import ABSOLUTE_BINS, SIZE_BINS, label_regions, size_quantiles
+from l2bt.metrics.result import EvaluationResult, LowResolution, format_table, robustness
+from l2bt.metrics.size_bins import ABSOLUTE_BINS, SIZE_BINS, label_regions
 
 __all__ = [
     "ABSOLUTE_BINS",
-    "FPR_BOUNDS",
     "FPR_LIMITS",
     "SIZE_BINS",
-    "Aupimo",
-    "Decisions",
-    "DefectTable",
     "EvaluationResult",
-    "ImageDecisions",
     "LowResolution",
-    "Oracle",
-    "ProCurve",
-    "Robustness",
     "StreamingEvaluator",
     "area_under",
     "auroc",
@@ -41,8 +22,5 @@ __all__ = [
     "evaluate_arrays",
     "format_table",
     "label_regions",
-    "resize_bilinear",
-    "resize_nearest",
     "robustness",
-    "size_quantiles",
 ]

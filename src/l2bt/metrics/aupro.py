@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 FPR_LIMITS = (0.3, 0.1, 0.05, 0.01)
+AuproTable = dict[float, dict[str, float | None]]  # limit -> bin -> AUPRO
 CURVE_POINTS = 400  # points kept per PRO curve, for plots
 AREA_CHUNK = 1 << 18  # vertices per step when integrating: bounded temporaries
 
@@ -166,3 +167,26 @@ def _run_ends(sorted_values: np.ndarray) -> np.ndarray:
         return np.zeros(0, np.int64)
     changes = np.flatnonzero(sorted_values[1:] != sorted_values[:-1])
     return np.concatenate([changes, [sorted_values.size - 1]]).astype(np.int64)
+
+
+def aupro_by_bin(
+    defects: DefectTable, cells: np.ndarray, members: dict[str, np.ndarray]
+) -> tuple[AuproTable, dict[str, ProCurve]]:
+    """AUPRO per limit and bin, and each bin's thinned curve. One FPR array serves every
+    bin; one PRO buffer is refilled per bin."""
+    aupro: AuproTable = {limit: dict.fromkeys(members) for limit in FPR_LIMITS}
+    curves: dict[str, ProCurve] = {}
+    n_normal = int(cells.sum())
+    if n_normal == 0 or defects.areas.size == 0:
+        return aupro, curves
+    top = max(FPR_LIMITS)
+    fpr = fpr_vertices(cells, n_normal, top)
+    pro = np.empty_like(fpr)
+    for name, in_bin in members.items():
+        if not in_bin.any():
+            continue
+        fill_pro_vertices(pro, pro_at_edges(defects, in_bin))
+        for limit, area in zip(FPR_LIMITS, areas_under(fpr, pro, FPR_LIMITS), strict=True):
+            aupro[limit][name] = area / limit
+        curves[name] = thin_curve(fpr, pro, top)
+    return aupro, curves

@@ -28,13 +28,8 @@ from l2bt.metrics.aupimo import FPR_BOUNDS, Aupimo, NormalPool, aupimo_scores
 from l2bt.metrics.aupro import (
     FPR_LIMITS,
     DefectTable,
-    ProCurve,
-    areas_under,
-    fill_pro_vertices,
-    fpr_vertices,
+    aupro_by_bin,
     pixel_auroc,
-    pro_at_edges,
-    thin_curve,
 )
 from l2bt.metrics.auroc import auroc
 from l2bt.metrics.cells import CellCounter
@@ -46,7 +41,6 @@ from l2bt.metrics.precision_recall import (
     image_f1_max,
 )
 from l2bt.metrics.result import (
-    AuproTable,
     Decisions,
     EvaluationResult,
     Oracle,
@@ -191,8 +185,8 @@ class StreamingEvaluator:
             )
         defects, cells = self._defects, _defect_free(self._counter.counts(), self._defects)
         quantiles = size_quantiles(defects.areas)
-        aupro, curves = _aupro_by_bin(defects, cells, bin_membership(defects.areas, quantiles))
-        aupro_abs, _ = _aupro_by_bin(defects, cells, absolute_membership(defects.areas))
+        aupro, curves = aupro_by_bin(defects, cells, bin_membership(defects.areas, quantiles))
+        aupro_abs, _ = aupro_by_bin(defects, cells, absolute_membership(defects.areas))
         pixel_pr = PixelPrecisionRecall.from_cells(cells, defects.per_edge)
         return EvaluationResult(
             category=category,
@@ -277,29 +271,6 @@ def _defect_free(cells: np.ndarray, defects: DefectTable) -> np.ndarray:
             "pass 2's maps differ from pass 1's at defect pixels: give both passes the same maps"
         )
     return cells
-
-
-def _aupro_by_bin(
-    defects: DefectTable, cells: np.ndarray, members: dict[str, np.ndarray]
-) -> tuple[AuproTable, dict[str, ProCurve]]:
-    """AUPRO per limit and bin, and each bin's thinned curve. One FPR array serves every
-    bin; one PRO buffer is refilled per bin."""
-    aupro: AuproTable = {limit: dict.fromkeys(members) for limit in FPR_LIMITS}
-    curves: dict[str, ProCurve] = {}
-    n_normal = int(cells.sum())
-    if n_normal == 0 or defects.areas.size == 0:
-        return aupro, curves
-    top = max(FPR_LIMITS)
-    fpr = fpr_vertices(cells, n_normal, top)
-    pro = np.empty_like(fpr)
-    for name, in_bin in members.items():
-        if not in_bin.any():
-            continue
-        fill_pro_vertices(pro, pro_at_edges(defects, in_bin))
-        for limit, area in zip(FPR_LIMITS, areas_under(fpr, pro, FPR_LIMITS), strict=True):
-            aupro[limit][name] = area / limit
-        curves[name] = thin_curve(fpr, pro, top)
-    return aupro, curves
 
 
 def evaluate_arrays(

@@ -6,11 +6,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from l2bt.metrics.aupimo import FPR_BOUNDS, Aupimo
-from l2bt.metrics.aupro import FPR_LIMITS, ProCurve
+from l2bt.metrics.aupro import FPR_LIMITS, AuproTable, ProCurve
 from l2bt.metrics.precision_recall import ImageDecisions
 from l2bt.metrics.size_bins import ABSOLUTE_BINS, SIZE_BINS
-
-AuproTable = dict[float, dict[str, float | None]]  # limit -> bin -> AUPRO
 
 
 @dataclass(frozen=True)
