@@ -174,26 +174,27 @@ class _HistogramsBySize:
         self._pending_values = 0
 
     def add(self, size: int, values: np.ndarray) -> None:
-        self._counts.setdefault(size, np.zeros(BINS, dtype=np.int64))
-        self._pending.setdefault(size, []).append(values.astype(np.uint16).ravel())
+        if size not in self._counts:
+            self._counts[size] = np.zeros(BINS, dtype=np.int64)
+            self._pending[size] = []
+        self._pending[size].append(values.astype(np.uint16).ravel())
         self._pending_values += values.size
         if self._pending_values >= FLUSH_VALUES:
             self._flush()
 
-    def tails(self) -> dict[int, np.ndarray]:
-        """Per size, (BINS,) int64: how many values are above each bin."""
+    def tails(self) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+        """The bins that hold a value of any size, ascending, and per size how many values
+        lie above each of those bins."""
         self._flush()
-        return {size: counts.sum() - np.cumsum(counts) for size, counts in self._counts.items()}
-
-    def present(self) -> np.ndarray:
-        """The bins that hold a value of any size, ascending."""
-        self._flush()
-        return np.flatnonzero(np.sum(list(self._counts.values()), axis=0))
+        present = np.flatnonzero(sum(self._counts.values(), start=np.zeros(BINS, np.int64)))
+        compact = {size: counts[present] for size, counts in self._counts.items()}  # (B,) each
+        return present, {size: c.sum() - np.cumsum(c) for size, c in compact.items()}
 
     def _flush(self) -> None:
         for size, parts in self._pending.items():
-            self._counts[size] += np.bincount(np.concatenate(parts), minlength=BINS)
-        self._pending.clear()
+            if parts:
+                self._counts[size] += np.bincount(np.concatenate(parts), minlength=BINS)
+                parts.clear()
         self._pending_values = 0
 
 
@@ -221,33 +222,30 @@ def _search(
     present one, so bisecting over present bins and values finds the same smallest key.
     Without clean-up the counts come from the histograms; with it, each step is a pass.
     """
-    above_bin = high.tails()  # per size, (BINS,)
-    bins = high.present()
+    bins, above_bin = high.tails()  # (B,) and per size (B,)
 
     def holds_at_bin(index: int) -> bool:
-        top = int(bins[index])
         if cleanup.is_identity:
-            flagged = {size: int(above[top]) for size, above in above_bin.items()}
+            flagged = {size: int(above[index]) for size, above in above_bin.items()}
             return _within_rate(flagged, budget)
-        key = top << HALF_BITS | LOW_BITS
+        key = int(bins[index]) << HALF_BITS | LOW_BITS
         return _within_rate_after_cleanup(maps, sizes, key, cleanup, budget)
 
-    top = int(bins[_first_true(-1, len(bins) - 1, holds_at_bin)])
+    top_index = _first_true(-1, len(bins) - 1, holds_at_bin)
+    top = int(bins[top_index])
     low = _HistogramsBySize()
     for values in _read(maps, sizes):
         keys = _order_keys(values)  # (H, W) uint32
         low.add(values.size, keys[(keys >> HALF_BITS) == top] & LOW_BITS)
-    above_low = low.tails()  # per size, (BINS,): values of bin `top` above each low part
-    lows = low.present()
+    lows, above_low = low.tails()  # (L,) and per size (L,): values of bin `top` above each
 
     def holds_at_low(index: int) -> bool:
-        bottom = int(lows[index])
         if cleanup.is_identity:
             flagged = {
-                size: int(above_bin[size][top] + above_low[size][bottom]) for size in above_bin
+                size: int(above_bin[size][top_index] + above_low[size][index]) for size in above_bin
             }
             return _within_rate(flagged, budget)
-        key = top << HALF_BITS | bottom
+        key = top << HALF_BITS | int(lows[index])
         return _within_rate_after_cleanup(maps, sizes, key, cleanup, budget)
 
     bottom = int(lows[_first_true(-1, len(lows) - 1, holds_at_low)])
