@@ -218,8 +218,9 @@ def _search(
     """The key of λ̂: the top 16 bits from the first pass's histograms, then the low 16 bits
     from a second pass's, each by bisection over the bit patterns present in the maps.
 
-    The rule holds at the top of a bin exactly when it holds at every key up to the next
-    present one, so bisecting over present bins and values finds the same smallest key.
+    The rule at a key depends only on which values lie above it, so it is constant from one
+    present key up to the next: bisecting over present bins, then present low parts, finds
+    the smallest key of all where it holds (λ̂ lies in the first bin whose top passes).
     Without clean-up the counts come from the histograms; with it, each step is a pass.
     """
     bins, above_bin = high.tails()  # (B,) and per size (B,)
