@@ -232,6 +232,41 @@ def test_decisions_follow_the_graphs_outputs_and_agree_with_torch(run_224):
     assert masked > 0 and 0 < defective < len(run_224.images)
 
 
+def test_segmentation_threshold_and_cleanup_match_torch(run_224, tmp_path):
+    """A run whose masks use a segmentation threshold and every clean-up step: the graph's
+    own mask is its map above that threshold, the engine cleans it as `decide` does, and
+    the cleaned masks agree with torch's but for pixels the resize's error can flip."""
+    from l2bt.decisions.cleanup import Cleanup
+    from l2bt.export.exporter import export_onnx
+
+    model = copy.copy(run_224.model)
+    values = np.concatenate([p.anomaly_map.ravel() for p in run_224.references])
+    cleanup = Cleanup(min_region_area=5, close_radius=1, fill_holes=True)
+    model.thresholds = Thresholds(
+        **{
+            **run_224.model.thresholds.__dict__,
+            "cleanup": cleanup,
+            "segmentation": float(np.quantile(values, 0.8)),
+            "pixel_false_alarm_rate": 0.2,
+            "attainable_pixel_rate": 0.2,
+        }
+    )
+    path = tmp_path / "segmentation.onnx"
+    export_onnx(model, path)
+    engine = OnnxRuntimePredictor(path, device="cpu")
+    assert engine.thresholds == model.thresholds
+    flipped = 0
+    for image in run_224.images:
+        anomaly_map, _, raw, _ = engine.session.run(None, {"image": image})
+        assert np.array_equal(raw == 255, anomaly_map > model.thresholds.segmentation)
+        got, reference = engine.predict(image), model.predict(image)
+        assert np.array_equal(got.mask, cleanup.apply(raw == 255))
+        assert got.regions == find_regions(got.anomaly_map, got.mask)
+        assert got.mask.any() and not got.mask.all()
+        flipped += int((got.mask != reference.mask).sum())
+    assert flipped <= 1e-3 * sum(image.shape[0] * image.shape[1] for image in run_224.images)
+
+
 def test_metadata_holds_the_run_config_and_the_graph(run_224):
     run, engine, proto = run_224.run, run_224.engine, run_224.proto
     onnx.checker.check_model(proto)

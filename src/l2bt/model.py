@@ -27,6 +27,7 @@ from l2bt.atomic import atomic_folder, write_text_atomic
 from l2bt.config import L2BTConfig
 from l2bt.data.image_io import read_image, to_rgb_array
 from l2bt.decisions.calibrate import calibrate
+from l2bt.decisions.cleanup import Cleanup
 from l2bt.decisions.decide import decide
 from l2bt.decisions.thresholds import Thresholds
 from l2bt.device import device_name, resolve_device
@@ -86,10 +87,13 @@ class L2BT:
         info: dict[str, Any] | None = None,
         calibration_images: Sequence[str | Path] = (),
         false_alarm_rate: float = 0.01,
+        pixel_false_alarm_rate: float | None = None,
+        cleanup: Cleanup | None = None,
     ) -> L2BT:
         """Train the students on defect-free images (teacher features cached on disk);
         with `calibration_images` (other defect-free images), calibrate thresholds at
-        `false_alarm_rate` on them."""
+        `false_alarm_rate` on them (and a segmentation threshold at
+        `pixel_false_alarm_rate`, masks cleaned by `cleanup`: see `calibrate`)."""
         config = config or L2BTConfig()
         images = [Path(p) for p in train_images]
         if not images:
@@ -124,7 +128,13 @@ class L2BT:
             info={**(info or {}), "training": training, "normal_patch_scores": normal},
         )
         if calibration_images:
-            model.calibrate(calibration_images, false_alarm_rate, progress=progress)
+            model.calibrate(
+                calibration_images,
+                false_alarm_rate,
+                progress=progress,
+                pixel_false_alarm_rate=pixel_false_alarm_rate,
+                cleanup=cleanup,
+            )
         return model
 
     def calibrate(
@@ -133,10 +143,22 @@ class L2BT:
         false_alarm_rate: float = 0.01,
         batch_size: int = 4,
         progress: bool = True,
+        *,
+        pixel_false_alarm_rate: float | None = None,
+        cleanup: Cleanup | None = None,
     ) -> Thresholds:
-        """Set (and return) thresholds from defect-free `images` the students never saw."""
+        """Set (and return) thresholds from defect-free `images` the students never saw;
+        with `pixel_false_alarm_rate` β also the segmentation threshold masks then use
+        (SPEC §7), masks cleaned by `cleanup`. Kept in memory: `save_thresholds(run_dir)`
+        writes them into the run folder."""
         self.thresholds = calibrate(
-            self, [Path(p) for p in images], false_alarm_rate, batch_size, progress
+            self,
+            [Path(p) for p in images],
+            false_alarm_rate,
+            batch_size,
+            progress,
+            beta=pixel_false_alarm_rate,
+            cleanup=cleanup,
         ).thresholds
         return self.thresholds
 

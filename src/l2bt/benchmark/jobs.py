@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,8 @@ from l2bt.data import load_category
 from l2bt.data.sample import CategorySplit
 from l2bt.decisions.calibrate import Calibration, calibrate
 from l2bt.decisions.calibration_images import CalibrationSplit, parse_calibration, split_calibration
+from l2bt.decisions.cleanup import Cleanup
+from l2bt.decisions.decide import stored_mask_rules
 from l2bt.decisions.thresholds import Thresholds
 from l2bt.device import device_name, resolve_device
 from l2bt.maps.evaluate import evaluate_maps
@@ -47,6 +49,8 @@ class BenchmarkConfig:
     calibration: str | None = None  # --calibration FRACTION|DIR|0; None: the default
     false_alarm_rate: float = 0.01
     low_res_protocol: int | None = None  # --low-res-protocol N
+    pixel_false_alarm_rate: float | None = None  # --pixel-false-alarm-rate BETA
+    cleanup: Cleanup = field(default_factory=Cleanup)  # of every mask (SPEC §7)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -98,7 +102,13 @@ def run_job(config: BenchmarkConfig, job: Job, out: Path, progress: bool = False
             progress=progress,
             thresholds=None if calibration is None else calibration.thresholds,
         )
-    evaluation = evaluate_maps(split, maps_root, progress, low_res_protocol=config.low_res_protocol)
+    evaluation = evaluate_maps(
+        split,
+        maps_root,
+        progress,
+        low_res_protocol=config.low_res_protocol,
+        mask_rules=None if calibration is None else stored_mask_rules(calibration.thresholds),
+    )
     run: dict[str, Any] = {
         "description": method.describe(),
         "device": device_name(resolve_device(config.settings.device)),
@@ -154,6 +164,8 @@ def _thresholds(
             "method": job.spec,
             "settings": _result_settings(config.settings),
             "alpha": alpha,
+            "beta": config.pixel_false_alarm_rate,
+            "cleanup": config.cleanup.to_dict(),
             "train": [str(p) for p in images.train],
             "calibration": [str(p) for p in images.calibration],
         }
@@ -167,7 +179,15 @@ def _thresholds(
                 tuple(stored["image_scores"]),
                 tuple(stored["map_maxima"]),
             )
-    calibration = calibrate(method, list(images.calibration), alpha, batch_size, progress)
+    calibration = calibrate(
+        method,
+        list(images.calibration),
+        alpha,
+        batch_size,
+        progress,
+        beta=config.pixel_false_alarm_rate,
+        cleanup=config.cleanup,
+    )
     stored = {
         "key": key,
         "thresholds": calibration.thresholds.to_dict(),

@@ -13,6 +13,7 @@ from l2bt.cli.common import (
     add_calibration_args,
     add_device_args,
     add_teacher_args,
+    decision_settings,
     show_progress,
 )
 
@@ -106,9 +107,8 @@ def run(args: argparse.Namespace) -> int:
     from l2bt.benchmark.jobs import BenchmarkConfig
     from l2bt.benchmark.runner import parse_categories, run_benchmark
     from l2bt.data import list_categories
-    from l2bt.decisions.thresholds import check_false_alarm_rate
 
-    check_false_alarm_rate(args.false_alarm_rate)
+    beta, cleanup = decision_settings(args)
     if args.ray is not None and args.cache_dir is None:
         args.cache_dir = str(Path(args.out) / "cache")  # on the storage every node sees
     categories = parse_categories(
@@ -123,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
         calibration=args.calibration,
         false_alarm_rate=args.false_alarm_rate,
         low_res_protocol=args.low_res_protocol,
+        pixel_false_alarm_rate=beta,
+        cleanup=cleanup,
     )
     executor = None
     if args.ray is not None:

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import argparse
 
-from l2bt.cli.common import add_trained_run_args, show_progress
+from l2bt.cli.common import (
+    add_decision_args,
+    add_trained_run_args,
+    decision_settings,
+    show_progress,
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -18,7 +23,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--model", required=True, help="run folder written by `l2bt fit`")
     parser.add_argument("--images", required=True, help="folder of defect-free images")
-    parser.add_argument("--false-alarm-rate", type=float, default=0.01, metavar="ALPHA")
+    add_decision_args(parser)
     parser.add_argument("--batch-size", type=int, default=4)
     add_trained_run_args(parser)
     parser.set_defaults(func=run)
@@ -28,15 +33,21 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from l2bt.decisions.calibration_images import calibration_folder_images
-    from l2bt.decisions.thresholds import check_false_alarm_rate
     from l2bt.model import L2BT
 
-    check_false_alarm_rate(args.false_alarm_rate)
+    beta, cleanup = decision_settings(args)
     images = calibration_folder_images(Path(args.images))
     model = L2BT.load(
         args.model, device=args.device, precision=args.precision, weights=args.weights
     )
-    thresholds = model.calibrate(images, args.false_alarm_rate, args.batch_size, show_progress())
+    thresholds = model.calibrate(
+        images,
+        args.false_alarm_rate,
+        args.batch_size,
+        show_progress(),
+        pixel_false_alarm_rate=beta,
+        cleanup=cleanup,
+    )
     model.save_thresholds(args.model)
     print(thresholds.summary())
     print(f"wrote {Path(args.model) / 'config.json'}")

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 DATASETS = ("mvtec_ad", "visa", "mvtec_ad2", "folder")  # l2bt.data.DATASETS, by name
 PRECISIONS = ("fp32", "bf16")  # l2bt.teacher.PRECISIONS
 INPUT_MODES = ("pad", "aspect")  # l2bt.preprocess.INPUT_MODES
+
+if TYPE_CHECKING:
+    from l2bt.decisions.cleanup import Cleanup
 
 
 def add_dataset_args(parser: argparse.ArgumentParser, category_required: bool = True) -> None:
@@ -56,6 +60,11 @@ def add_calibration_args(parser: argparse.ArgumentParser) -> None:
         "(default: validation/good where the data set has it, else 10 %%, at least 8, none "
         "below 40 training images), a folder of good images, or 0 for none",
     )
+    add_decision_args(parser)
+
+
+def add_decision_args(parser: argparse.ArgumentParser) -> None:
+    """The rates thresholds are set at, and the clean-up of masks (SPEC §7)."""
     parser.add_argument(
         "--false-alarm-rate",
         type=float,
@@ -63,6 +72,52 @@ def add_calibration_args(parser: argparse.ArgumentParser) -> None:
         metavar="ALPHA",
         help="guaranteed rate of defect-free parts called defective (default 0.01)",
     )
+    parser.add_argument(
+        "--pixel-false-alarm-rate",
+        type=float,
+        default=None,
+        metavar="BETA",
+        help="also set a segmentation threshold for masks by conformal risk control: the "
+        "expected fraction of a good part's pixels flagged is at most BETA (default: off; "
+        "masks use the pixel threshold on map maxima)",
+    )
+    parser.add_argument(
+        "--min-region-area",
+        type=int,
+        default=0,
+        metavar="PX",
+        help="clean-up: drop mask regions of fewer pixels (default 0: keep all)",
+    )
+    parser.add_argument(
+        "--close-radius",
+        type=int,
+        default=0,
+        metavar="PX",
+        help="clean-up: close mask gaps with a disc of this radius (default 0: off)",
+    )
+    parser.add_argument(
+        "--fill-holes", action="store_true", help="clean-up: fill holes in mask regions"
+    )
+
+
+def decision_settings(args: argparse.Namespace) -> tuple[float | None, Cleanup]:
+    """(β or None, the clean-up) from the flags of `add_decision_args`, checked."""
+    from l2bt.decisions.cleanup import Cleanup
+    from l2bt.decisions.risk import check_pixel_false_alarm_rate
+    from l2bt.decisions.thresholds import check_false_alarm_rate
+    from l2bt.errors import InputError
+
+    check_false_alarm_rate(args.false_alarm_rate)
+    if args.pixel_false_alarm_rate is not None:
+        check_pixel_false_alarm_rate(args.pixel_false_alarm_rate)
+    for flag, value in (
+        ("--min-region-area", args.min_region_area),
+        ("--close-radius", args.close_radius),
+    ):
+        if value < 0:
+            raise InputError(f"{flag} must be 0 or more, got {value}")
+    cleanup = Cleanup(args.min_region_area, args.close_radius, args.fill_holes)
+    return args.pixel_false_alarm_rate, cleanup
 
 
 def add_device_args(parser: argparse.ArgumentParser) -> None:

@@ -11,6 +11,7 @@ from l2bt.cli.common import (
     add_dataset_args,
     add_device_args,
     add_teacher_args,
+    decision_settings,
     show_progress,
 )
 
@@ -39,14 +40,13 @@ def run(args: argparse.Namespace) -> int:
     from l2bt.config import L2BTConfig, TeacherConfig, TrainConfig
     from l2bt.data import load_category
     from l2bt.decisions.calibration_images import parse_calibration, split_calibration
-    from l2bt.decisions.thresholds import check_false_alarm_rate
     from l2bt.errors import InputError
     from l2bt.model import L2BT
 
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise InputError("output folder exists and is not empty (use --overwrite)", out)
-    check_false_alarm_rate(args.false_alarm_rate)
+    beta, cleanup = decision_settings(args)
     choice = parse_calibration(args.calibration)
     split = load_category(args.data, args.category, args.dataset)
     config = L2BTConfig(
@@ -76,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
         info={"data": data},
         calibration_images=images.calibration,
         false_alarm_rate=args.false_alarm_rate,
+        pixel_false_alarm_rate=beta,
+        cleanup=cleanup,
     )
     model.save(out, overwrite=args.overwrite)
     losses = model.info["training"]["epoch_losses"]

@@ -3,18 +3,25 @@
 The same function serves every method of the benchmark (l2bt, l2bt@N, patchcore,
 dinomaly), `l2bt fit` and `l2bt calibrate`: it predicts each calibration image once and
 keeps two numbers per image (its score and its map maximum), so memory does not grow
-with the images' size.
+with the images' size. With a pixel false-alarm rate β it also sets the segmentation
+threshold by conformal risk control (`risk.py`), which reads the maps several times: they
+are spilled to a temporary folder as float32 files and memory-mapped from there, one at a
+time (disk: 4 bytes per calibration pixel, removed at the end).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from l2bt.data.image_io import read_image
+from l2bt.decisions.cleanup import Cleanup
+from l2bt.decisions.risk import check_pixel_false_alarm_rate, segmentation_threshold
 from l2bt.decisions.thresholds import Thresholds, check_false_alarm_rate, thresholds_from_scores
 from l2bt.prediction import Predictor
 
@@ -34,9 +41,37 @@ def calibrate(
     alpha: float,
     batch_size: int = 4,
     progress: bool = True,
+    *,
+    beta: float | None = None,
+    cleanup: Cleanup | None = None,
 ) -> Calibration:
-    """Image and pixel thresholds at false-alarm rate `alpha` from defect-free `images`."""
+    """Image and pixel thresholds at false-alarm rate `alpha` from defect-free `images`;
+    with `beta`, also the segmentation threshold at pixel false-alarm rate β (masks
+    cleaned by `cleanup`, which is stored with the thresholds either way)."""
     check_false_alarm_rate(alpha)
+    if beta is not None:
+        check_pixel_false_alarm_rate(beta)
+    cleanup = cleanup or Cleanup()
+    with tempfile.TemporaryDirectory(prefix="l2bt-calibration-") as scratch:
+        spill = None if beta is None else Path(scratch)
+        scores, maxima = _predict(predictor, images, batch_size, progress, spill)
+        thresholds = thresholds_from_scores(scores, maxima, alpha, [str(p) for p in images])
+        thresholds = replace(thresholds, cleanup=cleanup)
+        if spill is not None and beta is not None:
+            maps = [spill / f"{i}.npy" for i in range(len(images))]
+            found = segmentation_threshold(lambda: _mapped(maps), beta, cleanup)
+            thresholds = thresholds.with_segmentation(found)
+    return Calibration(thresholds, tuple(scores), tuple(maxima))
+
+
+def _predict(
+    predictor: Predictor,
+    images: Sequence[Path],
+    batch_size: int,
+    progress: bool,
+    spill: Path | None,
+) -> tuple[list[float], list[float]]:
+    """Each image's score and map maximum; with `spill`, each map saved there as `<i>.npy`."""
     scores: list[float] = []
     maxima: list[float] = []
     bar = tqdm(total=len(images), desc="calibration", unit="img", disable=not progress)
@@ -44,8 +79,15 @@ def calibrate(
         for start in range(0, len(images), batch_size):
             batch = [read_image(p) for p in images[start : start + batch_size]]
             for prediction in predictor.predict_batch(batch):
+                if spill is not None:
+                    values = prediction.anomaly_map.astype(np.float32, copy=False)
+                    np.save(spill / f"{len(scores)}.npy", values)
                 scores.append(prediction.score)
                 maxima.append(float(prediction.anomaly_map.max()))
             bar.update(len(batch))
-    thresholds = thresholds_from_scores(scores, maxima, alpha, [str(p) for p in images])
-    return Calibration(thresholds, tuple(scores), tuple(maxima))
+    return scores, maxima
+
+
+def _mapped(paths: Sequence[Path]) -> Iterator[np.ndarray]:
+    for path in paths:
+        yield np.load(path, mmap_mode="r")

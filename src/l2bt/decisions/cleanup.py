@@ -25,8 +25,7 @@ from typing import Any
 import numpy as np
 
 from l2bt.errors import InputError
-
-EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+from l2bt.metrics.size_bins import EIGHT_CONNECTED
 
 
 @dataclass(frozen=True)

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from typing import Any
 
+from l2bt.decisions.cleanup import Cleanup
+from l2bt.decisions.risk import SegmentationThreshold
 from l2bt.errors import InputError
 
 
@@ -63,7 +65,9 @@ class Thresholds:
     """What a run folder's `config.json` holds under "thresholds" (SPEC §7).
 
     `image`: a part is defective when its score is above it; `pixel`: a pixel belongs to
-    the predicted mask when its map value is above it. `false_alarm_rate` is the α asked
+    the predicted mask when its map value is above it, unless `segmentation` (risk
+    control at β, `decisions.risk`) is set, which masks then use; `cleanup` runs on every
+    mask before its regions are counted. `false_alarm_rate` is the α asked
     for, `guaranteed_rate` what the calibration set can guarantee (α, or 1/(n + 1)).
     """
 
@@ -73,10 +77,28 @@ class Thresholds:
     guaranteed_rate: float
     n_calibration: int
     calibration_images: tuple[str, ...]
+    segmentation: float | None = None  # risk-controlled mask threshold (SPEC §7), if asked
+    pixel_false_alarm_rate: float | None = None  # β asked for
+    attainable_pixel_rate: float | None = None  # the expected flagged fraction that holds
+    cleanup: Cleanup = field(default_factory=Cleanup)  # runs on every mask before its regions
+
+    @property
+    def mask_threshold(self) -> float:
+        """What masks use: the segmentation threshold when set, else the pixel threshold."""
+        return self.pixel if self.segmentation is None else self.segmentation
+
+    def with_segmentation(self, found: SegmentationThreshold) -> Thresholds:
+        return replace(
+            self,
+            segmentation=found.threshold,
+            pixel_false_alarm_rate=found.beta,
+            attainable_pixel_rate=found.attainable_rate,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         described = asdict(self)
         described["calibration_images"] = list(self.calibration_images)
+        described["cleanup"] = self.cleanup.to_dict()
         return described
 
     @classmethod
@@ -88,6 +110,10 @@ class Thresholds:
             guaranteed_rate=float(data["guaranteed_rate"]),
             n_calibration=int(data["n_calibration"]),
             calibration_images=tuple(data["calibration_images"]),
+            segmentation=_optional_float(data.get("segmentation")),
+            pixel_false_alarm_rate=_optional_float(data.get("pixel_false_alarm_rate")),
+            attainable_pixel_rate=_optional_float(data.get("attainable_pixel_rate")),
+            cleanup=Cleanup.from_dict(data.get("cleanup") or {}),
         )
 
     def summary(self) -> str:
@@ -98,10 +124,23 @@ class Thresholds:
                 f" (not the asked {self.false_alarm_rate:g}: {self.n_calibration} "
                 f"calibration images guarantee no less than 1/(n+1))"
             )
-        return (
+        line = (
             f"thresholds from {self.n_calibration} calibration images: image "
             f"{self.image:.6g}, pixel {self.pixel:.6g}; guaranteed false-alarm rate {rate}"
         )
+        if self.segmentation is not None:
+            line += (
+                f"; masks at the segmentation threshold {self.segmentation:.6g} (expected "
+                f"fraction of a good part's pixels flagged <= {self.attainable_pixel_rate:.3g}"
+            )
+            if self.attainable_pixel_rate != self.pixel_false_alarm_rate:
+                line += f", not the asked {self.pixel_false_alarm_rate:g}: too few images"
+            line += ")"
+        return line
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def thresholds_from_scores(

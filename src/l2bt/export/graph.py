@@ -153,7 +153,7 @@ class L2BTGraph(nn.Module):
     def decide(self, anomaly_map: torch.Tensor, score: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self.thresholds is None:
             return anomaly_map, score
-        mask = (anomaly_map > self.thresholds.pixel).to(torch.uint8) * 255
+        mask = (anomaly_map > self.thresholds.mask_threshold).to(torch.uint8) * 255
         return anomaly_map, score, mask, score > self.thresholds.image
 
 

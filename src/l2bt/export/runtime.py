@@ -2,8 +2,9 @@
 
 The graph does the whole prediction of one image (see `l2bt.export.graph`); on the host
 remain only what a graph does badly: reading the file's metadata (the run's config and
-thresholds), checking an aspect-mode graph's fixed grid, and the 8-connected regions of
-the mask (`find_regions`, exactly as the torch engine's `decide`). Providers: the CPU, or
+thresholds), checking an aspect-mode graph's fixed grid, and the mask's clean-up and
+8-connected regions (`Cleanup.apply`, `find_regions`, exactly as the torch engine's
+`decide`: the graph's own `mask` output is the thresholded map before clean-up). Providers: the CPU, or
 CUDA when asked for (`device="cuda"`) or available (`"auto"`) in the installed
 onnxruntime. Images are run one at a time: their sizes differ and the graph has no batch
 axis.
@@ -154,7 +155,8 @@ class OnnxRuntimePredictor:
         prediction = Prediction(anomaly_map, float(outputs["score"]))
         if not self.decides:
             return prediction
-        mask = outputs["mask"] == 255  # (H, W) uint8 0/255 -> bool
+        assert self.thresholds is not None
+        mask = self.thresholds.cleanup.apply(outputs["mask"] == 255)  # (H, W) 0/255 -> bool
         verdict = DEFECTIVE if bool(outputs["defective"]) else GOOD
         return Prediction(
             anomaly_map, prediction.score, mask, verdict, find_regions(anomaly_map, mask)

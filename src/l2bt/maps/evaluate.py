@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -43,6 +43,7 @@ from l2bt.maps.readers import (
     read_image,
 )
 from l2bt.metrics import EvaluationResult, LowResolution, StreamingEvaluator, default_workers
+from l2bt.metrics.evaluator import MaskRule
 
 READERS = 2  # threads decoding maps and masks
 READ_AHEAD = 2  # images decoded ahead of the one being counted
@@ -58,12 +59,15 @@ def evaluate_maps(
     *,
     low_res_protocol: int | None = None,
     workers: int | None = None,
+    mask_rules: Mapping[str, MaskRule] | None = None,
 ) -> EvaluationResult:
     """Every metric of SPEC §6 (and §7's metrics with decisions, when the maps folder has
     a predicted mask per image and `scores.csv` a verdict column) for one category's
     maps, at original resolution; `low_res_protocol=N` adds the same maps scored at
     N × N (`l2bt.metrics.low_res`). `workers`: counting threads (default: the cores, at
-    most 4). `progress` shows bars on stderr, and only when it is a terminal.
+    most 4). `mask_rules`: named ways to binarise each map (e.g. a run's stored thresholds,
+    `decisions.decide.stored_mask_rules`), whose SegF1 is reported. `progress` shows bars
+    on stderr, and only when it is a terminal.
     """
     maps_dir = Path(maps_dir)
     samples = split.evaluable_test
@@ -84,7 +88,9 @@ def evaluate_maps(
         low_res_protocol,
         progress and sys.stderr.isatty(),
         StreamingEvaluator(
-            n_images=len(samples), workers=default_workers() if workers is None else workers
+            n_images=len(samples),
+            workers=default_workers() if workers is None else workers,
+            mask_rules=mask_rules,
         ),
         None if low_res_protocol is None else StreamingEvaluator(),
     )

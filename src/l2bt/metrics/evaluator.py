@@ -20,7 +20,7 @@ score). The full account: docs/design.md; figures: benchmarks/README.md.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -53,6 +53,8 @@ from l2bt.metrics.size_bins import (
     size_quantiles,
 )
 
+MaskRule = Callable[[np.ndarray], np.ndarray]  # (H, W) map -> (H, W) bool mask
+
 
 class StreamingEvaluator:
     """Accumulates a test set image by image in two passes; see the module docstring.
@@ -60,6 +62,8 @@ class StreamingEvaluator:
     `n_images`: how many images pass 2 will see (needed for AUPIMO, checked at the end).
     `workers`: threads counting defect-free pixels (1: all in the caller's thread).
     `aupimo_fpr_bounds`: AUPIMO's integration range (SPEC: 1e-5 to 1e-4).
+    `mask_rules`: named ways to binarise a map (e.g. each stored threshold with its
+    clean-up): pass 2 applies each to every map and `result` gives their SegF1.
     """
 
     def __init__(
@@ -67,7 +71,10 @@ class StreamingEvaluator:
         n_images: int | None = None,
         workers: int = 1,
         aupimo_fpr_bounds: tuple[float, float] = FPR_BOUNDS,
+        mask_rules: Mapping[str, MaskRule] | None = None,
     ) -> None:
+        self._mask_rules = dict(mask_rules or {})
+        self._rule_counts = {name: [0, 0, 0] for name in self._mask_rules}  # TP, FP, FN
         self._n_images_expected = n_images
         self._workers = workers
         self._aupimo_bounds = aupimo_fpr_bounds
@@ -152,18 +159,10 @@ class StreamingEvaluator:
         if verdict is not None:
             self._verdicts.append(bool(verdict))
         if predicted_mask is not None:
-            self._count_segmentation(predicted_mask, mask)
-
-    def _count_segmentation(self, predicted: np.ndarray, mask: np.ndarray) -> None:
-        if predicted.shape != mask.shape or predicted.dtype != np.bool_:
-            raise ValueError(
-                f"predicted mask must be bool {mask.shape}, not {predicted.dtype} {predicted.shape}"
-            )
-        hits = int(np.count_nonzero(predicted & mask))
-        self._segmentation[0] += hits
-        self._segmentation[1] += int(np.count_nonzero(predicted)) - hits
-        self._segmentation[2] += int(np.count_nonzero(mask)) - hits
-        self._segmentation[3] += 1
+            _count_segmentation(self._segmentation, predicted_mask, mask)
+            self._segmentation[3] += 1
+        for name, rule in self._mask_rules.items():
+            _count_segmentation(self._rule_counts[name], rule(anomaly_map), mask)
 
     # ---- the result ------------------------------------------------------------------
 
@@ -203,6 +202,7 @@ class StreamingEvaluator:
             aupimo=self._aupimo(),
             oracle=Oracle(image_f1_max(self._image_scores, self._image_labels), pixel_pr.f1_max),
             decisions=self._decisions(n_images),
+            seg_f1_at={name: f1_from_counts(*counts) for name, counts in self._rule_counts.items()},
         )
 
     def _aupimo(self) -> Aupimo:
@@ -273,6 +273,18 @@ def _defect_free(cells: np.ndarray, defects: DefectTable) -> np.ndarray:
     return cells
 
 
+def _count_segmentation(counts: list[int], predicted: np.ndarray, mask: np.ndarray) -> None:
+    """Add one image's TP, FP and FN pixels to `counts[:3]`."""
+    if predicted.shape != mask.shape or predicted.dtype != np.bool_:
+        raise ValueError(
+            f"predicted mask must be bool {mask.shape}, not {predicted.dtype} {predicted.shape}"
+        )
+    hits = int(np.count_nonzero(predicted & mask))
+    counts[0] += hits
+    counts[1] += int(np.count_nonzero(predicted)) - hits
+    counts[2] += int(np.count_nonzero(mask)) - hits
+
+
 def evaluate_arrays(
     maps: Sequence[np.ndarray],
     masks: Sequence[np.ndarray],
@@ -281,11 +293,15 @@ def evaluate_arrays(
     workers: int = 1,
     aupimo_fpr_bounds: tuple[float, float] = FPR_BOUNDS,
     keys: Sequence[str] | None = None,
+    mask_rules: Mapping[str, MaskRule] | None = None,
 ) -> EvaluationResult:
     """Both passes over maps and masks already in memory (tests, small sets); images are
     keyed by `keys`, else "0", "1", … by position."""
     evaluator = StreamingEvaluator(
-        n_images=len(maps), workers=workers, aupimo_fpr_bounds=aupimo_fpr_bounds
+        n_images=len(maps),
+        workers=workers,
+        aupimo_fpr_bounds=aupimo_fpr_bounds,
+        mask_rules=mask_rules,
     )
     for i, (anomaly_map, mask) in enumerate(zip(maps, masks, strict=True)):
         evaluator.add_defects(anomaly_map, mask, key=str(i) if keys is None else keys[i])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from l2bt.metrics.aupimo import FPR_BOUNDS, Aupimo
@@ -83,6 +83,7 @@ class EvaluationResult:
     oracle: Oracle
     decisions: Decisions | None = None
     low_res: LowResolution | None = None
+    seg_f1_at: dict[str, float | None] = field(default_factory=dict)  # mask rule -> SegF1
 
     def to_json_dict(self) -> dict[str, Any]:
         """The SPEC §6 JSON (limits as "0.3", "0.1", "0.05", "0.01"), with the further
@@ -119,6 +120,8 @@ class EvaluationResult:
                 },
                 "seg_f1": self.decisions.seg_f1,
             }
+        if self.seg_f1_at:
+            data["seg_f1_at"] = dict(self.seg_f1_at)
         if self.low_res is not None:
             data["low_res_protocol"] = {
                 "size": self.low_res.size,
@@ -158,6 +161,11 @@ def format_table(result: EvaluationResult) -> str:
             f"decisions: image precision {_fmt(image.precision, 0)} recall "
             f"{_fmt(image.recall, 0)} F1 {_fmt(image.f1, 0)} false alarms "
             f"{_fmt(image.false_alarm_rate, 0)}   SegF1 {_fmt(result.decisions.seg_f1, 0)}"
+        )
+    if result.seg_f1_at:
+        lines.append(
+            "SegF1 at the stored thresholds: "
+            + "   ".join(f"{name} {_fmt(f1, 0)}" for name, f1 in result.seg_f1_at.items())
         )
     lines += ["", _aupro_rows("AUPRO to FPR", result.aupro, SIZE_BINS, result.robustness)]
     lines += ["", _aupro_rows("by area (px)", result.aupro_abs, ABSOLUTE_BINS)]

@@ -1,0 +1,198 @@
+"""Issue 20 end to end: the segmentation threshold and the clean-up stored by fit and
+calibrate, used by predict's masks and regions (torch and ONNX Runtime alike), and SegF1
+at each stored threshold in evaluate's figures."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+from scipy import ndimage
+
+from helpers import TINY_TEACHER, one_error_line, write_mvtec_tree
+from l2bt.cli import main
+from l2bt.decisions.cleanup import Cleanup
+from l2bt.decisions.decide import decide, stored_mask_rules
+from l2bt.decisions.thresholds import Thresholds
+from l2bt.metrics import evaluate_arrays
+from l2bt.prediction import Prediction
+
+pytestmark = pytest.mark.usefixtures("feature_cache")
+
+FLAGS = [
+    "--pixel-false-alarm-rate",
+    "0.1",
+    "--min-region-area",
+    "3",
+    "--close-radius",
+    "1",
+    "--fill-holes",
+]
+
+
+def fit(data, out, *extra):
+    return main(
+        [
+            "fit",
+            "--data",
+            str(data),
+            "--category",
+            "toy",
+            "--out",
+            str(out),
+            *TINY_TEACHER,
+            "--epochs",
+            "1",
+            "--calibration",
+            "0.25",
+            *extra,
+        ]
+    )
+
+
+@pytest.fixture(scope="module")
+def segmented(tmp_path_factory):
+    """A run with a segmentation threshold at β = 0.1 and every clean-up step."""
+    root = tmp_path_factory.mktemp("segmentation")
+    write_mvtec_tree(root / "data", n_train=12)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("L2BT_CACHE_DIR", str(root / "cache"))
+        assert fit(root / "data", root / "run", *FLAGS) == 0
+    return root
+
+
+def thresholds(**changes):
+    base = Thresholds(0.5, 0.9, 0.1, 0.1, 9, tuple(f"{i}.png" for i in range(9)))
+    return Thresholds(**{**base.__dict__, **changes})
+
+
+def test_decide_masks_at_the_segmentation_threshold_after_cleanup():
+    rng = np.random.default_rng(0)
+    anomaly_map = ndimage.uniform_filter(rng.random((37, 29)), 3).astype(np.float32)
+    cleanup = Cleanup(min_region_area=4, close_radius=1, fill_holes=True)
+    segmentation = float(np.quantile(anomaly_map, 0.8))
+    decided = decide(
+        Prediction(anomaly_map, 0.7), thresholds(segmentation=segmentation, cleanup=cleanup)
+    )
+    expected = cleanup.apply(anomaly_map > np.float32(segmentation))
+    assert decided.mask.shape == (37, 29) and np.array_equal(decided.mask, expected)
+    assert sum(r.area_px for r in decided.regions) == int(expected.sum())
+    assert all(r.area_px >= 4 for r in decided.regions)
+    plain = decide(Prediction(anomaly_map, 0.7), thresholds())
+    assert np.array_equal(plain.mask, anomaly_map > 0.9)  # no β: the pixel threshold
+
+
+def test_stored_mask_rules_name_each_threshold_alone_and_cleaned():
+    cleanup = Cleanup(min_region_area=2)
+    rules = stored_mask_rules(thresholds(segmentation=0.3, cleanup=cleanup))
+    assert list(rules) == ["pixel", "segmentation", "pixel+cleanup", "segmentation+cleanup"]
+    values = np.array([[0.4, 0.4, 0.1, 0.95], [0.4, 0.1, 0.1, 0.1]], np.float32)
+    assert rules["pixel"](values).tolist() == [[False, False, False, True], [False] * 4]
+    assert rules["segmentation"](values).tolist() == [
+        [True, True, False, True],
+        [True] + [False] * 3,
+    ]
+    cleaned = [[True, True, False, False], [True] + [False] * 3]  # the lone pixel dropped
+    assert rules["segmentation+cleanup"](values).tolist() == cleaned
+    assert rules["pixel+cleanup"](values).tolist() == [[False] * 4, [False] * 4]
+    assert list(stored_mask_rules(thresholds())) == ["pixel"]
+
+
+def test_seg_f1_at_each_rule_equals_a_plain_count():
+    rng = np.random.default_rng(3)
+    maps = [rng.random((h, w)).astype(np.float32) for h, w in [(9, 13), (17, 5), (6, 6)]]
+    masks = [m > 0.8 for m in maps]
+    masks[0][:] = False
+    rules = {"low": lambda m: m > 0.5, "high": lambda m: m > 0.9}
+    got = evaluate_arrays(maps, masks, mask_rules=rules).seg_f1_at
+    for name, rule in rules.items():
+        tp = sum(int((rule(m) & k).sum()) for m, k in zip(maps, masks, strict=True))
+        fp = sum(int((rule(m) & ~k).sum()) for m, k in zip(maps, masks, strict=True))
+        fn = sum(int((~rule(m) & k).sum()) for m, k in zip(maps, masks, strict=True))
+        assert got[name] == pytest.approx(2 * tp / (2 * tp + fp + fn))
+    assert "seg_f1_at" in evaluate_arrays(maps, masks, mask_rules=rules).to_json_dict()
+
+
+def test_fit_stores_the_segmentation_threshold_and_the_cleanup(segmented):
+    stored = json.loads((segmented / "run/config.json").read_text())["thresholds"]
+    assert stored["pixel_false_alarm_rate"] == 0.1
+    assert stored["cleanup"] == {"min_region_area": 3, "close_radius": 1, "fill_holes": True}
+    assert stored["n_calibration"] == 8  # 1/(n + 1) = 1/9 > 0.1: β is not attainable
+    assert stored["attainable_pixel_rate"] == pytest.approx(1 / 9)
+    assert stored["segmentation"] is not None and stored["segmentation"] <= stored["pixel"]
+
+
+def test_predict_masks_follow_the_stored_rule(segmented, tmp_path):
+    maps = tmp_path / "maps"
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(segmented / "run"),
+                "--out",
+                str(maps),
+                str(segmented / "data/toy/test"),
+            ]
+        )
+        == 0
+    )
+    stored = Thresholds.from_dict(
+        json.loads((segmented / "run/config.json").read_text())["thresholds"]
+    )
+    with open(maps / "scores.csv") as f:
+        keys = [row["key"] for row in csv.DictReader(f)]
+    for key in keys:
+        anomaly_map = tifffile.imread(maps / f"{key}.tiff")
+        mask = np.asarray(Image.open(maps / f"{key}_mask.png"))
+        assert mask.shape == anomaly_map.shape and set(np.unique(mask)) <= {0, 255}
+        expected = stored.cleanup.apply(anomaly_map > stored.mask_threshold)
+        assert np.array_equal(mask == 255, expected)
+
+
+def test_calibrate_recomputes_the_segmentation_threshold(segmented, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("config.json", "students.safetensors"):
+        (run / name).write_bytes((segmented / "run" / name).read_bytes())
+    images = segmented / "data/toy/train/good"
+    assert (
+        main(
+            [
+                "calibrate",
+                "--model",
+                str(run),
+                "--images",
+                str(images),
+                "--weights",
+                "random",
+                "--pixel-false-alarm-rate",
+                "0.05",
+                "--close-radius",
+                "2",
+            ]
+        )
+        == 0
+    )
+    stored = json.loads((run / "config.json").read_text())["thresholds"]
+    assert stored["pixel_false_alarm_rate"] == 0.05 and stored["n_calibration"] == 12
+    assert stored["cleanup"] == {"min_region_area": 0, "close_radius": 2, "fill_holes": False}
+    assert stored["attainable_pixel_rate"] == pytest.approx(1 / 13)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--pixel-false-alarm-rate", "1.5"),
+        ("--pixel-false-alarm-rate", "0"),
+        ("--min-region-area", "-1"),
+        ("--close-radius", "-2"),
+    ],
+)
+def test_bad_decision_flags_stop_with_one_line(tmp_path, capsys, flag, value):
+    write_mvtec_tree(tmp_path / "data", n_train=12)
+    assert fit(tmp_path / "data", tmp_path / "run", flag, value) == 2
+    assert flag in one_error_line(capsys)
+    assert not (tmp_path / "run").exists()
