@@ -4,9 +4,9 @@ The graph does the whole prediction of one image (see `l2bt.export.graph`); on t
 remain only what a graph does badly: reading the file's metadata (the run's config and
 thresholds), checking an aspect-mode graph's fixed grid, and the mask's clean-up and
 8-connected regions (`Cleanup.apply`, `find_regions`, exactly as the torch engine's
-`decide`: the graph's own `mask` output is the thresholded map before clean-up). Providers: the CPU, or
-CUDA when asked for (`device="cuda"`) or available (`"auto"`) in the installed
-onnxruntime. Images are run one at a time: their sizes differ and the graph has no batch
+`decide`: the graph's own `mask` output is the thresholded map before clean-up).
+Providers: the CPU, or CUDA when asked for (`device="cuda"`) or available (`"auto"`) in
+the installed onnxruntime. Images are run one at a time: their sizes differ and the graph has no batch
 axis.
 """
 
