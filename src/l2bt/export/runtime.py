@@ -6,8 +6,8 @@ thresholds), checking an aspect-mode graph's fixed grid, and the mask's clean-up
 8-connected regions (`Cleanup.apply`, `find_regions`, exactly as the torch engine's
 `decide`: the graph's own `mask` output is the thresholded map before clean-up).
 Providers: the CPU, or CUDA when asked for (`device="cuda"`) or available (`"auto"`) in
-the installed onnxruntime. Images are run one at a time: their sizes differ and the graph has no batch
-axis.
+the installed onnxruntime. Images are run one at a time: their sizes differ and the
+graph has no batch axis.
 """
 
 from __future__ import annotations
