@@ -10,6 +10,12 @@ batch size: throughput (answered requests per second of the measured phase), cli
 latency p50/p95/p99, the server's own `seconds` (p50), and the errors by status. The
 server is stopped with Ctrl-C (SIGINT) and the script exits by itself.
 
+Single-request latency (`--single N`, default 8 requests): one client, no queue, the same
+PNG each time, against the batch-1 server; and, in this process on the same run and
+image, the median time of each part of one request: decoding the PNG (the service's own
+decoder), the teacher, everything else of the prediction (preprocessing, students,
+upsampling, smoothing, crop, score, mask and regions) and encoding the JSON answer.
+
     .venv/bin/python benchmarks/bench_serve.py --quick      # seconds: a smoke run
     .venv/bin/python benchmarks/bench_serve.py              # 1000x1500 images, batch 1 vs 4
     .venv/bin/python benchmarks/bench_serve.py --model RUN --device cuda --clients 16
@@ -216,6 +222,44 @@ def measure(
     )
 
 
+def request_parts(run: Path, png: bytes, repeats: int) -> dict[str, float]:
+    """Median seconds of each part of one request, in this process (see the docstring)."""
+    from common import median_seconds
+    from l2bt.model import L2BT
+    from l2bt.preprocess import preprocess
+    from l2bt.serve.decode import decode_image, header_limit
+    from l2bt.serve.encode import prediction_response
+
+    model = L2BT.load(run, device="cpu")
+    config = model.config.teacher
+    check = header_limit(model.describe(), 50_000_000)
+    image = decode_image(png, check)
+    x = preprocess(image, config.image_size, config.input_mode)[0][None]  # (1, 3, h, w)
+    prediction = model.predict(image)
+    threshold = None if model.thresholds is None else model.thresholds.image
+    parts = {
+        "decode": median_seconds(lambda: decode_image(png, check), repeats),
+        "teacher": median_seconds(
+            lambda: model.teacher.features(x, config.layers, model.precision), repeats
+        ),
+        "whole prediction": median_seconds(lambda: model.predict(image), repeats),
+        "encode": median_seconds(
+            lambda: prediction_response(
+                prediction,
+                threshold,
+                "bench",
+                time.perf_counter(),
+                "none",
+                "none",
+                None,
+            ),
+            repeats,
+        ),
+    }
+    parts["rest of the prediction"] = parts["whole prediction"] - parts["teacher"]
+    return parts
+
+
 def print_table(results: list[Result]) -> None:
     print(
         f"{'batch':>5} {'clients':>7} {'image':>10} {'sent':>5} {'ok':>5} {'errors':>8} "
@@ -254,6 +298,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=400, help="most requests sent")
     parser.add_argument("--seconds", type=float, default=120.0, help="most seconds sending")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument(
+        "--single", type=int, default=8, help="requests of the one-client latency (0: none)"
+    )
     parser.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
     args = parser.parse_args()
     if args.quick:
@@ -271,6 +318,15 @@ def main() -> int:
         folder = Path(tmp)
         os.environ.setdefault("L2BT_CACHE_DIR", str(folder / "cache"))
         run = args.model or fit_small_run(folder, args.image_size, args.device)
+        single = None
+        if args.single:
+            one = argparse.Namespace(**{**vars(args), "clients": 1, "requests": args.single})
+            server, url = start_server(run, 1, args, folder / "server.log")
+            try:
+                single = measure(url, bodies[:1] * 4, 1, args.image, one)
+            finally:
+                stop_server(server)
+            parts = request_parts(run, bodies[0], max(3, args.single // 2))
         for batch_size in (int(b) for b in args.batch_sizes.split(",")):
             server, url = start_server(run, batch_size, args, folder / "server.log")
             try:
@@ -283,6 +339,14 @@ def main() -> int:
         f"(one size); each client waits for its answer before sending the next"
     )
     print_table(results)
+    if single is not None:
+        print(
+            f"\none client, no queue ({single.answered} requests): latency p50 "
+            f"{single.latency_p50_s:.3f} s, server's own p50 {single.server_seconds_p50:.3f} s; "
+            "parts, medians in one process:"
+        )
+        for name, seconds in parts.items():
+            print(f"  {name:<24} {seconds:8.4f} s")
     if args.out:
         args.out.write_text(json.dumps([asdict(r) for r in results], indent=2))
     return 0
