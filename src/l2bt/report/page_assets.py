@@ -45,8 +45,8 @@ aside h2 { font-size: 15px; margin: 0 0 6px; word-break: break-all; }
 .pictures { display: flex; flex-wrap: wrap; gap: 10px; }
 .pictures figure { margin: 0; flex: 1 1 240px; min-width: 0; }
 .pictures figcaption { font-size: 12px; color: #555; }
-.pictures img { display: block; width: 100%; height: auto; }
-.frame { position: relative; }
+.pictures img { display: block; max-width: 100%; max-height: 62vh; width: auto; height: auto; }
+.frame { position: relative; display: inline-block; max-width: 100%; }
 .frame.small img { image-rendering: pixelated; }
 .frame svg { position: absolute; inset: 0; width: 100%; height: 100%; pointer-events: none; }
 .frame rect { fill: none; stroke: #fff; stroke-width: 2px; vector-effect: non-scaling-stroke; }
