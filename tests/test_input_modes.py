@@ -10,7 +10,7 @@ from l2bt import L2BT
 from l2bt.anomaly_map import image_score, top_count
 from l2bt.config import L2BTConfig, TeacherConfig, TrainConfig
 from l2bt.errors import InputError
-from l2bt.features import cached_train_features, shape_batches
+from l2bt.features import cached_train_features, iter_inputs
 from l2bt.preprocess import IMAGENET_MEAN, IMAGENET_STD, InputGeometry, preprocess
 from l2bt.teacher import load_teacher
 from test_teacher import reference_pos_embed
@@ -132,15 +132,19 @@ def test_pad_and_aspect_features_do_not_share_a_cache_entry(aspect_model, tmp_pa
     assert features.grids.tolist() == [[4, 4]] * len(paths)
 
 
-def test_batches_group_images_that_share_an_input_shape():
-    geometries = [
-        InputGeometry.aspect(h, w, 56)
-        for h, w in [(30, 40), (40, 30), (30, 40), (30, 40), (40, 30), (30, 40)]
-    ]
-    batches = shape_batches(geometries, batch_size=2)
-    assert batches == [[0, 2], [3, 5], [1, 4]]
-    for batch in batches:
-        assert len({(geometries[i].input_height, geometries[i].input_width) for i in batch}) == 1
+def test_batches_group_images_that_share_an_input_shape(tmp_path):
+    sizes = [(30, 40), (40, 30), (30, 40), (30, 40), (40, 30), (30, 40)]
+    paths = []
+    for i, (h, w) in enumerate(sizes):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(textured_image(h, w, i)).save(paths[-1])
+    geometries = [InputGeometry.aspect(h, w, 56) for h, w in sizes]
+    batches = list(iter_inputs(paths, geometries, batch_size=2))
+    assert [rows for rows, _ in batches] == [[0, 2], [3, 5], [1, 4]]
+    for rows, x in batches:
+        assert tuple(x.shape) == (2, 3, *geometries[rows[0]].input_shape)
+        for row, one in zip(rows, x, strict=True):
+            assert torch.equal(one, preprocess(textured_image(*sizes[row], row), 56, "aspect")[0])
 
 
 @pytest.mark.parametrize("n", [1, 999, 1000, 1001, 1961, 1_499_000, 561_741, 2_073_601])

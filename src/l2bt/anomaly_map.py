@@ -2,9 +2,12 @@
 
 `predict_images` is the road for every method that scores the teacher's patches (L2BT's
 students, PatchCore's memory bank, Dinomaly's decoder): preprocess each image (its
-`InputGeometry`), run the scorer on batches of inputs that share a shape, upsample,
-smooth and crop the maps of images that share a geometry together, score each image.
-The methods differ only in how they score patches (and Dinomaly in its smoothing).
+`InputGeometry`: one input, or its windows in tiles mode), run the scorer on batches of
+at most `INPUT_BATCH` inputs that share a shape, upsample, smooth and crop the maps of
+images that share a geometry together, score each image. In tiles mode each window's
+map is upsampled to T × T, the windows stitched (`l2bt.tiling.stitch`), and the frame
+smoothed once and cropped/resized to H × W (`tiling.tile_map_to_image`). The methods
+differ only in how they score patches (and Dinomaly in its smoothing).
 
 L2BT's scorer: per patch, the map is ‖n(f(t_a)) − n(t_b)‖ · ‖n(b(t_b)) − n(t_a)‖ with n the L2
 normalisation, f the forward and b the backward student, t_a and t_b the teacher's
@@ -13,8 +16,8 @@ input geometry (the padded square in `pad` mode, the image itself in `aspect` mo
 smoothed with five 5×5 then three 7×7 zero-padded box blurs (the paper's smoothing), and
 cropped back to the original image's pixels. The image score is the mean of the top
 k = ⌊0.001 · H · W⌋ map pixels (at least one), as the published code computes it.
-Memory: the inputs of one call, one batch of teacher activations per input shape, and
-one map per image at its own size.
+Memory: the inputs of one call, one batch of teacher activations, and one map per image
+at its own size (plus one frame per image in tiles mode).
 """
 
 from __future__ import annotations
@@ -26,14 +29,17 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from l2bt.config import TeacherConfig
 from l2bt.prediction import Prediction
-from l2bt.preprocess import InputGeometry, group_indices, preprocess
+from l2bt.preprocess import InputGeometry, group_indices, teacher_inputs
+from l2bt.tiling import stitch, tile_map_to_image
 
 BLUR_PASSES = ((5, 5), (7, 3))  # (box side, repetitions)
 TOP_FRACTION = 0.001  # of the map's pixels, averaged into the image score
+INPUT_BATCH = 16  # teacher inputs (images or windows) per scorer call
 
 PatchScorer = Callable[[torch.Tensor], torch.Tensor]  # (B, 3, h, w) -> (B, h/14, w/14)
-MapMaker = Callable[[torch.Tensor, InputGeometry], np.ndarray]  # (B, h, w) -> (B, H, W)
+MapMaker = Callable[[torch.Tensor, InputGeometry], np.ndarray]  # (B·n, h, w) -> (B, H, W)
 Smoothing = Callable[[torch.Tensor], torch.Tensor]  # (B, 1, H, W) -> (B, 1, H, W)
 
 
@@ -78,20 +84,36 @@ def to_image_maps(
     smoothing: Smoothing = smooth,
     align_corners: bool = False,
 ) -> np.ndarray:
-    """(B, h, w) patch maps of images sharing one geometry -> (B, H, W) float32 maps:
-    bilinear upsampling to the geometry's frame, `smoothing`, the crop to the image."""
-    maps = patch_maps.float().unsqueeze(1)  # (B, h, w) -> (B, 1, h, w)
-    maps = F.interpolate(
-        maps,
-        size=(geometry.frame_height, geometry.frame_width),
-        mode="bilinear",
-        align_corners=align_corners,
-    )
+    """(B · n, h, w) patch maps of B images sharing one geometry (n = its inputs per
+    image, image after image) -> (B, H, W) float32 maps: bilinear upsampling to the
+    geometry's frame (to T × T and stitched, in tiles mode), `smoothing`, the crop."""
+    if geometry.tiles is not None:
+        return _tiled_image_maps(patch_maps, geometry, smoothing, align_corners)
+    maps = _upsample(patch_maps, (geometry.frame_height, geometry.frame_width), align_corners)
     maps = smoothing(maps)
     rows = slice(geometry.top, geometry.top + geometry.height)
     cols = slice(geometry.left, geometry.left + geometry.width)
     maps = maps[:, 0, rows, cols]  # (B, 1, frame_h, frame_w) -> (B, H, W)
     return maps.cpu().numpy().astype(np.float32, copy=False)
+
+
+def _upsample(patch_maps: torch.Tensor, size: tuple[int, int], align_corners: bool) -> torch.Tensor:
+    """(B, h, w) -> (B, 1, size) float32, bilinear."""
+    maps = patch_maps.float().unsqueeze(1)  # (B, h, w) -> (B, 1, h, w)
+    return F.interpolate(maps, size=size, mode="bilinear", align_corners=align_corners)
+
+
+def _tiled_image_maps(
+    patch_maps: torch.Tensor, geometry: InputGeometry, smoothing: Smoothing, align_corners: bool
+) -> np.ndarray:
+    """Tiles mode of `to_image_maps`: per image, its windows' maps stitched into one frame,
+    smoothed once, cropped and resized back to H × W."""
+    layout = geometry.tiles
+    assert layout is not None
+    windows = _upsample(patch_maps, (layout.size, layout.size), align_corners)  # (B·n, 1, T, T)
+    windows = windows.reshape(-1, layout.count, layout.size, layout.size)  # -> (B, n, T, T)
+    maps = [tile_map_to_image(stitch(image, layout), layout, smoothing) for image in windows]
+    return torch.stack(maps).cpu().numpy().astype(np.float32, copy=False)  # (B, H, W)
 
 
 def top_count(n_pixels: int) -> int:
@@ -119,23 +141,41 @@ def image_score(anomaly_map: np.ndarray) -> float:
 def predict_images(
     score_patches: PatchScorer,
     images: Sequence[np.ndarray],
-    image_size: int,
-    input_mode: str,
+    teacher: TeacherConfig,
     device: torch.device,
     to_maps: MapMaker = to_image_maps,
     score: Callable[[np.ndarray], float] = image_score,
 ) -> list[Prediction]:
     """(H, W, 3) uint8 images -> a Prediction each, its map exactly the image's H × W."""
-    prepared = [preprocess(image, image_size, input_mode) for image in images]
-    geometries = [geometry for _, geometry in prepared]
-    patch_maps: dict[int, torch.Tensor] = {}
-    for indices in group_indices([g.input_shape for g in geometries]).values():
-        x = torch.stack([prepared[i][0] for i in indices]).to(device)  # (B, 3, h, w)
-        for i, patch_map in zip(indices, score_patches(x), strict=True):
-            patch_maps[i] = patch_map
+    geometries = [teacher.geometry(*image.shape[:2]) for image in images]
+    inputs = [teacher_inputs(image, g) for image, g in zip(images, geometries, strict=True)]
+    patch_maps = _score_inputs(score_patches, inputs, geometries, device)
     maps: dict[int, np.ndarray] = {}
     for geometry, indices in group_indices(geometries).items():
-        batch = torch.stack([patch_maps[i] for i in indices])  # (B, h/14, w/14)
+        batch = torch.cat([patch_maps[i] for i in indices])  # (B · n, h/14, w/14)
         for i, anomaly_map in zip(indices, to_maps(batch, geometry), strict=True):
             maps[i] = anomaly_map
     return [Prediction(maps[i], score(maps[i])) for i in range(len(images))]
+
+
+def _score_inputs(
+    score_patches: PatchScorer,
+    inputs: Sequence[torch.Tensor],
+    geometries: Sequence[InputGeometry],
+    device: torch.device,
+) -> dict[int, torch.Tensor]:
+    """Each image's (n, h, w) patch maps: its (n, 3, h, w) inputs scored in batches of at
+    most `INPUT_BATCH` inputs of one shape (windows of several images batch together)."""
+    patch_maps: dict[int, torch.Tensor] = {}
+    for indices in group_indices([g.input_shape for g in geometries]).values():
+        stacked = torch.cat([inputs[i] for i in indices])  # (Σn, 3, h, w)
+        scored = torch.cat(
+            [
+                score_patches(stacked[start : start + INPUT_BATCH].to(device))
+                for start in range(0, stacked.shape[0], INPUT_BATCH)
+            ]
+        )  # (Σn, h/14, w/14)
+        counts = [geometries[i].n_inputs for i in indices]
+        for i, image_maps in zip(indices, scored.split(counts), strict=True):
+            patch_maps[i] = image_maps
+    return patch_maps

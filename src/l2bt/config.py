@@ -9,7 +9,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from l2bt.errors import InputError
-from l2bt.preprocess import INPUT_MODES
+from l2bt.preprocess import INPUT_MODES, InputGeometry
+from l2bt.tiling import TileSettings
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,10 @@ class TeacherConfig:
     image_size: int = 1036  # input side (pad) or long side (aspect), a multiple of 14
     layers: tuple[int, int] = (7, 11)  # forward student maps layers[0] -> layers[1]
     input_mode: str = "pad"  # "pad": the paper's square; "aspect": no padding (SPEC §9)
+    # tiles mode (SPEC §11): window side T, least overlap (None: T // 4), rescale factor s
+    tile_size: int = 518
+    tile_overlap: int | None = None
+    tile_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.image_size <= 0 or self.image_size % 14:
@@ -33,6 +38,25 @@ class TeacherConfig:
             raise InputError(
                 f"--input-mode must be one of {', '.join(INPUT_MODES)}, got {self.input_mode!r}"
             )
+        TileSettings(self.tile_size, self.tile_overlap, self.tile_scale)  # checks them
+
+    @property
+    def tiles(self) -> TileSettings:
+        """The tile settings (used in tiles mode only)."""
+        return TileSettings(self.tile_size, self.tile_overlap, self.tile_scale)
+
+    def geometry(self, height: int, width: int) -> InputGeometry:
+        """How an H × W image becomes this teacher's inputs."""
+        return InputGeometry.for_mode(self.input_mode, height, width, self.image_size, self.tiles)
+
+    def cache_description(self) -> dict[str, Any]:
+        """The input settings teacher features depend on (part of feature-cache keys):
+        the tile settings only in tiles mode, so other modes keep their keys."""
+        described: dict[str, Any] = {"image_size": self.image_size, "input_mode": self.input_mode}
+        if self.input_mode == "tiles":
+            tiles = self.tiles
+            described["tiles"] = [tiles.size, tiles.min_overlap, tiles.scale]
+        return described
 
 
 @dataclass(frozen=True)

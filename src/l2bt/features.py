@@ -2,17 +2,19 @@
 
 Training runs the students for many epochs over the same frozen-teacher features, so
 they are extracted once and kept on disk in fp16, keyed by everything that changes
-them: teacher variant and weights, layers, input size and mode, precision and the exact
-list of files (path, size, modification time). Fifty epochs then cost one teacher pass
-per image plus the MLP work.
+them: teacher variant and weights, layers, input size and mode (in tiles mode T, the
+overlap and s), precision and the exact list of files (path, size, modification time).
+Fifty epochs then cost one teacher pass per input plus the MLP work.
 
-Layout of a cache entry: `early.npy` and `late.npy`, each (P, D) fp16 and memory-mapped,
-hold every patch of every image, image after image, each image's grid in row-major
-order; `grids.npy` (N, 2) holds each image's patch grid. In `pad` mode every grid is
-(S/14)²; in `aspect` mode grids follow the images' shapes, so rows are addressed by
-per-image offsets rather than a fixed stride. Extraction batches images that share an
-input shape (all of them in `pad` mode). Size on disk: 2 · P · D · 2 bytes (16 MiB per
-1036 px image of ViT-B).
+An input is an image, or in tiles mode one window of an image (image after image, each
+image's windows row-major). Layout of a cache entry: `early.npy` and `late.npy`, each
+(P, D) fp16 and memory-mapped, hold every patch of every input, input after input, each
+grid in row-major order; `grids.npy` (N, 2) holds each input's patch grid. In `pad` and
+`tiles` mode every grid is the same; in `aspect` mode grids follow the images' shapes, so
+rows are addressed by per-input offsets rather than a fixed stride. Extraction batches at
+most `batch_size` inputs of one shape, so memory is bounded by a batch of inputs and the
+windows of `workers` images, whatever the image size. Size on disk: 2 · P · D · 2 bytes
+(16 MiB per 1036 px image of ViT-B).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from tqdm.auto import tqdm
 from l2bt.atomic import atomic_folder
 from l2bt.config import TeacherConfig, content_digest
 from l2bt.data.image_io import image_size, read_image
-from l2bt.preprocess import InputGeometry, group_indices, preprocess
+from l2bt.preprocess import InputGeometry, group_indices, teacher_inputs
 from l2bt.teacher import Teacher
 
 CACHE_FORMAT = 2
@@ -47,55 +49,59 @@ def default_cache_dir() -> Path:
 
 def input_geometries(images: Sequence[Path], config: TeacherConfig) -> list[InputGeometry]:
     """Each image's input geometry, from the file headers (no decoding)."""
-    return [
-        InputGeometry.for_mode(config.input_mode, *image_size(p), config.image_size) for p in images
-    ]
-
-
-def shape_batches(geometries: Sequence[InputGeometry], batch_size: int) -> list[list[int]]:
-    """Indices of images that share an input shape, at most `batch_size` per batch, in
-    order of each shape's first appearance (one shape, hence plain batches, in pad mode)."""
-    groups = group_indices([geometry.input_shape for geometry in geometries])
-    return [
-        indices[start : start + batch_size]
-        for indices in groups.values()
-        for start in range(0, len(indices), batch_size)
-    ]
+    return [config.geometry(*image_size(p)) for p in images]
 
 
 def iter_inputs(
     images: Sequence[Path],
-    config: TeacherConfig,
     geometries: Sequence[InputGeometry],
     batch_size: int,
     workers: int = 2,
 ) -> Iterator[tuple[list[int], torch.Tensor]]:
-    """Batches of (indices, (B, 3, h, w) inputs) of images sharing a shape, read in threads."""
+    """Batches of (input rows, (B, 3, h, w) inputs) of at most `batch_size` inputs sharing
+    a shape, in order of each shape's first appearance. Rows number every image's inputs
+    (its windows in tiles mode), image after image. `workers` images are read at a time,
+    in threads."""
+    first_rows = np.cumsum([0] + [g.n_inputs for g in geometries])  # (N + 1,)
 
-    def load(path: Path) -> torch.Tensor:
-        return preprocess(read_image(path), config.image_size, config.input_mode)[0]
+    def load(index: int) -> torch.Tensor:
+        return teacher_inputs(read_image(images[index]), geometries[index])  # (n, 3, h, w)
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for indices in shape_batches(geometries, batch_size):
-            yield indices, torch.stack(list(pool.map(load, [images[i] for i in indices])))
+        for indices in group_indices([g.input_shape for g in geometries]).values():
+            rows: list[int] = []
+            pending: list[torch.Tensor] = []
+            for start in range(0, len(indices), workers):
+                chunk = indices[start : start + workers]
+                for index, x in zip(chunk, pool.map(load, chunk), strict=True):
+                    rows += range(first_rows[index], first_rows[index + 1])
+                    pending.append(x)
+                x = torch.cat(pending)  # (pending inputs, 3, h, w)
+                while len(rows) >= batch_size:
+                    yield rows[:batch_size], x[:batch_size]
+                    rows, x = rows[batch_size:], x[batch_size:]
+                pending = [x]
+            if rows:
+                yield rows, torch.cat(pending)
 
 
 @dataclass(frozen=True)
 class TrainFeatures:
-    """Cached fp16 features of the training images (see the module docstring).
+    """Cached fp16 features of the training inputs (see the module docstring): the
+    images, or in tiles mode their windows.
 
-    `early`, `late`: (P, D) memory-mapped arrays, every patch of every image in order;
-    `grids`: (N, 2) each image's patch grid (rows, columns).
+    `early`, `late`: (P, D) memory-mapped arrays, every patch of every input in order;
+    `grids`: (N, 2) each input's patch grid (rows, columns).
     """
 
     early: np.ndarray
     late: np.ndarray
     grids: np.ndarray
     folder: Path
-    offsets: np.ndarray = field(init=False)  # (N + 1,) first row of each image, then P
+    offsets: np.ndarray = field(init=False)  # (N + 1,) first row of each input, then P
 
     def __post_init__(self) -> None:
-        counts = self.grids[:, 0] * self.grids[:, 1]  # (N,) patches per image
+        counts = self.grids[:, 0] * self.grids[:, 1]  # (N,) patches per input
         object.__setattr__(self, "offsets", np.concatenate([[0], np.cumsum(counts)]))
 
     def __len__(self) -> int:
@@ -112,7 +118,7 @@ class TrainFeatures:
     def patches(
         self, indices: np.ndarray, device: torch.device
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every patch of images `indices` (read in sorted order, for disk locality), as two
+        """Every patch of inputs `indices` (read in sorted order, for disk locality), as two
         float32 (p, D) tensors."""
         rows = [slice(self.offsets[i], self.offsets[i + 1]) for i in np.sort(indices)]
         early, late = (
@@ -122,7 +128,7 @@ class TrainFeatures:
         return early, late
 
     def image(self, index: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """One image's features as two float32 (h, w, D) grids."""
+        """One input's features as two float32 (h, w, D) grids."""
         rows = slice(self.offsets[index], self.offsets[index + 1])
         h, w = (int(v) for v in self.grids[index])
         early, late = (
@@ -148,8 +154,7 @@ def cache_key(
         "variant": config.variant,
         "weights_id": weights_id,
         "layers": list(config.layers),
-        "image_size": config.image_size,
-        "input_mode": config.input_mode,
+        **config.cache_description(),
         "precision": precision,
         "files": files,
     }
@@ -185,15 +190,17 @@ def cached_train_features(
     if cached is not None:
         return cached
     geometries = input_geometries(images, config)
-    grids = np.array([g.grid for g in geometries], dtype=np.int64).reshape(-1, 2)  # (N, 2)
+    grids = np.array(
+        [g.grid for g in geometries for _ in range(g.n_inputs)], dtype=np.int64
+    ).reshape(-1, 2)  # (N inputs, 2)
     offsets = np.concatenate([[0], np.cumsum(grids[:, 0] * grids[:, 1])])  # (N + 1,)
     shape = (int(offsets[-1]), teacher.embed_dim)
     with atomic_folder(folder) as staging:
         early = np.lib.format.open_memmap(staging / "early.npy", "w+", np.float16, shape)
         late = np.lib.format.open_memmap(staging / "late.npy", "w+", np.float16, shape)
-        bar = tqdm(total=len(images), desc="teacher features", unit="img", disable=not progress)
+        bar = tqdm(total=len(grids), desc="teacher features", unit="input", disable=not progress)
         with bar:
-            for indices, x in iter_inputs(images, config, geometries, batch_size):
+            for indices, x in iter_inputs(images, geometries, batch_size):
                 a, b = teacher.features(x.to(device), config.layers, precision)
                 for row, i in enumerate(indices):
                     rows = slice(offsets[i], offsets[i + 1])
@@ -206,6 +213,7 @@ def cached_train_features(
         np.save(staging / "grids.npy", grids)
         meta = {
             "n_images": len(images),
+            "n_inputs": len(grids),
             "n_patches": shape[0],
             "dim": shape[1],
             "images": [str(p) for p in images],

@@ -259,13 +259,8 @@ class L2BT:
 
     def predict_batch(self, images: Sequence[ImageInput]) -> list[Prediction]:
         """Predict several images; teacher batches by input shape, post-processing by size."""
-        teacher = self.config.teacher
         predictions = predict_images(
-            self.patch_maps,
-            [as_rgb(im) for im in images],
-            teacher.image_size,
-            teacher.input_mode,
-            self.device,
+            self.patch_maps, [as_rgb(im) for im in images], self.config.teacher, self.device
         )
         return [decide(p, self.thresholds) for p in predictions]
 

@@ -1,6 +1,6 @@
-"""Turning an image of any size into the teacher's input, and remembering how.
+"""Turning an image of any size into the teacher's inputs, and remembering how.
 
-Two input modes (SPEC §9):
+Three input modes (SPEC §9, §11):
 
 - `pad` (the paper): the image is centred in a square by replicating its edges, the
   square resized with PIL bicubic to `size` × `size`. Every image gives the same
@@ -9,10 +9,12 @@ Two input modes (SPEC §9):
   short side the multiple of 14 nearest to the same scale (at least 14). The patch grid
   follows the image's shape, so a 1130 × 460 part at 1036 px gets 74 × 30 patches
   instead of 74 × 74.
+- `tiles`: the image (rescaled by s) is cut into overlapping T × T windows
+  (`l2bt.tiling`), each one teacher input; every window has the same (T/14)² grid.
 
-Both normalise with ImageNet statistics. The `InputGeometry` records where the image
-sits in the frame its anomaly map is upsampled to (the padded square, or the image
-itself), so the map can be cropped back to exactly the image's pixels. `WorkLimit`
+All normalise with ImageNet statistics. The `InputGeometry` records where the image
+sits in the frame its anomaly map is upsampled to (the padded square, the image itself,
+or the tiles' frame), so the map can be cropped back to exactly the image's pixels. `WorkLimit`
 refuses, from the header's size alone, an image whose largest array would pass a limit
 (in pad mode a 10000 × 10 image has a 10000² frame).
 """
@@ -28,11 +30,11 @@ import torch
 from PIL import Image
 
 from l2bt.data.image_io import ImageTooLarge
+from l2bt.tiling import PATCH, TileLayout, TileSettings, cut_windows
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-PATCH = 14
-INPUT_MODES = ("pad", "aspect")
+INPUT_MODES = ("pad", "aspect", "tiles")
 Key = TypeVar("Key", bound=Hashable)
 
 
@@ -43,7 +45,9 @@ class InputGeometry:
     `height` × `width`: the original image. `input_height` × `input_width`: the teacher
     input (multiples of 14). `frame_height` × `frame_width`: what the patch map is
     upsampled to before smoothing (pad: the padded square, side max(H, W); aspect: the
-    image itself). `top`, `left`: where the image sits in that frame.
+    image itself; tiles: the windows' frame). `top`, `left`: where the image sits in that
+    frame. `tiles`: the windows' layout in tiles mode (each window one T × T input), else
+    None (one input).
     """
 
     height: int
@@ -54,6 +58,7 @@ class InputGeometry:
     frame_width: int
     top: int
     left: int
+    tiles: TileLayout | None = None
 
     @classmethod
     def pad(cls, height: int, width: int, size: int) -> InputGeometry:
@@ -72,20 +77,38 @@ class InputGeometry:
         return cls(height, width, *input_hw, height, width, top=0, left=0)
 
     @classmethod
-    def for_mode(cls, mode: str, height: int, width: int, size: int) -> InputGeometry:
+    def tiled(cls, height: int, width: int, settings: TileSettings) -> InputGeometry:
+        """T × T windows over the rescaled image; the frame is the windows' frame (the
+        scaled image, edge-padded to T in a side shorter than T)."""
+        layout = TileLayout.for_image(height, width, settings)
+        frame = (layout.frame_height, layout.frame_width)
+        return cls(height, width, layout.size, layout.size, *frame, layout.top, layout.left, layout)
+
+    @classmethod
+    def for_mode(
+        cls, mode: str, height: int, width: int, size: int, tiles: TileSettings | None = None
+    ) -> InputGeometry:
+        """The geometry of `mode`; `tiles` (default `TileSettings()`) only in tiles mode."""
         if mode == "pad":
             return cls.pad(height, width, size)
         if mode == "aspect":
             return cls.aspect(height, width, size)
+        if mode == "tiles":
+            return cls.tiled(height, width, tiles or TileSettings())
         raise ValueError(f"input mode must be one of {', '.join(INPUT_MODES)}, got {mode!r}")
+
+    @property
+    def n_inputs(self) -> int:
+        """Teacher inputs of one image: its windows in tiles mode, else one."""
+        return 1 if self.tiles is None else self.tiles.count
 
     @property
     def work_pixels(self) -> int:
         """Pixels of the largest array one prediction of this image holds: the image and
-        its map (H × W), the teacher input, or the frame the map is upsampled to."""
+        its map (H × W), the teacher inputs, or the frame the map is upsampled to."""
         return max(
             self.height * self.width,
-            self.input_height * self.input_width,
+            self.n_inputs * self.input_height * self.input_width,
             self.frame_height * self.frame_width,
         )
 
@@ -117,9 +140,10 @@ class WorkLimit:
     mode: str
     size: int
     max_pixels: int
+    tiles: TileSettings | None = None
 
     def __call__(self, height: int, width: int) -> None:
-        geometry = InputGeometry.for_mode(self.mode, height, width, self.size)
+        geometry = InputGeometry.for_mode(self.mode, height, width, self.size, self.tiles)
         if geometry.work_pixels > self.max_pixels:
             raise ImageTooLarge(
                 f"an image of {width} x {height} pixels needs arrays of "
@@ -145,20 +169,33 @@ def pad_to_square(image: np.ndarray) -> np.ndarray:
 
 
 def preprocess(
-    image: np.ndarray, size: int, mode: str = "pad"
+    image: np.ndarray, size: int, mode: str = "pad", tiles: TileSettings | None = None
 ) -> tuple[torch.Tensor, InputGeometry]:
-    """(H, W, 3) uint8 RGB -> ((3, h, w) normalised float32 input, its geometry).
+    """(H, W, 3) uint8 RGB -> (normalised float32 input, its geometry).
 
-    In `pad` mode the input is size × size; in `aspect` mode its long side is `size`.
+    The input is (3, h, w) in `pad` mode (size × size) and `aspect` mode (long side
+    `size`); (N, 3, T, T), the windows, in `tiles` mode.
     """
     height, width = image.shape[:2]
-    geometry = InputGeometry.for_mode(mode, height, width, size)
-    source = pad_to_square(image) if mode == "pad" else image
-    resized = Image.fromarray(source).resize(
-        (geometry.input_width, geometry.input_height), Image.Resampling.BICUBIC
-    )
-    x = torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0)  # (h, w, 3)
-    x = x.permute(2, 0, 1)  # (h, w, 3) -> (3, h, w)
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    return (x - mean) / std, geometry
+    geometry = InputGeometry.for_mode(mode, height, width, size, tiles)
+    inputs = teacher_inputs(image, geometry)
+    return (inputs if geometry.tiles is not None else inputs[0]), geometry
+
+
+def teacher_inputs(image: np.ndarray, geometry: InputGeometry) -> torch.Tensor:
+    """(H, W, 3) uint8 RGB -> (n_inputs, 3, h, w) normalised float32 teacher inputs of
+    `geometry` (one input, or the windows in tiles mode)."""
+    if geometry.tiles is not None:
+        pixels = cut_windows(image, geometry.tiles)  # (N, T, T, 3)
+    else:
+        padded = (geometry.frame_height, geometry.frame_width) != image.shape[:2]
+        source = pad_to_square(image) if padded else image  # pad mode's square, or the image
+        resized = Image.fromarray(source).resize(
+            (geometry.input_width, geometry.input_height), Image.Resampling.BICUBIC
+        )
+        pixels = np.asarray(resized)[None]  # (h, w, 3) -> (1, h, w, 3)
+    x = torch.from_numpy(pixels.astype(np.float32) / 255.0)  # (N, h, w, 3)
+    x = x.permute(0, 3, 1, 2)  # (N, h, w, 3) -> (N, 3, h, w)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (x - mean) / std

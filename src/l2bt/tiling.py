@@ -27,7 +27,8 @@ from PIL import Image
 from torch.nn import functional as F
 
 from l2bt.errors import InputError
-from l2bt.preprocess import PATCH
+
+PATCH = 14  # the teacher's patch side in pixels (l2bt.preprocess re-exports it)
 
 
 @dataclass(frozen=True)

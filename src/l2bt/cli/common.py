@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 DATASETS = ("mvtec_ad", "visa", "mvtec_ad2", "folder")  # l2bt.data.DATASETS, by name
 PRECISIONS = ("fp32", "bf16")  # l2bt.teacher.PRECISIONS
-INPUT_MODES = ("pad", "aspect")  # l2bt.preprocess.INPUT_MODES
+INPUT_MODES = ("pad", "aspect", "tiles")  # l2bt.preprocess.INPUT_MODES
 
 if TYPE_CHECKING:
     from l2bt.decisions.cleanup import Cleanup
@@ -47,7 +47,29 @@ def add_teacher_args(parser: argparse.ArgumentParser) -> None:
         "--input-mode",
         default="pad",
         choices=INPUT_MODES,
-        help="pad: edge-pad to a square (the paper); aspect: keep the aspect ratio, no padding",
+        help="pad: edge-pad to a square (the paper); aspect: keep the aspect ratio, no "
+        "padding; tiles: overlapping --tile-size windows at native resolution",
+    )
+    parser.add_argument(
+        "--tile-size",
+        type=int,
+        default=518,
+        metavar="T",
+        help="tiles mode: window side in pixels, a multiple of 14 (default 518)",
+    )
+    parser.add_argument(
+        "--tile-overlap",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="tiles mode: least overlap of neighbouring windows in pixels (default T // 4)",
+    )
+    parser.add_argument(
+        "--tile-scale",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="tiles mode: rescale the image by S in (0, 1] first (default 1, native pixels)",
     )
 
 

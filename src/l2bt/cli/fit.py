@@ -51,7 +51,13 @@ def run(args: argparse.Namespace) -> int:
     split = load_category(args.data, args.category, args.dataset)
     config = L2BTConfig(
         teacher=TeacherConfig(
-            args.teacher, args.weights, args.image_size, input_mode=args.input_mode
+            args.teacher,
+            args.weights,
+            args.image_size,
+            input_mode=args.input_mode,
+            tile_size=args.tile_size,
+            tile_overlap=args.tile_overlap,
+            tile_scale=args.tile_scale,
         ),
         train=TrainConfig(args.epochs, args.batch_size, args.lr, args.seed),
     )

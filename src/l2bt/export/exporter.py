@@ -43,6 +43,8 @@ def teacher_input_hw(model: L2BT, image_hw: tuple[int, int] | None) -> tuple[int
     """The teacher input the graph is built for: size² in pad mode; in aspect mode the
     input of `image_hw` images (required there, refused in pad mode)."""
     teacher = model.config.teacher
+    if teacher.input_mode == "tiles":
+        raise InputError("export of tiles-mode runs is not supported yet (predict with torch)")
     if teacher.input_mode == "pad":
         if image_hw is not None:
             raise InputError(

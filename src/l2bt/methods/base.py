@@ -24,7 +24,10 @@ class MethodSettings:
     teacher: str = "dinov2_vitb14_reg"
     weights: str | None = None
     image_size: int = 1036
-    input_mode: str = "pad"  # SPEC §9: "pad" (the paper) or "aspect"
+    input_mode: str = "pad"  # SPEC §9, §11: "pad" (the paper), "aspect" or "tiles"
+    tile_size: int = 518  # tiles mode: window side T, least overlap (None: T // 4), scale s
+    tile_overlap: int | None = None
+    tile_scale: float = 1.0
     epochs: int = 50
     device: str = "auto"
     precision: str = "fp32"

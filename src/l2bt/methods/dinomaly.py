@@ -127,6 +127,8 @@ class Dinomaly:
                 f"precision must be one of {', '.join(PRECISIONS)}, got {settings.precision!r}"
             )
         self.seed = seed
+        if settings.input_mode == "tiles":
+            raise InputError("dinomaly does not take --input-mode tiles yet (use pad or aspect)")
         self.recipe = recipe or DinomalyRecipe()
         self.device = resolve_device(settings.device)
         if settings.teacher not in ARCHITECTURES:
@@ -263,8 +265,7 @@ class Dinomaly:
         return predict_images(
             self.patch_maps,
             images,
-            self.teacher_config.image_size,
-            self.teacher_config.input_mode,
+            self.teacher_config,
             self.device,
             to_maps=partial(to_full_resolution, kernel=self.kernel),
             score=partial(top_fraction_score, fraction=self.recipe.max_ratio),

@@ -285,7 +285,7 @@ def training_inputs(
     shapes = [g.input_shape for g in geometries]
     for batch in epoch_batches(shapes, batch_size, np.random.default_rng(seed)):
         for _, x in iter_inputs(
-            [images[i] for i in batch], config, [geometries[i] for i in batch], len(batch)
+            [images[i] for i in batch], [geometries[i] for i in batch], len(batch)
         ):
             yield x
 

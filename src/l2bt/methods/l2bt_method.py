@@ -27,7 +27,15 @@ class L2BTMethod:
         self.name = "l2bt" if image_size is None else f"l2bt@{image_size}"
         self.settings = settings
         self.config = L2BTConfig(
-            TeacherConfig(settings.teacher, settings.weights, size, input_mode=settings.input_mode),
+            TeacherConfig(
+                settings.teacher,
+                settings.weights,
+                size,
+                input_mode=settings.input_mode,
+                tile_size=settings.tile_size,
+                tile_overlap=settings.tile_overlap,
+                tile_scale=settings.tile_scale,
+            ),
             TrainConfig(epochs=settings.epochs),
         )
         self.model: L2BT | None = None

@@ -91,6 +91,9 @@ class PatchCore:
             settings.image_size,
             (layers[0], layers[1]),
             settings.input_mode,
+            settings.tile_size,
+            settings.tile_overlap,
+            settings.tile_scale,
         )
         self.coreset_ratio = coreset_ratio
         self.seed = seed
@@ -195,8 +198,7 @@ class PatchCore:
         return {
             "teacher": self.teacher_config.variant,
             "weights": self.teacher_config.weights,
-            "image_size": self.teacher_config.image_size,
-            "input_mode": self.teacher_config.input_mode,
+            **self.teacher_config.cache_description(),
             "layers": list(self.teacher_config.layers),
             "neighbourhood": self.neighbourhood,
             "coreset_ratio": self.coreset_ratio,
@@ -249,8 +251,7 @@ class PatchCore:
         return predict_images(
             self.patch_maps,
             images,
-            self.teacher_config.image_size,
-            self.teacher_config.input_mode,
+            self.teacher_config,
             self.device,
         )
 

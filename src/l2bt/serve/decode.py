@@ -31,6 +31,7 @@ from l2bt.data.image_io import (
 from l2bt.errors import InputError
 from l2bt.preprocess import INPUT_MODES, WorkLimit
 from l2bt.serve.errors import RequestError
+from l2bt.tiling import TileSettings
 
 EMPTY_BODY = "empty body: send one image file (multipart field 'image', or the raw bytes)"
 
@@ -65,7 +66,12 @@ def header_limit(description: dict[str, Any], max_pixels: int) -> HeaderCheck:
     teacher = description.get("config", {}).get("teacher", {})
     mode, size = teacher.get("input_mode"), teacher.get("image_size")
     if mode in INPUT_MODES and isinstance(size, int):
-        return WorkLimit(mode, size, max_pixels)
+        tiles = TileSettings(
+            teacher.get("tile_size", 518),
+            teacher.get("tile_overlap"),
+            teacher.get("tile_scale", 1.0),
+        )
+        return WorkLimit(mode, size, max_pixels, tiles if mode == "tiles" else None)
     return ImagePixelLimit(max_pixels)
 
 
