@@ -226,7 +226,7 @@ def request_parts(run: Path, png: bytes, repeats: int) -> dict[str, float]:
     """Median seconds of each part of one request, in this process (see the docstring)."""
     from common import median_seconds
     from l2bt.model import L2BT
-    from l2bt.preprocess import preprocess
+    from l2bt.preprocess import teacher_inputs
     from l2bt.serve.decode import decode_image, header_limit
     from l2bt.serve.encode import prediction_response
 
@@ -234,7 +234,7 @@ def request_parts(run: Path, png: bytes, repeats: int) -> dict[str, float]:
     config = model.config.teacher
     check = header_limit(model.describe(), 50_000_000)
     image = decode_image(png, check)
-    x = preprocess(image, config.image_size, config.input_mode)[0][None]  # (1, 3, h, w)
+    x = teacher_inputs(image, config.geometry(*image.shape[:2]))  # (n, 3, h, w)
     prediction = model.predict(image)
     threshold = None if model.thresholds is None else model.thresholds.image
     parts = {
