@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from fractions import Fraction
 from typing import Any
 
 from l2bt.errors import InputError
+from l2bt.typed_dict import typed_fields
 
 
 @dataclass(frozen=True)
@@ -80,15 +81,21 @@ class Thresholds:
         return described
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Thresholds:
-        return cls(
-            image=float(data["image"]),
-            pixel=float(data["pixel"]),
-            false_alarm_rate=float(data["false_alarm_rate"]),
-            guaranteed_rate=float(data["guaranteed_rate"]),
-            n_calibration=int(data["n_calibration"]),
-            calibration_images=tuple(data["calibration_images"]),
-        )
+    def from_dict(cls, data: object, key: str = "thresholds") -> Thresholds:
+        """From JSON a person may have edited: finite thresholds, rates in (0, 1], at least
+        one calibration image; each problem names its key (`thresholds.image`)."""
+        values = typed_fields(cls, data, key)
+        missing = [f.name for f in fields(cls) if f.name not in values]
+        if missing:
+            raise InputError(f"{key}.{missing[0]} is missing")
+        for name in ("false_alarm_rate", "guaranteed_rate"):
+            if not 0 < values[name] <= 1:
+                raise InputError(f"{key}.{name} must be in (0, 1], got {values[name]!r}")
+        if values["n_calibration"] < 1:
+            raise InputError(f"{key}.n_calibration must be ≥ 1, got {values['n_calibration']}")
+        for name in ("image", "pixel", "false_alarm_rate", "guaranteed_rate"):
+            values[name] = float(values[name])
+        return cls(**values)
 
     def summary(self) -> str:
         """One line for people: the thresholds and the rate they guarantee."""
