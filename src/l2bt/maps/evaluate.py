@@ -46,6 +46,7 @@ from l2bt.maps.layout import (
     read_score_table,
     widened,
 )
+from l2bt.maps.masks import predicted_masks_present, refuse_zero_one_masks, sample_mask
 from l2bt.metrics import EvaluationResult, LowResolution, StreamingEvaluator, default_workers
 from l2bt.metrics.evaluator import all_finite
 from l2bt.metrics.low_res import resize_bilinear, resize_nearest
@@ -81,7 +82,7 @@ def evaluate_maps(
         raise InputError(f"low-resolution size must be at least 1, not {low_res_protocol}")
     folder = MapsFolder(maps_dir / split.name)
     table = read_score_table(folder.scores, [s.key for s in samples])
-    files = _Files(folder, _predicted_masks(folder, samples))
+    files = _Files(folder, predicted_masks_present(folder, samples))
     checker = _HeaderCheck(samples, files)
     run = _Run(
         files,
@@ -138,6 +139,8 @@ def _pass_one(
         if run.low_res is not None and d.low_res is not None:
             small_map, small_mask = d.low_res
             run.low_res.add_defects(small_map, small_mask, key=s.key)
+    if all(i.size == 0 for i in indices.values()):
+        refuse_zero_one_masks(with_masks)
     return indices
 
 
@@ -338,29 +341,3 @@ class _HeaderCheck:
         self._thread.join()
         if before is None or self._failed_at < self._order[before.key]:
             self.raise_if_failed()
-
-
-def sample_mask(sample: Sample, hw: tuple[int, int]) -> np.ndarray:
-    """A sample's (H, W) bool ground truth; all False for a defect-free image."""
-    if sample.mask is None:
-        return np.zeros(hw, dtype=bool)
-    mask = read_mask(sample.mask, sample.mask_threshold)
-    if mask.shape != tuple(hw):
-        raise InputError(
-            f"mask is {mask.shape[0]}x{mask.shape[1]} but its image is {hw[0]}x{hw[1]}", sample.mask
-        )
-    return mask
-
-
-def _predicted_masks(folder: MapsFolder, samples: Sequence[Sample]) -> bool:
-    """Whether every sample has a predicted mask; some but not all is an error naming
-    the first missing one."""
-    present = [folder.mask(s.key).is_file() for s in samples]
-    if any(present) and not all(present):
-        missing = samples[present.index(False)]
-        raise InputError(
-            "predicted mask missing (the maps folder has masks for other "
-            "images: every image needs one, or none)",
-            folder.mask(missing.key),
-        )
-    return all(present)

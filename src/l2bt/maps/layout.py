@@ -130,7 +130,11 @@ def read_map(path: Path) -> np.ndarray:
     """An (H, W) anomaly map: float32 kept as is, other real types widened to float64
     (exactly, so that no two scores merge); non-finite values are an error."""
     try:
-        anomaly_map = tifffile.imread(path)
+        with tifffile.TiffFile(path) as tif:
+            _one_page(tif, path)
+            anomaly_map = tif.asarray()
+    except InputError:
+        raise
     except Exception as e:  # tifffile raises several types for broken files
         raise InputError(f"cannot read anomaly map ({e})", path) from e
     if anomaly_map.ndim == 3 and anomaly_map.shape[0] == 1:  # (1, H, W) -> (H, W)
@@ -176,13 +180,27 @@ def check_map_shape(path: Path, expected_hw: tuple[int, int]) -> None:
     """The map exists and is exactly its image's height × width (reads the header only)."""
     if not path.is_file():
         raise InputError("anomaly map not found", path)
-    try:
-        with tifffile.TiffFile(path) as tif:
-            shape = tuple(tif.series[0].shape)
-    except Exception as e:  # tifffile raises several types for broken files
-        raise InputError(f"cannot read anomaly map ({e})", path) from e
+    shape = _header_shape(path)
     shape = shape[1:] if len(shape) == 3 and shape[0] == 1 else shape  # (1, H, W) -> (H, W)
     check_shape(path, shape, expected_hw)
+
+
+def _header_shape(path: Path) -> tuple[int, ...]:
+    """The shape of a one-page map file, from its header."""
+    try:
+        with tifffile.TiffFile(path) as tif:
+            _one_page(tif, path)
+            return tuple(tif.series[0].shape)
+    except InputError:
+        raise
+    except Exception as e:  # tifffile raises several types for broken files
+        raise InputError(f"cannot read anomaly map ({e})", path) from e
+
+
+def _one_page(tif: tifffile.TiffFile, path: Path) -> None:
+    """A map file holds one page: a multi-page TIFF would be scored by its first page."""
+    if len(tif.pages) > 1:
+        raise InputError(f"anomaly map has {len(tif.pages)} pages; a map file holds one", path)
 
 
 def check_shape(
@@ -198,11 +216,7 @@ def check_shape(
 
 def map_shape(path: Path) -> tuple[int, int]:
     """(height, width) of a map file, from its header."""
-    try:
-        with tifffile.TiffFile(path) as tif:
-            shape = tuple(tif.series[0].shape)
-    except Exception as e:  # tifffile raises several types for broken files
-        raise InputError(f"cannot read anomaly map ({e})", path) from e
+    shape = _header_shape(path)
     shape = shape[1:] if len(shape) == 3 and shape[0] == 1 else shape  # (1, H, W) -> (H, W)
     if len(shape) != 2:
         raise InputError(f"anomaly map must be 2-D, got shape {shape}", path)
@@ -279,9 +293,15 @@ def read_score_table(path: Path, keys: Sequence[str]) -> ScoreTable | None:
     checked to cover `keys`; None if absent."""
     if not path.is_file():
         return None
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # with or without a BOM (Excel's)
+    except UnicodeDecodeError as e:
+        raise InputError(f"not a UTF-8 text file (byte {e.start}: {e.reason})", path) from e
+    if "\0" in text:
+        raise InputError("not a text file (holds NUL bytes)", path)
     scores: dict[str, float] = {}
     verdicts: dict[str, bool] = {}
-    with open(path, newline="") as f:
+    with io.StringIO(text, newline="") as f:
         reader = csv.DictReader(f)
         if reader.fieldnames is None or not {"key", "score"} <= set(reader.fieldnames):
             raise InputError("scores file needs the columns key,score", path)
