@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from l2bt import __version__
 from l2bt.anomaly_map import patch_anomaly, predict_images
-from l2bt.atomic import atomic_folder, write_text_atomic
+from l2bt.atomic import atomic_folder, remove_stale_leftovers, write_text_atomic
 from l2bt.config import L2BTConfig
 from l2bt.data.image_io import read_image, to_rgb_array
 from l2bt.decisions.calibrate import calibrate
@@ -148,6 +148,7 @@ class L2BT:
         run_dir = Path(run_dir)
         if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
             raise InputError("output folder exists and is not empty (use --overwrite)", run_dir)
+        remove_stale_leftovers(run_dir.parent)  # staging folders of killed fits
         with atomic_folder(run_dir) as staging:
             tensors = {f"forward.{k}": v for k, v in self.forward_student.state_dict().items()}
             tensors |= {f"backward.{k}": v for k, v in self.backward_student.state_dict().items()}

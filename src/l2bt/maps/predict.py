@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from l2bt.atomic import remove_stale_leftovers
 from l2bt.data.image_io import is_image_file, read_image
 from l2bt.decisions.decide import DEFECTIVE, decide
 from l2bt.decisions.thresholds import Thresholds
@@ -121,6 +122,7 @@ def predict_to_folder(
     """
     folder = MapsFolder(Path(out))
     check_outputs_spare_inputs(items, folder)
+    remove_stale_leftovers(folder.root, recursive=True)  # files of a killed predict
     for item in tqdm(items, desc="checking inputs", unit="img", disable=not progress):
         read_image(item.image)  # decode fully: bad files fail before anything is written
     scores: dict[str, float] = {}
