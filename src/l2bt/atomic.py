@@ -13,6 +13,7 @@ it changed for STALE_AFTER_S; a live writer's staging, however old, is kept.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -42,6 +43,8 @@ def atomic_file(path: Path) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as e:
+        raise _naming(e, path) from e
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -59,9 +62,20 @@ def atomic_folder(path: Path) -> Iterator[Path]:
         if path.exists():
             shutil.rmtree(path)
         os.replace(staging, path)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise _naming(e, path) from e
         raise
+
+
+def _naming(error: OSError, path: Path) -> OSError:
+    """`error` with a file name: a failed write() (no space, file too large) has none."""
+    if error.filename is not None:
+        return error
+    if error.errno is None:  # e.g. a short write: "2400 requested and 956 written"
+        return OSError(None, f"write failed, is the disk full? ({error})", str(path))
+    return OSError(error.errno, error.strerror or str(error), str(path))
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -122,4 +136,5 @@ def _remove(paths: list[Path]) -> None:
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
         else:
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # a read-only cache is still read
+                path.unlink(missing_ok=True)
