@@ -56,7 +56,7 @@ def test_aspect_preprocess_is_a_plain_pil_bicubic_resize_without_padding():
 
 
 def test_an_unknown_input_mode_is_an_input_error():
-    with pytest.raises(InputError, match="input-mode"):
+    with pytest.raises(InputError, match="input_mode must be one of"):
         TeacherConfig("dinov2_vits14", "random", 56, input_mode="crop")
 
 

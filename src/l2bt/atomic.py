@@ -2,21 +2,36 @@
 
 Everything l2bt writes goes to a temporary name beside its target and is renamed into
 place when complete: a run that dies leaves either the old file or the new one, and
-never a partial output. Temporary names start with "." and hold ".l2bt-tmp", so a
-process killed by SIGKILL (which runs no clean-up) leaves only hidden leftovers that
-`remove_leftovers` recognises and a resumed run deletes.
+never a partial output. Temporary names start with "." and hold ".l2bt-tmp" and their
+writer (`-<pid>@<host>~`), so a process killed by SIGKILL (which runs no clean-up) leaves
+only hidden leftovers that `remove_leftovers` recognises and a resumed run deletes.
+`remove_stale_leftovers` is for folders others may be writing (the feature cache, an
+output folder's parent): it deletes a leftover only when its writer is known gone (same
+host, no such process) or, writer unknown (another host, an older l2bt), when nothing in
+it changed for STALE_AFTER_S; a live writer's staging, however old, is kept.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 TMP_MARK = ".l2bt-tmp"
+STALE_AFTER_S = 6 * 3600  # a leftover of an unknown writer, unchanged this long, is removed
+_WRITER = re.compile(re.escape(TMP_MARK) + r"-(\d+)@(.*?)~")
+
+
+def writer_tag() -> str:
+    """The part of a temporary name that says which process writes it."""
+    return f"-{os.getpid()}@{socket.gethostname()}~"
 
 
 @contextmanager
@@ -24,10 +39,12 @@ def atomic_file(path: Path) -> Iterator[Path]:
     """A temporary path to write; it replaces `path` when the block ends without error."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}{TMP_MARK}{path.suffix}")  # writers infer the format
+    tmp = path.with_name(f".{path.stem}{TMP_MARK}{writer_tag()}{path.suffix}")  # keeps the format
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as e:
+        raise _naming(e, path) from e
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -37,15 +54,28 @@ def atomic_folder(path: Path) -> Iterator[Path]:
     """A temporary folder to fill; it replaces the folder `path` when the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}{TMP_MARK}-", dir=path.parent))
+    staging = Path(
+        tempfile.mkdtemp(prefix=f".{path.name}{TMP_MARK}{writer_tag()}", dir=path.parent)
+    )
     try:
         yield staging
         if path.exists():
             shutil.rmtree(path)
         os.replace(staging, path)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise _naming(e, path) from e
         raise
+
+
+def _naming(error: OSError, path: Path) -> OSError:
+    """`error` with a file name: a failed write() (no space, file too large) has none."""
+    if error.filename is not None:
+        return error
+    if error.errno is None:  # e.g. a short write: "2400 requested and 956 written"
+        return OSError(None, f"write failed, is the disk full? ({error})", str(path))
+    return OSError(error.errno, error.strerror or str(error), str(path))
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -58,9 +88,53 @@ def remove_leftovers(root: Path) -> int:
 
     Only for a folder no other l2bt process is writing (a resumed benchmark)."""
     leftovers = [p for p in Path(root).rglob(f".*{TMP_MARK}*") if p.name.startswith(".")]
-    for path in sorted(leftovers, key=lambda p: len(p.parts), reverse=True):
+    _remove(leftovers)
+    return len(leftovers)
+
+
+def remove_stale_leftovers(root: Path, recursive: bool = False) -> int:
+    """Delete the temporaries under `root` (its direct entries, or its whole tree with
+    `recursive`) whose writer is gone (see the module docstring); how many."""
+    pattern = f".*{TMP_MARK}*"
+    found = Path(root).rglob(pattern) if recursive else Path(root).glob(pattern)
+    now = time.time()
+    stale = [p for p in found if p.name.startswith(".") and _is_stale(p, now)]
+    _remove(stale)
+    return len(stale)
+
+
+def _is_stale(path: Path, now: float) -> bool:
+    found = _WRITER.search(path.name)
+    if found is not None and found[2] == socket.gethostname():
+        return not _process_exists(int(found[1]))
+    try:
+        return now - _last_change(path) > STALE_AFTER_S
+    except FileNotFoundError:  # its writer just renamed or removed it
+        return False
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
+def _last_change(path: Path) -> float:
+    """The newest modification time of `path` and, for a folder, of everything in it."""
+    times = [path.stat().st_mtime]
+    if path.is_dir():
+        times += [p.stat().st_mtime for p in path.rglob("*")]
+    return max(times)
+
+
+def _remove(paths: list[Path]) -> None:
+    for path in sorted(paths, key=lambda p: len(p.parts), reverse=True):  # deepest first
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
         else:
-            path.unlink(missing_ok=True)
-    return len(leftovers)
+            with contextlib.suppress(OSError):  # a read-only cache is still read
+                path.unlink(missing_ok=True)

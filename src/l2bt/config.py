@@ -10,7 +10,9 @@ from typing import Any
 
 from l2bt.errors import InputError
 from l2bt.preprocess import INPUT_MODES, InputGeometry
+from l2bt.teacher.vit import ARCHITECTURES
 from l2bt.tiling import TileSettings
+from l2bt.typed_dict import typed_fields
 
 
 @dataclass(frozen=True)
@@ -27,16 +29,23 @@ class TeacherConfig:
     tile_overlap: int | None = None
     tile_scale: float = 1.0
 
-    def __post_init__(self) -> None:
-        if self.image_size <= 0 or self.image_size % 14:
+    def __post_init__(self) -> None:  # each message starts with the field's name
+        if self.variant not in ARCHITECTURES:
             raise InputError(
-                f"--image-size must be a positive multiple of 14, got {self.image_size}"
+                f"variant must be one of {', '.join(ARCHITECTURES)}, got {self.variant!r}"
             )
+        if self.image_size <= 0 or self.image_size % 14:
+            raise InputError(f"image_size must be a positive multiple of 14, got {self.image_size}")
+        depth = ARCHITECTURES[self.variant].depth
         if len(self.layers) != 2 or self.layers[0] == self.layers[1]:
             raise InputError(f"layers must be two different block indices, got {self.layers}")
+        if not all(0 <= i < depth for i in self.layers):
+            raise InputError(
+                f"layers must be in 0..{depth - 1} for {self.variant}, got {self.layers}"
+            )
         if self.input_mode not in INPUT_MODES:
             raise InputError(
-                f"--input-mode must be one of {', '.join(INPUT_MODES)}, got {self.input_mode!r}"
+                f"input_mode must be one of {', '.join(INPUT_MODES)}, got {self.input_mode!r}"
             )
         TileSettings(self.tile_size, self.tile_overlap, self.tile_scale)  # checks them
 
@@ -68,10 +77,10 @@ class TrainConfig:
     lr: float = 1e-4
     seed: int = 0
 
-    def __post_init__(self) -> None:
+    def __post_init__(self) -> None:  # the message starts with the fields' names
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
             raise InputError(
-                f"epochs and batch size must be ≥ 1 and lr > 0, got {self.epochs}, "
+                f"epochs and batch_size must be ≥ 1 and lr > 0, got {self.epochs}, "
                 f"{self.batch_size}, {self.lr}"
             )
 
@@ -85,10 +94,19 @@ class L2BTConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> L2BTConfig:
-        teacher = dict(data["teacher"])
-        teacher["layers"] = tuple(teacher["layers"])
-        return cls(teacher=TeacherConfig(**teacher), train=TrainConfig(**data["train"]))
+    def from_dict(cls, data: object, key: str = "config") -> L2BTConfig:
+        """From JSON a person may have edited: each problem names its key (`config.x.y`)."""
+        parts = typed_fields(cls, data, key)
+        built: dict[str, Any] = {}
+        for name, part_cls in (("teacher", TeacherConfig), ("train", TrainConfig)):
+            if name not in parts:
+                raise InputError(f"{key}.{name} is missing")
+            values = typed_fields(part_cls, parts[name], f"{key}.{name}")
+            try:
+                built[name] = part_cls(**values)
+            except InputError as e:
+                raise InputError(f"{key}.{name}.{e.problem}") from e
+        return cls(**built)
 
 
 def content_digest(description: Mapping[str, Any]) -> str:

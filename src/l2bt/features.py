@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from l2bt.atomic import atomic_folder
+from l2bt.atomic import atomic_folder, remove_stale_leftovers
 from l2bt.config import TeacherConfig, content_digest
 from l2bt.data.image_io import image_size, read_image
 from l2bt.preprocess import InputGeometry, group_indices, teacher_inputs
@@ -185,6 +185,7 @@ def cached_train_features(
     interrupted extraction never leaves a half-written entry behind.
     """
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    remove_stale_leftovers(root)  # entries whose extraction was killed
     folder = root / cache_key(config, teacher.weights_id, precision, images)
     cached = _open_cached(folder)
     if cached is not None:

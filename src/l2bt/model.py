@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from l2bt import __version__
 from l2bt.anomaly_map import patch_anomaly, predict_images
-from l2bt.atomic import atomic_folder, write_text_atomic
+from l2bt.atomic import atomic_folder, remove_stale_leftovers, write_text_atomic
 from l2bt.config import L2BTConfig
 from l2bt.data.image_io import read_image, to_rgb_array
 from l2bt.decisions.calibrate import calibrate
@@ -36,6 +36,7 @@ from l2bt.features import cached_train_features
 from l2bt.prediction import Prediction
 from l2bt.students import Student
 from l2bt.teacher import Teacher, load_teacher
+from l2bt.teacher.frozen import PRECISIONS
 from l2bt.training import TrainingHistory, normal_score_range, train_students
 
 RUN_FORMAT = "l2bt-run/1"
@@ -169,6 +170,7 @@ class L2BT:
         run_dir = Path(run_dir)
         if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
             raise InputError("output folder exists and is not empty (use --overwrite)", run_dir)
+        remove_stale_leftovers(run_dir.parent)  # staging folders of killed fits
         with atomic_folder(run_dir) as staging:
             tensors = {f"forward.{k}": v for k, v in self.forward_student.state_dict().items()}
             tensors |= {f"backward.{k}": v for k, v in self.backward_student.state_dict().items()}
@@ -213,19 +215,7 @@ class L2BT:
         config_path = run_dir / "config.json"
         if not config_path.is_file():
             raise InputError("not an l2bt run folder (no config.json)", run_dir)
-        try:
-            described = json.loads(config_path.read_text())
-            config = L2BTConfig.from_dict(described["config"])
-            weights_id = described["teacher"]["weights_id"]
-            thresholds = (
-                None
-                if described.get("thresholds") is None
-                else Thresholds.from_dict(described["thresholds"])
-            )
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-            raise InputError(f"unreadable run configuration ({e})", config_path) from e
-        if described.get("format") != RUN_FORMAT:
-            raise InputError(f"unknown run format {described.get('format')!r}", config_path)
+        described, config, weights_id, thresholds = _read_run_config(config_path)
         teacher = load_teacher(config.teacher.variant, weights=weights or config.teacher.weights)
         if teacher.weights_id != weights_id:
             raise InputError(
@@ -245,7 +235,7 @@ class L2BT:
             forward,
             backward,
             device,
-            precision or described.get("precision", "fp32"),
+            precision or described["precision"],
             info,
             thresholds,
         )
@@ -271,6 +261,35 @@ class L2BT:
         return patch_anomaly(
             self.forward_student, self.backward_student, early, late, self.precision
         )
+
+
+def _read_run_config(
+    path: Path,
+) -> tuple[dict[str, Any], L2BTConfig, str, Thresholds | None]:
+    """A run's config.json checked as user input: every problem one line naming the key."""
+    try:
+        described = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"unreadable run configuration ({e})", path) from e
+    if not isinstance(described, dict) or described.get("format") != RUN_FORMAT:
+        found = described.get("format") if isinstance(described, dict) else described
+        raise InputError(f"unknown run format {found!r} (expected {RUN_FORMAT})", path)
+    described.setdefault("precision", "fp32")
+    try:
+        config = L2BTConfig.from_dict(described.get("config"))
+        teacher = described.get("teacher")
+        weights_id = teacher.get("weights_id") if isinstance(teacher, dict) else None
+        if not isinstance(weights_id, str):
+            raise InputError(f"teacher.weights_id must be a string, got {weights_id!r}")
+        if described["precision"] not in PRECISIONS:
+            raise InputError(
+                f"precision must be one of {', '.join(PRECISIONS)}, got {described['precision']!r}"
+            )
+        stored = described.get("thresholds")
+        thresholds = None if stored is None else Thresholds.from_dict(stored)
+    except InputError as e:
+        raise InputError(e.problem, path) from e
+    return described, config, weights_id, thresholds
 
 
 def _load_students(path: Path, dim: int) -> tuple[Student, Student]:

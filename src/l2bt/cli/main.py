@@ -54,7 +54,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"l2bt {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # no space, read-only, permission, not a folder, exists…
+        if args.debug:
+            raise
+        print(f"l2bt {args.command}: error: {os_problem(e)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"l2bt {args.command}: interrupted", file=sys.stderr)
         return 130
     return int(result or 0)
+
+
+def os_problem(error: OSError) -> str:
+    """One line for an operating-system error: the path(s) and the system's words."""
+    problem = error.strerror or str(error) or type(error).__name__
+    if error.filename is None:
+        return problem
+    if error.filename2 is not None:
+        return f"{error.filename} -> {error.filename2}: {problem}"
+    return f"{error.filename}: {problem}"

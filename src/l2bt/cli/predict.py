@@ -54,6 +54,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     add_trained_run_args(parser)
     parser.add_argument("--no-overlays", action="store_true", help="skip the PNG overlays")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="finish an interrupted predict into the same --out: images whose outputs are "
+        "all there are not predicted again (their scores are read back from their maps); "
+        "scores.csv and regions.csv are written in full",
+    )
     parser.set_defaults(func=run)
 
 
@@ -67,6 +74,12 @@ def run(args: argparse.Namespace) -> int:
     from l2bt.maps.predict import collect_inputs, predict_to_folder
 
     items = collect_inputs(args.inputs)
+    if not args.resume and (Path(args.out) / "scores.csv").is_file():
+        raise InputError(
+            "--out holds an earlier prediction (scores.csv): add --resume to finish it, "
+            "or choose another --out",
+            args.out,
+        )
     model = _load(args)
     normal = model.info.get("normal_patch_scores")
     colour_range = (normal["median"], normal["max"]) if normal else None
@@ -78,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         overlays=not args.no_overlays,
         colour_range=colour_range,
         progress=show_progress(),
+        resume=args.resume,
     )
     print(
         f"wrote {summary.n_images} maps to {args.out} "

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from fractions import Fraction
 from typing import Any
 
 from l2bt.decisions.cleanup import Cleanup
 from l2bt.decisions.risk import SegmentationThreshold
 from l2bt.errors import InputError
+from l2bt.typed_dict import typed_fields
 
 
 @dataclass(frozen=True)
@@ -102,19 +103,29 @@ class Thresholds:
         return described
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Thresholds:
-        return cls(
-            image=float(data["image"]),
-            pixel=float(data["pixel"]),
-            false_alarm_rate=float(data["false_alarm_rate"]),
-            guaranteed_rate=float(data["guaranteed_rate"]),
-            n_calibration=int(data["n_calibration"]),
-            calibration_images=tuple(data["calibration_images"]),
-            segmentation=_optional_float(data.get("segmentation")),
-            pixel_false_alarm_rate=_optional_float(data.get("pixel_false_alarm_rate")),
-            attainable_pixel_rate=_optional_float(data.get("attainable_pixel_rate")),
-            cleanup=Cleanup.from_dict(data.get("cleanup") or {}),
-        )
+    def from_dict(cls, data: object, key: str = "thresholds") -> Thresholds:
+        """From JSON a person may have edited: finite thresholds, rates in (0, 1], at least
+        one calibration image, a valid clean-up; each problem names its key
+        (`thresholds.image`). Fields added later (the segmentation threshold, the clean-up)
+        may be missing: older runs load with their defaults."""
+        values = typed_fields(cls, data, key)
+        required = [
+            f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
+        ]
+        missing = [name for name in required if name not in values]
+        if missing:
+            raise InputError(f"{key}.{missing[0]} is missing")
+        for name in RATES:
+            if values.get(name) is not None and not 0 < values[name] <= 1:
+                raise InputError(f"{key}.{name} must be in (0, 1], got {values[name]!r}")
+        if values["n_calibration"] < 1:
+            raise InputError(f"{key}.n_calibration must be ≥ 1, got {values['n_calibration']}")
+        for name in FLOATS:
+            if values.get(name) is not None:
+                values[name] = float(values[name])
+        if "cleanup" in values:
+            values["cleanup"] = _cleanup(values["cleanup"], f"{key}.cleanup")
+        return cls(**values)
 
     def summary(self) -> str:
         """One line for people: the thresholds and the rate they guarantee."""
@@ -139,8 +150,17 @@ class Thresholds:
         return line
 
 
-def _optional_float(value: Any) -> float | None:
-    return None if value is None else float(value)
+RATES = ("false_alarm_rate", "guaranteed_rate", "pixel_false_alarm_rate", "attainable_pixel_rate")
+FLOATS = ("image", "pixel", "segmentation", *RATES)
+
+
+def _cleanup(data: object, key: str) -> Cleanup:
+    if not isinstance(data, dict):
+        raise InputError(f"{key} must be an object, got {data!r}")
+    try:
+        return Cleanup.from_dict(data)
+    except InputError as e:
+        raise InputError(f"{key}: {e.problem.removeprefix('cleanup: ')}") from e
 
 
 def thresholds_from_scores(

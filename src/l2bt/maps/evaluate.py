@@ -35,13 +35,8 @@ import numpy as np
 from l2bt.data.sample import CategorySplit, Sample
 from l2bt.errors import InputError
 from l2bt.maps.layout import MapsFolder, ScoreTable, read_score_table
-from l2bt.maps.readers import (
-    Files,
-    HeaderCheck,
-    predicted_masks,
-    read_defects,
-    read_image,
-)
+from l2bt.maps.masks import predicted_masks_present, refuse_zero_one_masks
+from l2bt.maps.readers import Files, HeaderCheck, read_defects, read_image
 from l2bt.metrics import EvaluationResult, LowResolution, StreamingEvaluator, default_workers
 from l2bt.metrics.evaluator import MaskRule
 
@@ -79,7 +74,7 @@ def evaluate_maps(
         raise InputError(f"low-resolution size must be at least 1, not {low_res_protocol}")
     folder = MapsFolder(maps_dir / split.name)
     table = read_score_table(folder.scores, [s.key for s in samples])
-    files = Files(folder, predicted_masks(folder, samples))
+    files = Files(folder, predicted_masks_present(folder, samples))
     checker = HeaderCheck(samples, files)
     run = _Run(
         files,
@@ -136,6 +131,8 @@ def _pass_one(
         if run.low_res is not None and d.low_res is not None:
             small_map, small_mask = d.low_res
             run.low_res.add_defects(small_map, small_mask, key=s.key)
+    if all(i.size == 0 for i in indices.values()):
+        refuse_zero_one_masks(with_masks)
     return indices
 
 

@@ -130,7 +130,11 @@ def read_map(path: Path) -> np.ndarray:
     """An (H, W) anomaly map: float32 kept as is, other real types widened to float64
     (exactly, so that no two scores merge); non-finite values are an error."""
     try:
-        anomaly_map = tifffile.imread(path)
+        with tifffile.TiffFile(path) as tif:
+            _one_page(tif, path)
+            anomaly_map = tif.asarray()
+    except InputError:
+        raise
     except Exception as e:  # tifffile raises several types for broken files
         raise InputError(f"cannot read anomaly map ({e})", path) from e
     if anomaly_map.ndim == 3 and anomaly_map.shape[0] == 1:  # (1, H, W) -> (H, W)
@@ -179,6 +183,25 @@ def check_map_shape(path: Path, expected_hw: tuple[int, int]) -> None:
     check_shape(path, _header_shape(path), expected_hw)
 
 
+def _header_shape(path: Path) -> tuple[int, ...]:
+    """A one-page map file's array shape from its header, a leading axis of 1 dropped."""
+    try:
+        with tifffile.TiffFile(path) as tif:
+            _one_page(tif, path)
+            shape = tuple(int(n) for n in tif.series[0].shape)
+    except InputError:
+        raise
+    except Exception as e:  # tifffile raises several types for broken files
+        raise InputError(f"cannot read anomaly map ({e})", path) from e
+    return shape[1:] if len(shape) == 3 and shape[0] == 1 else shape  # (1, H, W) -> (H, W)
+
+
+def _one_page(tif: tifffile.TiffFile, path: Path) -> None:
+    """A map file holds one page: a multi-page TIFF would be scored by its first page."""
+    if len(tif.pages) > 1:
+        raise InputError(f"anomaly map has {len(tif.pages)} pages; a map file holds one", path)
+
+
 def check_shape(
     path: Path, shape: tuple[int, ...], expected_hw: tuple[int, int], what: str = "anomaly map"
 ) -> None:
@@ -196,16 +219,6 @@ def map_shape(path: Path) -> tuple[int, int]:
     if len(shape) != 2:
         raise InputError(f"anomaly map must be 2-D, got shape {shape}", path)
     return int(shape[0]), int(shape[1])
-
-
-def _header_shape(path: Path) -> tuple[int, ...]:
-    """A map file's array shape from its header, a leading page axis of 1 dropped."""
-    try:
-        with tifffile.TiffFile(path) as tif:
-            shape = tuple(int(n) for n in tif.series[0].shape)
-    except Exception as e:  # tifffile raises several types for broken files
-        raise InputError(f"cannot read anomaly map ({e})", path) from e
-    return shape[1:] if len(shape) == 3 and shape[0] == 1 else shape  # (1, H, W) -> (H, W)
 
 
 @dataclass(frozen=True)
@@ -278,9 +291,15 @@ def read_score_table(path: Path, keys: Sequence[str]) -> ScoreTable | None:
     checked to cover `keys`; None if absent."""
     if not path.is_file():
         return None
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # with or without a BOM (Excel's)
+    except UnicodeDecodeError as e:
+        raise InputError(f"not a UTF-8 text file (byte {e.start}: {e.reason})", path) from e
+    if "\0" in text:
+        raise InputError("not a text file (holds NUL bytes)", path)
     scores: dict[str, float] = {}
     verdicts: dict[str, bool] = {}
-    with open(path, newline="") as f:
+    with io.StringIO(text, newline="") as f:
         reader = csv.DictReader(f)
         if reader.fieldnames is None or not {"key", "score"} <= set(reader.fieldnames):
             raise InputError("scores file needs the columns key,score", path)

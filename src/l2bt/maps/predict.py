@@ -17,18 +17,21 @@ import statistics
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from l2bt.anomaly_map import image_score
+from l2bt.atomic import remove_stale_leftovers
 from l2bt.data.image_io import is_image_file, read_image
 from l2bt.decisions.decide import DEFECTIVE, decide
 from l2bt.decisions.thresholds import Thresholds
 from l2bt.errors import InputError
 from l2bt.maps.layout import (
     MapsFolder,
+    read_map,
     write_map,
     write_mask,
     write_png,
@@ -36,7 +39,7 @@ from l2bt.maps.layout import (
     write_scores,
 )
 from l2bt.maps.overlay import annotate, outline, overlay
-from l2bt.prediction import Prediction, Predictor, Region
+from l2bt.prediction import Prediction, Predictor
 
 
 @dataclass(frozen=True)
@@ -111,43 +114,75 @@ def predict_to_folder(
     colour_range: tuple[float, float] | None = None,
     progress: bool = True,
     thresholds: Thresholds | None = None,
+    resume: bool = False,
 ) -> PredictSummary:
     """Predict every item; write `<out>/<key>.tiff` (+ `.png` overlay) and `<out>/scores.csv`.
 
     Predictions that carry a decision (a model with thresholds, or `thresholds` given
     here for a predictor without its own) also write `<out>/<key>_mask.png`, a verdict
     column and `<out>/regions.csv`. `colour_range` fixes the overlays' colour scale;
-    without it each overlay spans its own map's range.
+    without it each overlay spans its own map's range. `resume` skips the items whose
+    outputs are all there (a killed run's): their score is `image_score` of the stored
+    map and their decision is re-derived from it, so scores.csv and regions.csv are full.
     """
     folder = MapsFolder(Path(out))
     check_outputs_spare_inputs(items, folder)
-    for item in tqdm(items, desc="checking inputs", unit="img", disable=not progress):
+    remove_stale_leftovers(folder.root, recursive=True)  # files of a killed predict
+    deciding = thresholds or getattr(predictor, "thresholds", None)
+    done = [i for i in items if resume and _complete(folder, i.key, deciding, overlays)]
+    pending = [item for item in items if item not in done]
+    for item in tqdm(pending, desc="checking inputs", unit="img", disable=not progress):
         read_image(item.image)  # decode fully: bad files fail before anything is written
-    scores: dict[str, float] = {}
-    verdicts: dict[str, str] = {}
-    regions: dict[str, list[Region]] = {}
+    results = {item.key: _stored(folder, item.key, deciding) for item in done}
     seconds: list[float] = []
-    style = (
-        OverlayStyle(colour_range, _image_threshold(predictor, thresholds)) if overlays else None
-    )
-    bar = tqdm(total=len(items), desc="predict", unit="img", disable=not progress)
+    style = OverlayStyle(colour_range, _image_threshold(deciding)) if overlays else None
+    bar = tqdm(total=len(pending), desc="predict", unit="img", disable=not progress)
     with bar, ThreadPoolExecutor(max_workers=2) as pool:
-        for start in range(0, len(items), batch_size):
-            batch = items[start : start + batch_size]
+        for start in range(0, len(pending), batch_size):
+            batch = pending[start : start + batch_size]
             images = list(pool.map(read_image, [item.image for item in batch]))
             tic = time.perf_counter()
             predictions = [decide(p, thresholds) for p in predictor.predict_batch(images)]
             seconds += [(time.perf_counter() - tic) / len(batch)] * len(batch)
             for item, image, prediction in zip(batch, images, predictions, strict=True):
                 _write_prediction(folder, item.key, image, prediction, style)
-                scores[item.key] = prediction.score
-                if prediction.verdict is not None:
-                    verdicts[item.key] = prediction.verdict
-                    regions[item.key] = prediction.regions
+                results[item.key] = replace(prediction, anomaly_map=_NO_MAP, mask=None)
             bar.update(len(batch))
+    return _write_tables(folder, [results[item.key] for item in items], items, seconds)
+
+
+_NO_MAP = np.zeros((0, 0), np.float32)  # a finished prediction keeps its decision, not its map
+
+
+def _complete(folder: MapsFolder, key: str, thresholds: Thresholds | None, overlays: bool) -> bool:
+    """Whether every output of `key` is there (each is written atomically: there is whole)."""
+    needed = [folder.map(key)]
+    needed += [folder.mask(key)] if thresholds is not None else []
+    needed += [folder.overlay(key)] if overlays else []
+    return all(path.is_file() for path in needed)
+
+
+def _stored(folder: MapsFolder, key: str, thresholds: Thresholds | None) -> Prediction:
+    """A finished prediction read back from its map: score and decision, without the map."""
+    anomaly_map = read_map(folder.map(key))
+    prediction = decide(Prediction(anomaly_map, image_score(anomaly_map)), thresholds)
+    return replace(prediction, anomaly_map=_NO_MAP, mask=None)
+
+
+def _write_tables(
+    folder: MapsFolder,
+    predictions: Sequence[Prediction],
+    items: Sequence[PredictItem],
+    seconds: Sequence[float],
+) -> PredictSummary:
+    """scores.csv (+ verdicts) and regions.csv, in the items' order."""
+    keys = [item.key for item in items]
+    scores = {key: p.score for key, p in zip(keys, predictions, strict=True)}
+    decided = {key: p for key, p in zip(keys, predictions, strict=True) if p.verdict is not None}
+    verdicts = {key: str(p.verdict) for key, p in decided.items()}
     write_scores(folder.scores, scores, verdicts or None)
     if verdicts:
-        write_regions(folder.regions, regions)
+        write_regions(folder.regions, {key: p.regions for key, p in decided.items()})
     n_defective = sum(v == DEFECTIVE for v in verdicts.values()) if verdicts else None
     return PredictSummary(len(items), tuple(seconds), n_defective, scores)
 
@@ -161,9 +196,9 @@ class OverlayStyle:
     image_threshold: float | None
 
 
-def _image_threshold(predictor: Predictor, thresholds: Thresholds | None) -> float | None:
-    known = thresholds or getattr(predictor, "thresholds", None)
-    return known.image if isinstance(known, Thresholds) else None
+def _image_threshold(deciding: object) -> float | None:
+    """The image threshold of the thresholds that decide, if any."""
+    return deciding.image if isinstance(deciding, Thresholds) else None
 
 
 def _write_prediction(

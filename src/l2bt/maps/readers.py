@@ -17,6 +17,7 @@ from l2bt.data.image_io import image_size, read_mask
 from l2bt.data.sample import Sample
 from l2bt.errors import InputError
 from l2bt.maps.layout import MapsFolder, check_map_shape, check_shape, mapped_or_read, widened
+from l2bt.maps.masks import sample_mask
 from l2bt.metrics.evaluator import all_finite
 from l2bt.metrics.low_res import resize_bilinear, resize_nearest
 
@@ -139,29 +140,3 @@ class HeaderCheck:
         self._thread.join()
         if before is None or self._failed_at < self._order[before.key]:
             self.raise_if_failed()
-
-
-def sample_mask(sample: Sample, hw: tuple[int, int]) -> np.ndarray:
-    """A sample's (H, W) bool ground truth; all False for a defect-free image."""
-    if sample.mask is None:
-        return np.zeros(hw, dtype=bool)
-    mask = read_mask(sample.mask, sample.mask_threshold)
-    if mask.shape != tuple(hw):
-        raise InputError(
-            f"mask is {mask.shape[0]}x{mask.shape[1]} but its image is {hw[0]}x{hw[1]}", sample.mask
-        )
-    return mask
-
-
-def predicted_masks(folder: MapsFolder, samples: Sequence[Sample]) -> bool:
-    """Whether every sample has a predicted mask; some but not all is an error naming
-    the first missing one."""
-    present = [folder.mask(s.key).is_file() for s in samples]
-    if any(present) and not all(present):
-        missing = samples[present.index(False)]
-        raise InputError(
-            "predicted mask missing (the maps folder has masks for other "
-            "images: every image needs one, or none)",
-            folder.mask(missing.key),
-        )
-    return all(present)

@@ -1,0 +1,118 @@
+"""`l2bt predict --resume` after a SIGKILL writes the same scores.csv and regions.csv as
+an uninterrupted run, predicting only what was not finished; a predict into a folder
+that holds an earlier scores.csv is refused without --resume (issue 19, item 8)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import TINY_TEACHER, one_error_line, write_mvtec_tree
+from l2bt.cli import main
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+STALLING = """
+import sys, time
+import l2bt.maps.predict as predict
+from l2bt.cli import main
+write_png, calls = predict.write_png, []
+def stall_at_fourth_overlay(path, picture):
+    calls.append(path)
+    if len(calls) == 4:  # the 4th image's map and mask are written, its overlay not
+        print("stalled", flush=True)
+        time.sleep(600)
+    write_png(path, picture)
+predict.write_png = stall_at_fourth_overlay
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A calibrated tiny run (masks, verdicts, regions) and its data."""
+    root = tmp_path_factory.mktemp("resume")
+    write_mvtec_tree(root / "data", n_train=12)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("L2BT_CACHE_DIR", str(root / "cache"))
+        argv = ["fit", "--data", str(root / "data"), "--category", "toy"]
+        argv += ["--out", str(root / "run"), *TINY_TEACHER, "--epochs", "1"]
+        assert main([*argv, "--calibration", "0.25", "--false-alarm-rate", "0.3"]) == 0
+    config = root / "run/config.json"  # a lower pixel threshold, so that regions are found
+    described = json.loads(config.read_text())
+    described["thresholds"]["pixel"] = 0.9 * described["thresholds"]["image"]
+    config.write_text(json.dumps(described))
+    return root
+
+
+def predict_argv(run, out, *extra):
+    tests = str(run / "data/toy/test")
+    return [
+        "predict",
+        "--model",
+        str(run / "run"),
+        "--out",
+        str(out),
+        "--batch-size",
+        "1",
+        *extra,
+        tests,
+    ]
+
+
+def child(code, argv, run):
+    env = {**os.environ, "PYTHONPATH": SRC, "L2BT_CACHE_DIR": str(run / "cache")}
+    return subprocess.Popen([sys.executable, "-c", code, *argv], stdout=subprocess.PIPE, env=env)
+
+
+def test_resume_after_sigkill_writes_what_an_uninterrupted_run_writes(run, tmp_path, capsys):
+    reference = child(
+        "from l2bt.cli import main; import sys; sys.exit(main(sys.argv[1:]))",
+        predict_argv(run, tmp_path / "whole"),
+        run,
+    )
+    assert reference.wait(timeout=300) == 0
+    killed = child(STALLING, predict_argv(run, tmp_path / "resumed"), run)
+    try:
+        assert killed.stdout.readline().strip() == b"stalled"
+    finally:
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+    resumed = tmp_path / "resumed"
+    assert not (resumed / "scores.csv").exists()
+    maps = sorted(resumed.rglob("*.tiff"))
+    assert len(maps) == 4  # three finished images and the fourth's map
+    overlays_before = sorted(resumed.rglob("*_overlay.png"))
+    assert len(overlays_before) == 3
+    finished = {p: p.stat().st_mtime_ns for p in resumed.rglob("*") if p.is_file()}
+
+    assert main(predict_argv(run, resumed, "--resume")) == 0
+    assert "verdict" in (resumed / "scores.csv").read_text().splitlines()[0]
+    assert len((tmp_path / "whole/regions.csv").read_text().splitlines()) > 1  # some regions
+    for name in ("scores.csv", "regions.csv"):
+        assert (resumed / name).read_text() == (tmp_path / "whole" / name).read_text(), name
+    whole = sorted(p.relative_to(tmp_path / "whole") for p in (tmp_path / "whole").rglob("*"))
+    assert sorted(p.relative_to(resumed) for p in resumed.rglob("*")) == whole
+    for overlay in overlays_before:  # the three finished images were not predicted again
+        key = overlay.name.removesuffix("_overlay.png")
+        for path in (
+            overlay,
+            overlay.with_name(f"{key}.tiff"),
+            overlay.with_name(f"{key}_mask.png"),
+        ):
+            assert path.stat().st_mtime_ns == finished[path], path
+
+
+def test_predict_into_an_earlier_prediction_needs_resume(run, tmp_path, capsys):
+    out = tmp_path / "maps"
+    assert main(predict_argv(run, out)) == 0
+    scores = (out / "scores.csv").read_text()
+    capsys.readouterr()
+    assert main(predict_argv(run, out)) == 2
+    line = one_error_line(capsys)
+    assert str(out) in line and "--resume" in line and "another --out" in line
+    assert main(predict_argv(run, out, "--resume")) == 0  # everything there: nothing redone
+    assert (out / "scores.csv").read_text() == scores
