@@ -78,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         overlays=not args.no_overlays,
         colour_range=colour_range,
         progress=show_progress(),
+        description={"model": str(Path(args.model).resolve()), **model.describe()},
     )
     print(
         f"wrote {summary.n_images} maps to {args.out} "

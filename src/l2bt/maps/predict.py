@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -33,6 +34,7 @@ from l2bt.maps.layout import (
     write_mask,
     write_png,
     write_regions,
+    write_run_description,
     write_scores,
 )
 from l2bt.maps.overlay import outline, overlay
@@ -111,13 +113,15 @@ def predict_to_folder(
     colour_range: tuple[float, float] | None = None,
     progress: bool = True,
     thresholds: Thresholds | None = None,
+    description: Mapping[str, Any] | None = None,
 ) -> PredictSummary:
     """Predict every item; write `<out>/<key>.tiff` (+ `.png` overlay) and `<out>/scores.csv`.
 
     Predictions that carry a decision (a model with thresholds, or `thresholds` given
     here for a predictor without its own) also write `<out>/<key>_mask.png`, a verdict
     column and `<out>/regions.csv`. `colour_range` fixes the overlays' colour scale;
-    without it each overlay spans its own map's range.
+    without it each overlay spans its own map's range. `description` (the model's) is
+    written as `<out>/run.json`, for `l2bt evaluate` to say what made the maps.
     """
     folder = MapsFolder(Path(out))
     check_outputs_spare_inputs(items, folder)
@@ -145,6 +149,8 @@ def predict_to_folder(
     write_scores(folder.scores, scores, verdicts or None)
     if verdicts:
         write_regions(folder.regions, regions)
+    if description is not None:
+        write_run_description(folder.run, description)
     n_defective = sum(v == DEFECTIVE for v in verdicts.values()) if verdicts else None
     return PredictSummary(len(items), tuple(seconds), n_defective, scores)
 
