@@ -4,7 +4,9 @@ Everything l2bt writes goes to a temporary name beside its target and is renamed
 place when complete: a run that dies leaves either the old file or the new one, and
 never a partial output. Temporary names start with "." and hold ".l2bt-tmp", so a
 process killed by SIGKILL (which runs no clean-up) leaves only hidden leftovers that
-`remove_leftovers` recognises and a resumed run deletes.
+`remove_leftovers` recognises and a resumed run deletes. What is renamed into place
+gets the modes the user's umask gives new files (0o666 & ~umask) and folders (0o777 &
+~umask), whatever its temporary had (mkdtemp makes 0700 folders).
 """
 
 from __future__ import annotations
@@ -19,6 +21,39 @@ from pathlib import Path
 TMP_MARK = ".l2bt-tmp"
 
 
+FILE_MODE, FOLDER_MODE = 0o666, 0o777  # before the umask, as open() and mkdir() do
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux allows (a swap with
+    os.umask would briefly give other threads' new files umask 0)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def follow_umask(folder: Path) -> None:
+    """Give `folder` and everything under it the modes the umask gives new ones."""
+    mask = current_umask()
+    os.chmod(folder, FOLDER_MODE & ~mask)
+    for parent, folders, files in os.walk(folder):
+        for name in folders:
+            _chmod(Path(parent) / name, FOLDER_MODE & ~mask)
+        for name in files:
+            _chmod(Path(parent) / name, FILE_MODE & ~mask)
+
+
+def _chmod(path: Path, mode: int) -> None:
+    if not path.is_symlink():  # a link's mode is its target's, which may lie elsewhere
+        os.chmod(path, mode)
+
+
 @contextmanager
 def atomic_file(path: Path) -> Iterator[Path]:
     """A temporary path to write; it replaces `path` when the block ends without error."""
@@ -27,6 +62,8 @@ def atomic_file(path: Path) -> Iterator[Path]:
     tmp = path.with_name(f".{path.stem}{TMP_MARK}{path.suffix}")  # writers infer the format
     try:
         yield tmp
+        if tmp.exists():
+            os.chmod(tmp, FILE_MODE & ~current_umask())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -40,6 +77,7 @@ def atomic_folder(path: Path) -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}{TMP_MARK}-", dir=path.parent))
     try:
         yield staging
+        follow_umask(staging)
         if path.exists():
             shutil.rmtree(path)
         os.replace(staging, path)
