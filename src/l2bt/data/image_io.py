@@ -7,7 +7,8 @@ or a linked library. Anything else is refused by its content, whatever its name,
 any decoder runs: EPS and PostScript (which Pillow hands to Ghostscript, an external
 program that would run the sender's PostScript), PDF, GIF, ICO and Pillow's other
 plugins. `open_image` reads the header only, so a caller can check the size before
-`load_image` decodes the pixels.
+`load_image` decodes the pixels. Images and masks are turned upright by their EXIF
+orientation, as every viewer shows them; `oriented_size` gives that size from the header.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import IO
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from l2bt.errors import InputError
 
@@ -30,6 +31,8 @@ NOT_SUPPORTED = "not a supported image format (PNG, JPEG, TIFF, BMP, WebP)"
 # PIL refuses very large images by default; 5 MP industrial images are far below this.
 Image.MAX_IMAGE_PIXELS = 300_000_000
 
+ORIENTATION_TAG = 0x0112  # EXIF Orientation: 1 upright; 5 to 8 include a quarter turn
+QUARTER_TURNS = (5, 6, 7, 8)
 HeaderCheck = Callable[[int, int], None]  # (height, width) -> None, or raises InputError
 
 
@@ -79,14 +82,31 @@ def open_image(source: Path | IO[bytes], path: str | Path | None = None) -> Imag
 
 
 def load_image(image: Image.Image, path: str | Path | None = None) -> Image.Image:
-    """`image` with every pixel decoded now, so a truncated file fails here."""
+    """`image` with every pixel decoded now, so a truncated file fails here, turned
+    upright by its EXIF orientation (as viewers show it); use the image returned."""
     try:
         image.load()
     except Exception as e:  # decoders of untrusted bytes raise many kinds of error
         raise InputError(
             f"cannot read image ({image.format} data: {describe_exception(e)})", path
         ) from e
-    return image
+    if exif_orientation(image) == 1:
+        return image
+    return ImageOps.exif_transpose(image)
+
+
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation tag (1: upright, also when absent or unreadable)."""
+    try:
+        return int(image.getexif().get(ORIENTATION_TAG, 1))
+    except Exception:  # a broken EXIF block is not a broken image
+        return 1
+
+
+def oriented_size(image: Image.Image) -> tuple[int, int]:
+    """(height, width) as viewers show the image: swapped by a quarter-turn orientation."""
+    turned = exif_orientation(image) in QUARTER_TURNS
+    return (image.width, image.height) if turned else (image.height, image.width)
 
 
 _run_bit_depth: int | None = None  # `bit_depth(n)` of this run; None: each file declares
@@ -171,7 +191,7 @@ def read_image(path: str | Path, header_check: HeaderCheck | None = None) -> np.
     with open_image(path) as image:
         try:
             if header_check is not None:
-                header_check(image.height, image.width)
+                header_check(*oriented_size(image))
             return to_rgb_array(load_image(image, path))
         except InputError as e:
             if e.path is not None:
@@ -180,10 +200,10 @@ def read_image(path: str | Path, header_check: HeaderCheck | None = None) -> np.
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
-    """(height, width) of an image file, read from its header only."""
+    """(height, width) of an image file as viewers show it, read from its header only."""
     path = Path(path)
     with open_image(path) as image:
-        return image.height, image.width
+        return oriented_size(image)
 
 
 def read_mask(path: str | Path, threshold: float = 127.0) -> np.ndarray:
