@@ -120,3 +120,19 @@ def run_bit_depth(given: int | None, recorded: int | None) -> int | None:
         was = f"{recorded} bits" if recorded else "the depth each file declares"
         raise InputError(f"--bit-depth {given} differs from the run's ({was}, set by fit)")
     return recorded
+
+
+def show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Every option of `parser` and its sub-commands with a default says it in `--help`
+    (unless its help already speaks of its default); flags and unset options do not."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                show_defaults(sub)
+            continue
+        if not action.option_strings or action.default in (None, False, argparse.SUPPRESS):
+            continue
+        if action.help is None:
+            action.help = "default: %(default)s"
+        elif "default" not in action.help:
+            action.help += " (default: %(default)s)"

@@ -4,6 +4,7 @@ thresholds masks, verdicts and regions; or an MVTec AD 2 submission."""
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -70,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
 
     items = collect_inputs(args.inputs)
     model = _load(args)
+    tic = time.perf_counter()
     normal = model.info.get("normal_patch_scores")
     colour_range = (normal["median"], normal["max"]) if normal else None
     with bit_depth(run_bit_depth(args.bit_depth, model.info.get("bit_depth"))):
@@ -83,9 +85,10 @@ def run(args: argparse.Namespace) -> int:
             progress=show_progress(),
             description={"model": str(Path(args.model).resolve()), **model.describe()},
         )
+    rate = summary.n_images / max(time.perf_counter() - tic, 1e-9)
     print(
-        f"wrote {summary.n_images} maps to {args.out} "
-        f"({summary.median_seconds:.3f} s per image, median)"
+        f"wrote {summary.n_images} maps to {args.out}: {rate:.2f} images per second "
+        f"(reading and writing included; model {summary.median_seconds:.3f} s per image, median)"
     )
     if model.thresholds is not None and summary.n_defective is not None:
         print(
@@ -120,7 +123,12 @@ def _submission(args: argparse.Namespace) -> int:
 
 def _load(args: argparse.Namespace) -> Engine:
     from l2bt.engines import load_engine
+    from l2bt.errors import InputError
 
+    model = Path(args.model)
+    benchmark_model = (model / "run" / "config.json").is_file()  # models/<method>/<category>
+    if benchmark_model and not (model / "config.json").is_file():
+        raise InputError(f"a benchmark's model folder: pass --model {model / 'run'}", model)
     return load_engine(
         args.model, args.engine, device=args.device, precision=args.precision, weights=args.weights
     )
