@@ -8,7 +8,9 @@ only hidden leftovers that `remove_leftovers` recognises and a resumed run delet
 `remove_stale_leftovers` is for folders others may be writing (the feature cache, an
 output folder's parent): it deletes a leftover only when its writer is known gone (same
 host, no such process) or, writer unknown (another host, an older l2bt), when nothing in
-it changed for STALE_AFTER_S; a live writer's staging, however old, is kept.
+it changed for STALE_AFTER_S; a live writer's staging, however old, is kept. What is
+renamed into place gets the modes the user's umask gives new files (0o666 & ~umask) and
+folders (0o777 & ~umask), whatever its temporary had (mkdtemp makes 0700 folders).
 """
 
 from __future__ import annotations
@@ -34,6 +36,39 @@ def writer_tag() -> str:
     return f"-{os.getpid()}@{socket.gethostname()}~"
 
 
+FILE_MODE, FOLDER_MODE = 0o666, 0o777  # before the umask, as open() and mkdir() do
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux allows (a swap with
+    os.umask would briefly give other threads' new files umask 0)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def follow_umask(folder: Path) -> None:
+    """Give `folder` and everything under it the modes the umask gives new ones."""
+    mask = current_umask()
+    os.chmod(folder, FOLDER_MODE & ~mask)
+    for parent, folders, files in os.walk(folder):
+        for name in folders:
+            _chmod(Path(parent) / name, FOLDER_MODE & ~mask)
+        for name in files:
+            _chmod(Path(parent) / name, FILE_MODE & ~mask)
+
+
+def _chmod(path: Path, mode: int) -> None:
+    if not path.is_symlink():  # a link's mode is its target's, which may lie elsewhere
+        os.chmod(path, mode)
+
+
 @contextmanager
 def atomic_file(path: Path) -> Iterator[Path]:
     """A temporary path to write; it replaces `path` when the block ends without error."""
@@ -42,6 +77,8 @@ def atomic_file(path: Path) -> Iterator[Path]:
     tmp = path.with_name(f".{path.stem}{TMP_MARK}{writer_tag()}{path.suffix}")  # keeps the format
     try:
         yield tmp
+        if tmp.exists():
+            os.chmod(tmp, FILE_MODE & ~current_umask())
         os.replace(tmp, path)
     except OSError as e:
         raise _naming(e, path) from e
@@ -59,6 +96,7 @@ def atomic_folder(path: Path) -> Iterator[Path]:
     )
     try:
         yield staging
+        follow_umask(staging)
         if path.exists():
             shutil.rmtree(path)
         os.replace(staging, path)

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from l2bt.atomic import atomic_folder, remove_stale_leftovers
 from l2bt.config import TeacherConfig, content_digest
-from l2bt.data.image_io import image_size, read_image
+from l2bt.data.image_io import current_bit_depth, image_size, read_image
 from l2bt.preprocess import InputGeometry, group_indices, teacher_inputs
 from l2bt.teacher import Teacher
 
@@ -158,6 +158,8 @@ def cache_key(
         "precision": precision,
         "files": files,
     }
+    if (depth := current_bit_depth()) is not None:  # images read as `depth`-bit
+        description["bit_depth"] = depth
     return content_digest(description)
 
 

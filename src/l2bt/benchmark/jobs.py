@@ -33,6 +33,7 @@ from l2bt.maps.predict import PredictItem, predict_to_folder
 from l2bt.methods import ExternalMaps, MethodSettings, make_method
 
 THRESHOLDS_FILE = "thresholds.json"
+RUN_FOLDER = "run"  # an L2BT method's run folder under its work folder: `predict --model`
 # Settings that change where or how fast a job runs, not its results.
 RESULT_NEUTRAL_SETTINGS = ("device", "cache_dir", "batch_size")
 
@@ -91,6 +92,8 @@ def run_job(config: BenchmarkConfig, job: Job, out: Path, progress: bool = False
     calibration = (
         _thresholds(method, config, job, images, work_dir, progress) if images.calibration else None
     )
+    if calibration is not None:
+        _thresholds_into_run(work_dir / RUN_FOLDER, calibration.thresholds)
     items = [PredictItem(s.image, s.key) for s in split.test]
     with PeakMemory() as predict_memory:
         summary = predict_to_folder(
@@ -196,6 +199,18 @@ def _thresholds(
     }
     write_text_atomic(path, json.dumps(stored, indent=1) + "\n")
     return calibration
+
+
+def _thresholds_into_run(run_dir: Path, thresholds: Thresholds) -> None:
+    """Write the thresholds into an L2BT run folder's config.json (as `L2BT.save_thresholds`
+    does), so `l2bt predict --model models/<method>/<category>/run` decides as the
+    benchmark did; other methods have no run folder."""
+    path = run_dir / "config.json"
+    if not path.is_file():
+        return
+    described = json.loads(path.read_text())
+    described["thresholds"] = thresholds.to_dict()
+    write_text_atomic(path, json.dumps(described, indent=2))
 
 
 def _result_settings(settings: MethodSettings) -> dict[str, Any]:

@@ -70,6 +70,7 @@ class BenchmarkRun:
     splits: list[CategorySplit]
     names: list[str]  # method names, in --methods order
     jobs: list[Job]  # every (category, method), in order
+    teacher_weights_id: str | None  # "random", a checkpoint's hash; None: no teacher used
     failures: list[JobFailure] = field(default_factory=list)
 
     @property
@@ -97,15 +98,16 @@ def plan_benchmark(config: BenchmarkConfig, out: Path) -> BenchmarkRun:
     if len(set(names)) != len(names):
         raise InputError(f"a method is named twice in --methods: {', '.join(names)}")
     splits = [load_category(config.data, c, config.dataset) for c in config.categories]
+    weights_id = None
     if not all(isinstance(m, ExternalMaps) for m in methods):
-        check_teacher(config.settings)  # offline without weights stops here
+        weights_id = check_teacher(config.settings)  # offline without weights stops here
     check_resumable(config, out)
     jobs = [
         Job(spec, method.name, split.name)
         for split in splits
         for spec, method in zip(config.methods, methods, strict=True)
     ]
-    return BenchmarkRun(config, out, splits, names, jobs)
+    return BenchmarkRun(config, out, splits, names, jobs, weights_id)
 
 
 def run_benchmark(
@@ -120,7 +122,7 @@ def run_benchmark(
     out.mkdir(parents=True, exist_ok=True)
     if removed := remove_leftovers(out):
         log(f"removed {removed} temporary file(s) left by an earlier run that was killed")
-    _write_description(config, out)
+    _write_description(config, out, run.teacher_weights_id)
     done = [j for j in run.jobs if j not in run.pending()]
     for job in done:
         log(f"[{job.label()}] done earlier, kept")
@@ -167,9 +169,10 @@ def record_failure(
     log(failure.line())
 
 
-def check_teacher(settings: MethodSettings) -> None:
-    """Load the teacher once, so missing or wrong weights fail before anything is written."""
-    load_teacher(settings.teacher, settings.weights)
+def check_teacher(settings: MethodSettings) -> str:
+    """Load the teacher once, so missing or wrong weights fail before anything is written;
+    the identity of its weights ("random" or the checkpoint's hash)."""
+    return load_teacher(settings.teacher, settings.weights).weights_id
 
 
 def check_resumable(config: BenchmarkConfig, out: Path) -> None:
@@ -207,11 +210,12 @@ def _short(result: dict[str, Any], size_bin: str) -> str:
     return "—" if value is None else f"{value:.3f}"
 
 
-def _write_description(config: BenchmarkConfig, out: Path) -> None:
+def _write_description(config: BenchmarkConfig, out: Path, weights_id: str | None) -> None:
     description = {
         "l2bt_version": __version__,
         "torch": torch.__version__,
         **config.to_dict(),
+        "teacher_weights_id": weights_id,
         "device": device_name(resolve_device(config.settings.device)),
     }
     write_text_atomic(out / "benchmark.json", json.dumps(description, indent=2) + "\n")

@@ -6,9 +6,11 @@ from __future__ import annotations
 import argparse
 
 from l2bt.cli.common import (
+    add_bit_depth_arg,
     add_decision_args,
     add_trained_run_args,
     decision_settings,
+    run_bit_depth,
     show_progress,
 )
 
@@ -26,12 +28,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_decision_args(parser)
     parser.add_argument("--batch-size", type=int, default=4)
     add_trained_run_args(parser)
+    add_bit_depth_arg(parser, trained=True)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from l2bt.data.image_io import bit_depth
     from l2bt.decisions.calibration_images import calibration_folder_images
     from l2bt.model import L2BT
 
@@ -40,14 +44,15 @@ def run(args: argparse.Namespace) -> int:
     model = L2BT.load(
         args.model, device=args.device, precision=args.precision, weights=args.weights
     )
-    thresholds = model.calibrate(
-        images,
-        args.false_alarm_rate,
-        args.batch_size,
-        show_progress(),
-        pixel_false_alarm_rate=beta,
-        cleanup=cleanup,
-    )
+    with bit_depth(run_bit_depth(args.bit_depth, model.info.get("bit_depth"))):
+        thresholds = model.calibrate(
+            images,
+            args.false_alarm_rate,
+            args.batch_size,
+            show_progress(),
+            pixel_false_alarm_rate=beta,
+            cleanup=cleanup,
+        )
     model.save_thresholds(args.model)
     print(thresholds.summary())
     print(f"wrote {Path(args.model) / 'config.json'}")

@@ -173,3 +173,43 @@ def add_trained_run_args(parser: argparse.ArgumentParser, only: str = "") -> Non
 def show_progress() -> bool:
     """Progress bars only when a person is watching a terminal."""
     return sys.stderr.isatty()
+
+
+def add_bit_depth_arg(parser: argparse.ArgumentParser, trained: bool = False) -> None:
+    default = "the run's, as recorded by fit" if trained else "as each file declares"
+    parser.add_argument(
+        "--bit-depth",
+        type=int,
+        default=None,
+        metavar="N",
+        help="bits per sample of images stored in more than 8 (e.g. 12 for 12-bit camera "
+        f"data saved as 16-bit PNG): every such image is scaled by 2^N - 1 (default: {default}; "
+        "PNG 16, TIFF its BitsPerSample)",
+    )
+
+
+def run_bit_depth(given: int | None, recorded: int | None) -> int | None:
+    """The bit depth to read a trained run's images with: the one its fit recorded;
+    `--bit-depth` may only repeat it, so every image of a run is scaled alike."""
+    from l2bt.errors import InputError
+
+    if given is not None and given != recorded:
+        was = f"{recorded} bits" if recorded else "the depth each file declares"
+        raise InputError(f"--bit-depth {given} differs from the run's ({was}, set by fit)")
+    return recorded
+
+
+def show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Every option of `parser` and its sub-commands with a default says it in `--help`
+    (unless its help already speaks of its default); flags and unset options do not."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                show_defaults(sub)
+            continue
+        if not action.option_strings or action.default in (None, False, argparse.SUPPRESS):
+            continue
+        if action.help is None:
+            action.help = "default: %(default)s"
+        elif "default" not in action.help:
+            action.help += " (default: %(default)s)"

@@ -42,7 +42,9 @@ def run(args: argparse.Namespace) -> int:
     from l2bt.atomic import write_text_atomic
     from l2bt.data import load_category
     from l2bt.maps.evaluate import evaluate_maps, return_large_frees
+    from l2bt.maps.layout import MapsFolder, read_run_description
     from l2bt.metrics import format_table
+    from l2bt.report.provenance import maps_lines
 
     split = load_category(args.data, args.category, args.dataset)
     return_large_frees()  # this process only evaluates: freed memory goes back at once
@@ -53,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
         low_res_protocol=args.low_res_protocol,
         workers=args.workers,
     )
+    described = read_run_description(MapsFolder(Path(args.maps) / split.name).run)
+    print("\n".join(maps_lines(described)) + "\n")
     print(format_table(result))
     if args.out:
         text = json.dumps(result.to_json_dict(), indent=2, allow_nan=False) + "\n"

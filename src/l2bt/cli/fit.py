@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from l2bt.cli.common import (
+    add_bit_depth_arg,
     add_calibration_args,
     add_dataset_args,
     add_device_args,
@@ -25,6 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=4, help="images per training step")
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--seed", type=int, default=0)
+    add_bit_depth_arg(parser)
     add_calibration_args(parser)
     add_device_args(parser)
     parser.add_argument(
@@ -39,6 +41,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from l2bt.config import L2BTConfig, TeacherConfig, TrainConfig
     from l2bt.data import load_category
+    from l2bt.data.image_io import bit_depth
     from l2bt.decisions.calibration_images import parse_calibration, split_calibration
     from l2bt.errors import InputError
     from l2bt.model import L2BT
@@ -72,19 +75,20 @@ def run(args: argparse.Namespace) -> int:
         "dataset": args.dataset,
         "calibration": images.describe(),
     }
-    model = L2BT.fit(
-        images.train,
-        config,
-        device=args.device,
-        precision=args.precision,
-        cache_dir=args.cache_dir,
-        progress=show_progress(),
-        info={"data": data},
-        calibration_images=images.calibration,
-        false_alarm_rate=args.false_alarm_rate,
-        pixel_false_alarm_rate=beta,
-        cleanup=cleanup,
-    )
+    with bit_depth(args.bit_depth):
+        model = L2BT.fit(
+            images.train,
+            config,
+            device=args.device,
+            precision=args.precision,
+            cache_dir=args.cache_dir,
+            progress=show_progress(),
+            info={"data": data, "bit_depth": args.bit_depth},  # None: each file's own
+            calibration_images=images.calibration,
+            false_alarm_rate=args.false_alarm_rate,
+            pixel_false_alarm_rate=beta,
+            cleanup=cleanup,
+        )
     model.save(out, overwrite=args.overwrite)
     losses = model.info["training"]["epoch_losses"]
     print(

@@ -26,11 +26,15 @@ VERBS = (
 def build_parser() -> argparse.ArgumentParser:
     import importlib
 
+    from l2bt import __version__
+    from l2bt.cli.common import show_defaults
+
     parser = argparse.ArgumentParser(
         prog="l2bt",
         description="High-resolution anomaly detection (L2BT) and a defect-size-aware benchmark.",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    parser.add_argument("--version", action="version", version=f"l2bt {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for verb in VERBS:
         try:
@@ -40,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.add_parser(subparsers)
+    show_defaults(parser)
     return parser
 
 

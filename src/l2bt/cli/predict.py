@@ -4,10 +4,11 @@ thresholds masks, verdicts and regions; or an MVTec AD 2 submission."""
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from l2bt.cli.common import add_trained_run_args, show_progress
+from l2bt.cli.common import add_bit_depth_arg, add_trained_run_args, run_bit_depth, show_progress
 
 if TYPE_CHECKING:
     from l2bt.engines import Engine
@@ -53,6 +54,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "torch for a folder, onnxruntime for a file",
     )
     add_trained_run_args(parser)
+    add_bit_depth_arg(parser, trained=True)
     parser.add_argument("--no-overlays", action="store_true", help="skip the PNG overlays")
     parser.add_argument(
         "--resume",
@@ -71,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("give exactly one of --out DIR and --submission DIR")
     if args.submission is not None:
         return _submission(args)
+    from l2bt.data.image_io import bit_depth
     from l2bt.maps.predict import collect_inputs, predict_to_folder
 
     items = collect_inputs(args.inputs)
@@ -81,21 +84,25 @@ def run(args: argparse.Namespace) -> int:
             args.out,
         )
     model = _load(args)
+    tic = time.perf_counter()
     normal = model.info.get("normal_patch_scores")
     colour_range = (normal["median"], normal["max"]) if normal else None
-    summary = predict_to_folder(
-        model,
-        items,
-        Path(args.out),
-        args.batch_size,
-        overlays=not args.no_overlays,
-        colour_range=colour_range,
-        progress=show_progress(),
-        resume=args.resume,
-    )
+    with bit_depth(run_bit_depth(args.bit_depth, model.info.get("bit_depth"))):
+        summary = predict_to_folder(
+            model,
+            items,
+            Path(args.out),
+            args.batch_size,
+            overlays=not args.no_overlays,
+            colour_range=colour_range,
+            progress=show_progress(),
+            resume=args.resume,
+            description={"model": str(Path(args.model).resolve()), **model.describe()},
+        )
+    rate = summary.n_images / max(time.perf_counter() - tic, 1e-9)
     print(
-        f"wrote {summary.n_images} maps to {args.out} "
-        f"({summary.median_seconds:.3f} s per image, median)"
+        f"wrote {summary.n_images} maps to {args.out}: {rate:.2f} images per second "
+        f"(reading and writing included; model {summary.median_seconds:.3f} s per image, median)"
     )
     if model.thresholds is not None and summary.n_defective is not None:
         print(
@@ -109,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _submission(args: argparse.Namespace) -> int:
+    from l2bt.data.image_io import bit_depth
     from l2bt.maps.submission import private_images, write_submission
 
     objects = [Path(p) for p in args.inputs]
@@ -116,10 +124,12 @@ def _submission(args: argparse.Namespace) -> int:
         private_images(folder)  # every layout checked before anything is predicted
     model = _load(args)
     thresholds, model.thresholds = model.thresholds, None  # decided once, in the writer
+    depth = run_bit_depth(args.bit_depth, model.info.get("bit_depth"))
     for folder in objects:
-        summary = write_submission(
-            model, folder, Path(args.submission), thresholds, args.batch_size, show_progress()
-        )
+        with bit_depth(depth):
+            summary = write_submission(
+                model, folder, Path(args.submission), thresholds, args.batch_size, show_progress()
+            )
         kinds = "maps and thresholded masks" if summary.thresholded else "maps only (no thresholds)"
         print(f"{summary.object_name}: {summary.n_images} images, {kinds}, in {args.submission}")
     return 0
@@ -127,7 +137,12 @@ def _submission(args: argparse.Namespace) -> int:
 
 def _load(args: argparse.Namespace) -> Engine:
     from l2bt.engines import load_engine
+    from l2bt.errors import InputError
 
+    model = Path(args.model)
+    benchmark_model = (model / "run" / "config.json").is_file()  # models/<method>/<category>
+    if benchmark_model and not (model / "config.json").is_file():
+        raise InputError(f"a benchmark's model folder: pass --model {model / 'run'}", model)
     return load_engine(
         args.model, args.engine, device=args.device, precision=args.precision, weights=args.weights
     )

@@ -7,18 +7,20 @@ or a linked library. Anything else is refused by its content, whatever its name,
 any decoder runs: EPS and PostScript (which Pillow hands to Ghostscript, an external
 program that would run the sender's PostScript), PDF, GIF, ICO and Pillow's other
 plugins. `open_image` reads the header only, so a caller can check the size before
-`load_image` decodes the pixels.
+`load_image` decodes the pixels. Images and masks are turned upright by their EXIF
+orientation, as every viewer shows them; `oriented_size` gives that size from the header.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from l2bt.errors import InputError
 
@@ -29,6 +31,8 @@ NOT_SUPPORTED = "not a supported image format (PNG, JPEG, TIFF, BMP, WebP)"
 # PIL refuses very large images by default; 5 MP industrial images are far below this.
 Image.MAX_IMAGE_PIXELS = 300_000_000
 
+ORIENTATION_TAG = 0x0112  # EXIF Orientation: 1 upright; 5 to 8 include a quarter turn
+QUARTER_TURNS = (5, 6, 7, 8)
 HeaderCheck = Callable[[int, int], None]  # (height, width) -> None, or raises InputError
 
 
@@ -78,39 +82,97 @@ def open_image(source: Path | IO[bytes], path: str | Path | None = None) -> Imag
 
 
 def load_image(image: Image.Image, path: str | Path | None = None) -> Image.Image:
-    """`image` with every pixel decoded now, so a truncated file fails here."""
+    """`image` with every pixel decoded now, so a truncated file fails here, turned
+    upright by its EXIF orientation (as viewers show it); use the image returned."""
     try:
         image.load()
     except Exception as e:  # decoders of untrusted bytes raise many kinds of error
         raise InputError(
             f"cannot read image ({image.format} data: {describe_exception(e)})", path
         ) from e
-    return image
+    if exif_orientation(image) == 1:
+        return image
+    return ImageOps.exif_transpose(image)
 
 
-def _to_uint8(array: np.ndarray) -> np.ndarray:
-    """Scale 16-bit / float arrays to uint8 by their type's range."""
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation tag (1: upright, also when absent or unreadable)."""
+    try:
+        return int(image.getexif().get(ORIENTATION_TAG, 1))
+    except Exception:  # a broken EXIF block is not a broken image
+        return 1
+
+
+def oriented_size(image: Image.Image) -> tuple[int, int]:
+    """(height, width) as viewers show the image: swapped by a quarter-turn orientation."""
+    turned = exif_orientation(image) in QUARTER_TURNS
+    return (image.width, image.height) if turned else (image.height, image.width)
+
+
+_run_bit_depth: int | None = None  # `bit_depth(n)` of this run; None: each file declares
+
+
+@contextmanager
+def bit_depth(depth: int | None) -> Iterator[None]:
+    """Inside the block, read every image of more than 8 bits as `depth`-bit (e.g. 12-bit
+    camera data in 16-bit PNGs); None: as each file declares (PNG 16, TIFF BitsPerSample)."""
+    global _run_bit_depth
+    if depth is not None and not 8 <= depth <= 16:
+        raise InputError(f"--bit-depth must be between 8 and 16, got {depth}")
+    before, _run_bit_depth = _run_bit_depth, depth
+    try:
+        yield
+    finally:
+        _run_bit_depth = before
+
+
+def current_bit_depth() -> int | None:
+    """The depth set by `bit_depth` (None: each file's declared depth)."""
+    return _run_bit_depth
+
+
+def declared_bit_depth(image: Image.Image) -> int:
+    """Bits per sample the file declares: TIFF's BitsPerSample, else by Pillow's mode."""
+    if image.format == "TIFF" and hasattr(image, "tag_v2"):
+        bits = image.tag_v2.get(258)  # BitsPerSample: one value per channel
+        if bits:
+            return int(max(bits) if isinstance(bits, tuple) else bits)
+    return 16 if image.mode.startswith("I;16") or image.format == "PNG" else 32
+
+
+def _to_uint8(array: np.ndarray, depth: int | None = None) -> np.ndarray:
+    """Integer arrays scaled by their bit depth (`depth`, else the dtype's), never by their
+    content; values beyond the depth are refused. Floats: [0, 1] or [0, 255]."""
     if array.dtype == np.uint8:
         return array
     if array.dtype == np.bool_:
         return array.astype(np.uint8) * 255
     if np.issubdtype(array.dtype, np.integer):
-        maxval = 65535 if array.max(initial=0) > 255 else 255
-        return np.clip(array.astype(np.float64) * (255.0 / maxval) + 0.5, 0, 255).astype(np.uint8)
+        depth = depth or _run_bit_depth or array.dtype.itemsize * 8
+        top, brightest = 2**depth - 1, int(array.max(initial=0))
+        if brightest > top or array.min(initial=0) < 0:
+            raise InputError(
+                f"pixel values up to {brightest} exceed the {depth}-bit depth "
+                f"(0 to {top}; set the depth with --bit-depth)"
+            )
+        return (array.astype(np.float64) * (255.0 / top) + 0.5).astype(np.uint8)
     scale = 255.0 if array.max(initial=0) <= 1.0 else 1.0
     return np.clip(array.astype(np.float64) * scale + 0.5, 0, 255).astype(np.uint8)
 
 
 def to_rgb_array(image: Image.Image | np.ndarray) -> np.ndarray:
-    """Any image (grayscale, RGBA, 16-bit, float) as an (H, W, 3) uint8 RGB array."""
+    """Any image (grayscale, RGBA, 16-bit, float) as an (H, W, 3) uint8 RGB array; images
+    of more than 8 bits scaled by the run's `bit_depth`, else by their declared depth."""
+    depth = None
     if isinstance(image, Image.Image):
         if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
             array = np.asarray(image)
+            depth = _run_bit_depth or declared_bit_depth(image)
         else:
             array = np.asarray(image.convert("RGB"))
     else:
         array = np.asarray(image)
-    array = _to_uint8(array)
+    array = _to_uint8(array, depth)
     if array.ndim == 2:  # (H, W) -> (H, W, 3)
         array = np.repeat(array[:, :, None], 3, axis=2)
     elif array.ndim == 3 and array.shape[2] == 1:
@@ -129,7 +191,7 @@ def read_image(path: str | Path, header_check: HeaderCheck | None = None) -> np.
     with open_image(path) as image:
         try:
             if header_check is not None:
-                header_check(image.height, image.width)
+                header_check(*oriented_size(image))
             return to_rgb_array(load_image(image, path))
         except InputError as e:
             if e.path is not None:
@@ -138,10 +200,10 @@ def read_image(path: str | Path, header_check: HeaderCheck | None = None) -> np.
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
-    """(height, width) of an image file, read from its header only."""
+    """(height, width) of an image file as viewers show it, read from its header only."""
     path = Path(path)
     with open_image(path) as image:
-        return image.height, image.width
+        return oriented_size(image)
 
 
 def read_mask(path: str | Path, threshold: float = 127.0) -> np.ndarray:

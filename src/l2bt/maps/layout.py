@@ -4,7 +4,8 @@ A maps folder holds, per image key (a path relative to the folder, without suffi
 `<key>.tiff` (float32 map, exactly the image's H × W), `<key>_mask.png` (0/255, with
 thresholds) and `<key>_overlay.png` (for people; a name no input image can have), and once
 per folder `scores.csv`
-(`key,score[,verdict]`) and `regions.csv` (one row per predicted region). Every writer
+(`key,score[,verdict]`), `regions.csv` (one row per predicted region) and `run.json`
+(the model that made the maps). Every writer
 is atomic; every reader checks what it reads (shape, number type, finiteness) and names
 the file in one line when something is wrong.
 """
@@ -13,10 +14,12 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tifffile
@@ -29,6 +32,7 @@ from l2bt.prediction import Region
 
 SCORES_FILE = "scores.csv"
 REGIONS_FILE = "regions.csv"
+RUN_FILE = "run.json"  # what made the maps (the model's description), written by predict
 MAP_SUFFIX = ".tiff"
 MASK_SUFFIX = "_mask.png"
 OVERLAY_SUFFIX = "_overlay.png"
@@ -59,6 +63,10 @@ class MapsFolder:
     @property
     def regions(self) -> Path:
         return Path(self.root) / REGIONS_FILE
+
+    @property
+    def run(self) -> Path:
+        return Path(self.root) / RUN_FILE
 
 
 # ---- writing ----------------------------------------------------------------------------
@@ -123,7 +131,25 @@ def write_regions(path: Path, regions: Mapping[str, Sequence[Region]]) -> None:
     write_text_atomic(path, buffer.getvalue())
 
 
+def write_run_description(path: Path, described: Mapping[str, object]) -> None:
+    """`run.json`: the description of the model that made the maps (JSON, atomic)."""
+    write_text_atomic(path, json.dumps(described, indent=1, default=str) + "\n")
+
+
 # ---- reading ----------------------------------------------------------------------------
+
+
+def read_run_description(path: Path) -> dict[str, Any] | None:
+    """The maps' `run.json`, or None when there is none (maps from another tool)."""
+    if not path.is_file():
+        return None
+    try:
+        described = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"unreadable run description ({e})", path) from e
+    if not isinstance(described, dict):
+        raise InputError("run description is not a JSON object", path)
+    return described
 
 
 def read_map(path: Path) -> np.ndarray:

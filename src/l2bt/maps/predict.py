@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -36,6 +37,7 @@ from l2bt.maps.layout import (
     write_mask,
     write_png,
     write_regions,
+    write_run_description,
     write_scores,
 )
 from l2bt.maps.overlay import annotate, outline, overlay
@@ -115,6 +117,7 @@ def predict_to_folder(
     progress: bool = True,
     thresholds: Thresholds | None = None,
     resume: bool = False,
+    description: Mapping[str, Any] | None = None,
 ) -> PredictSummary:
     """Predict every item; write `<out>/<key>.tiff` (+ `.png` overlay) and `<out>/scores.csv`.
 
@@ -124,6 +127,8 @@ def predict_to_folder(
     without it each overlay spans its own map's range. `resume` skips the items whose
     outputs are all there (a killed run's): their score is `image_score` of the stored
     map and their decision is re-derived from it, so scores.csv and regions.csv are full.
+    `description` (the model's) is written as `<out>/run.json`, for `l2bt evaluate` to say
+    what made the maps.
     """
     folder = MapsFolder(Path(out))
     check_outputs_spare_inputs(items, folder)
@@ -148,6 +153,8 @@ def predict_to_folder(
                 _write_prediction(folder, item.key, image, prediction, style)
                 results[item.key] = replace(prediction, anomaly_map=_NO_MAP, mask=None)
             bar.update(len(batch))
+    if description is not None:
+        write_run_description(folder.run, description)
     return _write_tables(folder, [results[item.key] for item in items], items, seconds)
 
 

@@ -1,7 +1,9 @@
 """The benchmark's summary: results.csv and results.md, one row per (method, category)
 and a mean row per method, like the paper's tables; then the plots.
 
-results.md opens with the protocol (resolution, thresholds, what "oracle" means), then
+results.md opens with what made the figures (teacher, weights identity, with a warning
+when they are random, input size and mode, epochs, precision, calibration; from
+benchmark.json) and the protocol (resolution, thresholds, what "oracle" means), then
 the main table, the decisions table (at the thresholds calibrated on defect-free images,
 next to the oracle F1-max that uses the test labels), and, with `--low-res-protocol N`,
 the two protocols side by side.
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from l2bt.atomic import write_text_atomic
+from l2bt.report.provenance import from_benchmark
 
 LIMITS = ("0.3", "0.1", "0.05", "0.01")
 Getter = Callable[[dict[str, Any]], Any]
@@ -187,6 +190,14 @@ def protocol_text(results: Results) -> list[str]:
     return lines
 
 
+def made_by(out: Path) -> list[str]:
+    """The lines saying what made the figures, from the run's benchmark.json."""
+    path = out / "benchmark.json"
+    if not path.is_file():
+        return ["What made these figures is unknown (no benchmark.json)."]
+    return ["## What made these figures", "", *from_benchmark(json.loads(path.read_text())).lines()]
+
+
 def write_summary(out: Path, methods: Sequence[str], categories: Sequence[str]) -> None:
     from l2bt.report.plots import write_plots
 
@@ -200,7 +211,7 @@ def write_summary(out: Path, methods: Sequence[str], categories: Sequence[str]) 
     writer.writerows([[("" if v is None else v) for v in row] for row in rows])
     write_text_atomic(out / "results.csv", buffer.getvalue())
 
-    lines = ["# Benchmark results", "", *protocol_text(results), ""]
+    lines = ["# Benchmark results", "", *made_by(out), "", *protocol_text(results), ""]
     main = [*metric_columns(), *run_columns()]
     lines += markdown_table(
         ["method", "category", *(n for n, _ in main)],

@@ -27,12 +27,13 @@ import logging
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from html import escape
 from typing import Annotated, Any
 
 import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -270,6 +271,8 @@ def create_app(
         version=__version__,
         lifespan=lifespan,
         description="Anomaly maps, scores and decisions for images (SPEC §8).",
+        docs_url=None,  # FastAPI's pages load their scripts from a CDN: blank offline
+        redoc_url=None,
     )
     app.state.service = service
     app.add_middleware(RequestLog)
@@ -295,4 +298,30 @@ def create_app(
         """The run's description (its config.json)."""
         return service.description
 
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return HTMLResponse(docs_page(app))
+
     return app
+
+
+def docs_page(app: FastAPI) -> str:
+    """An offline page (no script, no stylesheet, nothing fetched) listing the endpoints,
+    their query parameters and descriptions, and linking the OpenAPI schema."""
+    rows = []
+    for path, operations in app.openapi()["paths"].items():
+        for method, operation in operations.items():
+            names = [p["name"] for p in operation.get("parameters", [])]
+            query = f"?{'&'.join(f'{n}=…' for n in names)}" if names else ""
+            about = operation.get("description") or operation.get("summary", "")
+            rows.append(
+                f"<tr><td><code>{method.upper()} {escape(path + query)}</code></td>"
+                f"<td>{escape(about)}</td></tr>"
+            )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(app.title)} API"
+        f"</title></head><body><h1>{escape(app.title)} {escape(app.version)} API</h1>"
+        f"<p>{escape(app.description)}</p><table border='1' cellpadding='4'>"
+        f"<tr><th>endpoint</th><th>what it does</th></tr>{''.join(rows)}</table>"
+        "<p>The full schema: <a href='/openapi.json'>/openapi.json</a>.</p></body></html>"
+    )

@@ -6,7 +6,8 @@ external program) runs. The header's size is checked first (`header_limit`: the 
 pixels any array of the prediction will hold, for the run's input mode) and refused with
 413 before any pixel is decoded, so neither a small file that claims a huge image (a
 decompression bomb) nor a thin one whose padded frame is huge is allocated. The image
-is then fully decoded, so a truncated file fails here and not in the model, and
+is then fully decoded, so a truncated file fails here and not in the model, turned
+upright by its EXIF orientation, and
 converted as files are (`to_rgb_array`: grayscale, RGBA, 16-bit and float images to
 8-bit RGB). Memory per request, briefly, besides the body: the decoded image (≤ 4 bytes
 per pixel) and up to two 3-byte-per-pixel copies while it becomes an RGB array; a
@@ -26,6 +27,7 @@ from l2bt.data.image_io import (
     UnsupportedFormat,
     load_image,
     open_image,
+    oriented_size,
     to_rgb_array,
 )
 from l2bt.errors import InputError
@@ -44,10 +46,10 @@ def decode_image(data: bytes, header_check: HeaderCheck) -> np.ndarray:
         raise RequestError(400, EMPTY_BODY)
     try:
         with open_image(io.BytesIO(data)) as image:
-            header_check(image.height, image.width)
-            load_image(image)
+            header_check(*oriented_size(image))
+            upright = load_image(image)  # turned by its EXIF orientation
             try:
-                return to_rgb_array(image)
+                return to_rgb_array(upright)
             except (InputError, ValueError) as e:
                 raise RequestError(
                     415, f"unsupported {image.format} image (mode {image.mode}: {e})"
