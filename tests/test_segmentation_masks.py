@@ -196,3 +196,60 @@ def test_bad_decision_flags_stop_with_one_line(tmp_path, capsys, flag, value):
     assert fit(tmp_path / "data", tmp_path / "run", flag, value) == 2
     assert flag in one_error_line(capsys)
     assert not (tmp_path / "run").exists()
+
+
+def test_evaluate_reports_seg_f1_at_each_threshold_the_maps_model_stored(segmented, tmp_path):
+    maps = tmp_path / "maps"
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(segmented / "run"),
+                "--out",
+                str(maps / "toy"),
+                str(segmented / "data/toy/test"),
+            ]
+        )
+        == 0
+    )
+    out = tmp_path / "toy.json"
+    assert (
+        main(
+            [
+                "evaluate",
+                "--data",
+                str(segmented / "data"),
+                "--category",
+                "toy",
+                "--maps",
+                str(maps),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    result = json.loads(out.read_text())
+    rules = ["pixel", "segmentation", "pixel+cleanup", "segmentation+cleanup"]
+    assert list(result["seg_f1_at"]) == rules
+    # the masks predict wrote are the segmentation threshold's, cleaned
+    assert result["seg_f1_at"]["segmentation+cleanup"] == result["decisions"]["seg_f1"]
+    (maps / "toy/run.json").unlink()
+    assert (
+        main(
+            [
+                "evaluate",
+                "--data",
+                str(segmented / "data"),
+                "--category",
+                "toy",
+                "--maps",
+                str(maps),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert "seg_f1_at" not in json.loads(out.read_text())

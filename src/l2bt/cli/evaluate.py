@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from l2bt.cli.common import add_dataset_args, show_progress
 
@@ -48,14 +49,16 @@ def run(args: argparse.Namespace) -> int:
 
     split = load_category(args.data, args.category, args.dataset)
     return_large_frees()  # this process only evaluates: freed memory goes back at once
+    run_file = MapsFolder(Path(args.maps) / split.name).run
+    described = read_run_description(run_file)
     result = evaluate_maps(
         split,
         args.maps,
         progress=show_progress(),
         low_res_protocol=args.low_res_protocol,
         workers=args.workers,
+        mask_rules=_stored_rules(described, run_file),
     )
-    described = read_run_description(MapsFolder(Path(args.maps) / split.name).run)
     print("\n".join(maps_lines(described)) + "\n")
     print(format_table(result))
     if args.out:
@@ -63,3 +66,17 @@ def run(args: argparse.Namespace) -> int:
         write_text_atomic(Path(args.out), text)
         print(f"\nwrote {args.out}")
     return 0
+
+
+def _stored_rules(described: dict[str, Any] | None, path: Path) -> dict[str, Any] | None:
+    """SegF1 is reported at each threshold the model that made the maps stored (run.json)."""
+    from l2bt.decisions.decide import stored_mask_rules
+    from l2bt.decisions.thresholds import Thresholds
+    from l2bt.errors import InputError
+
+    if not described or not described.get("thresholds"):
+        return None
+    try:
+        return stored_mask_rules(Thresholds.from_dict(described["thresholds"]))
+    except InputError as e:
+        raise InputError(e.problem, path) from e
