@@ -28,12 +28,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from l2bt.atomic import atomic_folder, remove_stale_leftovers
 from l2bt.config import TeacherConfig, content_digest
 from l2bt.data.image_io import current_bit_depth, image_size, read_image
 from l2bt.preprocess import InputGeometry, group_indices, teacher_inputs
+from l2bt.progress import progress_bar
 from l2bt.teacher import Teacher
 
 CACHE_FORMAT = 2
@@ -201,7 +201,9 @@ def cached_train_features(
     with atomic_folder(folder) as staging:
         early = np.lib.format.open_memmap(staging / "early.npy", "w+", np.float16, shape)
         late = np.lib.format.open_memmap(staging / "late.npy", "w+", np.float16, shape)
-        bar = tqdm(total=len(grids), desc="teacher features", unit="input", disable=not progress)
+        bar = progress_bar(
+            total=len(grids), desc="teacher features", unit="input", enabled=progress
+        )
         with bar:
             for indices, x in iter_inputs(images, geometries, batch_size):
                 a, b = teacher.features(x.to(device), config.layers, precision)

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from l2bt.anomaly_map import patch_anomaly
 from l2bt.config import TrainConfig
 from l2bt.errors import InputError
 from l2bt.features import TrainFeatures
+from l2bt.progress import progress_bar
 from l2bt.students import Student, as_columns, cosine_loss, low_precision_step
 from l2bt.teacher import COMPUTE_DTYPES
 
@@ -69,8 +69,8 @@ def train_students(
     steps_per_epoch = math.ceil(n_images / config.batch_size)
     epoch_losses: list[float] = []
     start = time.perf_counter()
-    bar = tqdm(
-        total=config.epochs * steps_per_epoch, desc="students", unit="step", disable=not progress
+    bar = progress_bar(
+        total=config.epochs * steps_per_epoch, desc="students", unit="step", enabled=progress
     )
     with bar:
         for epoch in range(config.epochs):

@@ -20,12 +20,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from l2bt import __version__
 from l2bt.benchmark.jobs import Job, run_job
 from l2bt.benchmark.runner import BenchmarkRun, Executor, record_failure, record_result
 from l2bt.errors import InputError
+from l2bt.progress import progress_bar
 
 PROBE_MARKER = ".l2bt-storage-probe"
 
@@ -62,7 +61,7 @@ def run_on_cluster(
     task = ray.remote(max_retries=0, **resources)(run_job)
     pending = {task.remote(run.config, job, run.out): job for job in jobs}
     log(f"submitted {len(pending)} job(s) to Ray ({int(gpus)} GPU(s), {slots} task slot(s))")
-    bar = tqdm(total=len(pending), desc="benchmark jobs", unit="job", disable=not progress)
+    bar = progress_bar(total=len(pending), desc="benchmark jobs", unit="job", enabled=progress)
     try:
         with bar:
             bar.set_postfix(running=min(slots, len(pending)), finished=0)

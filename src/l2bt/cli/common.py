@@ -7,7 +7,7 @@ stays fast, and each verb imports what it needs inside its `run`.
 from __future__ import annotations
 
 import argparse
-import sys
+import os
 from typing import TYPE_CHECKING
 
 DATASETS = ("mvtec_ad", "visa", "mvtec_ad2", "folder")  # l2bt.data.DATASETS, by name
@@ -171,8 +171,9 @@ def add_trained_run_args(parser: argparse.ArgumentParser, only: str = "") -> Non
 
 
 def show_progress() -> bool:
-    """Progress bars only when a person is watching a terminal."""
-    return sys.stderr.isatty()
+    """Progress of long work (`l2bt.progress`: a bar on a terminal, a line at most every
+    30 s in a log), unless L2BT_PROGRESS=off."""
+    return os.environ.get("L2BT_PROGRESS", "on").lower() not in ("off", "0", "no")
 
 
 def add_bit_depth_arg(parser: argparse.ArgumentParser, trained: bool = False) -> None:

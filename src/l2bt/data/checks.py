@@ -6,13 +6,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from l2bt.data import load_category
 from l2bt.data.image_io import read_image, read_mask
 from l2bt.data.problems import DataProblem, Problems
 from l2bt.data.sample import CategorySplit
 from l2bt.errors import InputError
+from l2bt.progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -34,7 +33,7 @@ def check_category(
     except InputError as e:  # nothing to look into: the category itself is missing
         return CategoryReport(category, (DataProblem(e.path or str(root), e.problem),), None)
     samples = [*split.train, *split.validation, *split.test]
-    for sample in tqdm(samples, desc=f"checking {category}", unit="img", disable=not progress):
+    for sample in progress_bar(samples, desc=f"checking {category}", unit="img", enabled=progress):
         try:
             height, width = read_image(sample.image).shape[:2]
         except InputError as e:

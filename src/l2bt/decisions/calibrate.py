@@ -17,13 +17,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from l2bt.data.image_io import read_image
 from l2bt.decisions.cleanup import Cleanup
 from l2bt.decisions.risk import check_pixel_false_alarm_rate, segmentation_threshold
 from l2bt.decisions.thresholds import Thresholds, check_false_alarm_rate, thresholds_from_scores
 from l2bt.prediction import Predictor
+from l2bt.progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ def _predict(
     """Each image's score and map maximum; with `spill`, each map saved there as `<i>.npy`."""
     scores: list[float] = []
     maxima: list[float] = []
-    bar = tqdm(total=len(images), desc="calibration", unit="img", disable=not progress)
+    bar = progress_bar(total=len(images), desc="calibration", unit="img", enabled=progress)
     with bar:
         for start in range(0, len(images), batch_size):
             batch = [read_image(p) for p in images[start : start + batch_size]]

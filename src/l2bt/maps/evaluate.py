@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -61,8 +60,8 @@ def evaluate_maps(
     maps, at original resolution; `low_res_protocol=N` adds the same maps scored at
     N × N (`l2bt.metrics.low_res`). `workers`: counting threads (default: the cores, at
     most 4). `mask_rules`: named ways to binarise each map (e.g. a run's stored thresholds,
-    `decisions.decide.stored_mask_rules`), whose SegF1 is reported. `progress` shows bars
-    on stderr, and only when it is a terminal.
+    `decisions.decide.stored_mask_rules`), whose SegF1 is reported. `progress`: shown on
+    stderr as `l2bt.progress` says.
     """
     maps_dir = Path(maps_dir)
     samples = split.evaluable_test
@@ -81,7 +80,7 @@ def evaluate_maps(
         checker,
         table,
         low_res_protocol,
-        progress and sys.stderr.isatty(),
+        progress,
         StreamingEvaluator(
             n_images=len(samples),
             workers=default_workers() if workers is None else workers,
@@ -161,12 +160,13 @@ def _pass_two(
 
 
 def _progress(items: Iterator[Item], total: int, title: str, show: bool) -> Iterator[Item]:
-    """`items` with a progress bar when `show` (tqdm is imported only then: start-up)."""
+    """`items` with progress shown when `show` (`l2bt.progress`: tqdm is imported only
+    then, which keeps `evaluate`'s start-up short)."""
     if not show:
         return items
-    from tqdm.auto import tqdm
+    from l2bt.progress import progress_bar
 
-    return iter(tqdm(items, total=total, desc=title, unit="img"))
+    return iter(progress_bar(items, total=total, desc=title, unit="img"))
 
 
 def return_large_frees() -> None:

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from l2bt.anomaly_map import image_score
 from l2bt.atomic import remove_stale_leftovers
@@ -42,6 +41,7 @@ from l2bt.maps.layout import (
 )
 from l2bt.maps.overlay import annotate, outline, overlay
 from l2bt.prediction import Prediction, Predictor
+from l2bt.progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -136,12 +136,12 @@ def predict_to_folder(
     deciding = thresholds or getattr(predictor, "thresholds", None)
     done = [i for i in items if resume and _complete(folder, i.key, deciding, overlays)]
     pending = [item for item in items if item not in done]
-    for item in tqdm(pending, desc="checking inputs", unit="img", disable=not progress):
+    for item in progress_bar(pending, desc="checking inputs", unit="img", enabled=progress):
         read_image(item.image)  # decode fully: bad files fail before anything is written
     results = {item.key: _stored(folder, item.key, deciding) for item in done}
     seconds: list[float] = []
     style = OverlayStyle(colour_range, _image_threshold(deciding)) if overlays else None
-    bar = tqdm(total=len(pending), desc="predict", unit="img", disable=not progress)
+    bar = progress_bar(total=len(pending), desc="predict", unit="img", enabled=progress)
     with bar, ThreadPoolExecutor(max_workers=2) as pool:
         for start in range(0, len(pending), batch_size):
             batch = pending[start : start + batch_size]

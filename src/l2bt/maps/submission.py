@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from l2bt.atomic import TMP_MARK
 from l2bt.data.files import list_images
@@ -35,6 +34,7 @@ from l2bt.decisions.thresholds import Thresholds
 from l2bt.errors import InputError
 from l2bt.maps.layout import write_map, write_mask
 from l2bt.prediction import Prediction, Predictor
+from l2bt.progress import progress_bar
 
 # Images per object and private split, as the official upload checker counts them.
 OFFICIAL_FILE_COUNTS = {
@@ -111,7 +111,7 @@ def write_submission(
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}{TMP_MARK}-", dir=out))
     try:
-        bar = tqdm(total=total, desc=f"submission {name}", unit="img", disable=not progress)
+        bar = progress_bar(total=total, desc=f"submission {name}", unit="img", enabled=progress)
         with bar:
             for split, images in splits.items():
                 for start in range(0, len(images), batch_size):

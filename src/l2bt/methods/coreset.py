@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from l2bt.methods.nearest import squared_norms
+from l2bt.progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ def greedy_coreset(
     _update_nearest(points, norms, [first], nearest, rows_per_block)
     nearest[first] = 0.0
     picks, radii = [first], []
-    bar = tqdm(total=size, desc="coreset", unit="pick", disable=not progress, mininterval=1.0)
+    bar = progress_bar(total=size, desc="coreset", unit="pick", enabled=progress, mininterval=1.0)
     with bar:
         bar.update(1)
         while len(picks) < size:
@@ -219,7 +219,7 @@ def greedy_coreset_reference(
     radii = torch.empty(size, dtype=points.dtype, device=points.device)
 
     pick = first
-    bar = tqdm(total=size, desc="coreset", unit="pick", disable=not progress, mininterval=1.0)
+    bar = progress_bar(total=size, desc="coreset", unit="pick", enabled=progress, mininterval=1.0)
     with bar:
         for step in range(size):
             indices[step : step + 1] = pick

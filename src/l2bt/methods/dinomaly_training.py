@@ -25,13 +25,13 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 from torch.nn import functional as F
-from tqdm.auto import tqdm
 
 from l2bt.config import TeacherConfig
 from l2bt.errors import InputError
 from l2bt.features import input_geometries, iter_inputs
 from l2bt.methods.dinomaly_decoder import DinomalyDecoder, grouped_patches
 from l2bt.preprocess import group_indices
+from l2bt.progress import progress_bar
 from l2bt.teacher import COMPUTE_DTYPES, Teacher
 
 Item = TypeVar("Item")
@@ -324,7 +324,7 @@ def train_decoder(
     first_patch = 1 + teacher.num_register_tokens
     decoder.train()
     log = TrainingLog([], [])
-    bar = tqdm(total=iterations, desc="dinomaly", unit="it", disable=not progress)
+    bar = progress_bar(total=iterations, desc="dinomaly", unit="it", enabled=progress)
     with bar:
         for iteration, x in enumerate(islice(batches, iterations)):
             for group in optimizer.param_groups:

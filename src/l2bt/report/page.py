@@ -18,6 +18,7 @@ from typing import Any
 
 from l2bt.atomic import write_text_atomic
 from l2bt.maps.layout import MapsFolder, read_score_rows
+from l2bt.progress import progress_bar
 from l2bt.report.gallery import Entry, Section, build_section, find_sections
 from l2bt.report.page_assets import SCRIPT, STYLE
 
@@ -36,13 +37,11 @@ def write_page(
 ) -> PageSummary:
     """Build the page of `folder` into `out` (default `folder/index.html`); `run`: a run
     folder whose thresholds and normal colour range apply to a maps folder."""
-    from tqdm.auto import tqdm
-
     folder = Path(folder)
     sources = find_sections(folder, run)
     out = Path(out) if out is not None else folder / "index.html"
     total = sum(_count_rows(s.maps_dir) for s in sources)
-    with tqdm(total=total, desc="view", unit="img", disable=not progress) as bar:
+    with progress_bar(total=total, desc="view", unit="img", enabled=progress) as bar:
         sections = [
             build_section(source, out.parent, step=lambda: bar.update(1)) for source in sources
         ]

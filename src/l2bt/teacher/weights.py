@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 import tempfile
 import urllib.error
 import urllib.request
@@ -22,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from l2bt.errors import InputError
+from l2bt.progress import progress_bar
 
 OFFICIAL_BASE_URL = "https://dl.fbaipublicfiles.com/dinov2"
 
@@ -77,12 +76,12 @@ def download(url: str, destination: Path, progress: bool = True) -> Path:
         with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
             expected = int(response.headers.get("Content-Length") or 0) or None
             digest, received = hashlib.sha256(), 0
-            bar = tqdm(
+            bar = progress_bar(
                 total=expected,
                 unit="B",
                 unit_scale=True,
                 desc=destination.name,
-                disable=not (progress and sys.stderr.isatty()),
+                enabled=progress,
             )
             with bar:
                 for chunk in iter(lambda: response.read(1 << 20), b""):
