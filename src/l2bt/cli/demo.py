@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if not (data / synthetic.category).is_dir():
         print(f"making a synthetic data set in {data} …")
-        write_synthetic(data, synthetic)
+        write_synthetic(data, synthetic, progress=show_progress())
     if args.weights == "random":
         print(
             "note: a random teacher gives meaningless scores; this run only shows the "

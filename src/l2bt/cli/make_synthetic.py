@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from l2bt.cli.common import show_progress
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -27,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     config = SyntheticConfig(
         args.size, args.seed, args.category, args.n_train, args.n_test_good, args.n_test_defective
     )
-    target = write_synthetic(args.out, config, overwrite=args.overwrite)
+    target = write_synthetic(args.out, config, overwrite=args.overwrite, progress=show_progress())
     print(
         f"wrote {args.n_train} training and {args.n_test_good + args.n_test_defective} test "
         f"images of {config.shape[1]}x{config.shape[0]} to {target}"

@@ -24,6 +24,7 @@ from scipy import ndimage
 
 from l2bt.atomic import atomic_folder
 from l2bt.errors import InputError
+from l2bt.progress import progress_bar
 
 DEFECT_TYPES = ("scratch", "spot", "crack", "stain")
 MIN_CONTRAST = 24  # grey levels every defect pixel moves, at least
@@ -166,19 +167,25 @@ def _save_rgb(gray: np.ndarray, path: Path) -> None:
     Image.fromarray(np.repeat(gray[:, :, None], 3, axis=2)).save(path, compress_level=1)
 
 
-def write_synthetic(out: str | Path, config: SyntheticConfig, overwrite: bool = False) -> Path:
+def write_synthetic(
+    out: str | Path, config: SyntheticConfig, overwrite: bool = False, progress: bool = False
+) -> Path:
     """Write `<out>/<category>/{train/good, test/<kind>, ground_truth/<kind>}` atomically."""
     out = Path(out)
     target = out / config.category
     if target.exists() and any(target.iterdir()) and not overwrite:
         raise InputError("output folder exists and is not empty (use --overwrite)", target)
-    with atomic_folder(target) as staging:
+    total = config.n_train + config.n_test_good + config.n_test_defective
+    bar = progress_bar(total=total, desc="synthetic images", unit="img", enabled=progress)
+    with bar, atomic_folder(target) as staging:
         (staging / "train/good").mkdir(parents=True)
         (staging / "test/good").mkdir(parents=True)
         for i in range(config.n_train):
             _save_rgb(clean_surface(config, "train", i), staging / f"train/good/{i:03d}.png")
+            bar.update(1)
         for i in range(config.n_test_good):
             _save_rgb(clean_surface(config, "good", i), staging / f"test/good/{i:03d}.png")
+            bar.update(1)
         for i in range(config.n_test_defective):
             kind = DEFECT_TYPES[i % len(DEFECT_TYPES)]
             clean = clean_surface(config, "defective", i)
@@ -190,4 +197,5 @@ def write_synthetic(out: str | Path, config: SyntheticConfig, overwrite: bool = 
             Image.fromarray(mask.astype(np.uint8) * 255).save(
                 staging / f"ground_truth/{kind}/{i:03d}_mask.png"
             )
+            bar.update(1)
     return target
