@@ -226,8 +226,8 @@ def request_parts(run: Path, png: bytes, repeats: int) -> dict[str, float]:
     """Median seconds of each part of one request, in this process (see the docstring)."""
     from common import median_seconds
     from l2bt.model import L2BT
-    from l2bt.preprocess import teacher_inputs
-    from l2bt.serve.decode import decode_image, header_limit
+    from l2bt.preprocess import header_limit, teacher_inputs
+    from l2bt.serve.decode import decode_image
     from l2bt.serve.encode import prediction_response
 
     model = L2BT.load(run, device="cpu")

@@ -223,3 +223,32 @@ def test_an_output_that_would_replace_an_input_stops_first(tmp_path, capsys):
         == 2
     )
     assert "must be a folder" in one_error_line(capsys)
+
+
+def test_a_thin_image_whose_frame_is_too_large_is_refused_from_its_header(tmp_path, capsys):
+    """Pad mode frames a 20000 x 3 image in a 20000² square: 400 M pixels, over the 50 M
+    limit, refused with one line before the image is decoded and before anything is written."""
+    write_mvtec_tree(tmp_path / "data")
+    assert fit(tmp_path / "data", tmp_path / "run") == 0
+    thin = tmp_path / "thin.png"
+    Image.fromarray(np.full((3, 20000, 3), 128, np.uint8)).save(thin)
+    out = tmp_path / "maps"
+    assert main(["predict", "--model", str(tmp_path / "run"), "--out", str(out), str(thin)]) == 2
+    line = one_error_line(capsys)
+    assert "thin.png" in line and "--max-pixels" in line and "400,000,000" in line
+    assert not out.exists()
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(tmp_path / "run"),
+                "--out",
+                str(out),
+                str(thin),
+                "--max-pixels",
+                "500000000",
+            ]
+        )
+        == 0
+    )

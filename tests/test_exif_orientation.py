@@ -6,7 +6,8 @@ import numpy as np
 from PIL import Image
 
 from l2bt.data.image_io import image_size, read_image, read_mask
-from l2bt.serve.decode import ImagePixelLimit, decode_image
+from l2bt.preprocess import ImagePixelLimit
+from l2bt.serve.decode import decode_image
 
 ROTATE_CW = 6  # stored pixels are shown turned 90° clockwise
 

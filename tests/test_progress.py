@@ -46,3 +46,11 @@ def test_the_cli_shows_progress_unless_turned_off(monkeypatch):
     assert show_progress()
     monkeypatch.setenv("L2BT_PROGRESS", "off")
     assert not show_progress()
+
+
+def test_a_postfix_does_not_print_short_work(short_interval, capsys):
+    with progress.progress_bar(total=2, desc="students") as bar:
+        for step in range(2):
+            bar.update(1)
+            bar.set_postfix(loss=f"{step:.4f}")
+    assert capsys.readouterr().err == ""

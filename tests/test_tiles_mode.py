@@ -259,7 +259,7 @@ def test_export_of_a_tiles_run_is_refused_in_one_line(teacher):
 
 
 def test_the_service_size_limit_uses_the_runs_windows():
-    from l2bt.serve.decode import header_limit
+    from l2bt.preprocess import header_limit
 
     described = {"config": L2BTConfig(SMALL_TILES).to_dict()}
     check = header_limit(described, 10_000)

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from PIL import Image
 
-from l2bt.data.image_io import ImageTooLarge
+from l2bt.data.image_io import HeaderCheck, ImageTooLarge
 from l2bt.tiling import PATCH, TileLayout, TileSettings, cut_windows
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -151,6 +151,35 @@ class WorkLimit:
                 f"{geometry.frame_width} x {geometry.frame_height}, teacher input "
                 f"{geometry.input_width} x {geometry.input_height}), over the limit of "
                 f"{self.max_pixels:,} pixels (--max-pixels)"
+            )
+
+
+def header_limit(description: dict[str, Any], max_pixels: int) -> HeaderCheck:
+    """The size check for a run described by `description`: `WorkLimit` for its input
+    mode and size; the image's own pixels for a predictor that states neither."""
+    teacher = description.get("config", {}).get("teacher", {})
+    mode, size = teacher.get("input_mode"), teacher.get("image_size")
+    if mode in INPUT_MODES and isinstance(size, int):
+        tiles = TileSettings(
+            teacher.get("tile_size", 518),
+            teacher.get("tile_overlap"),
+            teacher.get("tile_scale", 1.0),
+        )
+        return WorkLimit(mode, size, max_pixels, tiles if mode == "tiles" else None)
+    return ImagePixelLimit(max_pixels)
+
+
+class ImagePixelLimit:
+    """Refuses an image of more than `max_pixels` pixels."""
+
+    def __init__(self, max_pixels: int) -> None:
+        self.max_pixels = max_pixels
+
+    def __call__(self, height: int, width: int) -> None:
+        if width * height > self.max_pixels:
+            raise ImageTooLarge(
+                f"image of {width} x {height} = {width * height:,} pixels is "
+                f"over the limit of {self.max_pixels:,} pixels (--max-pixels)"
             )
 
 

@@ -43,4 +43,16 @@ def progress_bar(
     if sys.stderr.isatty():
         return tqdm(iterable, **options)
     logged = {"mininterval": LOG_SECONDS, "maxinterval": LOG_SECONDS, "delay": LOG_SECONDS}
-    return tqdm(iterable, file=_Lines(sys.stderr), ascii=True, ncols=100, **{**options, **logged})
+
+    class LoggedBar(tqdm):
+        """Its postfix is shown with the next line, not printed at once (which would
+        break the interval and print short work)."""
+
+        def set_postfix(
+            self, ordered_dict: Any = None, refresh: bool = True, **kwargs: Any
+        ) -> None:
+            super().set_postfix(ordered_dict, refresh=False, **kwargs)
+
+    return LoggedBar(
+        iterable, file=_Lines(sys.stderr), ascii=True, ncols=100, **{**options, **logged}
+    )

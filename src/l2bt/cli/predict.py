@@ -57,6 +57,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_bit_depth_arg(parser, trained=True)
     parser.add_argument("--no-overlays", action="store_true", help="skip the PNG overlays")
     parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=50_000_000,
+        help="refuse, from its header, an image whose largest array (the image, the teacher "
+        "input or the frame its map is upsampled to) would hold more pixels",
+    )
+    parser.add_argument(
         "--resume",
         action="store_true",
         help="finish an interrupted predict into the same --out: images whose outputs are "
@@ -75,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         return _submission(args)
     from l2bt.data.image_io import bit_depth
     from l2bt.maps.predict import collect_inputs, predict_to_folder
+    from l2bt.preprocess import header_limit
 
     items = collect_inputs(args.inputs)
     if not args.resume and (Path(args.out) / "scores.csv").is_file():
@@ -98,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
             progress=show_progress(),
             resume=args.resume,
             description={"model": str(Path(args.model).resolve()), **model.describe()},
+            header_check=header_limit(model.describe(), args.max_pixels),
         )
     rate = summary.n_images / max(time.perf_counter() - tic, 1e-9)
     print(

@@ -25,7 +25,7 @@ import numpy as np
 
 from l2bt.anomaly_map import image_score
 from l2bt.atomic import remove_stale_leftovers
-from l2bt.data.image_io import is_image_file, read_image
+from l2bt.data.image_io import HeaderCheck, is_image_file, read_image
 from l2bt.decisions.decide import DEFECTIVE, decide
 from l2bt.decisions.thresholds import Thresholds
 from l2bt.errors import InputError
@@ -118,6 +118,7 @@ def predict_to_folder(
     thresholds: Thresholds | None = None,
     resume: bool = False,
     description: Mapping[str, Any] | None = None,
+    header_check: HeaderCheck | None = None,
 ) -> PredictSummary:
     """Predict every item; write `<out>/<key>.tiff` (+ `.png` overlay) and `<out>/scores.csv`.
 
@@ -128,7 +129,8 @@ def predict_to_folder(
     outputs are all there (a killed run's): their score is `image_score` of the stored
     map and their decision is re-derived from it, so scores.csv and regions.csv are full.
     `description` (the model's) is written as `<out>/run.json`, for `l2bt evaluate` to say
-    what made the maps.
+    what made the maps. `header_check(height, width)` runs on every input's header before
+    it is decoded (e.g. `preprocess.header_limit`: refuse images whose work is too large).
     """
     folder = MapsFolder(Path(out))
     check_outputs_spare_inputs(items, folder)
@@ -137,7 +139,7 @@ def predict_to_folder(
     done = [i for i in items if resume and _complete(folder, i.key, deciding, overlays)]
     pending = [item for item in items if item not in done]
     for item in progress_bar(pending, desc="checking inputs", unit="img", enabled=progress):
-        read_image(item.image)  # decode fully: bad files fail before anything is written
+        read_image(item.image, header_check)  # decoded fully: bad files fail before writing
     results = {item.key: _stored(folder, item.key, deciding) for item in done}
     seconds: list[float] = []
     style = OverlayStyle(colour_range, _image_threshold(deciding)) if overlays else None

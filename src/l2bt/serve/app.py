@@ -41,9 +41,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from l2bt import __version__
 from l2bt.errors import InputError
 from l2bt.prediction import Prediction, Predictor
+from l2bt.preprocess import header_limit
 from l2bt.serve.batching import BatchWorker, WorkerStopped
 from l2bt.serve.body import Uploads, read_image_body
-from l2bt.serve.decode import decode_image, header_limit
+from l2bt.serve.decode import decode_image
 from l2bt.serve.encode import prediction_response
 from l2bt.serve.errors import RequestError, describe_exception, one_line
 from l2bt.serve.schemas import (

@@ -17,7 +17,6 @@ per pixel) and up to two 3-byte-per-pixel copies while it becomes an RGB array; 
 from __future__ import annotations
 
 import io
-from typing import Any
 
 import numpy as np
 
@@ -31,9 +30,7 @@ from l2bt.data.image_io import (
     to_rgb_array,
 )
 from l2bt.errors import InputError
-from l2bt.preprocess import INPUT_MODES, WorkLimit
 from l2bt.serve.errors import RequestError
-from l2bt.tiling import TileSettings
 
 EMPTY_BODY = "empty body: send one image file (multipart field 'image', or the raw bytes)"
 
@@ -60,32 +57,3 @@ def decode_image(data: bytes, header_check: HeaderCheck) -> np.ndarray:
         raise RequestError(413, e.problem) from e
     except InputError as e:
         raise RequestError(400, e.problem) from e
-
-
-def header_limit(description: dict[str, Any], max_pixels: int) -> HeaderCheck:
-    """The size check for a run described by `description`: `WorkLimit` for its input
-    mode and size; the image's own pixels for a predictor that states neither."""
-    teacher = description.get("config", {}).get("teacher", {})
-    mode, size = teacher.get("input_mode"), teacher.get("image_size")
-    if mode in INPUT_MODES and isinstance(size, int):
-        tiles = TileSettings(
-            teacher.get("tile_size", 518),
-            teacher.get("tile_overlap"),
-            teacher.get("tile_scale", 1.0),
-        )
-        return WorkLimit(mode, size, max_pixels, tiles if mode == "tiles" else None)
-    return ImagePixelLimit(max_pixels)
-
-
-class ImagePixelLimit:
-    """Refuses an image of more than `max_pixels` pixels."""
-
-    def __init__(self, max_pixels: int) -> None:
-        self.max_pixels = max_pixels
-
-    def __call__(self, height: int, width: int) -> None:
-        if width * height > self.max_pixels:
-            raise ImageTooLarge(
-                f"image of {width} x {height} = {width * height:,} pixels is "
-                f"over the limit of {self.max_pixels:,} pixels (--max-pixels)"
-            )
