@@ -31,8 +31,8 @@ from torch.nn import functional as F
 
 from l2bt.config import TeacherConfig
 from l2bt.prediction import Prediction
-from l2bt.preprocess import InputGeometry, group_indices, teacher_inputs
-from l2bt.tiling import stitch, tile_map_to_image
+from l2bt.preprocess import InputGeometry, group_indices, normalise, teacher_pixels
+from l2bt.tiling import stitch_windows, tile_map_to_image
 
 BLUR_PASSES = ((5, 5), (7, 3))  # (box side, repetitions)
 TOP_FRACTION = 0.001  # of the map's pixels, averaged into the image score
@@ -110,10 +110,16 @@ def _tiled_image_maps(
     smoothed once, cropped and resized back to H × W."""
     layout = geometry.tiles
     assert layout is not None
-    windows = _upsample(patch_maps, (layout.size, layout.size), align_corners)  # (B·n, 1, T, T)
-    windows = windows.reshape(-1, layout.count, layout.size, layout.size)  # -> (B, n, T, T)
-    maps = [tile_map_to_image(stitch(image, layout), layout, smoothing) for image in windows]
-    return torch.stack(maps).cpu().numpy().astype(np.float32, copy=False)  # (B, H, W)
+    size = (layout.size, layout.size)
+    maps = []
+    for image in patch_maps.reshape(-1, layout.count, *patch_maps.shape[1:]):  # (n, h, w) each
+
+        def window(index: int, image: torch.Tensor = image) -> torch.Tensor:
+            return _upsample(image[index : index + 1], size, align_corners)[0, 0]  # (T, T)
+
+        frame = stitch_windows(window, layout, patch_maps.device)  # one window at a time
+        maps.append(tile_map_to_image(frame, layout, smoothing).cpu().numpy())
+    return np.stack(maps).astype(np.float32, copy=False)  # (B, H, W)
 
 
 def top_count(n_pixels: int) -> int:
@@ -148,8 +154,8 @@ def predict_images(
 ) -> list[Prediction]:
     """(H, W, 3) uint8 images -> a Prediction each, its map exactly the image's H × W."""
     geometries = [teacher.geometry(*image.shape[:2]) for image in images]
-    inputs = [teacher_inputs(image, g) for image, g in zip(images, geometries, strict=True)]
-    patch_maps = _score_inputs(score_patches, inputs, geometries, device)
+    pixels = [teacher_pixels(image, g) for image, g in zip(images, geometries, strict=True)]
+    patch_maps = _score_inputs(score_patches, pixels, geometries, device)
     maps: dict[int, np.ndarray] = {}
     for geometry, indices in group_indices(geometries).items():
         batch = torch.cat([patch_maps[i] for i in indices])  # (B · n, h/14, w/14)
@@ -160,18 +166,19 @@ def predict_images(
 
 def _score_inputs(
     score_patches: PatchScorer,
-    inputs: Sequence[torch.Tensor],
+    pixels: Sequence[np.ndarray],
     geometries: Sequence[InputGeometry],
     device: torch.device,
 ) -> dict[int, torch.Tensor]:
-    """Each image's (n, h, w) patch maps: its (n, 3, h, w) inputs scored in batches of at
-    most `INPUT_BATCH` inputs of one shape (windows of several images batch together)."""
+    """Each image's (n, h, w) patch maps: its (n, h, w, 3) uint8 inputs normalised and
+    scored in batches of at most `INPUT_BATCH` inputs of one shape (windows of several
+    images batch together; one float batch exists at a time)."""
     patch_maps: dict[int, torch.Tensor] = {}
     for indices in group_indices([g.input_shape for g in geometries]).values():
-        stacked = torch.cat([inputs[i] for i in indices])  # (Σn, 3, h, w)
+        stacked = np.concatenate([pixels[i] for i in indices])  # (Σn, h, w, 3) uint8
         scored = torch.cat(
             [
-                score_patches(stacked[start : start + INPUT_BATCH].to(device))
+                score_patches(normalise(stacked[start : start + INPUT_BATCH]).to(device))
                 for start in range(0, stacked.shape[0], INPUT_BATCH)
             ]
         )  # (Σn, h/14, w/14)

@@ -32,7 +32,7 @@ import torch
 from l2bt.atomic import atomic_folder, remove_stale_leftovers
 from l2bt.config import TeacherConfig, content_digest
 from l2bt.data.image_io import current_bit_depth, image_size, read_image
-from l2bt.preprocess import InputGeometry, group_indices, teacher_inputs
+from l2bt.preprocess import InputGeometry, group_indices, normalise, teacher_pixels
 from l2bt.progress import progress_bar
 from l2bt.teacher import Teacher
 
@@ -61,28 +61,28 @@ def iter_inputs(
     """Batches of (input rows, (B, 3, h, w) inputs) of at most `batch_size` inputs sharing
     a shape, in order of each shape's first appearance. Rows number every image's inputs
     (its windows in tiles mode), image after image. `workers` images are read at a time,
-    in threads."""
+    in threads, and kept as uint8 until their batch is normalised."""
     first_rows = np.cumsum([0] + [g.n_inputs for g in geometries])  # (N + 1,)
 
-    def load(index: int) -> torch.Tensor:
-        return teacher_inputs(read_image(images[index]), geometries[index])  # (n, 3, h, w)
+    def load(index: int) -> np.ndarray:
+        return teacher_pixels(read_image(images[index]), geometries[index])  # (n, h, w, 3)
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for indices in group_indices([g.input_shape for g in geometries]).values():
             rows: list[int] = []
-            pending: list[torch.Tensor] = []
+            pending: list[np.ndarray] = []
             for start in range(0, len(indices), workers):
                 chunk = indices[start : start + workers]
                 for index, x in zip(chunk, pool.map(load, chunk), strict=True):
                     rows += range(first_rows[index], first_rows[index + 1])
                     pending.append(x)
-                x = torch.cat(pending)  # (pending inputs, 3, h, w)
+                x = np.concatenate(pending)  # (pending inputs, h, w, 3) uint8
                 while len(rows) >= batch_size:
-                    yield rows[:batch_size], x[:batch_size]
+                    yield rows[:batch_size], normalise(x[:batch_size])
                     rows, x = rows[batch_size:], x[batch_size:]
                 pending = [x]
             if rows:
-                yield rows, torch.cat(pending)
+                yield rows, normalise(np.concatenate(pending))
 
 
 @dataclass(frozen=True)

@@ -214,15 +214,24 @@ def preprocess(
 def teacher_inputs(image: np.ndarray, geometry: InputGeometry) -> torch.Tensor:
     """(H, W, 3) uint8 RGB -> (n_inputs, 3, h, w) normalised float32 teacher inputs of
     `geometry` (one input, or the windows in tiles mode)."""
+    return normalise(teacher_pixels(image, geometry))
+
+
+def teacher_pixels(image: np.ndarray, geometry: InputGeometry) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (n_inputs, h, w, 3) uint8: the teacher's inputs before
+    normalisation (a quarter of the float32 bytes, so callers normalise batch by batch)."""
     if geometry.tiles is not None:
-        pixels = cut_windows(image, geometry.tiles)  # (N, T, T, 3)
-    else:
-        padded = (geometry.frame_height, geometry.frame_width) != image.shape[:2]
-        source = pad_to_square(image) if padded else image  # pad mode's square, or the image
-        resized = Image.fromarray(source).resize(
-            (geometry.input_width, geometry.input_height), Image.Resampling.BICUBIC
-        )
-        pixels = np.asarray(resized)[None]  # (h, w, 3) -> (1, h, w, 3)
+        return cut_windows(image, geometry.tiles)  # (N, T, T, 3)
+    padded = (geometry.frame_height, geometry.frame_width) != image.shape[:2]
+    source = pad_to_square(image) if padded else image  # pad mode's square, or the image
+    resized = Image.fromarray(source).resize(
+        (geometry.input_width, geometry.input_height), Image.Resampling.BICUBIC
+    )
+    return np.asarray(resized)[None]  # (h, w, 3) -> (1, h, w, 3)
+
+
+def normalise(pixels: np.ndarray) -> torch.Tensor:
+    """(N, h, w, 3) uint8 -> (N, 3, h, w) float32, ImageNet-normalised."""
     x = torch.from_numpy(pixels.astype(np.float32) / 255.0)  # (N, h, w, 3)
     x = x.permute(0, 3, 1, 2)  # (N, h, w, 3) -> (N, 3, h, w)
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)

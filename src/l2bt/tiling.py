@@ -194,8 +194,16 @@ def stitch(window_maps: torch.Tensor, layout: TileLayout) -> torch.Tensor:
         raise ValueError(
             f"expected ({layout.count}, {size}, {size}) window maps, got {tuple(window_maps.shape)}"
         )
+    return stitch_windows(lambda index: window_maps[index], layout, window_maps.device)
+
+
+def stitch_windows(
+    window_map: Callable[[int], torch.Tensor], layout: TileLayout, device: torch.device
+) -> torch.Tensor:
+    """`stitch` with window i's (T, T) map made by `window_map(i)` when it is blended, so
+    only one window map exists at a time: memory is the frame's two buffers."""
+    size = layout.size
     rows, cols = blend_weights(layout)
-    device = window_maps.device
     row_weights = torch.from_numpy(rows.astype(np.float32)).to(device)  # (n_rows, T)
     col_weights = torch.from_numpy(cols.astype(np.float32)).to(device)  # (n_cols, T)
     frame = (layout.frame_height, layout.frame_width)
@@ -206,7 +214,7 @@ def stitch(window_maps: torch.Tensor, layout: TileLayout) -> torch.Tensor:
         weight = row_weights[row, :, None] * col_weights[col, None, :]  # (T, 1)·(1, T) -> (T, T)
         region = (slice(top, top + size), slice(left, left + size))
         total[region] += weight
-        mean[region] += weight / total[region] * (window_maps[index].float() - mean[region])
+        mean[region] += weight / total[region] * (window_map(index).float() - mean[region])
     return mean
 
 
