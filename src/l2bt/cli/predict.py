@@ -81,11 +81,12 @@ def run(args: argparse.Namespace) -> int:
     if args.submission is not None:
         return _submission(args)
     from l2bt.data.image_io import bit_depth
+    from l2bt.maps.layout import MapsFolder
     from l2bt.maps.predict import collect_inputs, predict_to_folder
     from l2bt.preprocess import header_limit
 
     items = collect_inputs(args.inputs)
-    if not args.resume and (Path(args.out) / "scores.csv").is_file():
+    if not args.resume and MapsFolder(Path(args.out)).scores.is_file():
         raise InputError(
             "--out holds an earlier prediction (scores.csv): add --resume to finish it, "
             "or choose another --out",
