@@ -70,3 +70,25 @@ def teacher_loaded_once(module) -> Iterator[dict]:
     with pytest.MonkeyPatch.context() as patched:
         patched.setattr(module, "load_teacher", load_once)
         yield teachers
+
+
+def fit_toy(data, out, *extra) -> int:
+    """`l2bt fit` of the tiny teacher for 1 epoch on category "toy" of `data` (a tree from
+    `write_mvtec_tree`); `extra` flags are appended."""
+    from l2bt.cli import main
+
+    return main(
+        [
+            "fit",
+            "--data",
+            str(data),
+            "--category",
+            "toy",
+            "--out",
+            str(out),
+            *TINY_TEACHER,
+            "--epochs",
+            "1",
+            *extra,
+        ]
+    )

@@ -10,7 +10,7 @@ import tifffile
 from PIL import Image
 from scipy import ndimage
 
-from helpers import TINY_TEACHER, one_error_line, textured_image, write_mvtec_tree
+from helpers import fit_toy, one_error_line, textured_image, write_mvtec_tree
 from l2bt.cli import main
 from l2bt.maps import submission
 from test_teacher_weights import small_checkpoint
@@ -19,21 +19,7 @@ pytestmark = pytest.mark.usefixtures("feature_cache")
 
 
 def fit(data, out, *extra):
-    return main(
-        [
-            "fit",
-            "--data",
-            str(data),
-            "--category",
-            "toy",
-            "--out",
-            str(out),
-            *TINY_TEACHER,
-            "--epochs",
-            "1",
-            *extra,
-        ]
-    )
+    return fit_toy(data, out, *extra)
 
 
 @pytest.fixture(scope="module")

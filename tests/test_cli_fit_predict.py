@@ -6,28 +6,14 @@ import pytest
 import tifffile
 from PIL import Image
 
-from helpers import SHARED_DATA, TINY_TEACHER, one_error_line, write_mvtec_tree
+from helpers import SHARED_DATA, fit_toy, one_error_line, write_mvtec_tree
 from l2bt.cli import main
 
 pytestmark = pytest.mark.usefixtures("feature_cache")
 
 
 def fit(data, out, *extra):
-    return main(
-        [
-            "fit",
-            "--data",
-            str(data),
-            "--category",
-            "toy",
-            "--out",
-            str(out),
-            *TINY_TEACHER,
-            "--epochs",
-            "1",
-            *extra,
-        ]
-    )
+    return fit_toy(data, out, *extra)
 
 
 def test_fit_then_predict_writes_the_spec_layout(tmp_path, capsys):

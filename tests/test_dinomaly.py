@@ -524,7 +524,7 @@ def test_settings_are_checked(tmp_path):
         make_method("dinomaly", MethodSettings(teacher="dinov2_vitg14"))
     with pytest.raises(InputError, match="unknown teacher"):
         make_method("dinomaly", MethodSettings(teacher="resnet18"))
-    with pytest.raises(InputError, match="input.mode"):
+    with pytest.raises(InputError, match=r"input.mode"):
         Dinomaly(dataclasses.replace(SETTINGS, input_mode="stretch"))
     with pytest.raises(InputError, match="training image"):
         Dinomaly(SETTINGS).fit([], tmp_path, progress=False)

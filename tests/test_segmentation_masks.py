@@ -11,7 +11,7 @@ import tifffile
 from PIL import Image
 from scipy import ndimage
 
-from helpers import TINY_TEACHER, one_error_line, write_mvtec_tree
+from helpers import fit_toy, one_error_line, write_mvtec_tree
 from l2bt.cli import main
 from l2bt.decisions.cleanup import Cleanup
 from l2bt.decisions.decide import decide, stored_mask_rules
@@ -33,23 +33,7 @@ FLAGS = [
 
 
 def fit(data, out, *extra):
-    return main(
-        [
-            "fit",
-            "--data",
-            str(data),
-            "--category",
-            "toy",
-            "--out",
-            str(out),
-            *TINY_TEACHER,
-            "--epochs",
-            "1",
-            "--calibration",
-            "0.25",
-            *extra,
-        ]
-    )
+    return fit_toy(data, out, "--calibration", "0.25", *extra)
 
 
 @pytest.fixture(scope="module")

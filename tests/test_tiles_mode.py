@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torch.nn import functional as F
 
-from helpers import TINY_TEACHER, one_error_line, textured_image, write_mvtec_tree
+from helpers import fit_toy, one_error_line, textured_image, write_mvtec_tree
 from l2bt import L2BT
 from l2bt.anomaly_map import smooth
 from l2bt.cli import main
@@ -183,23 +183,7 @@ def test_a_run_without_tile_settings_still_loads():
 
 
 def fit_tiles(data, out, *extra):
-    return main(
-        [
-            "fit",
-            "--data",
-            str(data),
-            "--category",
-            "toy",
-            "--out",
-            str(out),
-            *TINY_TEACHER,
-            "--epochs",
-            "1",
-            "--input-mode",
-            "tiles",
-            *extra,
-        ]
-    )
+    return fit_toy(data, out, "--input-mode", "tiles", *extra)
 
 
 def test_fit_and_predict_in_tiles_mode_via_the_cli(tmp_path):
