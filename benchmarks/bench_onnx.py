@@ -11,6 +11,12 @@ in-graph resize's difference from PIL.
 
     .venv/bin/python benchmarks/bench_onnx.py            # ViT-B/14-reg at 1036 px, 1000 × 1500
     .venv/bin/python benchmarks/bench_onnx.py --quick    # ViT-S/14 at 224 px, a smoke run
+    .venv/bin/python benchmarks/bench_onnx.py --parity   # the tests' images and models
+
+`--parity` measures, on the three magnetic_tile images of tests/test_export.py and with
+its models (random ViT-S/14, layers 1 and 3, students seeded by the input size) at 224,
+448 and 1036 px, the relative map difference and the score difference between the
+engines: the figures README quotes.
 """
 
 from __future__ import annotations
@@ -51,6 +57,39 @@ def random_model(variant: str, size: int) -> L2BT:
     )
 
 
+PARITY_IMAGES = (  # tests/test_export.py's IMAGE_FILES
+    "test/good/exp4_num_52715.jpg",
+    "test/break/exp1_num_116934.jpg",
+    "test/blowhole/exp1_num_265077.jpg",
+)
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "magnetic_tile"
+
+
+def parity() -> None:
+    """Map and score differences on the tests' images, models and sizes."""
+    from l2bt.model import as_rgb
+
+    images = [as_rgb(DATA / name) for name in PARITY_IMAGES]
+    for size in (224, 448, 1036):
+        config = L2BTConfig(teacher=TeacherConfig("dinov2_vits14", "random", size, layers=(1, 3)))
+        teacher = load_teacher("dinov2_vits14", weights="random")
+        torch.manual_seed(size)
+        model = L2BT(config, teacher, Student(384), Student(384), device="cpu")
+        with tempfile.TemporaryDirectory() as scratch:
+            export_onnx(model, Path(scratch) / "model.onnx")
+            engine = OnnxRuntimePredictor(Path(scratch) / "model.onnx", device="cpu")
+            maps, scores = [], []
+            for image in images:
+                reference, got = model.predict(image), engine.predict(image)
+                peak = np.abs(reference.anomaly_map).max()
+                maps.append(np.abs(got.anomaly_map - reference.anomaly_map).max() / peak)
+                scores.append(abs(got.score - reference.score) / abs(reference.score))
+        print(
+            f"{size:>5} px: map max |Δ| / max |map| {max(maps):.2e} (per image "
+            f"{', '.join(f'{m:.1e}' for m in maps)}); score {max(scores):.2e}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="ViT-S/14, 224 px, 460 × 1130")
@@ -58,7 +97,11 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=None, help="default 1036")
     parser.add_argument("--image-hw", default=None, help="H,W of the image; default 1000,1500")
     parser.add_argument("--repeats", type=int, default=None, help="default 5 (quick: 3)")
+    parser.add_argument("--parity", action="store_true", help="only the tests' parity figures")
     args = parser.parse_args()
+    if args.parity:
+        parity()
+        return
     variant = args.teacher or ("dinov2_vits14" if args.quick else "dinov2_vitb14_reg")
     size = args.image_size or (224 if args.quick else 1036)
     height, width = (
