@@ -164,6 +164,9 @@ def test_calibrate_recomputes_the_segmentation_threshold(segmented, tmp_path):
     assert stored["pixel_false_alarm_rate"] == 0.05 and stored["n_calibration"] == 12
     assert stored["cleanup"] == {"min_region_area": 0, "close_radius": 2, "fill_holes": False}
     assert stored["attainable_pixel_rate"] == pytest.approx(1 / 13)
+    described = json.loads((run / "config.json").read_text())["data"]["calibration"]
+    assert described["n_calibration"] == 12  # fit's held-out 8 no longer described
+    assert described["calibration_images"] == stored["calibration_images"]
 
 
 @pytest.mark.parametrize(

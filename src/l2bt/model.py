@@ -161,6 +161,14 @@ class L2BT:
             beta=pixel_false_alarm_rate,
             cleanup=cleanup,
         ).thresholds
+        data = self.info.get("data")
+        if isinstance(data, dict):  # the description of the calibration follows it
+            calibration = {
+                "source": "l2bt calibrate",
+                "n_calibration": len(images),
+                "calibration_images": [str(p) for p in images],
+            }
+            self.info["data"] = {**data, "calibration": calibration}
         return self.thresholds
 
     # ---- persistence ----------------------------------------------------------------------
