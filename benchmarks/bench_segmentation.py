@@ -44,10 +44,12 @@ from l2bt.maps.predict import PredictItem, predict_to_folder
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def fit_and_predict(split: CategorySplit, args: argparse.Namespace, work: Path) -> tuple:
+def fit_and_predict(
+    split: CategorySplit, args: argparse.Namespace, work: Path, fraction: float
+) -> tuple:
     """The fitted model, its calibration images' maps (saved as .npy) and the test maps."""
     images = split_calibration(
-        [s.image for s in split.train], CalibrationChoice(fraction=args.calibration), seed=0
+        [s.image for s in split.train], CalibrationChoice(fraction=fraction), seed=0
     )
     config = L2BTConfig(
         TeacherConfig("dinov2_vits14", "random", args.image_size),
@@ -83,8 +85,10 @@ def interval(values: list[float]) -> tuple[float, float, float]:
     return mean, max(0.0, mean - 1.96 * se), mean + 1.96 * se
 
 
-def bench_dataset(split: CategorySplit, args: argparse.Namespace, work: Path) -> dict:
-    thresholds, calibration_maps, maps, seconds = fit_and_predict(split, args, work)
+def bench_dataset(
+    split: CategorySplit, args: argparse.Namespace, work: Path, fraction: float
+) -> dict:
+    thresholds, calibration_maps, maps, seconds = fit_and_predict(split, args, work, fraction)
 
     def calibration_stream() -> Iterator[np.ndarray]:
         for path in calibration_maps:
@@ -148,7 +152,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--alpha", type=float, default=0.01)
     parser.add_argument("--calibration", type=float, default=0.1)
-    parser.add_argument("--betas", type=float, nargs="+", default=[1e-3, 1e-4, 1e-2, 5e-2])
+    parser.add_argument(
+        "--betas", type=float, nargs="+", default=[1e-3, 1e-4, 1e-2, 2e-2, 5e-2, 1e-1]
+    )
+    parser.add_argument("--synthetic-train", type=int, default=80)
+    parser.add_argument(
+        "--synthetic-calibration", type=float, default=0.5, help="share of its train/good"
+    )
     parser.add_argument(
         "--cleanup", type=int, nargs=3, default=[16, 2, 1], metavar=("AREA", "RADIUS", "FILL")
     )
@@ -164,18 +174,22 @@ def main() -> None:
             112,
             256,
         )
-        args.calibration = 0.25
+        args.calibration, args.synthetic_train = 0.25, 20
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         real = load_category(args.data, args.category)
         (work / "real").mkdir()
-        results[args.category] = bench_dataset(real, args, work / "real")
-        synthetic = SyntheticConfig(size=args.synthetic_size, n_train=40, n_test_good=10)
+        results[args.category] = bench_dataset(real, args, work / "real", args.calibration)
+        synthetic = SyntheticConfig(
+            size=args.synthetic_size, n_train=args.synthetic_train, n_test_good=10
+        )
         root = write_synthetic(work / "synthetic-data", synthetic)
         (work / "synthetic").mkdir()
         split = load_category(root.parent, synthetic.category)
-        results["synthetic"] = bench_dataset(split, args, work / "synthetic")
+        results["synthetic"] = bench_dataset(
+            split, args, work / "synthetic", args.synthetic_calibration
+        )
     for name, result in results.items():
         print_table(name, result)
     if args.json:
