@@ -1,58 +1,104 @@
 """Progress of long work, for people.
 
-On a terminal: a tqdm bar. Logged to a file (a service, `make demo > demo.log`): no bar,
-but one plain line at most every LOG_SECONDS, the first only once the work has taken that
-long, and the last when it ends, so a log shows that a long run is alive and how far it
-is without filling up with carriage returns. Turned off (`enabled=False`): nothing.
-tqdm is imported on first use, so a command that shows no progress does not pay for it.
+On a terminal: a tqdm bar. Logged to a file (a service, `make demo > demo.log`): no bar
+but plain lines, one whenever LOG_SECONDS have passed since the last progress line of any
+step (one clock for the whole process), and a last line for each step that printed one,
+so a log of a long run shows a line at least every LOG_SECONDS while steps advance, and a
+short run prints nothing. Turned off (`enabled=False`): nothing. tqdm is imported only
+for a terminal, so a command that shows no bar does not pay for it.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
-from typing import Any, TextIO
+import time
+from collections.abc import Iterable, Iterator
+from types import TracebackType
+from typing import Any
 
 LOG_SECONDS = 30.0
+_last_line = [time.monotonic()]  # when the process last printed a progress line
 
 
-class _Lines:
-    """A stream for tqdm that turns its in-place redraws into whole lines."""
+class LogLines:
+    """The part of tqdm's interface l2bt uses, printing whole lines as the module says."""
 
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
+    def __init__(
+        self,
+        iterable: Iterable[Any] | None = None,
+        total: float | None = None,
+        desc: str = "",
+        unit: str = "it",
+        enabled: bool = True,
+        **_: Any,
+    ) -> None:
+        self.iterable = iterable
+        self.total = total if total is not None or iterable is None else _length(iterable)
+        self.desc, self.unit, self.enabled = desc, unit, enabled
+        self.n: float = 0
+        self.postfix = ""
+        self.started = time.monotonic()
+        self.printed = False
 
-    def write(self, text: str) -> None:
-        line = text.replace("\r", "").strip()
-        if line:
-            self.stream.write(line + "\n")
+    def update(self, n: float = 1) -> None:
+        self.n += n
+        if self.enabled and time.monotonic() - _last_line[0] >= LOG_SECONDS:
+            self._print()
 
-    def flush(self) -> None:
-        self.stream.flush()
+    def set_postfix(self, ordered_dict: dict[str, Any] | None = None, **values: Any) -> None:
+        values = {**(ordered_dict or {}), **values}
+        values.pop("refresh", None)
+        self.postfix = ", ".join(f"{k}={v}" for k, v in values.items())
+
+    def close(self) -> None:
+        if self.printed:
+            self._print()
+
+    def _print(self) -> None:
+        done = f"{self.n:g}" + (f"/{self.total:g}" if self.total else "")
+        share = f" ({100 * self.n / self.total:.0f} %)" if self.total else ""
+        elapsed = time.monotonic() - self.started
+        line = f"{self.desc}: {done} {self.unit}{share}, {elapsed:.0f} s"
+        sys.stderr.write(line + (f", {self.postfix}" if self.postfix else "") + "\n")
+        sys.stderr.flush()
+        _last_line[0] = time.monotonic()
+        self.printed = True
+
+    def __iter__(self) -> Iterator[Any]:
+        assert self.iterable is not None
+        try:
+            for item in self.iterable:
+                yield item
+                self.update(1)
+        finally:
+            self.close()
+
+    def __enter__(self) -> LogLines:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _length(iterable: Iterable[Any]) -> float | None:
+    try:
+        return float(len(iterable))  # type: ignore[arg-type]
+    except TypeError:
+        return None
 
 
 def progress_bar(
     iterable: Iterable[Any] | None = None, *, enabled: bool = True, **options: Any
 ) -> Any:
-    """A tqdm over `iterable` (or updated by hand, with `total=`) that shows itself as the
-    module docstring says; `options` are tqdm's (`total`, `desc`, `unit`, …)."""
-    from tqdm.auto import tqdm
+    """A tqdm bar over `iterable` (or updated by hand, with `total=`) on a terminal, else
+    `LogLines`; `options` are tqdm's (`total`, `desc`, `unit`, …)."""
+    if enabled and sys.stderr.isatty():
+        from tqdm.auto import tqdm
 
-    if not enabled:
-        return tqdm(iterable, disable=True, **options)
-    if sys.stderr.isatty():
         return tqdm(iterable, **options)
-    logged = {"mininterval": LOG_SECONDS, "maxinterval": LOG_SECONDS, "delay": LOG_SECONDS}
-
-    class LoggedBar(tqdm):
-        """Its postfix is shown with the next line, not printed at once (which would
-        break the interval and print short work)."""
-
-        def set_postfix(
-            self, ordered_dict: Any = None, refresh: bool = True, **kwargs: Any
-        ) -> None:
-            super().set_postfix(ordered_dict, refresh=False, **kwargs)
-
-    return LoggedBar(
-        iterable, file=_Lines(sys.stderr), ascii=True, ncols=100, **{**options, **logged}
-    )
+    return LogLines(iterable, enabled=enabled, **options)
