@@ -203,13 +203,32 @@ def _score_all(model: L2BT, x: torch.Tensor) -> torch.Tensor:
     return torch.cat([model.patch_maps(x[i : i + 16]) for i in range(0, x.shape[0], 16)])
 
 
+# A child's ru_maxrss starts at its parent's RSS at fork (Linux keeps the forked copy's
+# high-water mark across exec), so a small process in between forks the measured one.
+FORK_AND_MEASURE = (
+    "import os, sys\n"
+    "pid = os.fork()\n"
+    "if pid == 0:\n"
+    "    os.execvp(sys.argv[1], sys.argv[1:])\n"
+    "_, status, usage = os.wait4(pid, 0)\n"
+    "print(usage.ru_maxrss if status == 0 else -1)\n"
+)
+
+
 def peak_rss_mib(command: list[str], env: dict[str, str]) -> float:
-    """Peak RSS of a child process (ru_maxrss from wait4), in MiB."""
-    process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(process.pid, 0)
-    if status != 0:
-        raise RuntimeError(f"{' '.join(command)} failed ({status})")
-    return usage.ru_maxrss / 1024
+    """Peak RSS of `command` run as a grandchild through a small process, in MiB."""
+    out = subprocess.run(
+        [sys.executable, "-c", FORK_AND_MEASURE, *command],
+        env=env,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    kib = int(out.split()[-1])
+    if kib < 0:
+        raise RuntimeError(f"{' '.join(command)} failed")
+    return kib / 1024
 
 
 def part_memory(args: argparse.Namespace, work: Path, env: dict[str, str]) -> dict:
