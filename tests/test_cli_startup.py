@@ -40,6 +40,7 @@ def test_names_listed_by_the_cli_match_the_library():
     from l2bt.cli import benchmark, common
     from l2bt.data import DATASETS
     from l2bt.methods import METHOD_NAMES
+    from l2bt.methods.registry import INPUT_MODE_SUFFIXES
     from l2bt.preprocess import INPUT_MODES
     from l2bt.teacher import PRECISIONS
 
@@ -47,3 +48,4 @@ def test_names_listed_by_the_cli_match_the_library():
     assert common.PRECISIONS == PRECISIONS
     assert common.INPUT_MODES == INPUT_MODES
     assert benchmark.METHOD_NAMES == METHOD_NAMES
+    assert tuple(f"+{mode}" for mode in INPUT_MODES) == INPUT_MODE_SUFFIXES

@@ -249,3 +249,34 @@ def test_a_bank_from_another_run_is_not_trusted(fitted, tmp_path):
     again.fit(paths, work, progress=False)
     assert "reloaded" not in again.describe()
     assert torch.equal(again.bank, method.bank)
+
+
+def test_tiles_mode_banks_every_window_and_a_training_image_scores_zero(tmp_path, shared_teacher):
+    """Tiles mode (SPEC §11): the bank holds every patch of every window, and predict cuts
+    the same windows as fit, so with the whole bank kept a training image is at distance 0."""
+    from l2bt.tiling import TileLayout, TileSettings
+
+    sizes = [(60, 90), (70, 70), (45, 100)]
+    paths = []
+    for i, (h, w) in enumerate(sizes):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(textured_image(h, w, seed=20 + i)).save(paths[-1])
+    settings = MethodSettings(
+        teacher="dinov2_vits14",
+        weights="random",
+        input_mode="tiles",
+        tile_size=28,
+        tile_overlap=7,
+        device="cpu",
+        cache_dir=str(tmp_path / "cache"),
+    )
+    method = PatchCore(settings, coreset_ratio=1.0)
+    method.fit(paths, tmp_path / "work", progress=False)
+    windows = sum(TileLayout.for_image(h, w, TileSettings(28, 7)).count for h, w in sizes)
+    assert method.bank.shape[0] == windows * 2 * 2  # 2 × 2 patches per 28 px window
+    train = np.asarray(Image.open(paths[0]))
+    new = textured_image(60, 90, seed=77)
+    seen, unseen = method.predict_batch([train, new])
+    assert seen.anomaly_map.shape == unseen.anomaly_map.shape == (60, 90)
+    assert seen.anomaly_map.max() < 1e-3 < unseen.anomaly_map.max()
+    assert method.describe()["input_mode"] == "tiles"

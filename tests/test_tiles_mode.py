@@ -1,6 +1,7 @@
 """Tiles input mode wired into the predict road, the feature cache, fit and the CLI
 (SPEC §11; the tiles core itself is tested in test_tiling.py)."""
 
+import csv
 import json
 from dataclasses import replace
 
@@ -11,7 +12,7 @@ import torch
 from PIL import Image
 from torch.nn import functional as F
 
-from helpers import fit_toy, one_error_line, textured_image, write_mvtec_tree
+from helpers import SHARED_DATA, fit_toy, one_error_line, textured_image, write_mvtec_tree
 from l2bt import L2BT
 from l2bt.anomaly_map import smooth
 from l2bt.cli import main
@@ -230,9 +231,45 @@ def test_bad_tile_values_stop_with_one_line(tmp_path, capsys, flags, named):
     assert not (tmp_path / "run").exists()
 
 
-def test_dinomaly_refuses_tiles_with_one_line():
-    with pytest.raises(InputError, match="tiles"):
-        make_method("dinomaly", MethodSettings(input_mode="tiles"))
+def described_mode(described):
+    """The input mode in a method's description (l2bt nests its run's config)."""
+    return described.get("input_mode") or described["config"]["teacher"]["input_mode"]
+
+
+def test_a_mode_suffix_sets_one_methods_mode_and_names_its_results():
+    settings = MethodSettings(teacher="dinov2_vits14", weights="random", tile_size=28)
+    for spec, mode in (
+        ("l2bt+tiles", "tiles"),
+        ("patchcore+aspect", "aspect"),
+        ("dinomaly", "pad"),
+    ):
+        method = make_method(spec, settings)
+        assert method.name == spec and described_mode(method.describe()) == mode
+    with pytest.raises(InputError, match=r"\+tile"):
+        make_method("l2bt+tile", settings)
+
+
+@pytest.mark.slow
+def test_a_tiles_benchmark_on_magnetic_tile_fills_every_column(tmp_path):
+    """Every method in pad and tiles mode in one run: each tiles row fills every column
+    the pad row fills (images larger and smaller than a 112 px window)."""
+    if not (SHARED_DATA / "magnetic_tile_mini").is_dir():
+        pytest.skip("../shared/data/magnetic_tile_mini is absent")
+    methods = ["l2bt", "l2bt+tiles", "patchcore+tiles", "dinomaly+tiles"]
+    argv = ["benchmark", "--data", str(SHARED_DATA), "--categories", "magnetic_tile_mini"]
+    argv += ["--teacher", "dinov2_vits14", "--weights", "random", "--image-size", "224"]
+    argv += ["--tile-size", "112", "--epochs", "1", "--dinomaly-iterations", "3"]
+    assert main([*argv, "--methods", ",".join(methods), "--out", str(tmp_path / "b")]) == 0
+    with open(tmp_path / "b/results.csv") as f:
+        rows = {row["method"]: row for row in csv.DictReader(f)}
+    assert list(rows) == methods
+    # precision is undefined (empty) when a method calls no image defective
+    filled = {column for column, value in rows["l2bt"].items() if value != ""} - {"precision"}
+    assert {"AUPRO@30% q1", "AUPRO@5% all", "infer s/img"} <= filled
+    for method in methods[1:]:
+        assert {column for column, value in rows[method].items() if value != ""} >= filled
+        result = json.loads((tmp_path / f"b/results/{method}/magnetic_tile_mini.json").read_text())
+        assert described_mode(result["run"]["description"]) == "tiles"
 
 
 def test_export_of_a_tiles_run_is_refused_in_one_line(teacher):

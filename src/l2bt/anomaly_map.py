@@ -15,9 +15,8 @@ features of the two layers. The patch grid is upsampled bilinearly to the frame 
 input geometry (the padded square in `pad` mode, the image itself in `aspect` mode),
 smoothed with five 5×5 then three 7×7 zero-padded box blurs (the paper's smoothing), and
 cropped back to the original image's pixels. The image score is the mean of the top
-k = ⌊0.001 · H · W⌋ map pixels (at least one), as the published code computes it.
-Memory: the inputs of one call, one batch of teacher activations, and one map per image
-at its own size (plus one frame per image in tiles mode).
+k = ⌊0.001 · H · W⌋ map pixels (at least one), as the published code computes it. Memory:
+the inputs of one call, one batch of activations, one map per image (tiles: + its frame).
 """
 
 from __future__ import annotations

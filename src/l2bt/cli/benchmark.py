@@ -43,7 +43,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--methods",
         default="l2bt",
-        help=f"comma-separated: {', '.join(METHOD_NAMES)} (default l2bt)",
+        help=f"comma-separated: {', '.join(METHOD_NAMES)} (default l2bt); a suffix "
+        "+pad, +aspect or +tiles sets one method's input mode against --input-mode, e.g. "
+        "l2bt,l2bt+tiles,patchcore+tiles compares pad and tiles in one run (results filed "
+        "under the whole name)",
     )
     parser.add_argument("--out", required=True, help="benchmark folder")
     add_teacher_args(parser)

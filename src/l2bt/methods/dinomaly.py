@@ -10,8 +10,9 @@ is the mean of the map's top 1 %.
 What the shared road changes from the official code (guojiajeremy/Dinomaly, c5c76d0):
 the teacher follows the DINOv2 release (`MethodSettings.teacher`; position embeddings
 interpolated without the official loader's 0.1 offset; ViT-g has no target layers and is
-refused); the input is `l2bt.preprocess`'s for every method (pad, aspect or another mode
-at `image_size`) instead of a 392 px centre crop; the map is smoothed at full resolution
+refused); the input is `l2bt.preprocess`'s for every method (pad or aspect at `image_size`, or
+tiles: each window one input, a training step `batch_size` windows of the step's images)
+instead of a 392 px centre crop; the map is smoothed at full resolution
 in the geometry's frame and cropped to the image (`l2bt.anomaly_map.to_image_maps`), not
 at 256 px; seed 0; `precision="bf16"` runs the frozen encoder in bfloat16 while the
 decoder trains in float32. Memory and FLOP counts: benchmarks/README.md.
@@ -127,8 +128,6 @@ class Dinomaly:
                 f"precision must be one of {', '.join(PRECISIONS)}, got {settings.precision!r}"
             )
         self.seed = seed
-        if settings.input_mode == "tiles":
-            raise InputError("dinomaly does not take --input-mode tiles yet (use pad or aspect)")
         self.recipe = recipe or DinomalyRecipe()
         self.device = resolve_device(settings.device)
         if settings.teacher not in ARCHITECTURES:
@@ -144,6 +143,9 @@ class Dinomaly:
             settings.image_size,
             (self.layers[0], self.layers[-1]),
             settings.input_mode,
+            settings.tile_size,
+            settings.tile_overlap,
+            settings.tile_scale,
         )
         self.teacher: Teacher | None = None
         self.decoder: DinomalyDecoder | None = None
@@ -207,8 +209,7 @@ class Dinomaly:
         return {
             "teacher": self.settings.teacher,
             "weights": self.settings.weights,
-            "image_size": self.settings.image_size,
-            "input_mode": self.settings.input_mode,
+            **self.teacher_config.cache_description(),  # image_size, input_mode (tiles)
             "precision": self.settings.precision,
             "target_layers": list(self.layers),
             "iterations": self.iterations,

@@ -1,7 +1,14 @@
-"""Making a method from its name in `--methods`."""
+"""Making a method from its name in `--methods`.
+
+A name is a base method (`l2bt`, `l2bt@N`, `patchcore`, `dinomaly`) optionally followed
+by an input-mode suffix (`+pad`, `+aspect`, `+tiles`, SPEC §11) that sets that method's
+input mode against the run's; its results are filed under the whole name. External maps
+(`external:NAME=DIR`) take no suffix: their maps are made elsewhere.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -10,11 +17,27 @@ from l2bt.methods.base import Method, MethodSettings
 from l2bt.methods.external import ExternalMaps
 
 METHOD_NAMES = ("l2bt", "l2bt@N", "patchcore", "dinomaly", "external:NAME=DIR")
+INPUT_MODE_SUFFIXES = ("+pad", "+aspect", "+tiles")  # SPEC §9, §11 (l2bt.preprocess.INPUT_MODES)
 
 
 def make_method(spec: str, settings: MethodSettings) -> Method | ExternalMaps:
-    """A method from its name in `--methods`."""
+    """A method from its name in `--methods` (with its input-mode suffix, if any)."""
     spec = spec.strip()
+    if match := re.fullmatch(r"external:([\w.-]+)=(.+)", spec):
+        return ExternalMaps(match.group(1), Path(match.group(2)))
+    base, plus, mode = spec.rpartition("+")
+    if not plus:
+        return _base_method(spec, settings)
+    if plus + mode not in INPUT_MODE_SUFFIXES:
+        raise InputError(
+            f"method {spec}: unknown input mode +{mode}; use {', '.join(INPUT_MODE_SUFFIXES)}"
+        )
+    method = _base_method(base, dataclasses.replace(settings, input_mode=mode))
+    method.name = spec
+    return method
+
+
+def _base_method(spec: str, settings: MethodSettings) -> Method:
     if spec == "l2bt" or re.fullmatch(r"l2bt@(\d+)", spec):
         from l2bt.methods.l2bt_method import L2BTMethod
 
@@ -32,6 +55,7 @@ def make_method(spec: str, settings: MethodSettings) -> Method | ExternalMaps:
         from l2bt.methods.dinomaly import Dinomaly
 
         return Dinomaly(settings)
-    if match := re.fullmatch(r"external:([\w.-]+)=(.+)", spec):
-        return ExternalMaps(match.group(1), Path(match.group(2)))
-    raise InputError(f"unknown method {spec!r}; choose from {', '.join(METHOD_NAMES)}")
+    raise InputError(
+        f"unknown method {spec!r}; choose from {', '.join(METHOD_NAMES)}, "
+        f"optionally followed by {', '.join(INPUT_MODE_SUFFIXES)}"
+    )

@@ -16,8 +16,7 @@ Shutdown (`server.py`): bodies still arriving are answered 503 at once, requests
 their body finish within `shutdown_timeout`. Every error is `{"error": "<one plain
 line>"}`: 4xx for what the client sent (also a bad query value, an unknown path or
 method), 503 when busy or shutting down, 500 when the predictor raised on a good image
-(logged; the worker goes on). One log line per request (method, path, status, bytes
-sent, seconds) goes to the `l2bt.serve` logger.
+(logged; the worker goes on). One log line per request goes to the `l2bt.serve` logger.
 """
 
 from __future__ import annotations
