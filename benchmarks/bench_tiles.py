@@ -6,6 +6,8 @@ Parts (`--parts`, default all):
   tiles mode at native scale (T = `--tile-size`), through `l2bt benchmark` itself
   (`--methods l2bt,l2bt+tiles`): AUPRO@30 % and @5 % for q1 and all, per absolute area
   bin, inference time per image, and the ratio q1(tiles) / q1(pad).
+- `magnetic`: the same on `--magnetic-category` of ../shared/data (magnetic_tile: images
+  smaller than a window, so tiles mode edge-pads them to T × T at native scale).
 - `spots`: resolution isolated from the teacher: flat, finely textured surfaces with one
   2–4 px dark spot each; after fitting on spotless surfaces, the distance from each map's
   maximum to its spot, in tiles mode and in pad mode.
@@ -64,12 +66,26 @@ def part_tiny(args: argparse.Namespace, work: Path, env: dict[str, str]) -> dict
         size=args.size, n_train=args.n_train, n_test_good=3, n_test_defective=args.n_test
     )
     write_synthetic(work / "data", synthetic, progress=True)
-    out = work / "benchmark"
+    return pad_against_tiles(args, work / "data", "synthetic", work / "benchmark", env)
+
+
+def part_magnetic(args: argparse.Namespace, work: Path, env: dict[str, str]) -> dict:
+    """The real set: its images (about 200-600 px a side) are mostly smaller than a window."""
+    data = ROOT.parent / "shared" / "data"
+    return pad_against_tiles(args, data, args.magnetic_category, work / "benchmark", env)
+
+
+def pad_against_tiles(
+    args: argparse.Namespace, data: Path, category: str, out: Path, env: dict[str, str]
+) -> dict:
+    """`l2bt benchmark --methods l2bt,l2bt+tiles` on one category, and its figures."""
     run_cli(
         [
             "benchmark",
             "--data",
-            str(work / "data"),
+            str(data),
+            "--categories",
+            category,
             "--methods",
             "l2bt,l2bt+tiles",
             "--teacher",
@@ -91,7 +107,7 @@ def part_tiny(args: argparse.Namespace, work: Path, env: dict[str, str]) -> dict
     )
     results = {}
     for name in ("l2bt", "l2bt+tiles"):
-        result = json.loads((out / "results" / name / "synthetic.json").read_text())
+        result = json.loads((out / "results" / name / f"{category}.json").read_text())
         results[name] = {
             "aupro@0.3": {b: result["aupro"]["0.3"][b] for b in ("q1", "all")},
             "aupro@0.05": {b: result["aupro"]["0.05"][b] for b in ("q1", "all")},
@@ -295,6 +311,7 @@ def main() -> None:
     parser.add_argument("--n-test", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--magnetic-category", default="magnetic_tile")
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -310,6 +327,8 @@ def main() -> None:
             tic = time.perf_counter()
             if part == "tiny":
                 results[part] = part_tiny(args, work / part, env)
+            elif part == "magnetic":
+                results[part] = part_magnetic(args, work / part, env)
             elif part == "spots":
                 results[part] = part_spots(args, work / part)
             elif part == "cost":
