@@ -12,6 +12,8 @@ in-graph resize's difference from PIL.
     .venv/bin/python benchmarks/bench_onnx.py            # ViT-B/14-reg at 1036 px, 1000 × 1500
     .venv/bin/python benchmarks/bench_onnx.py --quick    # ViT-S/14 at 224 px, a smoke run
     .venv/bin/python benchmarks/bench_onnx.py --parity   # the tests' images and models
+    .venv/bin/python benchmarks/bench_onnx.py --teacher dinov2_vits14 --tiles 518 \
+        --image-hw 1536,2048 --repeats 3                 # a tiles graph for one image size
 
 `--parity` measures, on the three magnetic_tile images of tests/test_export.py and with
 its models (random ViT-S/14, layers 1 and 3, students seeded by the input size) at 224,
@@ -48,8 +50,11 @@ def textured_image(height: int, width: int, seed: int = 0) -> np.ndarray:
     return np.repeat(gray[:, :, None], 3, axis=2).astype(np.uint8)
 
 
-def random_model(variant: str, size: int) -> L2BT:
-    config = L2BTConfig(teacher=TeacherConfig(variant=variant, weights="random", image_size=size))
+def random_model(variant: str, size: int, tile_size: int | None = None) -> L2BT:
+    """Pad mode at `size`, or tiles mode with `tile_size` windows at native scale."""
+    mode = {} if tile_size is None else {"input_mode": "tiles", "tile_size": tile_size}
+    teacher_config = TeacherConfig(variant=variant, weights="random", image_size=size, **mode)
+    config = L2BTConfig(teacher=teacher_config)
     teacher = load_teacher(variant, weights="random")
     torch.manual_seed(0)
     return L2BT(
@@ -98,6 +103,9 @@ def main() -> None:
     parser.add_argument("--image-hw", default=None, help="H,W of the image; default 1000,1500")
     parser.add_argument("--repeats", type=int, default=None, help="default 5 (quick: 3)")
     parser.add_argument("--parity", action="store_true", help="only the tests' parity figures")
+    parser.add_argument(
+        "--tiles", type=int, default=None, metavar="T", help="tiles mode, T px windows"
+    )
     args = parser.parse_args()
     if args.parity:
         parity()
@@ -109,12 +117,12 @@ def main() -> None:
     )
     repeats = args.repeats or (3 if args.quick else 5)
 
-    model = random_model(variant, size)
+    model = random_model(variant, size, args.tiles)
     image = textured_image(height, width)
     with tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / "model.onnx"
         tic = time.perf_counter()
-        export_onnx(model, path)
+        export_onnx(model, path, image_hw=None if args.tiles is None else (height, width))
         export_seconds = time.perf_counter() - tic
         file_mib = path.stat().st_size / 2**20
         engine = OnnxRuntimePredictor(path, device="cpu")
@@ -130,8 +138,9 @@ def main() -> None:
 
     torch_s = statistics.median(seconds["torch"])
     ort_s = statistics.median(seconds["onnxruntime"])
+    mode = f"{size} px" if args.tiles is None else f"tiles of {args.tiles} px (native scale)"
     print(
-        f"{variant} at {size} px, fp32, one {height} × {width} image, {repeats} interleaved "
+        f"{variant} at {mode}, fp32, one {height} × {width} image, {repeats} interleaved "
         f"repeats; torch {torch.__version__} ({torch.get_num_threads()} threads), "
         f"onnxruntime {engine.session.get_providers()[0]}"
     )

@@ -272,13 +272,6 @@ def test_a_tiles_benchmark_on_magnetic_tile_fills_every_column(tmp_path):
         assert described_mode(result["run"]["description"]) == "tiles"
 
 
-def test_export_of_a_tiles_run_is_refused_in_one_line(teacher):
-    from l2bt.export.exporter import teacher_input_hw
-
-    with pytest.raises(InputError, match="tiles"):
-        teacher_input_hw(model_for(SMALL_TILES, teacher), (60, 80))
-
-
 def test_the_service_size_limit_uses_the_runs_windows():
     from l2bt.preprocess import header_limit
 

@@ -21,7 +21,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "export",
         help="write the model as one ONNX file (pre- and post-processing inside)",
-        description="Input `image`: uint8 (H, W, 3) RGB of any size. Outputs: anomaly_map "
+        description="Input `image`: uint8 (H, W, 3) RGB of any size (aspect and tiles "
+        "mode: of the --image-hw size). Outputs: anomaly_map "
         "float32 (H, W), score float32 and, with thresholds, mask uint8 (H, W, 0/255) and "
         "defective bool. The run's config.json is in the file's metadata (l2bt_config). "
         "fp32. Predict with `l2bt predict --model FILE.onnx`.",
@@ -34,8 +35,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         type=image_hw,
         default=None,
         metavar="H,W",
-        help="aspect-mode runs only: the size of the images the graph will "
-        "see (their teacher grid is fixed in the graph)",
+        help="aspect- and tiles-mode runs only: the size of the images the graph will "
+        "see (the teacher grid, or the windows, are fixed in the graph)",
     )
     parser.add_argument(
         "--weights",

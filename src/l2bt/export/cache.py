@@ -4,9 +4,9 @@ The export is cached as `<run>/model.onnx`, keyed by a SHA-256 digest of the fol
 `config.json` and `students.safetensors`, the l2bt version and the opset (stored in the
 file's metadata as the graph's `source`): a recalibrated or retrained run, or another
 l2bt, exports again. Where the run folder cannot be written, the export goes to a
-temporary file, removed once ONNX Runtime has read it. An aspect-mode run has no graph
-for every image size: it is exported with `l2bt export --image-hw H,W` and predicted
-from that file.
+temporary file, removed once ONNX Runtime has read it. An aspect- or tiles-mode run has
+no graph for every image size: it is exported with `l2bt export --image-hw H,W` and
+predicted from that file.
 """
 
 from __future__ import annotations
@@ -68,9 +68,10 @@ def _load_for_export(run_dir: Path, weights: str | None) -> L2BT:
     from l2bt.model import L2BT
 
     model = L2BT.load(run_dir, device="cpu", weights=weights)
-    if model.config.teacher.input_mode != "pad":
+    mode = model.config.teacher.input_mode
+    if mode != "pad":
         raise InputError(
-            "an aspect-mode run is exported for one image size: run `l2bt "
+            f"an {mode}-mode run is exported for one image size: run `l2bt "
             "export --model RUN --image-hw H,W --out FILE.onnx` and predict "
             "with FILE.onnx",
             run_dir,

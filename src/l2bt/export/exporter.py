@@ -9,7 +9,8 @@ holds its weights (only the blocks up to the deepest used layer; over protobuf's
 is refused), is checked with `onnx.checker` and written atomically. Metadata:
 `l2bt_config` (the run's `config.json`), `l2bt_version`, and `l2bt_graph` (`input_mode`,
 `image_size`, `input_hw`, `outputs`, `opset`, `source`: a digest of the run folder's files,
-by which `l2bt.export.cache` caches). An aspect-mode graph is exported for one image size.
+by which `l2bt.export.cache` caches, and `image_hw` for a tiles graph). Aspect- and
+tiles-mode graphs are exported for one image size (`export/tiled_graph.py`: the windows).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from l2bt.atomic import atomic_file
 from l2bt.errors import InputError
 from l2bt.export.graph import L2BTGraph
 from l2bt.export.metadata import CONFIG_KEY, GRAPH_KEY, INPUT_NAME, VERSION_KEY, GraphInfo
+from l2bt.export.tiled_graph import TiledL2BTGraph
 from l2bt.model import L2BT
 from l2bt.preprocess import InputGeometry
 
@@ -41,10 +43,9 @@ EXAMPLE_IMAGE_HW = (97, 131)  # traced with an odd, non-square size: nothing spe
 
 def teacher_input_hw(model: L2BT, image_hw: tuple[int, int] | None) -> tuple[int, int]:
     """The teacher input the graph is built for: size² in pad mode; in aspect mode the
-    input of `image_hw` images (required there, refused in pad mode)."""
+    input of `image_hw` images; T² in tiles mode (`image_hw` required in both, refused in
+    pad mode)."""
     teacher = model.config.teacher
-    if teacher.input_mode == "tiles":
-        raise InputError("export of tiles-mode runs is not supported yet (predict with torch)")
     if teacher.input_mode == "pad":
         if image_hw is not None:
             raise InputError(
@@ -53,9 +54,11 @@ def teacher_input_hw(model: L2BT, image_hw: tuple[int, int] | None) -> tuple[int
         return teacher.image_size, teacher.image_size
     if image_hw is None:
         raise InputError(
-            "an aspect-mode run has a teacher grid per image shape: give "
-            "--image-hw H,W, the size of the images the graph will see"
+            f"a {teacher.input_mode}-mode run has a teacher input layout per image shape: "
+            "give --image-hw H,W, the size of the images the graph will see"
         )
+    if teacher.input_mode == "tiles":
+        return teacher.tile_size, teacher.tile_size
     geometry = InputGeometry.aspect(*image_hw, teacher.image_size)
     return geometry.input_height, geometry.input_width
 
@@ -90,7 +93,12 @@ def export_onnx(
     import onnx
 
     input_hw = teacher_input_hw(model, image_hw)
-    graph = L2BTGraph(model, input_hw).eval()
+    tiled = model.config.teacher.input_mode == "tiles"
+    if tiled:
+        assert image_hw is not None  # teacher_input_hw requires it
+        graph: L2BTGraph = TiledL2BTGraph(model, image_hw).eval()
+    else:
+        graph = L2BTGraph(model, input_hw).eval()
     if model.device.type != "cpu":
         graph = copy.deepcopy(graph).cpu()  # traced on the CPU; the model stays where it is
     _check_single_file(graph)
@@ -101,8 +109,9 @@ def export_onnx(
         graph.output_names,
         opset,
         source,
+        image_hw if tiled else None,
     )
-    proto = _trace(graph, opset)
+    proto = _trace(graph, opset, image_hw if tiled else None)
     onnx.helper.set_model_props(
         proto,
         {
@@ -126,11 +135,13 @@ def _check_single_file(graph: L2BTGraph) -> None:
         )
 
 
-def _trace(graph: L2BTGraph, opset: int) -> Any:
-    """The exported, optimised ONNX ModelProto with a symbolic image height and width."""
+def _trace(graph: L2BTGraph, opset: int, fixed_hw: tuple[int, int] | None) -> Any:
+    """The exported, optimised ONNX ModelProto: the image's height and width symbolic, or
+    `fixed_hw` (a tiles-mode graph, whose windows are cut for one size)."""
     height = torch.export.Dim("height", min=2)
     width = torch.export.Dim("width", min=2)
-    example = torch.zeros((*EXAMPLE_IMAGE_HW, 3), dtype=torch.uint8)
+    example = torch.zeros((*(fixed_hw or EXAMPLE_IMAGE_HW), 3), dtype=torch.uint8)
+    dynamic = None if fixed_hw else {"image": {0: height, 1: width}}
     with _quiet_exporter():
         program = torch.onnx.export(
             graph,
@@ -140,7 +151,7 @@ def _trace(graph: L2BTGraph, opset: int) -> Any:
             verbose=False,
             input_names=[INPUT_NAME],
             output_names=list(graph.output_names),
-            dynamic_shapes={"image": {0: height, 1: width}},
+            dynamic_shapes=dynamic,
             external_data=False,
         )
     assert program is not None  # dynamo=True always returns the program

@@ -52,18 +52,20 @@ class FixedGridTeacher(nn.Module):
         self.register_buffer("position", position)  # (1, 1 + h·w, D)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(1, 3, h, w) normalised input -> the two layers' (1, h/14, w/14, D) patch tokens."""
-        tokens = self.patch_embed(x)  # (1, h·w, D)
-        tokens = torch.cat((self.cls_token, tokens), dim=1) + self.position
+        """(B, 3, h, w) normalised inputs -> the two layers' (B, h/14, w/14, D) patch tokens."""
+        batch = x.shape[0]
+        tokens = self.patch_embed(x)  # (B, h·w, D)
+        tokens = torch.cat((self.cls_token.expand(batch, -1, -1), tokens), dim=1) + self.position
         if self.num_registers:
-            tokens = torch.cat((tokens[:, :1], self.register_tokens, tokens[:, 1:]), dim=1)
+            registers = self.register_tokens.expand(batch, -1, -1)
+            tokens = torch.cat((tokens[:, :1], registers, tokens[:, 1:]), dim=1)
         first_patch = 1 + self.num_registers
         kept: dict[int, torch.Tensor] = {}
         for index, block in enumerate(self.blocks):
             tokens = block(tokens)
             if index in self.layers:
                 patches = self.norm(tokens)[:, first_patch:]
-                kept[index] = patches.reshape(1, *self.grid, -1)  # (1, h·w, D) -> (1, h, w, D)
+                kept[index] = patches.reshape(batch, *self.grid, -1)  # (B, h·w, D) -> (B, h, w, D)
         return kept[self.layers[0]], kept[self.layers[1]]
 
 

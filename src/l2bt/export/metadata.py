@@ -24,6 +24,7 @@ class GraphInfo:
     outputs: tuple[str, ...]
     opset: int
     source: str | None = None
+    image_hw: tuple[int, int] | None = None  # tiles mode: the one image size it takes
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -33,11 +34,13 @@ class GraphInfo:
             "outputs": list(self.outputs),
             "opset": self.opset,
             "source": self.source,
+            "image_hw": None if self.image_hw is None else list(self.image_hw),
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GraphInfo:
         height, width = data["input_hw"]
+        image_hw = data.get("image_hw")
         return cls(
             str(data["input_mode"]),
             int(data["image_size"]),
@@ -45,4 +48,5 @@ class GraphInfo:
             tuple(data["outputs"]),
             int(data["opset"]),
             data.get("source"),
+            None if image_hw is None else (int(image_hw[0]), int(image_hw[1])),
         )

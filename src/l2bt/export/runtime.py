@@ -2,9 +2,10 @@
 
 The graph does the whole prediction of one image (see `l2bt.export.graph`); on the host
 remain only what a graph does badly: reading the file's metadata (the run's config and
-thresholds), checking an aspect-mode graph's fixed grid, and the mask's clean-up and
-8-connected regions (`Cleanup.apply`, `find_regions`, exactly as the torch engine's
-`decide`: the graph's own `mask` output is the thresholded map before clean-up).
+thresholds), checking an aspect-mode graph's fixed grid and a tiles-mode graph's fixed
+image size, and the mask's clean-up and 8-connected regions (`Cleanup.apply`,
+`find_regions`, exactly as the torch engine's `decide`: the graph's own `mask` output is
+the thresholded map before clean-up).
 Providers: the CPU, or CUDA when asked for (`device="cuda"`) or available (`"auto"`) in
 the installed onnxruntime. Images are run one at a time: their sizes differ and the
 graph has no batch axis.
@@ -164,6 +165,13 @@ class OnnxRuntimePredictor:
 
     def _check_grid(self, height: int, width: int) -> None:
         graph = self.run.graph
+        if graph.image_hw is not None and graph.image_hw != (height, width):
+            raise InputError(
+                f"this tiles-mode graph cuts its windows for {graph.image_hw[0]} x "
+                f"{graph.image_hw[1]} images, not {height} x {width} (export again with "
+                f"--image-hw {height},{width})",
+                self.path,
+            )
         if graph.input_mode != "aspect":
             return
         geometry = InputGeometry.aspect(height, width, graph.image_size)
