@@ -3,10 +3,15 @@ import json
 
 import pytest
 import tifffile
+from PIL import Image
 
 from helpers import SHARED_DATA, TINY_TEACHER, write_mvtec_tree
 from l2bt.benchmark import runner
+from l2bt.benchmark.overlays import ranked_keys
 from l2bt.cli import main
+from l2bt.maps.layout import MapsFolder, ScoreRow, map_shape, read_score_rows
+from l2bt.maps.overlay import colour_bar_height
+from l2bt.report.gallery import build_section, find_sections
 
 TINY = [*TINY_TEACHER, "--epochs", "1"]
 SPEC_KEYS = {
@@ -30,6 +35,32 @@ def copy_maps_as_external(bench, method, category, target):
         out = target / category / path.relative_to(bench / "maps" / method / category)
         out.parent.mkdir(parents=True, exist_ok=True)
         tifffile.imwrite(out, tifffile.imread(path))
+
+
+def check_overlays(maps):
+    """The highest-, median- and lowest-scoring images have overlays the size predict's
+    have (the image, the colour bar below), and overlays.json names them in score order."""
+    chosen = json.loads((maps / "overlays.json").read_text())
+    scores = sorted((-row.score, row.key) for row in read_score_rows(maps / "scores.csv"))
+    ordered = [key for _, key in scores]
+    assert chosen == {
+        "highest": ordered[0],
+        "median": ordered[len(ordered) // 2],
+        "lowest": ordered[-1],
+    }
+    assert {p.relative_to(maps).as_posix() for p in maps.rglob("*_overlay.png")} == {
+        f"{key}_overlay.png" for key in chosen.values()
+    }
+    for key in chosen.values():
+        height, width = map_shape(MapsFolder(maps).map(key))
+        with Image.open(MapsFolder(maps).overlay(key)) as picture:
+            assert picture.format == "PNG" and picture.mode == "RGB"
+            assert picture.size == (width, height + colour_bar_height(width))
+
+
+def test_ranked_keys_break_ties_by_key_and_take_the_lower_middle():
+    rows = [ScoreRow(k, s, None) for k, s in [("d", 0.2), ("a", 0.9), ("c", 0.5), ("b", 0.5)]]
+    assert ranked_keys(rows) == {"highest": "a", "median": "c", "lowest": "d"}
 
 
 def test_every_method_runs_and_the_table_has_every_column(tmp_path, capsys):
@@ -237,6 +268,11 @@ def test_every_method_gets_thresholds_the_same_way(tmp_path):
         assert len(list(maps.rglob("*_mask.png"))) == 6 and (maps / "regions.csv").is_file()
         with open(maps / "scores.csv") as f:
             assert {r["verdict"] for r in csv.DictReader(f)} <= {"good", "defective"}
+        check_overlays(maps)
+    for source in find_sections(bench):  # `l2bt view` links the overlays the benchmark wrote
+        chosen = json.loads((source.maps_dir / "overlays.json").read_text())
+        linked = {e.key for e in build_section(source, bench).entries if e.overlay is not None}
+        assert linked == set(chosen.values())
         assert (bench / "plots/scores_toy.png").stat().st_size > 1000
     report = (bench / "results.md").read_text()
     assert "## Decisions" in report and "split-conformal at a false-alarm rate of 0.2" in report

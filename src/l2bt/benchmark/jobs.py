@@ -2,8 +2,9 @@
 
 `run_job` is the one function both executors call: the local runner in this process,
 the Ray executor (`benchmark/ray.py`) in a task on any node. It writes what is large —
-the method's model under `models/<method>/<category>/` and the maps, masks and
-scores under `maps/<method>/<category>/` — and returns the result, which the driver
+the method's model under `models/<method>/<category>/` and the maps, masks, scores
+and three overlays (highest, median and lowest score; `benchmark/overlays.py`) under
+`maps/<method>/<category>/` — and returns the result, which the driver
 writes as `results/<method>/<category>.json`. Every file is written atomically, so a
 job that dies leaves nothing half-written and a re-run redoes it from its last finished
 artefact (the fitted model, the thresholds).
@@ -19,6 +20,7 @@ from typing import Any
 
 from l2bt.atomic import write_text_atomic
 from l2bt.benchmark.memory import PeakMemory
+from l2bt.benchmark.overlays import write_overlays
 from l2bt.config import content_digest
 from l2bt.data import load_category
 from l2bt.data.sample import CategorySplit
@@ -94,6 +96,7 @@ def run_job(config: BenchmarkConfig, job: Job, out: Path, progress: bool = False
     )
     if calibration is not None:
         _thresholds_into_run(work_dir / RUN_FOLDER, calibration.thresholds)
+    thresholds = None if calibration is None else calibration.thresholds
     items = [PredictItem(s.image, s.key) for s in split.test]
     with PeakMemory() as predict_memory:
         summary = predict_to_folder(
@@ -103,15 +106,16 @@ def run_job(config: BenchmarkConfig, job: Job, out: Path, progress: bool = False
             config.settings.batch_size,
             overlays=False,
             progress=progress,
-            thresholds=None if calibration is None else calibration.thresholds,
+            thresholds=thresholds,
         )
     evaluation = evaluate_maps(
         split,
         maps_root,
         progress,
         low_res_protocol=config.low_res_protocol,
-        mask_rules=None if calibration is None else stored_mask_rules(calibration.thresholds),
+        mask_rules=None if thresholds is None else stored_mask_rules(thresholds),
     )
+    write_overlays(maps_root / job.category, {s.key: s.image for s in split.test}, thresholds)
     run: dict[str, Any] = {
         "description": method.describe(),
         "device": device_name(resolve_device(config.settings.device)),

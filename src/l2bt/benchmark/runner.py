@@ -6,7 +6,9 @@ Layout of the output folder (self-describing; identical whichever executor ran i
     benchmark.json                          the settings of the run
     models/<method>/<category>/             what each method learned, its thresholds.json
     maps/<method>/<category>/<key>.tiff     maps in the SPEC §5 layout, + scores.csv, and
-                                            with thresholds <key>_mask.png, regions.csv
+                                            with thresholds <key>_mask.png, regions.csv;
+                                            <key>_overlay.png of the highest-, median-
+                                            and lowest-scoring images, overlays.json
     results/<method>/<category>.json        SPEC §6–7 metrics + "run" (times, memory,
                                             device, calibration) + "pro_curves" (plots)
     results.csv, results.md, plots/*.png    the summary, rewritten after every result

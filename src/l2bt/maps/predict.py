@@ -221,10 +221,10 @@ def _write_prediction(
     if prediction.mask is not None:
         write_mask(folder.mask(key), prediction.mask)
     if style is not None:
-        write_png(folder.overlay(key), _overlay(image, prediction, style))
+        write_png(folder.overlay(key), overlay_picture(image, prediction, style))
 
 
-def _overlay(image: np.ndarray, prediction: Prediction, style: OverlayStyle) -> np.ndarray:
+def overlay_picture(image: np.ndarray, prediction: Prediction, style: OverlayStyle) -> np.ndarray:
     """The map over the image, regions outlined, and below it the colour bar and score."""
     anomaly_map = prediction.anomaly_map
     low, high = style.colour_range or (float(anomaly_map.min()), float(anomaly_map.max()))

@@ -8,12 +8,12 @@ threshold falls in it, at a glance.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
 
-from l2bt.report.figures import plt, save_figure
+from l2bt.report.figures import legend_beside, plt
 
 SERIES = (
     ("calibration", "calibration (good, held out)", "tab:green"),
@@ -22,11 +22,12 @@ SERIES = (
 )
 
 
-def plot_score_distributions(results: dict[str, dict[str, Any]], category: str, path: Path) -> None:
-    """Histograms of image scores per method, the image threshold as a vertical line."""
+def score_distributions_figure(results: dict[str, dict[str, Any]], category: str) -> Figure | None:
+    """Histograms of image scores per method, the image threshold as a vertical line;
+    the legend beside the last panel."""
     methods = [m for m, r in results.items() if r.get("score_distribution")]
     if not methods:
-        return
+        return None
     fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 3.4), squeeze=False)
     for ax, method in zip(axes[0], methods, strict=True):
         scores = results[method]["score_distribution"]
@@ -47,6 +48,6 @@ def plot_score_distributions(results: dict[str, dict[str, Any]], category: str, 
         ax.set_xlabel("image score")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("density")
-    axes[0][-1].legend(loc="upper right", fontsize=7)
+    legend_beside(axes[0][-1], fontsize=7)
     fig.suptitle(f"{category}: image scores and the calibrated threshold", y=1.03)
-    save_figure(fig, path)
+    return fig

@@ -1,5 +1,6 @@
-"""Figures for people: PRO curves per size bin, AUPRO per size bin per method, and a
-close-up panel of the smallest defects with every method's map."""
+"""Figures for people: PRO curves per size bin, AUPRO per size bin per method (the bins'
+bounds in pixels under each tick), and a close-up panel of the smallest defects with
+every method's map. Legends sit beside the axes, never over the data."""
 
 from __future__ import annotations
 
@@ -9,15 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from l2bt.data.image_io import read_image, read_mask
 from l2bt.data.sample import CategorySplit
 from l2bt.maps.layout import MapsFolder, read_map
 from l2bt.metrics import label_regions
 from l2bt.metrics.size_bins import SIZE_BINS
-from l2bt.report.distributions import plot_score_distributions
-from l2bt.report.figures import plt, save_figure
-from l2bt.report.protocols import plot_protocols
+from l2bt.report.distributions import score_distributions_figure
+from l2bt.report.figures import legend_beside, plt, save_figure, size_bin_labels
+from l2bt.report.protocols import protocols_figure
 
 LIMITS = ("0.3", "0.1", "0.05", "0.01")
 BIN_LABELS = {
@@ -28,11 +30,11 @@ BIN_LABELS = {
 }
 
 
-def plot_pro_curves(results: dict[str, dict[str, Any]], category: str, path: Path) -> None:
+def pro_curves_figure(results: dict[str, dict[str, Any]], category: str) -> Figure | None:
     """One panel per method: PRO against FPR (≤ 30 %) for each cumulative size bin."""
     methods = [m for m, r in results.items() if r.get("pro_curves")]
     if not methods:
-        return
+        return None
     fig, axes = plt.subplots(
         1, len(methods), figsize=(4.2 * len(methods), 3.6), squeeze=False, sharey=True
     )
@@ -47,32 +49,40 @@ def plot_pro_curves(results: dict[str, dict[str, Any]], category: str, path: Pat
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("per-region overlap (PRO)")
-    axes[0][-1].legend(loc="lower right", fontsize=8)
+    legend_beside(axes[0][-1])
     fig.suptitle(f"{category}: PRO curves by defect size", y=1.03)
-    save_figure(fig, path)
+    return fig
 
 
-def plot_aupro_by_size(
-    per_method: dict[str, dict[str, dict[str, float | None]]], title: str, path: Path
-) -> None:
-    """One panel per FPR limit: AUPRO over the size bins, one line per method."""
+def aupro_by_size_figure(
+    per_method: dict[str, dict[str, dict[str, float | None]]],
+    title: str,
+    quantiles: Sequence[float] | None = None,
+) -> Figure | None:
+    """One panel per FPR limit: AUPRO over the size bins, one line per method; each
+    bin's bound in pixels under its tick when the region-area `quantiles` are known."""
     if not per_method:
-        return
+        return None
     fig, axes = plt.subplots(1, len(LIMITS), figsize=(15, 3.6), sharey=True)
     x = np.arange(len(SIZE_BINS))
     for ax, limit in zip(axes, LIMITS, strict=True):
         for method, aupro in per_method.items():
             values = [aupro[limit][b] if aupro[limit][b] is not None else np.nan for b in SIZE_BINS]
             ax.plot(x, values, marker="o", label=method)
-        ax.set_xticks(x, SIZE_BINS)
+        ax.set_xticks(x, size_bin_labels(quantiles))
         ax.set_xlabel("defects up to size quantile")
         ax.set_title(f"AUPRO @ {float(limit):.0%} FPR")
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("AUPRO")
-    axes[-1].legend(loc="lower right", fontsize=8)
+    legend_beside(axes[-1])
     fig.suptitle(title, y=1.03)
-    save_figure(fig, path)
+    return fig
+
+
+def category_quantiles(results: Sequence[dict[str, Any]]) -> list[float] | None:
+    """The region-area quartiles of a category (the same for every method's result)."""
+    return next((r["size_quantiles_px"] for r in results if r.get("size_quantiles_px")), None)
 
 
 def _mean_aupro(results: Sequence[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
@@ -98,23 +108,29 @@ def write_plots(
     plots = out / "plots"
     for category in categories:
         mine = {m: results[(m, category)] for m in methods if (m, category) in results}
-        plot_pro_curves(mine, category, plots / f"pro_curves_{category}.png")
-        plot_aupro_by_size(
-            {m: r["aupro"] for m, r in mine.items()},
-            f"{category}: AUPRO by defect size",
+        quantiles = category_quantiles(list(mine.values()))
+        save_figure(pro_curves_figure(mine, category), plots / f"pro_curves_{category}.png")
+        save_figure(
+            aupro_by_size_figure(
+                {m: r["aupro"] for m, r in mine.items()},
+                f"{category}: AUPRO by defect size",
+                quantiles,
+            ),
             plots / f"aupro_by_size_{category}.png",
         )
-        plot_score_distributions(mine, category, plots / f"scores_{category}.png")
-        plot_protocols(
-            mine,
-            f"{category}: original resolution vs low-resolution protocol",
+        save_figure(score_distributions_figure(mine, category), plots / f"scores_{category}.png")
+        save_figure(
+            protocols_figure(
+                mine, f"{category}: original resolution vs low-resolution protocol", quantiles
+            ),
             plots / f"protocols_{category}.png",
         )
     if len(categories) > 1:
         done = {m: [results[(m, c)] for c in categories if (m, c) in results] for m in methods}
         means = {m: _mean_aupro(mine) for m, mine in done.items() if mine}
-        plot_aupro_by_size(
-            means, "mean over categories: AUPRO by defect size", plots / "aupro_by_size_mean.png"
+        save_figure(
+            aupro_by_size_figure(means, "mean over categories: AUPRO by defect size"),
+            plots / "aupro_by_size_mean.png",
         )
         low_res = {
             m: {
@@ -127,9 +143,8 @@ def write_plots(
             for m, mine in done.items()
             if mine and all(r.get("low_res_protocol") for r in mine)
         }
-        plot_protocols(
-            low_res,
-            "mean over categories: original vs low-resolution protocol",
+        save_figure(
+            protocols_figure(low_res, "mean over categories: original vs low-resolution protocol"),
             plots / "protocols_mean.png",
         )
 

@@ -9,22 +9,28 @@ flatters the method.
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from l2bt.metrics.size_bins import SIZE_BINS
-from l2bt.report.figures import plt, save_figure
+from l2bt.report.figures import legend_beside, plt, size_bin_labels
 
 
-def plot_protocols(
-    per_method: dict[str, dict[str, Any]], title: str, path: Path, limit: str = "0.3"
-) -> None:
-    """`per_method`: method -> {"aupro": …, "low_res_protocol": {"size", "aupro"}}."""
+def protocols_figure(
+    per_method: dict[str, dict[str, Any]],
+    title: str,
+    quantiles: Sequence[float] | None = None,
+    limit: str = "0.3",
+) -> Figure | None:
+    """`per_method`: method -> {"aupro": …, "low_res_protocol": {"size", "aupro"}};
+    `quantiles`: the region-area quartiles at the original resolution, shown under the
+    ticks. The legend sits beside the axes."""
     methods = {m: r for m, r in per_method.items() if r.get("low_res_protocol")}
     if not methods:
-        return
+        return None
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     x = np.arange(len(SIZE_BINS))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -37,11 +43,14 @@ def plot_protocols(
         ):
             values = [np.nan if aupro[limit][b] is None else aupro[limit][b] for b in SIZE_BINS]
             ax.plot(x, values, style, marker="o", color=colour, label=f"{method}, {protocol}")
-    ax.set_xticks(x, SIZE_BINS)
-    ax.set_xlabel("defects up to size quantile (q1: the smallest quarter)")
+    ax.set_xticks(x, size_bin_labels(quantiles))
+    xlabel = "defects up to size quantile (q1: the smallest quarter)"
+    if quantiles is not None:
+        xlabel += "; areas at the original resolution"
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(f"AUPRO @ {float(limit):.0%} FPR")
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    legend_beside(ax, fontsize=7)
     ax.set_title(title)
-    save_figure(fig, path)
+    return fig

@@ -5,8 +5,9 @@ results.md opens with what made the figures (teacher, weights identity, with a w
 when they are random, input size and mode, epochs, precision, calibration; from
 benchmark.json) and the protocol (resolution, thresholds, what "oracle" means), then
 the main table, the decisions table (at the thresholds calibrated on defect-free images,
-next to the oracle F1-max that uses the test labels), and, with `--low-res-protocol N`,
-the two protocols side by side.
+next to the oracle F1-max that uses the test labels), SegF1 at each stored mask
+threshold next to the oracle pixel F1-max (when the results have it), and, with
+`--low-res-protocol N`, the two protocols side by side.
 """
 
 from __future__ import annotations
@@ -73,6 +74,49 @@ def decision_columns() -> list[tuple[str, Getter]]:
         ("oracle F1-max", _path("oracle", "image_f1_max")),
         ("oracle pixel F1-max", _path("oracle", "pixel_f1_max")),
         ("guaranteed FAR", _path("thresholds", "guaranteed_rate")),
+    ]
+
+
+def seg_f1_columns(results: Results) -> list[tuple[str, Getter]]:
+    """SegF1 at each stored mask rule ("pixel", "segmentation", "+cleanup"; in the order
+    the results list them), then the oracle pixel F1-max; none without any rule."""
+    rules = list(dict.fromkeys(name for r in results.values() for name in r.get("seg_f1_at", {})))
+    if not rules:
+        return []
+    return [
+        *((f"SegF1 {rule}", _path("seg_f1_at", rule)) for rule in rules),
+        ("oracle pixel F1-max", _path("oracle", "pixel_f1_max")),
+    ]
+
+
+SEG_F1_TEXT = (
+    "SegF1 of masks made at each stored threshold: `pixel` is the max-based pixel "
+    "threshold (calibrated on the maxima of the calibration images' maps), "
+    "`segmentation` the risk-controlled one (`--pixel-false-alarm-rate` β), `+cleanup` "
+    "the same after the run's mask clean-up. The predicted masks (the SegF1 column of "
+    "the decisions table) use the segmentation threshold when one was set, else the "
+    "pixel threshold, with the clean-up when there is one. The oracle pixel F1-max "
+    "picks its threshold using the test labels."
+)
+
+
+def seg_f1_section(
+    results: Results, methods: Sequence[str], categories: Sequence[str]
+) -> list[str]:
+    """The lines of the "Segmentation F1 per threshold" section; none without SegF1."""
+    columns = seg_f1_columns(results)
+    if not columns:
+        return []
+    return [
+        "",
+        "## Segmentation F1 per threshold",
+        "",
+        SEG_F1_TEXT,
+        "",
+        *markdown_table(
+            ["method", "category", *(name for name, _ in columns)],
+            table_rows(results, methods, categories, columns),
+        ),
     ]
 
 
@@ -223,6 +267,7 @@ def write_summary(out: Path, methods: Sequence[str], categories: Sequence[str]) 
         ["method", "category", *(n for n, _ in decisions)],
         table_rows(results, methods, categories, decisions),
     )
+    lines += seg_f1_section(results, methods, categories)
     sizes = {r["low_res_protocol"]["size"] for r in results.values() if r.get("low_res_protocol")}
     for size in sorted(sizes):
         side = low_res_columns(size)
