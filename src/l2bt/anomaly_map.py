@@ -106,19 +106,21 @@ def _tiled_image_maps(
     patch_maps: torch.Tensor, geometry: InputGeometry, smoothing: Smoothing, align_corners: bool
 ) -> np.ndarray:
     """Tiles mode of `to_image_maps`: per image, its windows' maps stitched into one frame,
-    smoothed once, cropped and resized back to H × W."""
+    smoothed once, cropped and resized back to H × W, and copied into the output (whose
+    pages are touched only then: never a second stacked copy)."""
     layout = geometry.tiles
     assert layout is not None
     size = (layout.size, layout.size)
-    maps = []
-    for image in patch_maps.reshape(-1, layout.count, *patch_maps.shape[1:]):  # (n, h, w) each
+    images = patch_maps.reshape(-1, layout.count, *patch_maps.shape[1:])  # (B, n, h, w)
+    maps = np.empty((images.shape[0], layout.height, layout.width), np.float32)
+    for b, image in enumerate(images):  # (n, h, w) each
 
         def window(index: int, image: torch.Tensor = image) -> torch.Tensor:
             return _upsample(image[index : index + 1], size, align_corners)[0, 0]  # (T, T)
 
         frame = stitch_windows(window, layout, patch_maps.device)  # one window at a time
-        maps.append(tile_map_to_image(frame, layout, smoothing).cpu().numpy())
-    return np.stack(maps).astype(np.float32, copy=False)  # (B, H, W)
+        maps[b] = tile_map_to_image(frame, layout, smoothing).cpu().numpy()
+    return maps
 
 
 def top_count(n_pixels: int) -> int:
@@ -155,6 +157,7 @@ def predict_images(
     geometries = [teacher.geometry(*image.shape[:2]) for image in images]
     pixels = [teacher_pixels(image, g) for image, g in zip(images, geometries, strict=True)]
     patch_maps = _score_inputs(score_patches, pixels, geometries, device)
+    del pixels  # the inputs (in tiles mode ~1.6 × the image) are not needed for the maps
     maps: dict[int, np.ndarray] = {}
     for geometry, indices in group_indices(geometries).items():
         batch = torch.cat([patch_maps[i] for i in indices])  # (B · n, h/14, w/14)
@@ -171,17 +174,24 @@ def _score_inputs(
 ) -> dict[int, torch.Tensor]:
     """Each image's (n, h, w) patch maps: its (n, h, w, 3) uint8 inputs normalised and
     scored in batches of at most `INPUT_BATCH` inputs of one shape (windows of several
-    images batch together; one float batch exists at a time)."""
+    images batch together; inputs are copied one batch at a time)."""
     patch_maps: dict[int, torch.Tensor] = {}
     for indices in group_indices([g.input_shape for g in geometries]).values():
-        stacked = np.concatenate([pixels[i] for i in indices])  # (Σn, h, w, 3) uint8
+        rows = [(i, j) for i in indices for j in range(geometries[i].n_inputs)]
         scored = torch.cat(
             [
-                score_patches(normalise(stacked[start : start + INPUT_BATCH]).to(device))
-                for start in range(0, stacked.shape[0], INPUT_BATCH)
+                score_patches(
+                    normalise(_gather(pixels, rows[start : start + INPUT_BATCH])).to(device)
+                )
+                for start in range(0, len(rows), INPUT_BATCH)
             ]
         )  # (Σn, h/14, w/14)
         counts = [geometries[i].n_inputs for i in indices]
         for i, image_maps in zip(indices, scored.split(counts), strict=True):
             patch_maps[i] = image_maps
     return patch_maps
+
+
+def _gather(pixels: Sequence[np.ndarray], rows: Sequence[tuple[int, int]]) -> np.ndarray:
+    """(B, h, w, 3) uint8: input j of image i for each (i, j) in `rows`."""
+    return np.stack([pixels[i][j] for i, j in rows])
