@@ -9,7 +9,8 @@ Measures, on `--device` (default cuda), with random weights (no downloads):
    square images of `--image-size` in bf16, at the best bf16 teacher batch, with the
    serial host work per image it contains (preprocess, top-0.1 % score);
 3. one epoch of student training over `--train-images` cached images (random fp16
-   features in host memory, as the feature cache holds them), fp32 and bf16.
+   features in host memory, as the feature cache holds them), fp32 and bf16;
+4. tiles mode: seconds per `--tiles-hw` image (default 5 MP) in T = 518 windows, bf16.
 Targets on an H100/H200: teacher bf16 ≤ 6 ms per image (the floor at 790 TFLOP/s is
 2.6 ms), predict ≥ 100 images/s. Prints a table and writes the figures to `--json`.
 
@@ -130,6 +131,40 @@ def bench_predict(
     }
 
 
+def bench_tiles(teacher: Teacher, args: argparse.Namespace, device: torch.device) -> dict:
+    """Tiles mode end to end (bf16): seconds per `--tiles-hw` image at native scale through
+    `L2BT.predict`, against the teacher alone on full batches of 16 windows."""
+    height, width = args.tiles_hw
+    teacher_config = TeacherConfig(
+        args.teacher, "random", args.image_size, input_mode="tiles", tile_size=args.tile_size
+    )
+    forward, backward = new_students(teacher.embed_dim, seed=0)
+    model = L2BT(
+        L2BTConfig(teacher_config), teacher, forward, backward, device=device, precision="bf16"
+    )
+    image = np.random.default_rng(1).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+    def predict() -> None:
+        model.predict(image)
+        synchronize(device)
+
+    seconds = median_seconds(predict, args.repeats, args.warmup, wall_seconds)
+    x = torch.randn(16, 3, args.tile_size, args.tile_size, device=device)
+    teacher_seconds = device_median_seconds(
+        lambda: teacher.features(x, LAYERS, "bf16"), device, args.warmup, args.repeats
+    )
+    windows = teacher_config.geometry(height, width).n_inputs
+    return {
+        "image_hw": [height, width],
+        "tile_size": args.tile_size,
+        "windows": windows,
+        "seconds_per_image": seconds,
+        "megapixels_per_second": height * width / 1e6 / seconds,
+        "teacher_seconds_per_window": teacher_seconds / 16,
+        "teacher_share_of_predict": windows * teacher_seconds / 16 / seconds,
+    }
+
+
 def random_cached_features(
     n_images: int, grid: int, dim: int, device: torch.device, folder: Path
 ) -> TrainFeatures:
@@ -208,6 +243,15 @@ def print_table(figures: dict, flops: float) -> None:
         f"images/s over {predict['images']} images (target >= 100); host work per image: "
         f"preprocess {1e3 * host['preprocess']:.1f} ms, score {1e3 * host['score']:.1f} ms"
     )
+    tiles = figures["tiles"]
+    print(
+        f"tiles, bf16, {tiles['image_hw'][0]} x {tiles['image_hw'][1]} image, "
+        f"{tiles['windows']} windows of {tiles['tile_size']} px: "
+        f"{1e3 * tiles['seconds_per_image']:.1f} ms per image "
+        f"({tiles['megapixels_per_second']:.1f} MP/s), teacher "
+        f"{1e3 * tiles['teacher_seconds_per_window']:.2f} ms per window "
+        f"({100 * tiles['teacher_share_of_predict']:.0f} % of predict)"
+    )
     train = figures["train_epoch_seconds"]
     print(
         f"one training epoch, {figures['train_images']} images: fp32 {train['fp32']:.2f} s, "
@@ -226,6 +270,13 @@ def main() -> None:
     parser.add_argument("--predict-batches", type=int, default=20)
     parser.add_argument("--train-images", type=int, default=200)
     parser.add_argument(
+        "--tiles-hw",
+        type=lambda text: tuple(int(v) for v in text.split(",")),
+        default=(1944, 2592),
+        help="H,W of the tiles-mode image (default 5 MP)",
+    )
+    parser.add_argument("--tile-size", type=int, default=518)
+    parser.add_argument(
         "--json", type=Path, default=Path(os.environ.get("OUT", ".")) / "bench_gpu.json"
     )
     parser.add_argument(
@@ -237,6 +288,7 @@ def main() -> None:
     if args.quick:
         args.teacher, args.image_size, args.batches = "dinov2_vits14", 56, [2]
         args.warmup, args.repeats, args.predict_batches, args.train_images = 1, 1, 2, 4
+        args.tiles_hw, args.tile_size = (60, 90), 28
     device = torch.device(args.device)
     torch.manual_seed(0)
     teacher = load_teacher(args.teacher, weights="random").to(device)
@@ -251,6 +303,7 @@ def main() -> None:
         "teacher_seconds_per_image": latency,
         "best_bf16": {"batch": best_batch, "seconds_per_image": latency["bf16"][best_batch]},
         "predict": bench_predict(teacher, best_batch, args, device),
+        "tiles": bench_tiles(teacher, args, device),
         "train_images": args.train_images,
         "train_epoch_seconds": bench_training(teacher, args, device),
     }

@@ -45,7 +45,7 @@ from l2bt.anomaly_map import predict_images, smooth
 from l2bt.config import L2BTConfig, TeacherConfig, TrainConfig
 from l2bt.data.synthetic import SyntheticConfig, write_synthetic
 from l2bt.preprocess import teacher_inputs
-from l2bt.tiling import stitch, tile_map_to_image
+from l2bt.tiling import frame_to_image, stitch
 
 ROOT = Path(__file__).resolve().parents[1]
 L2BT_CLI = [sys.executable, "-m", "l2bt"]
@@ -184,8 +184,8 @@ def part_cost(args: argparse.Namespace, work: Path) -> dict:
                     model.patch_maps, [image], config, model.device
                 ),
                 "teacher": lambda x=x: _score_all(model, x),
-                "stitch_smooth": lambda w=windows, t=layout: tile_map_to_image(
-                    stitch(w, t), t, smooth
+                "stitch_smooth": lambda w=windows, t=layout: frame_to_image(
+                    smooth(stitch(w, t)[None, None]), t
                 ),
             },
             args.repeats,

@@ -7,6 +7,7 @@ from l2bt.preprocess import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     InputGeometry,
+    normalise,
     pad_to_square,
     preprocess,
     square_frame,
@@ -43,3 +44,20 @@ def test_preprocess_matches_pil_bicubic_and_imagenet_normalisation():
     expected = (expected - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
     assert np.allclose(x.permute(1, 2, 0).numpy(), expected, atol=1e-5)
     assert g == InputGeometry(30, 20, 28, 28, 30, 30, 0, 5)
+
+
+@pytest.mark.parametrize("shape", [(1, 14, 14, 3), (3, 5, 7, 3), (2, 1, 1, 3)])
+def test_normalise_is_the_plain_imagenet_formula_bit_for_bit(shape):
+    """Every uint8 value, and a channels-last view (a window cut of a larger frame)."""
+    rng = np.random.default_rng(sum(shape))
+    pixels = rng.integers(0, 256, shape, dtype=np.uint8)
+    pixels.reshape(-1)[: min(256, pixels.size)] = np.arange(min(256, pixels.size))
+    frame = np.pad(pixels, ((0, 0), (1, 2), (3, 0), (0, 0)))
+    view = frame[:, 1 : 1 + shape[1], 3:]  # not contiguous
+    plain = (pixels.astype(np.float32) / np.float32(255.0)).transpose(0, 3, 1, 2)
+    mean = np.asarray(IMAGENET_MEAN, np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(IMAGENET_STD, np.float32).reshape(1, 3, 1, 1)
+    expected = (plain - mean) / std
+    for got in (normalise(pixels), normalise(view, torch.device("cpu"))):
+        assert got.dtype == torch.float32 and tuple(got.shape) == expected.shape
+        assert np.array_equal(got.numpy(), expected)

@@ -4,15 +4,14 @@ import torch
 from PIL import Image
 from torch.nn import functional as F
 
-from l2bt.anomaly_map import smooth
 from l2bt.errors import InputError
 from l2bt.tiling import (
     TileLayout,
     TileSettings,
     blend_weights,
     cut_windows,
+    frame_to_image,
     stitch,
-    tile_map_to_image,
     window_starts,
 )
 
@@ -194,27 +193,21 @@ def test_cut_stitch_and_crop_round_trip_at_native_scale():
         layout = TileLayout.for_image(height, width, TileSettings(28, 9))
         image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
         maps = torch.from_numpy(cut_windows(image, layout)[..., 1].astype(np.float32))
-        result = tile_map_to_image(stitch(maps, layout), layout, lambda m: m)
+        result = frame_to_image(stitch(maps, layout)[None, None], layout)
         assert np.array_equal(result.numpy(), image[..., 1].astype(np.float32))
 
 
-def test_tile_map_is_smoothed_once_over_the_frame_and_exactly_h_by_w():
+def test_the_frame_map_is_cropped_and_resized_to_exactly_h_by_w():
     rng = np.random.default_rng(10)
     for layout in layouts(40, seed=11):
         frame = torch.from_numpy(
             rng.random((layout.frame_height, layout.frame_width)).astype(np.float32)
         )
-        calls = []
-
-        def recording_smooth(maps, calls=calls):
-            calls.append(tuple(maps.shape))
-            return smooth(maps)
-
-        result = tile_map_to_image(frame, layout, recording_smooth)
-        assert calls == [(1, 1, layout.frame_height, layout.frame_width)]
+        result = frame_to_image(frame[None, None], layout)
         assert result.shape == (layout.height, layout.width) and result.dtype == torch.float32
-        cropped = smooth(frame[None, None])[
-            ...,
+        cropped = frame[
+            None,
+            None,
             layout.top : layout.top + layout.scaled_height,
             layout.left : layout.left + layout.scaled_width,
         ]

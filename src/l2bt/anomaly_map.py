@@ -6,7 +6,7 @@ students, PatchCore's memory bank, Dinomaly's decoder): preprocess each image (i
 at most `INPUT_BATCH` inputs that share a shape, upsample, smooth and crop the maps of
 images that share a geometry together, score each image. In tiles mode each window's
 map is upsampled to T × T, the windows stitched (`l2bt.tiling.stitch`), and the frame
-smoothed once and cropped/resized to H × W (`tiling.tile_map_to_image`). The methods
+smoothed once and cropped/resized to H × W (`tiling.frame_to_image`). The methods
 differ only in how they score patches (and Dinomaly in its smoothing).
 
 L2BT's scorer: per patch, the map is ‖n(f(t_a)) − n(t_b)‖ · ‖n(b(t_b)) − n(t_a)‖ with n the L2
@@ -22,6 +22,7 @@ the inputs of one call, one batch of activations, one map per image (tiles: + it
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import numpy as np
 import torch
@@ -31,7 +32,7 @@ from torch.nn import functional as F
 from l2bt.config import TeacherConfig
 from l2bt.prediction import Prediction
 from l2bt.preprocess import InputGeometry, group_indices, normalise, teacher_pixels
-from l2bt.tiling import stitch_windows, tile_map_to_image
+from l2bt.tiling import frame_to_image, stitch_windows
 
 BLUR_PASSES = ((5, 5), (7, 3))  # (box side, repetitions)
 TOP_FRACTION = 0.001  # of the map's pixels, averaged into the image score
@@ -39,7 +40,8 @@ INPUT_BATCH = 16  # teacher inputs (images or windows) per scorer call
 
 PatchScorer = Callable[[torch.Tensor], torch.Tensor]  # (B, 3, h, w) -> (B, h/14, w/14)
 MapMaker = Callable[[torch.Tensor, InputGeometry], np.ndarray]  # (B·n, h, w) -> (B, H, W)
-Smoothing = Callable[[torch.Tensor], torch.Tensor]  # (B, 1, H, W) -> (B, 1, H, W)
+SmoothingPass = Callable[[torch.Tensor], torch.Tensor]  # (B, 1, H, W) -> (B, 1, H, W)
+Smoothing = Sequence[SmoothingPass]  # applied one after another
 
 
 def patch_anomaly(
@@ -62,25 +64,34 @@ def patch_anomaly(
     return (forward_error.norm(dim=-1) * backward_error.norm(dim=-1)).float()
 
 
-def box_blur(maps: torch.Tensor, side: int) -> torch.Tensor:
-    """Zero-padded side×side mean filter on (B, 1, H, W), as two separable passes."""
-    pad = side // 2
-    maps = F.avg_pool2d(maps, (side, 1), stride=1, padding=(pad, 0), count_include_pad=True)
-    return F.avg_pool2d(maps, (1, side), stride=1, padding=(0, pad), count_include_pad=True)
+def box_pass(maps: torch.Tensor, side: int, dim: int) -> torch.Tensor:
+    """Zero-padded mean of `side` values along `dim` (2: rows, 3: columns) of (B, 1, H, W);
+    a side × side box blur is a pass along each."""
+    kernel, padding = ((side, 1), (side // 2, 0)) if dim == 2 else ((1, side), (0, side // 2))
+    return F.avg_pool2d(maps, kernel, stride=1, padding=padding, count_include_pad=True)
 
 
-def smooth(maps: torch.Tensor) -> torch.Tensor:
-    """The paper's smoothing of (B, 1, H, W) maps."""
-    for side, repetitions in BLUR_PASSES:
-        for _ in range(repetitions):
-            maps = box_blur(maps, side)
+# The paper's smoothing: five 5 × 5 then three 7 × 7 box blurs, each a row and a column pass.
+SMOOTHING: Smoothing = tuple(
+    partial(box_pass, side=side, dim=dim)
+    for side, repetitions in BLUR_PASSES
+    for _ in range(repetitions)
+    for dim in (2, 3)
+)
+
+
+def smooth(maps: torch.Tensor, passes: Smoothing = SMOOTHING) -> torch.Tensor:
+    """(B, 1, H, W) maps through `passes` (default the paper's smoothing). Each pass's input
+    is freed as the next pass starts, unless the caller still holds it."""
+    for one_pass in passes:
+        maps = one_pass(maps)
     return maps
 
 
 def to_image_maps(
     patch_maps: torch.Tensor,
     geometry: InputGeometry,
-    smoothing: Smoothing = smooth,
+    smoothing: Smoothing = SMOOTHING,
     align_corners: bool = False,
 ) -> np.ndarray:
     """(B · n, h, w) patch maps of B images sharing one geometry (n = its inputs per
@@ -89,7 +100,7 @@ def to_image_maps(
     if geometry.tiles is not None:
         return _tiled_image_maps(patch_maps, geometry, smoothing, align_corners)
     maps = _upsample(patch_maps, (geometry.frame_height, geometry.frame_width), align_corners)
-    maps = smoothing(maps)
+    maps = smooth(maps, smoothing)
     rows = slice(geometry.top, geometry.top + geometry.height)
     cols = slice(geometry.left, geometry.left + geometry.width)
     maps = maps[:, 0, rows, cols]  # (B, 1, frame_h, frame_w) -> (B, H, W)
@@ -107,7 +118,9 @@ def _tiled_image_maps(
 ) -> np.ndarray:
     """Tiles mode of `to_image_maps`: per image, its windows' maps stitched into one frame,
     smoothed once, cropped and resized back to H × W, and copied into the output (whose
-    pages are touched only then: never a second stacked copy)."""
+    pages are touched only then: never a second stacked copy). Peak: the frame's two
+    stitching buffers, then two frame-sized maps while smoothing (nothing holds the frame
+    once its first pass has run)."""
     layout = geometry.tiles
     assert layout is not None
     size = (layout.size, layout.size)
@@ -118,8 +131,10 @@ def _tiled_image_maps(
         def window(index: int, image: torch.Tensor = image) -> torch.Tensor:
             return _upsample(image[index : index + 1], size, align_corners)[0, 0]  # (T, T)
 
-        frame = stitch_windows(window, layout, patch_maps.device)  # one window at a time
-        maps[b] = tile_map_to_image(frame, layout, smoothing).cpu().numpy()
+        frame = stitch_windows(window, layout, patch_maps.device)[None, None]  # one window
+        for one_pass in smoothing:  # at a time; (frame_h, frame_w) -> (1, 1, frame_h, frame_w)
+            frame = one_pass(frame)
+        maps[b] = frame_to_image(frame, layout).cpu().numpy()
     return maps
 
 
@@ -180,9 +195,7 @@ def _score_inputs(
         rows = [(i, j) for i in indices for j in range(geometries[i].n_inputs)]
         scored = torch.cat(
             [
-                score_patches(
-                    normalise(_gather(pixels, rows[start : start + INPUT_BATCH])).to(device)
-                )
+                score_patches(normalise(_gather(pixels, rows[start : start + INPUT_BATCH]), device))
                 for start in range(0, len(rows), INPUT_BATCH)
             ]
         )  # (Σn, h/14, w/14)

@@ -57,11 +57,14 @@ def iter_inputs(
     geometries: Sequence[InputGeometry],
     batch_size: int,
     workers: int = 2,
+    device: torch.device | None = None,
 ) -> Iterator[tuple[list[int], torch.Tensor]]:
     """Batches of (input rows, (B, 3, h, w) inputs) of at most `batch_size` inputs sharing
     a shape, in order of each shape's first appearance. Rows number every image's inputs
     (its windows in tiles mode), image after image. `workers` images are read at a time,
-    in threads, and kept as uint8 until their batch is normalised."""
+    in threads, and kept as uint8; only a batch is ever copied (stacked and normalised),
+    so memory is the inputs of at most `workers` + 1 images and one batch, normalised on
+    `device` (default the CPU)."""
     first_rows = np.cumsum([0] + [g.n_inputs for g in geometries])  # (N + 1,)
 
     def load(index: int) -> np.ndarray:
@@ -69,20 +72,23 @@ def iter_inputs(
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for indices in group_indices([g.input_shape for g in geometries]).values():
-            rows: list[int] = []
-            pending: list[np.ndarray] = []
+            queue: list[tuple[int, np.ndarray]] = []  # (row, (h, w, 3) input) not yielded
             for start in range(0, len(indices), workers):
                 chunk = indices[start : start + workers]
                 for index, x in zip(chunk, pool.map(load, chunk), strict=True):
-                    rows += range(first_rows[index], first_rows[index + 1])
-                    pending.append(x)
-                x = np.concatenate(pending)  # (pending inputs, h, w, 3) uint8
-                while len(rows) >= batch_size:
-                    yield rows[:batch_size], normalise(x[:batch_size])
-                    rows, x = rows[batch_size:], x[batch_size:]
-                pending = [x]
-            if rows:
-                yield rows, normalise(np.concatenate(pending))
+                    queue += zip(range(first_rows[index], first_rows[index + 1]), x, strict=True)
+                while len(queue) >= batch_size:
+                    yield _batch(queue[:batch_size], device)
+                    queue = queue[batch_size:]
+            if queue:
+                yield _batch(queue, device)
+
+
+def _batch(
+    queue: Sequence[tuple[int, np.ndarray]], device: torch.device | None
+) -> tuple[list[int], torch.Tensor]:
+    """(rows, the (B, 3, h, w) normalised inputs) of (row, (h, w, 3) uint8 input) pairs."""
+    return [row for row, _ in queue], normalise(np.stack([x for _, x in queue]), device)
 
 
 @dataclass(frozen=True)
@@ -205,8 +211,8 @@ def cached_train_features(
             total=len(grids), desc="teacher features", unit="input", enabled=progress
         )
         with bar:
-            for indices, x in iter_inputs(images, geometries, batch_size):
-                a, b = teacher.features(x.to(device), config.layers, precision)
+            for indices, x in iter_inputs(images, geometries, batch_size, device=device):
+                a, b = teacher.features(x, config.layers, precision)
                 for row, i in enumerate(indices):
                     rows = slice(offsets[i], offsets[i + 1])
                     early[rows] = a[row].flatten(0, 1).cpu().numpy()  # (h, w, D) -> (h·w, D)

@@ -230,10 +230,12 @@ def teacher_pixels(image: np.ndarray, geometry: InputGeometry) -> np.ndarray:
     return np.asarray(resized)[None]  # (h, w, 3) -> (1, h, w, 3)
 
 
-def normalise(pixels: np.ndarray) -> torch.Tensor:
-    """(N, h, w, 3) uint8 -> (N, 3, h, w) float32, ImageNet-normalised."""
-    x = torch.from_numpy(pixels.astype(np.float32) / 255.0)  # (N, h, w, 3)
+def normalise(pixels: np.ndarray, device: torch.device | None = None) -> torch.Tensor:
+    """(N, h, w, 3) uint8 -> (N, 3, h, w) float32 on `device` (default the CPU),
+    ImageNet-normalised. The uint8 bytes are what is moved: the arithmetic runs there."""
+    pixels = np.require(pixels, np.uint8, ("C_CONTIGUOUS", "WRITEABLE"))  # torch's view
+    x = torch.from_numpy(pixels).to(device).float() / 255.0
     x = x.permute(0, 3, 1, 2)  # (N, h, w, 3) -> (N, 3, h, w)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
     return (x - mean) / std

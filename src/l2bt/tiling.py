@@ -242,19 +242,13 @@ def cut_windows(image: np.ndarray, layout: TileLayout) -> np.ndarray:
     return np.stack([frame[top : top + size, left : left + size] for top, left in layout.windows])
 
 
-def tile_map_to_image(
-    frame_map: torch.Tensor, layout: TileLayout, smooth: Callable[[torch.Tensor], torch.Tensor]
-) -> torch.Tensor:
-    """(frame_h, frame_w) stitched map -> (H, W) float32 map on the map's device.
-
-    `smooth` takes and returns (B, 1, h, w) (the caller passes `anomaly_map.smooth`); it
-    runs once over the whole frame, then the padding is cropped away and, when the image
-    was rescaled, the map is resized bilinearly back to H × W.
-    """
-    maps = smooth(frame_map.float()[None, None])  # (frame_h, frame_w) -> (1, 1, ...)
+def frame_to_image(frame_map: torch.Tensor, layout: TileLayout) -> torch.Tensor:
+    """(1, 1, frame_h, frame_w) stitched and smoothed map -> (H, W) float32 on its device:
+    the padding cropped away and, when the image was rescaled, the map resized bilinearly
+    back to H × W."""
     rows = slice(layout.top, layout.top + layout.scaled_height)
     cols = slice(layout.left, layout.left + layout.scaled_width)
-    maps = maps[:, :, rows, cols]  # (1, 1, frame_h, frame_w) -> (1, 1, scaled_h, scaled_w)
+    maps = frame_map.float()[:, :, rows, cols]  # (1, 1, frame_h, frame_w) -> (1, 1, sh, sw)
     if layout.rescaled:
         maps = F.interpolate(
             maps, size=(layout.height, layout.width), mode="bilinear", align_corners=False

@@ -14,11 +14,10 @@ Layout of the output folder (self-describing; identical whichever executor ran i
     results.csv, results.md, plots/*.png    the summary, rewritten after every result
 
 A (method, category) whose results JSON exists is not redone. Jobs (`jobs.run_job`) run
-one after another in this process, or as Ray tasks (`benchmark/ray.py`); either way
-this driver writes each result as its job finishes, atomically, then the summary, so a
-run killed at any moment (Ctrl-C or SIGKILL) keeps everything it finished and a re-run
-continues. A job that fails is reported in one line naming it; the others go on, and
-the run ends with a non-zero status.
+here one after another, or as Ray tasks (`benchmark/ray.py`); either way this driver
+writes each result as its job finishes, atomically, then the summary, so a run killed at
+any moment (even SIGKILL) keeps all it finished and a re-run continues. A failed job is
+one line naming it; the others go on, and the run ends with a non-zero status.
 """
 
 from __future__ import annotations

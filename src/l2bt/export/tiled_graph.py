@@ -8,7 +8,7 @@ is upsampled to T × T and weighted by its precomputed blend weight (rows ⊗ co
 weights of `l2bt.tiling.blend_weights`, which sum to one on every frame pixel), and the
 weighted windows are summed into the frame segment by segment (`place`: slices, sums and
 concatenations only). Then, as the torch engine: the paper's smoothing over the frame,
-the crop, the bilinear resize back to H × W when s ≠ 1 (`tiling.tile_map_to_image`),
+the crop, the bilinear resize back to H × W when s ≠ 1 (`tiling.frame_to_image`),
 the top-k score and the decisions. It differs from the torch engine (a running weighted
 mean) by float rounding, and by PIL's fixed-point weights when s ≠ 1. Memory: the
 teacher's activations of all N windows at once (attention: N · heads · tokens² floats).
@@ -26,7 +26,7 @@ from torch.nn import functional as F
 from l2bt.anomaly_map import patch_anomaly, smooth
 from l2bt.export.graph import L2BTGraph, pil_bicubic, top_k_mean
 from l2bt.model import L2BT
-from l2bt.tiling import TileLayout, blend_weights, tile_map_to_image
+from l2bt.tiling import TileLayout, blend_weights, frame_to_image
 
 
 def place(
@@ -74,7 +74,8 @@ class TiledL2BTGraph(L2BTGraph):
         window_maps = F.interpolate(
             patches.unsqueeze(1), size=size, mode="bilinear", align_corners=False
         )[:, 0]  # (N, T/14, T/14) -> (N, 1, T, T) -> (N, T, T)
-        anomaly_map = tile_map_to_image(self.blend(window_maps), self.layout, smooth)
+        frame = smooth(self.blend(window_maps)[None, None])  # (fh, fw) -> (1, 1, fh, fw)
+        anomaly_map = frame_to_image(frame, self.layout)
         return self.decide(anomaly_map, top_k_mean(anomaly_map))
 
     def windows(self, image: torch.Tensor) -> torch.Tensor:

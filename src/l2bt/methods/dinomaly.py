@@ -91,7 +91,7 @@ def to_full_resolution(
     the shared map-to-image step with Dinomaly's bilinear upsampling (align_corners=True,
     as official) and Gaussian `kernel` in place of L2BT's box blurs."""
     return to_image_maps(
-        patch_maps, geometry, partial(gaussian_blur, kernel=kernel), align_corners=True
+        patch_maps, geometry, (partial(gaussian_blur, kernel=kernel),), align_corners=True
     )
 
 
