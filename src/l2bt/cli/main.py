@@ -7,6 +7,7 @@ import io
 import sys
 from collections.abc import Sequence
 
+from l2bt.allocator import bound_large_buffers
 from l2bt.errors import InputError
 
 VERBS = (
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    bound_large_buffers()  # memory bounded by what is in use, not by the heap's history
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(line_buffering=True)  # a log shows each line as it is printed
     parser = build_parser()
