@@ -124,10 +124,13 @@ def normal_score_range(
     Stored with the model to give overlays a fixed colour scale: values at the median of
     defect-free patches are blue, values beyond the most anomalous defect-free patch red.
     """
-    values = []
-    for start in range(0, len(features), 8):
-        indices = np.arange(start, min(start + 8, len(features)))
-        early, late = features.patches(indices, device)
-        values.append(patch_anomaly(forward, backward, early, late, precision).cpu())
-    flat = torch.cat(values)
-    return {"median": float(flat.median()), "max": float(flat.max())}
+    values = torch.empty(features.n_patches)  # one float per training patch, filled in order
+    offset = 0
+    with torch.inference_mode():  # no autograd graph kept alive by the stored values
+        for start in range(0, len(features), 8):
+            indices = np.arange(start, min(start + 8, len(features)))
+            early, late = features.patches(indices, device)
+            scores = patch_anomaly(forward, backward, early, late, precision).cpu()  # (p,)
+            values[offset : offset + scores.shape[0]] = scores
+            offset += scores.shape[0]
+    return {"median": float(values.median()), "max": float(values.max())}
