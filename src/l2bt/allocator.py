@@ -4,11 +4,11 @@ glibc's malloc serves a request above its mmap threshold with a mapping of its o
 unmapped when freed, but it raises that threshold to the size of each such buffer
 freed (up to 32 MiB). After the first large tensor is freed, the same-sized float
 temporaries of a loop over image-sized or batch-sized tensors come from the heap, which
-fragments: in a loop over 10,000 × 384 features the resident memory grew by ~16 MiB per
-step, 1.1 GiB over a fit on five 12 MP images (benchmarks/README.md, tiles). Fixing the
-threshold at `MMAP_THRESHOLD` keeps every large buffer its own mapping. The cost is a
-page fault per 4 KiB of each new large buffer, small next to the arithmetic that fills
-it. A no-op where the C library has no `mallopt` (macOS, musl's own allocator).
+fragments: resident memory then swings by hundreds of MiB above what is in use
+(benchmarks/README.md, tiles: memory). Fixing the threshold at `MMAP_THRESHOLD` keeps
+every large buffer its own mapping. The cost is a page fault per 4 KiB of each new
+large buffer, small next to the arithmetic that fills it. A no-op where the C library
+has no `mallopt` (macOS, musl's own allocator).
 """
 
 from __future__ import annotations
