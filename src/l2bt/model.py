@@ -10,7 +10,6 @@ model. With thresholds (SPEC §7), predictions carry a mask, a verdict and regio
 from __future__ import annotations
 
 import json
-import platform
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,14 +29,14 @@ from l2bt.decisions.calibrate import calibrate
 from l2bt.decisions.cleanup import Cleanup
 from l2bt.decisions.decide import decide
 from l2bt.decisions.thresholds import Thresholds
-from l2bt.device import device_name, resolve_device
+from l2bt.device import resolve_device
 from l2bt.errors import InputError
 from l2bt.features import cached_train_features
 from l2bt.prediction import Prediction
 from l2bt.students import Student
 from l2bt.teacher import Teacher, load_teacher
 from l2bt.teacher.frozen import PRECISIONS
-from l2bt.training import TrainingHistory, normal_score_range, train_students
+from l2bt.training import describe_training, normal_score_range, train_students
 
 RUN_FORMAT = "l2bt-run/1"
 ImageInput = str | Path | Image.Image | np.ndarray
@@ -117,7 +116,7 @@ class L2BT:
         forward, backward, history = train_students(
             features, config.train, device, progress, precision
         )
-        training = _training_info(images, history, feature_seconds, device)
+        training = describe_training(images, history, feature_seconds, device)
         normal = normal_score_range(features, forward, backward, device, precision)
         model = cls(
             config,
@@ -320,22 +319,6 @@ def _load_students(path: Path, dim: int) -> tuple[Student, Student]:
             ) from e
         students.append(student)
     return students[0], students[1]
-
-
-def _training_info(
-    images: Sequence[Path], history: TrainingHistory, feature_seconds: float, device: torch.device
-) -> dict[str, Any]:
-    return {
-        "n_images": len(images),
-        "first_image": str(images[0]),
-        "epoch_losses": list(history.epoch_losses),
-        "student_seconds": round(history.seconds, 3),
-        "feature_seconds": round(feature_seconds, 3),
-        "device": device_name(device),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-    }
 
 
 def _plot_losses(losses: Sequence[float] | None, path: Path) -> None:

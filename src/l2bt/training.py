@@ -9,14 +9,19 @@ the students are float32 modules either way, so what is saved is float32.
 from __future__ import annotations
 
 import math
+import platform
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from l2bt.anomaly_map import patch_anomaly
 from l2bt.config import TrainConfig
+from l2bt.device import device_name
 from l2bt.errors import InputError
 from l2bt.features import TrainFeatures
 from l2bt.progress import progress_bar
@@ -134,3 +139,20 @@ def normal_score_range(
             values[offset : offset + scores.shape[0]] = scores
             offset += scores.shape[0]
     return {"median": float(values.median()), "max": float(values.max())}
+
+
+def describe_training(
+    images: Sequence[Path], history: TrainingHistory, feature_seconds: float, device: torch.device
+) -> dict[str, Any]:
+    """How the students were trained, for the run's config.json."""
+    return {
+        "n_images": len(images),
+        "first_image": str(images[0]),
+        "epoch_losses": list(history.epoch_losses),
+        "student_seconds": round(history.seconds, 3),
+        "feature_seconds": round(feature_seconds, 3),
+        "device": device_name(device),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }

@@ -2,12 +2,11 @@
 
 A maps folder holds, per image key (a path relative to the folder, without suffix),
 `<key>.tiff` (float32 map, exactly the image's H × W), `<key>_mask.png` (0/255, with
-thresholds) and `<key>_overlay.png` (for people; a name no input image can have), and once
-per folder `scores.csv`
-(`key,score[,verdict]`), `regions.csv` (one row per predicted region) and `run.json`
-(the model that made the maps). Every writer
-is atomic; every reader checks what it reads (shape, number type, finiteness) and names
-the file in one line when something is wrong.
+thresholds) and `<key>_overlay.png` (for people; a name no input image can have), and
+once per folder `scores.csv` (`key,score[,verdict]`), `regions.csv` (one row per
+predicted region) and `run.json` (the model that made the maps). Every writer is atomic;
+every reader checks what it reads (shape, number type, finiteness) and names the file in
+one line when something is wrong.
 """
 
 from __future__ import annotations
@@ -280,18 +279,9 @@ def read_regions(path: Path) -> dict[str, tuple[Region, ...]]:
     with open(path, newline="") as f:
         try:
             for r in csv.DictReader(f):
-                found.setdefault(r["key"], []).append(
-                    Region(
-                        int(r["region"]),
-                        int(r["area_px"]),
-                        int(r["x0"]),
-                        int(r["y0"]),
-                        int(r["x1"]),
-                        int(r["y1"]),
-                        float(r["max_score"]),
-                        float(r["mean_score"]),
-                    )
-                )
+                integers = (int(r[column]) for column in REGION_COLUMNS[1:7])
+                scores = (float(r[column]) for column in REGION_COLUMNS[7:])
+                found.setdefault(r["key"], []).append(Region(*integers, *scores))
         except (KeyError, TypeError, ValueError) as e:
             raise InputError(f"unreadable row ({e})", path) from e
     return {key: tuple(regions) for key, regions in found.items()}
