@@ -1,10 +1,10 @@
 """Progress of long work, for people.
 
 On a terminal: a tqdm bar. Logged to a file (a service, `make demo > demo.log`): no bar
-but plain lines, one whenever LOG_SECONDS have passed since the last progress line of any
-step (one clock for the whole process), and a last line for each step that printed one,
-so a log of a long run shows a line at least every LOG_SECONDS while steps advance, and a
-short run prints nothing. Turned off (`enabled=False`): nothing. tqdm is imported only
+but plain lines, one at a step's first update LOG_SECONDS or more after the last progress
+line of any step (one clock for the whole process), and a last line for each step that
+printed one, so a log of a long run shows a line every LOG_SECONDS plus one update while
+steps advance, and a short run prints nothing. Turned off (`enabled=False`): nothing. tqdm is imported only
 for a terminal, so a command that shows no bar does not pay for it.
 """
 
@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import Any
 
-LOG_SECONDS = 30.0
+LOG_SECONDS = 20.0  # a line is printed at a step's next update after it: gaps stay < 30 s
 _last_line = [time.monotonic()]  # when the process last printed a progress line
 
 
