@@ -4,8 +4,8 @@ On a terminal: a tqdm bar. Logged to a file (a service, `make demo > demo.log`):
 but plain lines, one at a step's first update LOG_SECONDS or more after the last progress
 line of any step (one clock for the whole process), and a last line for each step that
 printed one, so a log of a long run shows a line every LOG_SECONDS plus one update while
-steps advance, and a short run prints nothing. Turned off (`enabled=False`): nothing. tqdm is imported only
-for a terminal, so a command that shows no bar does not pay for it.
+steps advance, and a short run prints nothing. Turned off (`enabled=False`): nothing.
+tqdm is imported only for a terminal, so a command that shows no bar does not pay for it.
 """
 
 from __future__ import annotations
