@@ -4,13 +4,13 @@
 students, PatchCore's memory bank, Dinomaly's decoder): preprocess each image (its
 `InputGeometry`: one input, or its windows in tiles mode), run the scorer on batches of
 at most `INPUT_BATCH` inputs that share a shape, upsample, smooth and crop the maps of
-images that share a geometry together, score each image. In tiles mode each window's
-map is upsampled to T × T, the windows stitched (`l2bt.tiling.stitch`), and the frame
-smoothed once and cropped/resized to H × W (`tiling.frame_to_image`). The methods
-differ only in how they score patches (and Dinomaly in its smoothing).
+images that share a geometry together, score each image (preprocessing and scores on
+all the host's cores). Tiles mode upsamples each window's map to T × T, stitches them
+(`tiling.stitch`), smooths the frame once, crops/resizes it to H × W. The methods differ
+only in how they score patches (and Dinomaly in its smoothing).
 
-L2BT's scorer: per patch, the map is ‖n(f(t_a)) − n(t_b)‖ · ‖n(b(t_b)) − n(t_a)‖ with n the L2
-normalisation, f the forward and b the backward student, t_a and t_b the teacher's
+L2BT's scorer: per patch, ‖n(f(t_a)) − n(t_b)‖ · ‖n(b(t_b)) − n(t_a)‖ with n the L2
+normalisation, f and b the forward and backward students, t_a and t_b the teacher's
 features of the two layers. The patch grid is upsampled bilinearly to the frame of the
 input geometry (the padded square in `pad` mode, the image itself in `aspect` mode),
 smoothed with five 5×5 then three 7×7 zero-padded box blurs (the paper's smoothing), and
@@ -30,6 +30,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from l2bt.config import TeacherConfig
+from l2bt.device import to_host
+from l2bt.host import host_map
 from l2bt.prediction import Prediction
 from l2bt.preprocess import InputGeometry, group_indices, normalise, teacher_pixels
 from l2bt.tiling import frame_to_image, stitch_windows
@@ -104,7 +106,7 @@ def to_image_maps(
     rows = slice(geometry.top, geometry.top + geometry.height)
     cols = slice(geometry.left, geometry.left + geometry.width)
     maps = maps[:, 0, rows, cols]  # (B, 1, frame_h, frame_w) -> (B, H, W)
-    return maps.cpu().numpy().astype(np.float32, copy=False)
+    return to_host(maps.float())
 
 
 def _upsample(patch_maps: torch.Tensor, size: tuple[int, int], align_corners: bool) -> torch.Tensor:
@@ -134,7 +136,7 @@ def _tiled_image_maps(
         frame = stitch_windows(window, layout, patch_maps.device)[None, None]  # one window
         for one_pass in smoothing:  # at a time; (frame_h, frame_w) -> (1, 1, frame_h, frame_w)
             frame = one_pass(frame)
-        maps[b] = frame_to_image(frame, layout).cpu().numpy()
+        to_host(frame_to_image(frame, layout), out=maps[b])
     return maps
 
 
@@ -170,7 +172,7 @@ def predict_images(
 ) -> list[Prediction]:
     """(H, W, 3) uint8 images -> a Prediction each, its map exactly the image's H × W."""
     geometries = [teacher.geometry(*image.shape[:2]) for image in images]
-    pixels = [teacher_pixels(image, g) for image, g in zip(images, geometries, strict=True)]
+    pixels = host_map(teacher_pixels, images, geometries)  # resizes on every host core
     patch_maps = _score_inputs(score_patches, pixels, geometries, device)
     del pixels  # the inputs (in tiles mode ~1.6 × the image) are not needed for the maps
     maps: dict[int, np.ndarray] = {}
@@ -178,7 +180,8 @@ def predict_images(
         batch = torch.cat([patch_maps[i] for i in indices])  # (B · n, h/14, w/14)
         for i, anomaly_map in zip(indices, to_maps(batch, geometry), strict=True):
             maps[i] = anomaly_map
-    return [Prediction(maps[i], score(maps[i])) for i in range(len(images))]
+    ordered = [maps[i] for i in range(len(images))]
+    return [Prediction(m, s) for m, s in zip(ordered, host_map(score, ordered), strict=True)]
 
 
 def _score_inputs(

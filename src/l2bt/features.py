@@ -32,6 +32,7 @@ import torch
 from l2bt.atomic import atomic_folder, remove_stale_leftovers
 from l2bt.config import TeacherConfig, content_digest
 from l2bt.data.image_io import current_bit_depth, image_size, read_image
+from l2bt.device import to_host
 from l2bt.preprocess import InputGeometry, group_indices, normalise, teacher_pixels
 from l2bt.progress import progress_bar
 from l2bt.teacher import Teacher
@@ -215,8 +216,8 @@ def cached_train_features(
                 a, b = teacher.features(x, config.layers, precision)
                 for row, i in enumerate(indices):
                     rows = slice(offsets[i], offsets[i + 1])
-                    early[rows] = a[row].flatten(0, 1).cpu().numpy()  # (h, w, D) -> (h·w, D)
-                    late[rows] = b[row].flatten(0, 1).cpu().numpy()
+                    to_host(a[row].flatten(0, 1).half(), out=early[rows])  # (h, w, D) -> (h·w, D)
+                    to_host(b[row].flatten(0, 1).half(), out=late[rows])
                 bar.update(len(indices))
         early.flush()
         late.flush()

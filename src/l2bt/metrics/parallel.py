@@ -17,13 +17,13 @@ about min(values, edges) binary searches. Timings per value: benchmarks/README.m
 
 from __future__ import annotations
 
-import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from queue import SimpleQueue
 
 import numpy as np
 
+from l2bt.host import usable_cores
 from l2bt.metrics import cells
 
 MAX_WORKERS = 4
@@ -142,8 +142,4 @@ class ParallelCellCounter:
 def default_workers() -> int:
     """Counting threads for this machine: its usable cores, at most MAX_WORKERS (each
     worker adds a buffer, so memory, not cores, sets the cap)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, MAX_WORKERS))
+    return max(1, min(usable_cores(), MAX_WORKERS))
