@@ -4,10 +4,13 @@ Measures, on `--device` (default cuda), with random weights (no downloads):
 1. teacher latency per image at `--image-size` (default ViT-B/14-reg at 1036 px), fp32 and
    bf16, at batch 1 and each batch of `--batches`: CUDA events around `--repeats` calls
    after `--warmup` calls (on a CPU, wall time);
-2. predict throughput, images/s, end to end through `L2BT.predict_batch` (preprocess on the
-   host, teacher, students and post-processing on the device, maps back on the host) on
-   square images of `--image-size` in bf16, at the best bf16 teacher batch, with the
-   serial host work per image it contains (preprocess, top-0.1 % score);
+2. predict throughput, images/s, end to end through `L2BT.predict_batch` (teacher pixels
+   and scores on the host's cores, teacher, students and post-processing on the device,
+   maps back on the host) on square images of `--image-size` and on `--other-hw` images
+   in bf16, at the best bf16 teacher batch, with the host work per image done serially
+   (teacher pixels, top-0.1 % score); and the seconds per image to bring maps and
+   teacher features to the host through pageable and through page-locked memory
+   (`l2bt.device.to_host`, checked equal);
 3. one epoch of student training over `--train-images` cached images (random fp16
    features in host memory, as the feature cache holds them), fp32 and bf16;
 4. tiles mode: seconds per `--tiles-hw` image (default 5 MP) in T = 518 windows, bf16.
@@ -36,8 +39,9 @@ from common import median_seconds, teacher_flops, wall_seconds
 from l2bt import L2BT
 from l2bt.anomaly_map import image_score
 from l2bt.config import L2BTConfig, TeacherConfig, TrainConfig
+from l2bt.device import to_host
 from l2bt.features import TrainFeatures
-from l2bt.preprocess import preprocess
+from l2bt.preprocess import teacher_pixels
 from l2bt.teacher import Teacher, load_teacher
 from l2bt.training import new_students, train_students
 
@@ -97,17 +101,19 @@ def bench_teacher(
 
 
 def bench_predict(
-    teacher: Teacher, batch: int, args: argparse.Namespace, device: torch.device
+    teacher: Teacher,
+    batch: int,
+    args: argparse.Namespace,
+    device: torch.device,
+    hw: tuple[int, int],
 ) -> dict[str, float]:
-    """Images/s through L2BT.predict_batch (bf16), wall time with the device synchronised."""
+    """Images/s through L2BT.predict_batch (bf16) on H × W = `hw` images, wall time with
+    the device synchronised."""
     config = L2BTConfig(TeacherConfig(args.teacher, "random", args.image_size))
     forward, backward = new_students(teacher.embed_dim, seed=0)
     model = L2BT(config, teacher, forward, backward, device=device, precision="bf16")
     rng = np.random.default_rng(0)
-    images = [
-        rng.integers(0, 256, (args.image_size, args.image_size, 3), dtype=np.uint8)
-        for _ in range(batch)
-    ]
+    images = [rng.integers(0, 256, (*hw, 3), dtype=np.uint8) for _ in range(batch)]
     for _ in range(args.warmup):
         model.predict_batch(images)
     synchronize(device)
@@ -117,15 +123,17 @@ def bench_predict(
     synchronize(device)
     seconds = time.perf_counter() - tic
     n_images = batch * args.predict_batches
-    host = {  # the serial host work per image inside predict_batch
-        "preprocess": median_seconds(lambda: preprocess(images[0], args.image_size), args.repeats),
+    geometry = config.teacher.geometry(*hw)
+    host = {  # per image, one after another (predict_batch spreads them over the cores)
+        "teacher_pixels": median_seconds(lambda: teacher_pixels(images[0], geometry), args.repeats),
         "score": median_seconds(
-            lambda: image_score(np.asarray(images[0][..., 0], np.float32)), args.repeats
+            lambda: image_score(images[0][..., 0].astype(np.float32)), args.repeats
         ),
     }
     return {
         "images_per_second": n_images / seconds,
         "batch": batch,
+        "image_hw": list(hw),
         "images": n_images,
         "host_seconds_per_image": host,
     }
@@ -163,6 +171,26 @@ def bench_tiles(teacher: Teacher, args: argparse.Namespace, device: torch.device
         "teacher_seconds_per_window": teacher_seconds / 16,
         "teacher_share_of_predict": windows * teacher_seconds / 16 / seconds,
     }
+
+
+def bench_copies(dim: int, batch: int, args: argparse.Namespace, device: torch.device) -> dict:
+    """Seconds per image to bring a batch's maps (float32, image-sized) and its teacher
+    features (float16, both layers) to the host: `.cpu()` into pageable memory against
+    `to_host` through page-locked memory; the two must agree exactly."""
+    grid = args.image_size // 14
+    maps = torch.rand(batch, args.image_size + 2, args.image_size + 2, device=device)
+    maps = maps[:, 1:-1, 1:-1]  # a crop, as the maps are: (B, H, W), not contiguous
+    features = torch.randn(batch, 2, grid * grid, dim, device=device).half()
+    figures = {}
+    for name, values in (("maps", maps), ("features", features)):
+        if not np.array_equal(to_host(values), values.cpu().numpy()):
+            raise AssertionError(f"to_host changed the {name}' values")
+        for road, copy in (
+            ("pageable", lambda v=values: v.cpu().numpy()),
+            ("pinned", lambda v=values: to_host(v)),
+        ):
+            figures[f"{name}_{road}"] = median_seconds(copy, args.repeats, args.warmup) / batch
+    return figures
 
 
 def random_cached_features(
@@ -236,12 +264,19 @@ def print_table(figures: dict, flops: float) -> None:
         f"best bf16: {1e3 * best['seconds_per_image']:.2f} ms per image at batch "
         f"{best['batch']} (target <= 6 ms)"
     )
-    predict = figures["predict"]
-    host = predict["host_seconds_per_image"]
+    for predict in (figures["predict"], figures["predict_other_shape"]):
+        host = predict["host_seconds_per_image"]
+        print(
+            f"predict, bf16, batch {predict['batch']}, {predict['image_hw'][0]} x "
+            f"{predict['image_hw'][1]} images: {predict['images_per_second']:.1f} images/s "
+            f"over {predict['images']} (target >= 100); serial host work per image: teacher "
+            f"pixels {1e3 * host['teacher_pixels']:.1f} ms, score {1e3 * host['score']:.1f} ms"
+        )
+    copies = figures["copies_to_host"]
     print(
-        f"predict, bf16, batch {predict['batch']}: {predict['images_per_second']:.1f} "
-        f"images/s over {predict['images']} images (target >= 100); host work per image: "
-        f"preprocess {1e3 * host['preprocess']:.1f} ms, score {1e3 * host['score']:.1f} ms"
+        "to the host, ms per image, pageable / pinned (to_host): maps "
+        f"{1e3 * copies['maps_pageable']:.2f} / {1e3 * copies['maps_pinned']:.2f}, features "
+        f"{1e3 * copies['features_pageable']:.2f} / {1e3 * copies['features_pinned']:.2f}"
     )
     tiles = figures["tiles"]
     print(
@@ -275,6 +310,12 @@ def main() -> None:
         default=(1944, 2592),
         help="H,W of the tiles-mode image (default 5 MP)",
     )
+    parser.add_argument(
+        "--other-hw",
+        type=lambda text: tuple(int(v) for v in text.split(",")),
+        default=(1000, 1500),
+        help="H,W of the second predict run's images (padded and resized to --image-size)",
+    )
     parser.add_argument("--tile-size", type=int, default=518)
     parser.add_argument(
         "--json", type=Path, default=Path(os.environ.get("OUT", ".")) / "bench_gpu.json"
@@ -288,11 +329,12 @@ def main() -> None:
     if args.quick:
         args.teacher, args.image_size, args.batches = "dinov2_vits14", 56, [2]
         args.warmup, args.repeats, args.predict_batches, args.train_images = 1, 1, 2, 4
-        args.tiles_hw, args.tile_size = (60, 90), 28
+        args.tiles_hw, args.tile_size, args.other_hw = (60, 90), 28, (40, 60)
     device = torch.device(args.device)
     torch.manual_seed(0)
     teacher = load_teacher(args.teacher, weights="random").to(device)
     flops = image_flops(teacher, args.image_size)
+    square = (args.image_size, args.image_size)
     latency = bench_teacher(teacher, args, device)
     best_batch = min(latency["bf16"], key=lambda b: latency["bf16"][b])
     figures = {
@@ -302,7 +344,9 @@ def main() -> None:
         "teacher_gflop_per_image": flops / 1e9,
         "teacher_seconds_per_image": latency,
         "best_bf16": {"batch": best_batch, "seconds_per_image": latency["bf16"][best_batch]},
-        "predict": bench_predict(teacher, best_batch, args, device),
+        "predict": bench_predict(teacher, best_batch, args, device, square),
+        "predict_other_shape": bench_predict(teacher, best_batch, args, device, args.other_hw),
+        "copies_to_host": bench_copies(teacher.embed_dim, best_batch, args, device),
         "tiles": bench_tiles(teacher, args, device),
         "train_images": args.train_images,
         "train_epoch_seconds": bench_training(teacher, args, device),
