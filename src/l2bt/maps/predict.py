@@ -6,18 +6,21 @@ extension); folders given as inputs keep their own name and inner tree, so
 `predict --out maps/bottle data/bottle/test` writes `maps/bottle/test/<defect>/<stem>.tiff`.
 Inputs are fully decoded before anything is written, so bad input fails early and
 leaves nothing behind; each map is written atomically, so a run that dies keeps every
-map it finished. With thresholds each image also gets `<key>_mask.png` (0/255, its
-exact H × W), `scores.csv` a `verdict` column and `regions.csv` one row per predicted
-region; overlays outline the predicted regions.
+map it finished. Three batches are in flight: the next one decoding and the previous
+one's files being written (up to MAX_IO_WORKERS threads) while one is predicted. With
+thresholds each image also gets `<key>_mask.png` (0/255, its exact H × W), `scores.csv`
+a `verdict` column and `regions.csv` one row per predicted region; overlays outline the
+predicted regions.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,7 @@ from l2bt.data.image_io import HeaderCheck, is_image_file, read_image
 from l2bt.decisions.decide import DEFECTIVE, decide
 from l2bt.decisions.thresholds import Thresholds
 from l2bt.errors import InputError
+from l2bt.host import usable_cores
 from l2bt.maps.layout import (
     MapsFolder,
     read_map,
@@ -42,6 +46,8 @@ from l2bt.maps.layout import (
 from l2bt.maps.overlay import annotate, outline, overlay
 from l2bt.prediction import Prediction, Predictor
 from l2bt.progress import progress_bar
+
+MAX_IO_WORKERS = 8  # threads decoding inputs and encoding outputs beside the predictor
 
 
 @dataclass(frozen=True)
@@ -138,29 +144,88 @@ def predict_to_folder(
     deciding = thresholds or getattr(predictor, "thresholds", None)
     done = [i for i in items if resume and _complete(folder, i.key, deciding, overlays)]
     pending = [item for item in items if item not in done]
-    for item in progress_bar(pending, desc="checking inputs", unit="img", enabled=progress):
-        read_image(item.image, header_check)  # decoded fully: bad files fail before writing
     results = {item.key: _stored(folder, item.key, deciding) for item in done}
-    seconds: list[float] = []
     style = OverlayStyle(colour_range, _image_threshold(deciding)) if overlays else None
-    bar = progress_bar(total=len(pending), desc="predict", unit="img", enabled=progress)
-    with bar, ThreadPoolExecutor(max_workers=2) as pool:
-        for start in range(0, len(pending), batch_size):
-            batch = pending[start : start + batch_size]
-            images = list(pool.map(read_image, [item.image for item in batch]))
-            tic = time.perf_counter()
-            predictions = [decide(p, thresholds) for p in predictor.predict_batch(images)]
-            seconds += [(time.perf_counter() - tic) / len(batch)] * len(batch)
-            for item, image, prediction in zip(batch, images, predictions, strict=True):
-                _write_prediction(folder, item.key, image, prediction, style)
-                results[item.key] = replace(prediction, anomaly_map=_NO_MAP, mask=None)
-            bar.update(len(batch))
+    write = partial(_write_prediction, folder, style=style)
+    workers = max(2, min(usable_cores(), MAX_IO_WORKERS))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="l2bt-io") as pool:
+        _check_inputs(pool, workers, pending, header_check, progress)
+        batches = [pending[i : i + batch_size] for i in range(0, len(pending), batch_size)]
+        bar = progress_bar(total=len(pending), desc="predict", unit="img", enabled=progress)
+        with bar:
+            seconds = _predict_batches(predictor, batches, pool, thresholds, bar, results, write)
     if description is not None:
         write_run_description(folder.run, description)
     return _write_tables(folder, [results[item.key] for item in items], items, seconds)
 
 
 _NO_MAP = np.zeros((0, 0), np.float32)  # a finished prediction keeps its decision, not its map
+
+
+def _check_inputs(
+    pool: ThreadPoolExecutor,
+    workers: int,
+    items: Sequence[PredictItem],
+    header_check: HeaderCheck | None,
+    progress: bool,
+) -> None:
+    """Decode every input fully, `workers` at a time, before anything is written: the
+    first bad file (in order) raises, at most one round of decoding later."""
+    bar = progress_bar(total=len(items), desc="checking inputs", unit="img", enabled=progress)
+    with bar:
+        for start in range(0, len(items), workers):
+            chunk = [item.image for item in items[start : start + workers]]
+            for _ in pool.map(partial(_decode_and_drop, header_check=header_check), chunk):
+                bar.update(1)
+
+
+def _decode_and_drop(path: Path, header_check: HeaderCheck | None) -> None:
+    read_image(path, header_check)
+
+
+def _predict_batches(
+    predictor: Predictor,
+    batches: Sequence[Sequence[PredictItem]],
+    pool: ThreadPoolExecutor,
+    thresholds: Thresholds | None,
+    bar: Any,
+    results: dict[str, Prediction],
+    write: Callable[[str, np.ndarray, Prediction], None],
+) -> list[float]:
+    """Predict batch after batch while the pool decodes the next one and writes the
+    previous one's files; fill `results` (decisions, no maps); each image's share of its
+    batch's seconds."""
+    seconds: list[float] = []
+    reading = _read_batch(pool, batches[0]) if batches else []
+    writing: list[Future[None]] = []
+    for index, batch in enumerate(batches):
+        images = [future.result() for future in reading]
+        if index + 1 < len(batches):
+            reading = _read_batch(pool, batches[index + 1])
+        tic = time.perf_counter()
+        predictions = [decide(p, thresholds) for p in predictor.predict_batch(images)]
+        seconds += [(time.perf_counter() - tic) / len(batch)] * len(batch)
+        _finish(writing, bar)  # the previous batch's files, written meanwhile
+        writing = [
+            pool.submit(write, item.key, image, prediction)
+            for item, image, prediction in zip(batch, images, predictions, strict=True)
+        ]
+        for item, prediction in zip(batch, predictions, strict=True):
+            results[item.key] = replace(prediction, anomaly_map=_NO_MAP, mask=None)
+    _finish(writing, bar)
+    return seconds
+
+
+def _read_batch(pool: ThreadPoolExecutor, batch: Sequence[PredictItem]) -> list[Future[np.ndarray]]:
+    """The batch's images, decoding on the pool."""
+    return [pool.submit(read_image, item.image) for item in batch]
+
+
+def _finish(writing: Sequence[Future[None]], bar: Any) -> None:
+    """Wait for a batch's files (raising a writer's error here) and count them done."""
+    for future in writing:
+        future.result()
+    bar.update(len(writing))
 
 
 def _complete(folder: MapsFolder, key: str, thresholds: Thresholds | None, overlays: bool) -> bool:
