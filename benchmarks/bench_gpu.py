@@ -38,6 +38,7 @@ import torch
 from common import median_seconds, teacher_flops, wall_seconds
 from l2bt import L2BT
 from l2bt.anomaly_map import image_score
+from l2bt.cli.export import image_hw
 from l2bt.config import L2BTConfig, TeacherConfig, TrainConfig
 from l2bt.device import to_host
 from l2bt.features import TrainFeatures
@@ -306,13 +307,13 @@ def main() -> None:
     parser.add_argument("--train-images", type=int, default=200)
     parser.add_argument(
         "--tiles-hw",
-        type=lambda text: tuple(int(v) for v in text.split(",")),
+        type=image_hw,
         default=(1944, 2592),
         help="H,W of the tiles-mode image (default 5 MP)",
     )
     parser.add_argument(
         "--other-hw",
-        type=lambda text: tuple(int(v) for v in text.split(",")),
+        type=image_hw,
         default=(1000, 1500),
         help="H,W of the second predict run's images (padded and resized to --image-size)",
     )

@@ -133,9 +133,9 @@ def _tiled_image_maps(
         def window(index: int, image: torch.Tensor = image) -> torch.Tensor:
             return _upsample(image[index : index + 1], size, align_corners)[0, 0]  # (T, T)
 
-        frame = stitch_windows(window, layout, patch_maps.device)[None, None]  # one window
-        for one_pass in smoothing:  # at a time; (frame_h, frame_w) -> (1, 1, frame_h, frame_w)
-            frame = one_pass(frame)
+        # The stitched frame (stitched one window at a time) is held by `smooth` alone,
+        # which frees it after its first pass: (fh, fw) -> (1, 1, fh, fw).
+        frame = smooth(stitch_windows(window, layout, patch_maps.device)[None, None], smoothing)
         to_host(frame_to_image(frame, layout), out=maps[b])
     return maps
 

@@ -22,7 +22,7 @@ from l2bt.data.image_io import read_image
 from l2bt.decisions.decide import decide
 from l2bt.decisions.thresholds import Thresholds
 from l2bt.maps.layout import MapsFolder, ScoreRow, read_map, read_score_rows, write_png
-from l2bt.maps.predict import OverlayStyle, overlay_picture
+from l2bt.maps.predict import OverlayStyle, image_threshold, overlay_picture
 from l2bt.prediction import Prediction
 
 OVERLAYS_FILE = "overlays.json"
@@ -49,7 +49,7 @@ def write_overlays(
     chosen = ranked_keys(rows)
     scores = {row.key: row.score for row in rows}
     maps = {key: read_map(folder.map(key)) for key in dict.fromkeys(chosen.values())}
-    style = OverlayStyle(_shared_range(list(maps.values())), _image_threshold(thresholds))
+    style = OverlayStyle(_shared_range(list(maps.values())), image_threshold(thresholds))
     for key, anomaly_map in maps.items():
         prediction = decide(Prediction(anomaly_map, scores[key]), thresholds)
         write_png(folder.overlay(key), overlay_picture(read_image(images[key]), prediction, style))
@@ -59,7 +59,3 @@ def write_overlays(
 
 def _shared_range(maps: Sequence[np.ndarray]) -> tuple[float, float]:
     return min(float(m.min()) for m in maps), max(float(m.max()) for m in maps)
-
-
-def _image_threshold(thresholds: Thresholds | None) -> float | None:
-    return None if thresholds is None else thresholds.image

@@ -145,7 +145,7 @@ def predict_to_folder(
     done = [i for i in items if resume and _complete(folder, i.key, deciding, overlays)]
     pending = [item for item in items if item not in done]
     results = {item.key: _stored(folder, item.key, deciding) for item in done}
-    style = OverlayStyle(colour_range, _image_threshold(deciding)) if overlays else None
+    style = OverlayStyle(colour_range, image_threshold(deciding)) if overlays else None
     write = partial(_write_prediction, folder, style=style)
     workers = max(2, min(usable_cores(), MAX_IO_WORKERS))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="l2bt-io") as pool:
@@ -270,7 +270,7 @@ class OverlayStyle:
     image_threshold: float | None
 
 
-def _image_threshold(deciding: object) -> float | None:
+def image_threshold(deciding: object) -> float | None:
     """The image threshold of the thresholds that decide, if any."""
     return deciding.image if isinstance(deciding, Thresholds) else None
 
