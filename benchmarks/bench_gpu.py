@@ -10,7 +10,7 @@ Measures, on `--device` (default cuda), with random weights (no downloads):
    in bf16, at the best bf16 teacher batch, with the host work per image done serially
    (teacher pixels, top-0.1 % score); and the seconds per image to bring maps and
    teacher features to the host through pageable and through page-locked memory
-   (`l2bt.device.to_host`, checked equal);
+   (`l2bt.utils.device.to_host`, checked equal);
 3. one epoch of student training over `--train-images` cached images (random fp16
    features in host memory, as the feature cache holds them), fp32 and bf16;
 4. tiles mode: seconds per `--tiles-hw` image (default 5 MP) in T = 518 windows, bf16.
@@ -40,11 +40,11 @@ from l2bt import L2BT
 from l2bt.anomaly_map import image_score
 from l2bt.cli.export import image_hw
 from l2bt.config import L2BTConfig, TeacherConfig, TrainConfig
-from l2bt.device import to_host
 from l2bt.features import TrainFeatures
 from l2bt.preprocess import teacher_pixels
 from l2bt.teacher import Teacher, load_teacher
 from l2bt.training import new_students, train_students
+from l2bt.utils.device import to_host
 
 LAYERS = (7, 11)
 

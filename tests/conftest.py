@@ -18,6 +18,6 @@ def progress_clock_per_test(monkeypatch):
     test's CLI call logs no progress line however long the session has been running."""
     import time
 
-    from l2bt import progress
+    from l2bt.utils import progress
 
     monkeypatch.setattr(progress, "_last_line", [time.monotonic()])

@@ -1,4 +1,4 @@
-"""Large buffers go back to the system when freed (`l2bt.allocator`): resident memory
+"""Large buffers go back to the system when freed (`l2bt.utils.allocator`): resident memory
 over a loop of image-sized patch-anomaly steps stays where the first step left it."""
 
 import platform
@@ -9,7 +9,7 @@ import pytest
 
 LOOP = """
 import sys, torch
-from l2bt.allocator import bound_large_buffers
+from l2bt.utils.allocator import bound_large_buffers
 from l2bt.anomaly_map import patch_anomaly
 from l2bt.students import Student
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from l2bt.device import resolve_device, to_host
 from l2bt.errors import InputError
+from l2bt.utils.device import resolve_device, to_host
 
 
 def test_to_host_of_a_cpu_tensor_is_a_view_with_its_values() -> None:

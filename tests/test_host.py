@@ -8,9 +8,9 @@ import time
 import numpy as np
 import pytest
 
-from l2bt import host
 from l2bt.anomaly_map import image_score
-from l2bt.host import host_map
+from l2bt.utils import host
+from l2bt.utils.host import host_map
 
 
 def test_host_map_equals_map_in_order_with_uneven_work() -> None:

@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 
 from helpers import TINY_TEACHER, write_mvtec_tree
-from l2bt import atomic
-from l2bt.atomic import TMP_MARK, remove_stale_leftovers
 from l2bt.cli import main
+from l2bt.utils import atomic
+from l2bt.utils.atomic import TMP_MARK, remove_stale_leftovers
 
 SRC = str(Path(atomic.__file__).resolve().parents[1])
 WRITER = """
 import sys, time
 from pathlib import Path
-from l2bt.atomic import atomic_file, atomic_folder
+from l2bt.utils.atomic import atomic_file, atomic_folder
 target = Path(sys.argv[1])
 kind = sys.argv[2]
 with (atomic_folder if kind == "folder" else atomic_file)(target) as staging:
@@ -33,7 +33,7 @@ with (atomic_folder if kind == "folder" else atomic_file)(target) as staging:
 
 
 def writer(target, kind="folder"):
-    """A process writing `target` through l2bt.atomic, stopped in the middle."""
+    """A process writing `target` through l2bt.utils.atomic, stopped in the middle."""
     env = {**os.environ, "PYTHONPATH": SRC}
     proc = subprocess.Popen(
         [sys.executable, "-c", WRITER, str(target), kind], stdout=subprocess.PIPE, env=env

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from l2bt import progress
 from l2bt.cli.common import show_progress
+from l2bt.utils import progress
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from l2bt.cli import main
 from l2bt.config import L2BTConfig, TeacherConfig
 from l2bt.decisions.thresholds import Thresholds
 from l2bt.errors import InputError
-from l2bt.typed_dict import conforms
+from l2bt.utils.typed_dict import conforms
 
 pytestmark = pytest.mark.usefixtures("feature_cache")
 

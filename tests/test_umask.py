@@ -7,8 +7,8 @@ import stat
 import pytest
 
 from helpers import TINY_TEACHER, write_mvtec_tree
-from l2bt.atomic import atomic_file, atomic_folder, current_umask
 from l2bt.cli import main
+from l2bt.utils.atomic import atomic_file, atomic_folder, current_umask
 
 
 @pytest.fixture(params=[0o022, 0o077])

@@ -30,11 +30,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from l2bt.config import TeacherConfig
-from l2bt.device import to_host
-from l2bt.host import host_map
 from l2bt.prediction import Prediction
 from l2bt.preprocess import InputGeometry, group_indices, normalise, teacher_pixels
 from l2bt.tiling import frame_to_image, stitch_windows
+from l2bt.utils.device import to_host
+from l2bt.utils.host import host_map
 
 BLUR_PASSES = ((5, 5), (7, 3))  # (box side, repetitions)
 TOP_FRACTION = 0.001  # of the map's pixels, averaged into the image score

@@ -12,7 +12,7 @@ from l2bt.errors import InputError
 from l2bt.preprocess import INPUT_MODES, InputGeometry
 from l2bt.teacher.vit import ARCHITECTURES
 from l2bt.tiling import TileSettings
-from l2bt.typed_dict import typed_fields
+from l2bt.utils.typed_dict import typed_fields
 
 
 @dataclass(frozen=True)

@@ -29,13 +29,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from l2bt.atomic import atomic_folder, remove_stale_leftovers
 from l2bt.config import TeacherConfig, content_digest
 from l2bt.data.image_io import current_bit_depth, image_size, read_image
-from l2bt.device import to_host
 from l2bt.preprocess import InputGeometry, group_indices, normalise, teacher_pixels
-from l2bt.progress import progress_bar
 from l2bt.teacher import Teacher
+from l2bt.utils.atomic import atomic_folder, remove_stale_leftovers
+from l2bt.utils.device import to_host
+from l2bt.utils.progress import progress_bar
 
 CACHE_FORMAT = 2
 

@@ -22,14 +22,12 @@ from safetensors.torch import load_file, save_file
 
 from l2bt import __version__
 from l2bt.anomaly_map import patch_anomaly, predict_images
-from l2bt.atomic import atomic_folder, remove_stale_leftovers, write_text_atomic
 from l2bt.config import L2BTConfig
 from l2bt.data.image_io import read_image, to_rgb_array
 from l2bt.decisions.calibrate import calibrate
 from l2bt.decisions.cleanup import Cleanup
 from l2bt.decisions.decide import decide
 from l2bt.decisions.thresholds import Thresholds
-from l2bt.device import resolve_device
 from l2bt.errors import InputError
 from l2bt.features import cached_train_features
 from l2bt.prediction import Prediction
@@ -37,6 +35,8 @@ from l2bt.students import Student
 from l2bt.teacher import Teacher, load_teacher
 from l2bt.teacher.frozen import PRECISIONS
 from l2bt.training import describe_training, normal_score_range, train_students
+from l2bt.utils.atomic import atomic_folder, remove_stale_leftovers, write_text_atomic
+from l2bt.utils.device import resolve_device
 
 RUN_FORMAT = "l2bt-run/1"
 ImageInput = str | Path | Image.Image | np.ndarray

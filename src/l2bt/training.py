@@ -21,12 +21,12 @@ import torch
 
 from l2bt.anomaly_map import patch_anomaly
 from l2bt.config import TrainConfig
-from l2bt.device import device_name
 from l2bt.errors import InputError
 from l2bt.features import TrainFeatures
-from l2bt.progress import progress_bar
 from l2bt.students import Student, as_columns, cosine_loss, low_precision_step
 from l2bt.teacher import COMPUTE_DTYPES
+from l2bt.utils.device import device_name
+from l2bt.utils.progress import progress_bar
 
 
 @dataclass(frozen=True)

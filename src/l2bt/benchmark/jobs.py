@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from l2bt.atomic import write_text_atomic
 from l2bt.benchmark.memory import PeakMemory
 from l2bt.benchmark.overlays import write_overlays
 from l2bt.config import content_digest
@@ -29,10 +28,11 @@ from l2bt.decisions.calibration_images import CalibrationSplit, parse_calibratio
 from l2bt.decisions.cleanup import Cleanup
 from l2bt.decisions.decide import stored_mask_rules
 from l2bt.decisions.thresholds import Thresholds
-from l2bt.device import device_name, resolve_device
 from l2bt.maps.evaluate import evaluate_maps
 from l2bt.maps.predict import PredictItem, predict_to_folder
 from l2bt.methods import ExternalMaps, MethodSettings, make_method
+from l2bt.utils.atomic import write_text_atomic
+from l2bt.utils.device import device_name, resolve_device
 
 THRESHOLDS_FILE = "thresholds.json"
 RUN_FOLDER = "run"  # an L2BT method's run folder under its work folder: `predict --model`

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from l2bt.atomic import write_text_atomic
 from l2bt.data.image_io import read_image
 from l2bt.decisions.decide import decide
 from l2bt.decisions.thresholds import Thresholds
 from l2bt.maps.layout import MapsFolder, ScoreRow, read_map, read_score_rows, write_png
 from l2bt.maps.predict import OverlayStyle, image_threshold, overlay_picture
 from l2bt.prediction import Prediction
+from l2bt.utils.atomic import write_text_atomic
 
 OVERLAYS_FILE = "overlays.json"
 

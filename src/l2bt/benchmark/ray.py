@@ -24,7 +24,7 @@ from l2bt import __version__
 from l2bt.benchmark.jobs import Job, run_job
 from l2bt.benchmark.runner import BenchmarkRun, Executor, record_failure, record_result
 from l2bt.errors import InputError
-from l2bt.progress import progress_bar
+from l2bt.utils.progress import progress_bar
 
 PROBE_MARKER = ".l2bt-storage-probe"
 

@@ -31,7 +31,6 @@ from typing import Any
 import torch
 
 from l2bt import __version__
-from l2bt.atomic import remove_leftovers, write_text_atomic
 from l2bt.benchmark.jobs import (
     RESULT_NEUTRAL_SETTINGS,
     BenchmarkConfig,
@@ -41,12 +40,13 @@ from l2bt.benchmark.jobs import (
 )
 from l2bt.data import load_category
 from l2bt.data.sample import CategorySplit
-from l2bt.device import device_name, resolve_device
 from l2bt.errors import InputError
 from l2bt.methods import ExternalMaps, MethodSettings, make_method
 from l2bt.report.plots import plot_smallest_defects
 from l2bt.report.summary import write_summary
 from l2bt.teacher import load_teacher
+from l2bt.utils.atomic import remove_leftovers, write_text_atomic
+from l2bt.utils.device import device_name, resolve_device
 
 # What may change between a run and its resumption: more or fewer methods and
 # categories, and settings that do not change results.

@@ -171,7 +171,7 @@ def add_trained_run_args(parser: argparse.ArgumentParser, only: str = "") -> Non
 
 
 def show_progress() -> bool:
-    """Progress of long work (`l2bt.progress`: a bar on a terminal, a line about every
+    """Progress of long work (`l2bt.utils.progress`: a bar on a terminal, a line about every
     20 s in a log), unless L2BT_PROGRESS=off."""
     return os.environ.get("L2BT_PROGRESS", "on").lower() not in ("off", "0", "no")
 

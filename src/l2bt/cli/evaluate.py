@@ -40,12 +40,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from l2bt.atomic import write_text_atomic
     from l2bt.data import load_category
     from l2bt.maps.evaluate import evaluate_maps, return_large_frees
     from l2bt.maps.layout import MapsFolder, read_run_description
     from l2bt.metrics import format_table
     from l2bt.report.provenance import maps_lines
+    from l2bt.utils.atomic import write_text_atomic
 
     split = load_category(args.data, args.category, args.dataset)
     return_large_frees()  # this process only evaluates: freed memory goes back at once

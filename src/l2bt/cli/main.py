@@ -7,8 +7,8 @@ import io
 import sys
 from collections.abc import Sequence
 
-from l2bt.allocator import bound_large_buffers
 from l2bt.errors import InputError
+from l2bt.utils.allocator import bound_large_buffers
 
 VERBS = (
     "fit",

@@ -11,7 +11,7 @@ from l2bt.data.image_io import read_image, read_mask
 from l2bt.data.problems import DataProblem, Problems
 from l2bt.data.sample import CategorySplit
 from l2bt.errors import InputError
-from l2bt.progress import progress_bar
+from l2bt.utils.progress import progress_bar
 
 
 @dataclass(frozen=True)

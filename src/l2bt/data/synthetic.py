@@ -22,9 +22,9 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from l2bt.atomic import atomic_folder
 from l2bt.errors import InputError
-from l2bt.progress import progress_bar
+from l2bt.utils.atomic import atomic_folder
+from l2bt.utils.progress import progress_bar
 
 DEFECT_TYPES = ("scratch", "spot", "crack", "stain")
 MIN_CONTRAST = 24  # grey levels every defect pixel moves, at least

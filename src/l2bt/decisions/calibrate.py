@@ -23,7 +23,7 @@ from l2bt.decisions.cleanup import Cleanup
 from l2bt.decisions.risk import check_pixel_false_alarm_rate, segmentation_threshold
 from l2bt.decisions.thresholds import Thresholds, check_false_alarm_rate, thresholds_from_scores
 from l2bt.prediction import Predictor
-from l2bt.progress import progress_bar
+from l2bt.utils.progress import progress_bar
 
 
 @dataclass(frozen=True)

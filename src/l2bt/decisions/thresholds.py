@@ -27,7 +27,7 @@ from typing import Any
 from l2bt.decisions.cleanup import Cleanup
 from l2bt.decisions.risk import SegmentationThreshold
 from l2bt.errors import InputError
-from l2bt.typed_dict import typed_fields
+from l2bt.utils.typed_dict import typed_fields
 
 
 @dataclass(frozen=True)

@@ -27,13 +27,13 @@ from typing import Any
 import torch
 
 from l2bt import __version__
-from l2bt.atomic import atomic_file
 from l2bt.errors import InputError
 from l2bt.export.graph import L2BTGraph
 from l2bt.export.metadata import CONFIG_KEY, GRAPH_KEY, INPUT_NAME, VERSION_KEY, GraphInfo
 from l2bt.export.tiled_graph import TiledL2BTGraph
 from l2bt.model import L2BT
 from l2bt.preprocess import InputGeometry
+from l2bt.utils.atomic import atomic_file
 
 MIN_OPSET = 18
 TEACHER_INPUT = "teacher_input"  # the input of `with_teacher_input`'s graph

@@ -61,7 +61,7 @@ def evaluate_maps(
     N × N (`l2bt.metrics.low_res`). `workers`: counting threads (default: the cores, at
     most 4). `mask_rules`: named ways to binarise each map (e.g. a run's stored thresholds,
     `decisions.decide.stored_mask_rules`), whose SegF1 is reported. `progress`: shown on
-    stderr as `l2bt.progress` says.
+    stderr as `l2bt.utils.progress` says.
     """
     maps_dir = Path(maps_dir)
     samples = split.evaluable_test
@@ -160,11 +160,11 @@ def _pass_two(
 
 
 def _progress(items: Iterator[Item], total: int, title: str, show: bool) -> Iterator[Item]:
-    """`items` with progress shown when `show` (`l2bt.progress`: tqdm is imported only
+    """`items` with progress shown when `show` (`l2bt.utils.progress`: tqdm is imported only
     then, which keeps `evaluate`'s start-up short)."""
     if not show:
         return items
-    from l2bt.progress import progress_bar
+    from l2bt.utils.progress import progress_bar
 
     return iter(progress_bar(items, total=total, desc=title, unit="img"))
 

@@ -24,10 +24,10 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from l2bt.atomic import atomic_file, write_text_atomic
 from l2bt.errors import InputError
 from l2bt.metrics.evaluator import all_finite
 from l2bt.prediction import Region
+from l2bt.utils.atomic import atomic_file, write_text_atomic
 
 SCORES_FILE = "scores.csv"
 REGIONS_FILE = "regions.csv"

@@ -27,12 +27,10 @@ from typing import Any
 import numpy as np
 
 from l2bt.anomaly_map import image_score
-from l2bt.atomic import remove_stale_leftovers
 from l2bt.data.image_io import HeaderCheck, is_image_file, read_image
 from l2bt.decisions.decide import DEFECTIVE, decide
 from l2bt.decisions.thresholds import Thresholds
 from l2bt.errors import InputError
-from l2bt.host import usable_cores
 from l2bt.maps.layout import (
     MapsFolder,
     read_map,
@@ -45,7 +43,9 @@ from l2bt.maps.layout import (
 )
 from l2bt.maps.overlay import annotate, outline, overlay
 from l2bt.prediction import Prediction, Predictor
-from l2bt.progress import progress_bar
+from l2bt.utils.atomic import remove_stale_leftovers
+from l2bt.utils.host import usable_cores
+from l2bt.utils.progress import progress_bar
 
 MAX_IO_WORKERS = 8  # threads decoding inputs and encoding outputs beside the predictor
 

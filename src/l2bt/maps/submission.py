@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 
-from l2bt.atomic import TMP_MARK
 from l2bt.data.files import list_images
 from l2bt.data.image_io import read_image
 from l2bt.decisions.decide import decide
@@ -34,7 +33,8 @@ from l2bt.decisions.thresholds import Thresholds
 from l2bt.errors import InputError
 from l2bt.maps.layout import write_map, write_mask
 from l2bt.prediction import Prediction, Predictor
-from l2bt.progress import progress_bar
+from l2bt.utils.atomic import TMP_MARK
+from l2bt.utils.progress import progress_bar
 
 # Images per object and private split, as the official upload checker counts them.
 OFFICIAL_FILE_COUNTS = {

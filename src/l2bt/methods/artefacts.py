@@ -19,7 +19,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from l2bt.atomic import atomic_file, write_text_atomic
+from l2bt.utils.atomic import atomic_file, write_text_atomic
 
 CONFIG_FILE = "config.json"
 

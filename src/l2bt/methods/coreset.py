@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from l2bt.methods.nearest import squared_norms
-from l2bt.progress import progress_bar
+from l2bt.utils.progress import progress_bar
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,6 @@ from torch.nn import functional as F
 
 from l2bt.anomaly_map import predict_images, to_image_maps, top_mean
 from l2bt.config import TeacherConfig, content_digest
-from l2bt.device import resolve_device
 from l2bt.errors import InputError
 from l2bt.features import cache_key
 from l2bt.methods.artefacts import load_artefact, save_artefact
@@ -57,6 +56,7 @@ from l2bt.prediction import Prediction
 from l2bt.preprocess import InputGeometry
 from l2bt.teacher import PRECISIONS, Teacher, load_teacher
 from l2bt.teacher.vit import ARCHITECTURES
+from l2bt.utils.device import resolve_device
 
 MODEL_FORMAT = "l2bt-dinomaly/1"
 WEIGHTS_FILE = "decoder.safetensors"

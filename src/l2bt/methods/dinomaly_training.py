@@ -31,8 +31,8 @@ from l2bt.errors import InputError
 from l2bt.features import input_geometries, iter_inputs
 from l2bt.methods.dinomaly_decoder import DinomalyDecoder, grouped_patches
 from l2bt.preprocess import group_indices
-from l2bt.progress import progress_bar
 from l2bt.teacher import COMPUTE_DTYPES, Teacher
+from l2bt.utils.progress import progress_bar
 
 Item = TypeVar("Item")
 

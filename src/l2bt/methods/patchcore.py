@@ -26,7 +26,6 @@ from torch.nn import functional as F
 
 from l2bt.anomaly_map import predict_images
 from l2bt.config import TeacherConfig, content_digest
-from l2bt.device import resolve_device
 from l2bt.errors import InputError
 from l2bt.features import TrainFeatures, cache_key, cached_train_features
 from l2bt.methods.artefacts import load_artefact, save_artefact
@@ -41,6 +40,7 @@ from l2bt.methods.coreset import (
 from l2bt.methods.nearest import nearest_distances, squared_norms
 from l2bt.prediction import Prediction
 from l2bt.teacher import Teacher, load_teacher
+from l2bt.utils.device import resolve_device
 
 BANK_FORMAT = "l2bt-patchcore/2"  # 2: the coreset selected exactly on 8-bit codes
 BANK_FILE = "memory_bank.safetensors"

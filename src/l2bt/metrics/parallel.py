@@ -23,8 +23,8 @@ from queue import SimpleQueue
 
 import numpy as np
 
-from l2bt.host import usable_cores
 from l2bt.metrics import cells
+from l2bt.utils.host import usable_cores
 
 MAX_WORKERS = 4
 BATCH_PER_EDGE = 8  # scores per batch, per distinct defect score (bounded as above)

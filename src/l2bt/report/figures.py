@@ -15,8 +15,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.legend import Legend
 
-from l2bt.atomic import atomic_file
 from l2bt.metrics.size_bins import SIZE_BINS
+from l2bt.utils.atomic import atomic_file
 
 __all__ = ["legend_beside", "plt", "save_figure", "size_bin_labels"]
 

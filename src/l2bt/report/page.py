@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from l2bt.atomic import write_text_atomic
 from l2bt.maps.layout import MapsFolder, read_score_rows
-from l2bt.progress import progress_bar
 from l2bt.report.gallery import Entry, Section, build_section, find_sections
 from l2bt.report.page_assets import SCRIPT, STYLE
+from l2bt.utils.atomic import write_text_atomic
+from l2bt.utils.progress import progress_bar
 
 JET_STOPS = 11  # colour stops of the CSS gradient that mirrors matplotlib's 'jet'
 

@@ -20,8 +20,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from l2bt.atomic import write_text_atomic
 from l2bt.report.provenance import from_benchmark
+from l2bt.utils.atomic import write_text_atomic
 
 LIMITS = ("0.3", "0.1", "0.05", "0.01")
 Getter = Callable[[dict[str, Any]], Any]

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from l2bt.errors import InputError
-from l2bt.progress import progress_bar
+from l2bt.utils.progress import progress_bar
 
 OFFICIAL_BASE_URL = "https://dl.fbaipublicfiles.com/dinov2"
 
