@@ -39,9 +39,9 @@ from common import median_seconds, teacher_flops, wall_seconds
 from l2bt import L2BT
 from l2bt.anomaly_map import image_score
 from l2bt.cli.export import image_hw
-from l2bt.config import L2BTConfig, TeacherConfig, TrainConfig
+from l2bt.config import L2BTConfig, TeacherConfig, TileSettings, TrainConfig
 from l2bt.features import TrainFeatures
-from l2bt.preprocess import teacher_pixels
+from l2bt.preprocess import InputGeometry, teacher_pixels
 from l2bt.teacher import Teacher, load_teacher
 from l2bt.training import new_students, train_students
 from l2bt.utils.device import to_host
@@ -112,7 +112,7 @@ def bench_predict(
     the device synchronised."""
     config = L2BTConfig(TeacherConfig(args.teacher, "random", args.image_size))
     forward, backward = new_students(teacher.embed_dim, seed=0)
-    model = L2BT(config, teacher, forward, backward, device=device, precision="bf16")
+    model = L2BT.from_parts(config, teacher, forward, backward, device=device, precision="bf16")
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (*hw, 3), dtype=np.uint8) for _ in range(batch)]
     for _ in range(args.warmup):
@@ -124,7 +124,7 @@ def bench_predict(
     synchronize(device)
     seconds = time.perf_counter() - tic
     n_images = batch * args.predict_batches
-    geometry = config.teacher.geometry(*hw)
+    geometry = InputGeometry.of(config.teacher, *hw)
     host = {  # per image, one after another (predict_batch spreads them over the cores)
         "teacher_pixels": median_seconds(lambda: teacher_pixels(images[0], geometry), args.repeats),
         "score": median_seconds(
@@ -145,10 +145,14 @@ def bench_tiles(teacher: Teacher, args: argparse.Namespace, device: torch.device
     `L2BT.predict`, against the teacher alone on full batches of 16 windows."""
     height, width = args.tiles_hw
     teacher_config = TeacherConfig(
-        args.teacher, "random", args.image_size, input_mode="tiles", tile_size=args.tile_size
+        args.teacher,
+        "random",
+        args.image_size,
+        input_mode="tiles",
+        tiles=TileSettings(size=args.tile_size),
     )
     forward, backward = new_students(teacher.embed_dim, seed=0)
-    model = L2BT(
+    model = L2BT.from_parts(
         L2BTConfig(teacher_config), teacher, forward, backward, device=device, precision="bf16"
     )
     image = np.random.default_rng(1).integers(0, 256, (height, width, 3), dtype=np.uint8)
@@ -162,7 +166,7 @@ def bench_tiles(teacher: Teacher, args: argparse.Namespace, device: torch.device
     teacher_seconds = device_median_seconds(
         lambda: teacher.features(x, LAYERS, "bf16"), device, args.warmup, args.repeats
     )
-    windows = teacher_config.geometry(height, width).n_inputs
+    windows = InputGeometry.of(teacher_config, height, width).n_inputs
     return {
         "image_hw": [height, width],
         "tile_size": args.tile_size,
@@ -229,10 +233,10 @@ def bench_training(
             folder=Path(tmp),
         )
         for precision in ("fp32", "bf16"):
-            train_students(warm, TrainConfig(epochs=1), device, False, precision)  # warm-up
+            train_students(warm, TrainConfig(epochs=1), device, precision)  # warm-up
             synchronize(device)
             tic = time.perf_counter()
-            train_students(features, TrainConfig(epochs=1), device, False, precision)
+            train_students(features, TrainConfig(epochs=1), device, precision)
             synchronize(device)
             seconds[precision] = time.perf_counter() - tic
     return seconds

@@ -29,7 +29,8 @@ from common import interleaved_medians
 from l2bt.config import L2BTConfig, TeacherConfig, TrainConfig
 from l2bt.data import load_category
 from l2bt.maps.evaluate import evaluate_maps
-from l2bt.maps.predict import PredictItem, predict_to_folder
+from l2bt.maps.inputs import PredictItem
+from l2bt.maps.predict import PredictOptions, predict_to_folder
 from l2bt.model import L2BT
 from l2bt.preprocess import InputGeometry, preprocess
 from l2bt.teacher import load_teacher
@@ -94,12 +95,11 @@ def accuracy(args: argparse.Namespace) -> dict[str, dict]:
                 device="cpu",
                 precision=args.precision,
                 cache_dir=Path(tmp) / "cache",
-                progress=False,
             )
             maps = Path(tmp) / mode
             items = [PredictItem(s.image, s.key) for s in split.test]
-            predict_to_folder(model, items, maps / split.name, overlays=False, progress=False)
-            result = evaluate_maps(split, maps, progress=False).to_json_dict()
+            predict_to_folder(model, items, maps / split.name, PredictOptions(overlays=False))
+            result = evaluate_maps(split, maps).to_json_dict()
             figures[mode] = {
                 "aupro": result["aupro"],
                 "i_auroc": result["i_auroc"],

@@ -132,10 +132,11 @@ def floor(data: Path, maps: Path) -> dict[str, float | None]:
 def ours(data: Path, maps: Path) -> dict[str, float | None]:
     """`l2bt evaluate`'s own code path."""
     from l2bt.data import load_category
-    from l2bt.maps.evaluate import evaluate_maps, return_large_frees
+    from l2bt.maps.evaluate import evaluate_maps
+    from l2bt.utils.allocator import bound_large_buffers
 
-    return_large_frees()  # as `l2bt evaluate` does
-    result = evaluate_maps(load_category(data, CATEGORY), maps, progress=False)
+    bound_large_buffers()  # as `l2bt` does for every verb
+    result = evaluate_maps(load_category(data, CATEGORY), maps)
     return {
         f"{limit}/{name}": result.aupro[limit][name] for limit in FPR_LIMITS for name in SIZE_BINS
     }
@@ -266,7 +267,7 @@ data, maps, category = sys.argv[1:]
 split = load_category(data, category)
 start_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 tic = time.perf_counter()
-evaluate_maps(split, maps, progress=False)
+evaluate_maps(split, maps)
 seconds = time.perf_counter() - tic
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - start_rss
 print(json.dumps({"seconds": seconds, "rss_mib": peak / 1024}))

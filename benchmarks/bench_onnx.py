@@ -57,7 +57,7 @@ def random_model(variant: str, size: int, tile_size: int | None = None) -> L2BT:
     config = L2BTConfig(teacher=teacher_config)
     teacher = load_teacher(variant, weights="random")
     torch.manual_seed(0)
-    return L2BT(
+    return L2BT.from_parts(
         config, teacher, Student(teacher.embed_dim), Student(teacher.embed_dim), device="cpu"
     )
 
@@ -79,7 +79,7 @@ def parity() -> None:
         config = L2BTConfig(teacher=TeacherConfig("dinov2_vits14", "random", size, layers=(1, 3)))
         teacher = load_teacher("dinov2_vits14", weights="random")
         torch.manual_seed(size)
-        model = L2BT(config, teacher, Student(384), Student(384), device="cpu")
+        model = L2BT.from_parts(config, teacher, Student(384), Student(384), device="cpu")
         with tempfile.TemporaryDirectory() as scratch:
             export_onnx(model, Path(scratch) / "model.onnx")
             engine = OnnxRuntimePredictor(Path(scratch) / "model.onnx", device="cpu")

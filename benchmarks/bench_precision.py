@@ -37,8 +37,9 @@ from l2bt.config import L2BTConfig, TeacherConfig, TrainConfig
 from l2bt.data import load_category
 from l2bt.features import TrainFeatures
 from l2bt.maps.evaluate import evaluate_maps
+from l2bt.maps.inputs import PredictItem
 from l2bt.maps.layout import MapsFolder, read_map
-from l2bt.maps.predict import PredictItem, predict_to_folder
+from l2bt.maps.predict import PredictOptions, predict_to_folder
 from l2bt.teacher import Teacher, load_teacher
 from l2bt.training import new_students, train_students
 
@@ -154,9 +155,7 @@ def bench_students(args: argparse.Namespace, dim: int) -> dict[str, object]:
         train = interleaved_medians(
             {
                 precision: (
-                    lambda p=precision: train_students(
-                        features, config, torch.device("cpu"), False, p
-                    )
+                    lambda p=precision: train_students(features, config, torch.device("cpu"), p)
                 )
                 for precision in ("fp32", "bf16")
             },
@@ -202,12 +201,11 @@ def fit_and_predict(split, precision: str, args: argparse.Namespace, work: Path)
         device="cpu",
         precision=precision,
         cache_dir=work / "cache",
-        progress=False,
     )
     maps = work / precision / "maps"
     items = [PredictItem(s.image, s.key) for s in split.evaluable_test]
-    predict_to_folder(model, items, maps / split.name, overlays=False, progress=False)
-    losses = model.info["training"]["epoch_losses"]
+    predict_to_folder(model, items, maps / split.name, PredictOptions(overlays=False))
+    losses = model.record.training.epoch_losses
     print(f"  {precision}: losses per epoch {', '.join(f'{v:.4f}' for v in losses)}")
     return maps
 
@@ -250,7 +248,7 @@ def bench_fidelity(args: argparse.Namespace) -> dict[str, object]:
         work = Path(tmp)
         tic = time.perf_counter()
         maps = {p: fit_and_predict(split, p, args, work) for p in ("fp32", "bf16")}
-        results = {p: evaluate_maps(split, maps[p], progress=False).to_json_dict() for p in maps}
+        results = {p: evaluate_maps(split, maps[p]).to_json_dict() for p in maps}
         errors = map_errors(split, maps["fp32"], maps["bf16"])
         seconds = time.perf_counter() - tic
     changes = metric_changes(results["fp32"], results["bf16"])

@@ -33,13 +33,14 @@ from l2bt.data import load_category
 from l2bt.data.image_io import read_image
 from l2bt.data.sample import CategorySplit
 from l2bt.data.synthetic import SyntheticConfig, write_synthetic
-from l2bt.decisions.calibrate import calibrate
+from l2bt.decisions.calibrate import CalibrationSettings, calibrate
 from l2bt.decisions.calibration_images import CalibrationChoice, split_calibration
 from l2bt.decisions.cleanup import Cleanup
 from l2bt.decisions.risk import flagged_fraction, segmentation_threshold
 from l2bt.maps.evaluate import evaluate_maps
+from l2bt.maps.inputs import PredictItem
 from l2bt.maps.layout import MapsFolder, read_map
-from l2bt.maps.predict import PredictItem, predict_to_folder
+from l2bt.maps.predict import PredictOptions, predict_to_folder
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -56,14 +57,14 @@ def fit_and_predict(
         TrainConfig(epochs=args.epochs),
     )
     tic = time.perf_counter()
-    model = L2BT.fit(images.train, config, device="cpu", cache_dir=work / "cache", progress=False)
-    calibration = calibrate(model, list(images.calibration), args.alpha, progress=False)
+    model = L2BT.fit(images.train, config, device="cpu", cache_dir=work / "cache")
+    calibration = calibrate(model, list(images.calibration), CalibrationSettings(args.alpha))
     maps_dir = work / "calibration"
     maps_dir.mkdir()
     for i, path in enumerate(images.calibration):
         np.save(maps_dir / f"{i}.npy", model.predict(read_image(path)).anomaly_map)
     items = [PredictItem(s.image, s.key) for s in split.evaluable_test]
-    predict_to_folder(model, items, work / "maps" / split.name, overlays=False, progress=False)
+    predict_to_folder(model, items, work / "maps" / split.name, PredictOptions(overlays=False))
     seconds = time.perf_counter() - tic
     calibration_maps = sorted(maps_dir.glob("*.npy"), key=lambda p: int(p.stem))
     return calibration.thresholds, calibration_maps, work / "maps", seconds
@@ -111,7 +112,7 @@ def bench_dataset(
         name: (lambda m, t=t, c=c: c.apply(np.asarray(m) > np.float32(t)))
         for name, (t, c, _) in rules.items()
     }
-    evaluation = evaluate_maps(split, maps, progress=False, mask_rules=mask_rules)
+    evaluation = evaluate_maps(split, maps, mask_rules=mask_rules)
     rows = {}
     for name, (threshold, chosen, extra) in rules.items():
         mean, low, high = interval(good_fractions(split, maps, threshold, chosen))

@@ -90,7 +90,6 @@ def fit_small_run(folder: Path, image_size: int, device: str) -> Path:
         config,
         device=device,
         cache_dir=folder / "cache",
-        progress=False,
         calibration_images=images[12:],
         false_alarm_rate=0.2,
     )
@@ -226,19 +225,19 @@ def request_parts(run: Path, png: bytes, repeats: int) -> dict[str, float]:
     """Median seconds of each part of one request, in this process (see the docstring)."""
     from common import median_seconds
     from l2bt.model import L2BT
-    from l2bt.preprocess import header_limit, teacher_inputs
+    from l2bt.preprocess import InputGeometry, header_limit, teacher_inputs
     from l2bt.serve.decode import decode_image
     from l2bt.serve.encode import prediction_response
 
     model = L2BT.load(run, device="cpu")
     config = model.config.teacher
-    check = header_limit(model.describe(), 50_000_000)
-    image = decode_image(png, check)
-    x = teacher_inputs(image, config.geometry(*image.shape[:2]))  # (n, 3, h, w)
+    check = header_limit(model.record.teacher, 50_000_000)
+    image = decode_image(png, check, model.record.bit_depth)
+    x = teacher_inputs(image, InputGeometry.of(config, *image.shape[:2]))  # (n, 3, h, w)
     prediction = model.predict(image)
     threshold = None if model.thresholds is None else model.thresholds.image
     parts = {
-        "decode": median_seconds(lambda: decode_image(png, check), repeats),
+        "decode": median_seconds(lambda: decode_image(png, check, None), repeats),
         "teacher": median_seconds(
             lambda: model.teacher.features(x, config.layers, model.precision), repeats
         ),

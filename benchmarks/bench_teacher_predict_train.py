@@ -142,11 +142,10 @@ def main() -> None:
             config,
             torch.device("cpu"),
             cache_dir=Path(tmp) / "cache",
-            progress=False,
         )
         t_extract = time.perf_counter() - tic
         tic = time.perf_counter()
-        train_students(features, TrainConfig(epochs=epochs), torch.device("cpu"), progress=False)
+        train_students(features, TrainConfig(epochs=epochs), torch.device("cpu"))
         t_cached_epoch = (time.perf_counter() - tic) / epochs
         images = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
         students = new_students(dim, seed=0)

@@ -42,9 +42,9 @@ from scipy import ndimage
 from common import interleaved_medians, median_seconds
 from l2bt import L2BT
 from l2bt.anomaly_map import predict_images, smooth
-from l2bt.config import L2BTConfig, TeacherConfig, TrainConfig
+from l2bt.config import L2BTConfig, TeacherConfig, TileSettings, TrainConfig
 from l2bt.data.synthetic import SyntheticConfig, write_synthetic
-from l2bt.preprocess import teacher_inputs
+from l2bt.preprocess import InputGeometry, teacher_inputs
 from l2bt.tiling import frame_to_image, stitch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,7 +66,7 @@ def part_tiny(args: argparse.Namespace, work: Path, env: dict[str, str]) -> dict
     synthetic = SyntheticConfig(
         size=args.size, n_train=args.n_train, n_test_good=3, n_test_defective=args.n_test
     )
-    write_synthetic(work / "data", synthetic, progress=True)
+    write_synthetic(work / "data", synthetic)
     return pad_against_tiles(args, work / "data", "synthetic", work / "benchmark", env)
 
 
@@ -124,10 +124,16 @@ def pad_against_tiles(
 def fit_model(images: list[Path], mode: str, args: argparse.Namespace, cache: Path) -> L2BT:
     size = args.tile_size if mode == "tiles" else args.pad_size
     config = L2BTConfig(
-        TeacherConfig("dinov2_vits14", "random", size, input_mode=mode, tile_size=args.tile_size),
+        TeacherConfig(
+            "dinov2_vits14",
+            "random",
+            size,
+            input_mode=mode,
+            tiles=TileSettings(size=args.tile_size),
+        ),
         TrainConfig(epochs=args.epochs),
     )
-    return L2BT.fit(images, config, device="cpu", cache_dir=cache, progress=False)
+    return L2BT.fit(images, config, device="cpu", cache_dir=cache)
 
 
 def part_spots(args: argparse.Namespace, work: Path) -> dict:
@@ -173,7 +179,7 @@ def part_cost(args: argparse.Namespace, work: Path) -> dict:
     sizes = {"1 MP": (866, 1155), "2 MP": (1224, 1632), "5 MP": (1936, 2582), "12 MP": (3000, 4000)}
     for label, (height, width) in sizes.items():
         image = textured(height, width, 1)
-        geometry = config.geometry(height, width)
+        geometry = InputGeometry.of(config, height, width)
         layout = geometry.tiles
         assert layout is not None
         x = teacher_inputs(image, geometry)  # (n, 3, T, T)

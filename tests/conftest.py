@@ -5,6 +5,20 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/helpers.py
 
+from helpers import SHARED_DATA
+
+
+def pytest_collection_modifyitems(items):
+    """`@pytest.mark.needs_data(NAME)` (default magnetic_tile_mini): skipped, with the
+    reason, where ../shared/data/NAME is absent; `pytest -m needs_data` runs just those."""
+    for item in items:
+        marker = item.get_closest_marker("needs_data")
+        if marker is None:
+            continue
+        name = marker.args[0] if marker.args else "magnetic_tile_mini"
+        if not (SHARED_DATA / name).is_dir():
+            item.add_marker(pytest.mark.skip(reason=f"../shared/data/{name} is absent"))
+
 
 @pytest.fixture
 def feature_cache(tmp_path, monkeypatch):
@@ -13,11 +27,11 @@ def feature_cache(tmp_path, monkeypatch):
 
 
 @pytest.fixture(autouse=True)
-def progress_clock_per_test(monkeypatch):
-    """Each test starts as a new process would: the progress clock restarts, so a short
-    test's CLI call logs no progress line however long the session has been running."""
-    import time
-
+def progress_as_a_new_process(monkeypatch):
+    """Each test starts as a new process would: progress as the environment says and its
+    clock restarted, so a short test's CLI call logs no progress line however long the
+    session has been running."""
     from l2bt.utils import progress
 
-    monkeypatch.setattr(progress, "_last_line", [time.monotonic()])
+    monkeypatch.setattr(progress, "LINES", progress.LineClock())
+    monkeypatch.setattr(progress, "_enabled", [progress.progress_from_environment()])

@@ -62,9 +62,9 @@ def teacher_loaded_once(module) -> Iterator[dict]:
     (random ViT-S initialisation takes seconds), which is safe as it never changes."""
     original, teachers = module.load_teacher, {}
 
-    def load_once(variant, weights=None, progress=True):
+    def load_once(variant, weights=None):
         if (variant, weights) not in teachers:
-            teachers[variant, weights] = original(variant, weights, progress)
+            teachers[variant, weights] = original(variant, weights)
         return teachers[variant, weights]
 
     with pytest.MonkeyPatch.context() as patched:

@@ -9,9 +9,10 @@ from helpers import SHARED_DATA, TINY_TEACHER, write_mvtec_tree
 from l2bt.benchmark import runner
 from l2bt.benchmark.overlays import ranked_keys
 from l2bt.cli import main
-from l2bt.maps.layout import MapsFolder, ScoreRow, map_shape, read_score_rows
+from l2bt.maps.layout import MapsFolder, map_shape
 from l2bt.maps.overlay import colour_bar_height
-from l2bt.report.gallery import build_section, find_sections
+from l2bt.maps.tables import ScoreRow, read_score_table
+from l2bt.view.gallery import build_section, find_sections
 
 TINY = [*TINY_TEACHER, "--epochs", "1"]
 SPEC_KEYS = {
@@ -41,7 +42,7 @@ def check_overlays(maps):
     """The highest-, median- and lowest-scoring images have overlays the size predict's
     have (the image, the colour bar below), and overlays.json names them in score order."""
     chosen = json.loads((maps / "overlays.json").read_text())
-    scores = sorted((-row.score, row.key) for row in read_score_rows(maps / "scores.csv"))
+    scores = sorted((-row.score, row.key) for row in read_score_table(maps / "scores.csv").rows())
     ordered = [key for _, key in scores]
     assert chosen == {
         "highest": ordered[0],
@@ -194,9 +195,8 @@ def test_an_unknown_method_is_one_line(tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.needs_data
 def test_all_methods_on_real_magnetic_tile_images(tmp_path):
-    if not (SHARED_DATA / "magnetic_tile_mini").is_dir():
-        pytest.skip("../shared/data/magnetic_tile_mini is absent")
     assert (
         main(
             [

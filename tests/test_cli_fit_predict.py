@@ -100,10 +100,9 @@ def test_predict_with_a_folder_that_is_not_a_run(tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.needs_data
 def test_fit_and_predict_on_real_magnetic_tile_images(tmp_path):
     root = SHARED_DATA
-    if not (root / "magnetic_tile_mini").is_dir():
-        pytest.skip("../shared/data/magnetic_tile_mini is absent")
     assert (
         main(
             [
@@ -155,28 +154,26 @@ def checksums(folder):
     }
 
 
-def test_predict_into_the_input_tree_never_touches_an_input(tmp_path):
-    """The MVTec tree itself as --out (all PNG): outputs land beside the inputs, under
-    names no input has, and every input keeps its bytes."""
+def test_predict_into_the_input_tree_is_refused_and_touches_nothing(tmp_path, capsys):
+    """The MVTec tree itself as --out: the outputs of `test/` would land inside the input
+    folder (whose next predict would read the maps as inputs), so it stops with one line
+    and writes nothing; a single file may still be predicted beside itself."""
     write_mvtec_tree(tmp_path / "data")
     assert fit(tmp_path / "data", tmp_path / "run") == 0
     root = tmp_path / "data/toy"
     before = checksums(root)
-    assert (
-        main(["predict", "--model", str(tmp_path / "run"), "--out", str(root), str(root / "test")])
-        == 0
-    )
-    after = checksums(root)
-    assert {p: after[p] for p in before} == before
-    assert any(p.name.endswith("_overlay.png") for p in after if p not in before)
+    capsys.readouterr()
+    run = tmp_path / "run"
+    assert main(["predict", "--model", str(run), "--out", str(root), str(root / "test")]) == 2
+    line = one_error_line(capsys)
+    assert str(root / "test") in line and "inside" in line
+    assert checksums(root) == before
+    # the issue's case: the input folder inside --out, as `--out runs runs/inp`
+    assert main(["predict", "--model", str(run), "--out", str(tmp_path / "data"), str(root)]) == 2
+    assert "inside" in one_error_line(capsys) and checksums(root) == before
     single = root / "test/good/000.png"
     data = single.read_bytes()
-    assert (
-        main(
-            ["predict", "--model", str(tmp_path / "run"), "--out", str(single.parent), str(single)]
-        )
-        == 0
-    )
+    assert main(["predict", "--model", str(run), "--out", str(single.parent), str(single)]) == 0
     assert single.read_bytes() == data
 
 

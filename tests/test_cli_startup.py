@@ -38,11 +38,10 @@ def test_help_lists_every_verb(capsys):
 
 def test_names_listed_by_the_cli_match_the_library():
     from l2bt.cli import benchmark, common
+    from l2bt.config import INPUT_MODES, PRECISIONS
     from l2bt.data import DATASETS
     from l2bt.methods import METHOD_NAMES
     from l2bt.methods.registry import INPUT_MODE_SUFFIXES
-    from l2bt.preprocess import INPUT_MODES
-    from l2bt.teacher import PRECISIONS
 
     assert set(common.DATASETS) == set(DATASETS)
     assert common.PRECISIONS == PRECISIONS

@@ -115,9 +115,8 @@ def test_grayscale_rgba_and_16_bit_images_become_rgb(tmp_path, mode):
         assert array.max() == round(599 * 100 * 255 / 65535)
 
 
+@pytest.mark.needs_data
 def test_real_magnetic_tile_mini():
-    if not (SHARED_DATA / "magnetic_tile_mini").is_dir():
-        pytest.skip("../shared/data/magnetic_tile_mini is absent")
     split = load_category(SHARED_DATA, "magnetic_tile_mini")
     assert len(split.train) == 40 and len(split.test) == 35
     assert all(s.mask is not None for s in split.test if s.is_anomalous)

@@ -18,6 +18,7 @@ import l2bt.methods.dinomaly as dinomaly
 from helpers import SHARED_DATA, teacher_loaded_once, textured_image
 from l2bt.benchmark import runner
 from l2bt.cli import main
+from l2bt.config import TeacherConfig
 from l2bt.errors import InputError
 from l2bt.methods import make_method
 from l2bt.methods.artefacts import CONFIG_FILE
@@ -37,9 +38,8 @@ from l2bt.methods.dinomaly_decoder import (
     grouped_patches,
     init_official,
 )
+from l2bt.methods.dinomaly_optim import StableAdamW, WarmCosineSchedule
 from l2bt.methods.dinomaly_training import (
-    StableAdamW,
-    WarmCosineSchedule,
     epoch_batches,
     hard_mining_cosine_loss,
     hard_mining_p,
@@ -401,9 +401,7 @@ def shared_teacher():
 
 
 SETTINGS = MethodSettings(
-    teacher="dinov2_vits14",
-    weights="random",
-    image_size=56,
+    teacher=TeacherConfig(variant="dinov2_vits14", weights="random", image_size=56),
     device="cpu",
     dinomaly_iterations=3,
     dinomaly_batch_size=2,
@@ -420,16 +418,14 @@ def fitted(tmp_path_factory, shared_teacher):
         Image.fromarray(textured_image(h, w, seed=i)).save(paths[-1])
     method = make_method("dinomaly", SETTINGS)
     assert isinstance(method, Dinomaly) and method.name == "dinomaly"
-    method.fit(paths, root / "work", progress=False)
+    method.fit(paths, root / "work")
     return method, paths, root / "work"
 
 
 def test_end_to_end_maps_have_each_images_exact_size(fitted, shared_teacher):
     method, _, work = fitted
     sizes = [(33, 41), (57, 43), (50, 70), (56, 56)]
-    out = method.predict_batch(
-        [textured_image(h, w, seed=10 + i) for i, (h, w) in enumerate(sizes)]
-    )
+    out = method.predict_maps([textured_image(h, w, seed=10 + i) for i, (h, w) in enumerate(sizes)])
     assert [p.anomaly_map.shape for p in out] == sizes
     assert all(p.anomaly_map.dtype == np.float32 for p in out)
     assert all(np.isfinite(p.anomaly_map).all() and np.isfinite(p.score) for p in out)
@@ -475,11 +471,11 @@ def test_a_second_fit_reloads_and_new_settings_retrain(fitted, monkeypatch):
 
     monkeypatch.setattr(dinomaly, "train_decoder", no_training)
     again = Dinomaly(SETTINGS, iterations=3, batch_size=2)
-    again.fit(paths, work, progress=False)
+    again.fit(paths, work)
     assert again.describe()["reloaded"] is True
     assert again.describe()["final_loss"] == method.describe()["final_loss"]
     image = textured_image(47, 39, seed=7)
-    first, second = method.predict_batch([image])[0], again.predict_batch([image])[0]
+    first, second = method.predict_maps([image])[0], again.predict_maps([image])[0]
     assert np.array_equal(first.anomaly_map, second.anomaly_map)
     assert first.score == second.score
 
@@ -487,7 +483,7 @@ def test_a_second_fit_reloads_and_new_settings_retrain(fitted, monkeypatch):
     monkeypatch.setattr(
         dinomaly, "train_decoder", lambda *a, **k: calls.append(1) or real_train(*a, **k)
     )
-    Dinomaly(SETTINGS, iterations=2, batch_size=2).fit(paths, work, progress=False)
+    Dinomaly(SETTINGS, iterations=2, batch_size=2).fit(paths, work)
     assert calls == [1]  # other iterations: another key, so trained again
     assert json.loads((work / CONFIG_FILE).read_text())["iterations"] == 2
 
@@ -498,7 +494,7 @@ def test_training_is_seeded_and_leaves_the_callers_rng_alone(fitted, tmp_path):
     for run in ("a", "b"):
         torch.manual_seed(123)
         method = Dinomaly(SETTINGS, iterations=2, batch_size=3)  # 4 images: 1 batch per epoch
-        method.fit(paths, tmp_path / run, progress=False)
+        method.fit(paths, tmp_path / run)
         trained.append(copy.deepcopy(method.decoder.state_dict()))
         after = torch.rand(3)
         torch.manual_seed(123)
@@ -508,11 +504,12 @@ def test_training_is_seeded_and_leaves_the_callers_rng_alone(fitted, tmp_path):
 
 def test_aspect_mode_trains_on_batches_of_one_shape_and_maps_every_size(fitted, tmp_path):
     _, paths, _ = fitted  # shapes 60×45, 50×70, 56×56, 45×60: three input shapes at 56 px
-    method = Dinomaly(dataclasses.replace(SETTINGS, input_mode="aspect"), iterations=3)
-    method.fit(paths, tmp_path / "aspect", progress=False)
+    aspect = dataclasses.replace(SETTINGS.teacher, input_mode="aspect")
+    method = Dinomaly(dataclasses.replace(SETTINGS, teacher=aspect), iterations=3)
+    method.fit(paths, tmp_path / "aspect")
     assert method.describe()["input_mode"] == "aspect"
     sizes = [(33, 41), (57, 43), (50, 70)]
-    out = method.predict_batch([textured_image(h, w, seed=i) for i, (h, w) in enumerate(sizes)])
+    out = method.predict_maps([textured_image(h, w, seed=i) for i, (h, w) in enumerate(sizes)])
     assert [p.anomaly_map.shape for p in out] == sizes
     assert all(np.isfinite(p.anomaly_map).all() and np.isfinite(p.score) for p in out)
 
@@ -521,24 +518,27 @@ def test_settings_are_checked(tmp_path):
     with pytest.raises(InputError, match="iteration"):
         Dinomaly(SETTINGS, iterations=0)
     with pytest.raises(InputError, match="40 blocks"):  # before any benchmark output
-        make_method("dinomaly", MethodSettings(teacher="dinov2_vitg14"))
-    with pytest.raises(InputError, match="unknown teacher"):
-        make_method("dinomaly", MethodSettings(teacher="resnet18"))
+        make_method("dinomaly", MethodSettings(teacher=TeacherConfig(variant="dinov2_vitg14")))
+    with pytest.raises(InputError, match="variant must be one of"):  # an unknown teacher
+        make_method("dinomaly", MethodSettings(teacher=TeacherConfig(variant="resnet18")))
     with pytest.raises(InputError, match=r"input.mode"):
-        Dinomaly(dataclasses.replace(SETTINGS, input_mode="stretch"))
+        Dinomaly(
+            dataclasses.replace(
+                SETTINGS, teacher=dataclasses.replace(SETTINGS.teacher, input_mode="stretch")
+            )
+        )
     with pytest.raises(InputError, match="training image"):
-        Dinomaly(SETTINGS).fit([], tmp_path, progress=False)
+        Dinomaly(SETTINGS).fit([], tmp_path)
     with pytest.raises(RuntimeError, match="fit"):
-        Dinomaly(SETTINGS).predict_batch([textured_image(20, 20, 0)])
+        Dinomaly(SETTINGS).predict_maps([textured_image(20, 20, 0)])
 
 
 # ---- the benchmark -----------------------------------------------------------------------------
 
 
+@pytest.mark.needs_data
 def test_the_benchmark_runs_dinomaly_beside_l2bt_and_patchcore(tmp_path, monkeypatch):
     data = SHARED_DATA / "magnetic_tile_mini"
-    if not data.is_dir():
-        pytest.skip(f"shared test data not found at {data}")
     monkeypatch.setenv("L2BT_CACHE_DIR", str(tmp_path / "cache"))
     # Plots are checked in test_benchmark.py; skipped here, they are a third of the time.
     monkeypatch.setattr(plots, "write_plots", lambda *args, **kwargs: None)

@@ -77,7 +77,7 @@ def test_evaluate_writes_the_spec_json(tmp_path, capsys):
 def test_evaluate_equals_the_metrics_on_the_same_arrays(tmp_path):
     write_mvtec_tree(tmp_path / "data")
     split = write_maps(tmp_path / "data", tmp_path / "maps", noise=1.5, seed=3)
-    result = evaluate_maps(split, tmp_path / "maps", progress=False)
+    result = evaluate_maps(split, tmp_path / "maps")
     maps, masks = [], []
     for s in split.test:
         maps.append(tifffile.imread(tmp_path / "maps/toy" / f"{s.key}.tiff"))
@@ -97,7 +97,7 @@ def test_scores_csv_is_used_for_image_auroc(tmp_path):
     # Scores that rank every good image above every defective one: I-AUROC 0.
     lines = ["key,score"] + [f"{s.key},{0.0 if s.is_anomalous else 1.0}" for s in split.test]
     (tmp_path / "maps/toy/scores.csv").write_text("\n".join(lines) + "\n")
-    assert evaluate_maps(split, tmp_path / "maps", progress=False).i_auroc == 0.0
+    assert evaluate_maps(split, tmp_path / "maps").i_auroc == 0.0
 
 
 def one_error_line(capsys):
@@ -234,5 +234,5 @@ def test_float64_maps_are_read_without_rounding(tmp_path):
     for s in split.test:  # rewrite every map as float64
         path = tmp_path / "maps/toy" / f"{s.key}.tiff"
         tifffile.imwrite(path, tifffile.imread(path).astype(np.float64) + 1e-12)
-    result = evaluate_maps(split, tmp_path / "maps", progress=False)
+    result = evaluate_maps(split, tmp_path / "maps")
     assert result.p_auroc is not None and result.aupro[0.3]["all"] is not None

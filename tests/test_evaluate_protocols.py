@@ -87,7 +87,7 @@ def by_hand_nearest(mask, size):
 def test_low_res_protocol_equals_resizing_by_hand(tmp_path, size):
     write_mvtec_tree(tmp_path / "data")
     split, maps, masks = write_maps(tmp_path / "data", tmp_path / "maps")
-    got = evaluate_maps(split, tmp_path / "maps", progress=False, low_res_protocol=size)
+    got = evaluate_maps(split, tmp_path / "maps", low_res_protocol=size)
     small = evaluate_arrays(
         [by_hand_bilinear(m, size) for m in maps], [by_hand_nearest(k, size) for k in masks]
     )
@@ -105,8 +105,8 @@ def test_compressed_maps_read_in_full_agree_with_mapped_ones(tmp_path):
     write_maps(tmp_path / "data", tmp_path / "zlib", compression="zlib")
     with pytest.raises(ValueError):
         tifffile.memmap(next((tmp_path / "zlib").rglob("*.tiff")), mode="r")  # not mappable
-    mapped = evaluate_maps(split, tmp_path / "plain", progress=False, low_res_protocol=8)
-    decoded = evaluate_maps(split, tmp_path / "zlib", progress=False, low_res_protocol=8)
+    mapped = evaluate_maps(split, tmp_path / "plain", low_res_protocol=8)
+    decoded = evaluate_maps(split, tmp_path / "zlib", low_res_protocol=8)
     assert mapped.to_json_dict() == decoded.to_json_dict()
     direct = evaluate_arrays(maps, masks, category="toy", keys=keys(split)).to_json_dict()
     assert mapped.to_json_dict() == {
@@ -115,20 +115,16 @@ def test_compressed_maps_read_in_full_agree_with_mapped_ones(tmp_path):
     }
 
 
+@pytest.mark.needs_data
 def test_real_images_one_or_several_threads_give_identical_results(tmp_path, monkeypatch):
     from l2bt.metrics import cells
 
-    if not (SHARED_DATA / "magnetic_tile_mini").is_dir():
-        pytest.skip("../shared/data/magnetic_tile_mini is absent")
     monkeypatch.setattr(cells, "BUFFER_MIN", 5000)  # many batches, several in flight
     monkeypatch.setattr(cells, "BUFFER_MAX", 5000)
     split, maps, masks = write_maps(SHARED_DATA, tmp_path / "maps", "magnetic_tile_mini", noise=2.0)
-    one = evaluate_maps(split, tmp_path / "maps", progress=False, workers=1).to_json_dict()
+    one = evaluate_maps(split, tmp_path / "maps", workers=1).to_json_dict()
     for workers in (2, 3):
-        assert (
-            evaluate_maps(split, tmp_path / "maps", progress=False, workers=workers).to_json_dict()
-            == one
-        )
+        assert evaluate_maps(split, tmp_path / "maps", workers=workers).to_json_dict() == one
     assert (
         one
         == evaluate_arrays(
@@ -207,7 +203,7 @@ def test_masks_for_some_images_only_name_the_first_missing_one(tmp_path):
     for s in (second, first):
         (tmp_path / "maps/toy" / f"{s.key}_mask.png").unlink()
     with pytest.raises(InputError, match="predicted mask missing") as error:
-        evaluate_maps(split, tmp_path / "maps", progress=False)
+        evaluate_maps(split, tmp_path / "maps")
     assert error.value.path == str(tmp_path / "maps/toy" / f"{first.key}_mask.png")
 
 
@@ -218,7 +214,7 @@ def test_a_verdict_that_is_neither_word_names_its_line(tmp_path):
         split, tmp_path / "maps", maps, verdict=lambda s: "bad" if s.key.endswith("002") else "good"
     )
     with pytest.raises(InputError, match=r"line [0-9]+: verdict 'bad'") as error:
-        evaluate_maps(split, tmp_path / "maps", progress=False)
+        evaluate_maps(split, tmp_path / "maps")
     assert Path(error.value.path).name == "scores.csv"
 
 
@@ -229,7 +225,7 @@ def test_a_predicted_mask_of_the_wrong_size_is_named(tmp_path):
     bad = tmp_path / "maps/toy" / f"{split.evaluable_test[2].key}_mask.png"
     Image.fromarray(np.zeros((7, 9), np.uint8)).save(bad)
     with pytest.raises(InputError, match="predicted mask is 7x9") as error:
-        evaluate_maps(split, tmp_path / "maps", progress=False)
+        evaluate_maps(split, tmp_path / "maps")
     assert error.value.path == str(bad)
 
 
@@ -239,7 +235,7 @@ def test_without_verdicts_there_are_no_decisions(tmp_path):
     write_decisions(split, tmp_path / "maps", maps)
     lines = ["key,score"] + [f"{s.key},1.0" for s in split.evaluable_test]
     (tmp_path / "maps/toy/scores.csv").write_text("\n".join(lines) + "\n")
-    assert evaluate_maps(split, tmp_path / "maps", progress=False).decisions is None
+    assert evaluate_maps(split, tmp_path / "maps").decisions is None
 
 
 def test_the_first_bad_file_in_order_is_named_whatever_the_readers_meet_first(tmp_path):
@@ -250,7 +246,7 @@ def test_the_first_bad_file_in_order_is_named_whatever_the_readers_meet_first(tm
     (tmp_path / "maps/toy" / f"{first.key}.tiff").unlink()
     tifffile.imwrite(tmp_path / "maps/toy" / f"{last.key}.tiff", np.zeros((3, 3), np.float32))
     with pytest.raises(InputError, match="not found") as error:
-        evaluate_maps(split, tmp_path / "maps", progress=False)
+        evaluate_maps(split, tmp_path / "maps")
     assert error.value.path == str(tmp_path / "maps/toy" / f"{first.key}.tiff")
 
 
@@ -284,9 +280,11 @@ def test_evaluate_never_imports_torch(tmp_path):
 
 def test_progress_bars_pass_every_item_through():
     from l2bt.maps.evaluate import _progress
+    from l2bt.utils.progress import set_progress
 
-    assert list(_progress(iter([1, 2, 3]), 3, "pass", show=True)) == [1, 2, 3]
-    assert list(_progress(iter([1, 2]), 2, "pass", show=False)) == [1, 2]
+    assert list(_progress(iter([1, 2, 3]), 3, "pass")) == [1, 2, 3]
+    set_progress(False)
+    assert list(_progress(iter([1, 2]), 2, "pass")) == [1, 2]
 
 
 def test_a_non_finite_defect_pixel_is_named_by_the_partial_read_of_pass_1(tmp_path):
@@ -297,5 +295,5 @@ def test_a_non_finite_defect_pixel_is_named_by_the_partial_read_of_pass_1(tmp_pa
     broken[broken > 0.9] = np.nan  # defect pixels only
     tifffile.imwrite(tmp_path / "maps/toy" / f"{sample.key}.tiff", broken)
     with pytest.raises(InputError, match="non-finite") as error:
-        evaluate_maps(split, tmp_path / "maps", progress=False)
+        evaluate_maps(split, tmp_path / "maps")
     assert error.value.path == str(tmp_path / "maps/toy" / f"{sample.key}.tiff")

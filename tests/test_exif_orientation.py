@@ -41,7 +41,7 @@ def test_a_jpeg_with_orientation_6_reads_as_viewers_show_it(tmp_path):
     image = read_image(path)
     assert image.shape == (264, 219, 3)
     assert np.abs(image.astype(int) - shown).mean() < 3  # JPEG's loss only
-    served = decode_image(jpeg_bytes(stored, ROTATE_CW), ImagePixelLimit(10**6))
+    served = decode_image(jpeg_bytes(stored, ROTATE_CW), ImagePixelLimit(10**6), None)
     assert np.array_equal(served, image)
 
 

@@ -9,6 +9,7 @@ at 448 px without (through `l2bt export`); layers 1 and 3 (four blocks) keep the
 import copy
 import csv
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -25,13 +26,14 @@ import l2bt.model
 from helpers import SHARED_DATA, one_error_line, textured_image
 from l2bt.cli import main
 from l2bt.config import L2BTConfig, TeacherConfig
+from l2bt.data.image_io import read_image
 from l2bt.decisions.regions import find_regions
 from l2bt.decisions.thresholds import Thresholds
 from l2bt.engines import load_engine
 from l2bt.export.cache import CACHE_NAME, source_digest
 from l2bt.export.exporter import TEACHER_INPUT, teacher_input_name, with_teacher_input
 from l2bt.export.runtime import OnnxRuntimePredictor
-from l2bt.model import L2BT, as_rgb
+from l2bt.model import L2BT
 from l2bt.preprocess import IMAGENET_STD, preprocess
 from l2bt.students import Student
 
@@ -45,7 +47,6 @@ IMAGE_FILES = (
     "test/break/exp1_num_116934.jpg",
     "test/blowhole/exp1_num_265077.jpg",
 )
-needs_data = pytest.mark.skipif(not TILES.is_dir(), reason=f"needs {TILES}")
 
 
 def relative(got: np.ndarray, reference: np.ndarray) -> float:
@@ -58,11 +59,11 @@ def memoised_random_teacher():
     `L2BT.load` gets copies of one."""
     original, built = l2bt.model.load_teacher, {}
 
-    def load_teacher(variant, weights=None, progress=True):
+    def load_teacher(variant, weights=None):
         if str(weights) != "random":
-            return original(variant, weights, progress)
+            return original(variant, weights)
         if variant not in built:
-            built[variant] = original(variant, weights, progress)
+            built[variant] = original(variant, weights)
         return copy.deepcopy(built[variant])
 
     with pytest.MonkeyPatch.context() as patch:
@@ -83,7 +84,7 @@ def random_model(size: int, input_mode: str = "pad", layers=(1, 3)) -> L2BT:
     teacher = l2bt.model.load_teacher("dinov2_vits14", weights="random")
     torch.manual_seed(size)
     students = Student(teacher.embed_dim), Student(teacher.embed_dim)
-    return L2BT(config, teacher, *students, device="cpu")
+    return L2BT.from_parts(config, teacher, *students, device="cpu")
 
 
 @dataclass
@@ -126,8 +127,8 @@ class Exported:
 @pytest.fixture(scope="module")
 def images() -> list[np.ndarray]:
     if not TILES.is_dir():
-        pytest.skip(f"needs {TILES}")
-    return [as_rgb(TILES / name) for name in IMAGE_FILES]
+        pytest.skip(f"../shared/data/{TILES.name} is absent")
+    return [read_image(TILES / name) for name in IMAGE_FILES]
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +168,7 @@ def exported(request):
     return request.getfixturevalue(request.param)
 
 
-@needs_data
+@pytest.mark.needs_data("magnetic_tile")
 def test_graph_equals_torch_on_the_same_teacher_input(exported):
     """The graph past its preprocessing, fed the torch engine's own input tensor."""
     size = exported.model.config.teacher.image_size
@@ -181,7 +182,7 @@ def test_graph_equals_torch_on_the_same_teacher_input(exported):
         assert abs(float(score) - reference.score) <= 1e-5 * reference.score
 
 
-@needs_data
+@pytest.mark.needs_data("magnetic_tile")
 def test_in_graph_preprocessing_is_close_to_pil(exported):
     """uint8 in: the graph's pad and resize against the PIL pipeline, input and map."""
     size = exported.model.config.teacher.image_size
@@ -198,6 +199,7 @@ def test_in_graph_preprocessing_is_close_to_pil(exported):
         assert abs(got.score - reference.score) <= 1e-3 * reference.score
 
 
+@pytest.mark.needs_data("magnetic_tile")
 def test_maps_have_each_images_size_at_extreme_shapes(run_224):
     engine = run_224.engine
     for height, width in ((3, 500), (500, 7), (1, 1), (64, 64)):
@@ -208,7 +210,7 @@ def test_maps_have_each_images_size_at_extreme_shapes(run_224):
         assert np.isfinite(prediction.anomaly_map).all() and np.isfinite(prediction.score)
 
 
-@needs_data
+@pytest.mark.needs_data("magnetic_tile")
 def test_decisions_follow_the_graphs_outputs_and_agree_with_torch(run_224):
     thresholds = run_224.model.thresholds
     session = run_224.engine.session
@@ -232,6 +234,7 @@ def test_decisions_follow_the_graphs_outputs_and_agree_with_torch(run_224):
     assert masked > 0 and 0 < defective < len(run_224.images)
 
 
+@pytest.mark.needs_data("magnetic_tile")
 def test_segmentation_threshold_and_cleanup_match_torch(run_224, tmp_path):
     """A run whose masks use a segmentation threshold and every clean-up step: the graph's
     own mask is its map above that threshold, the engine cleans it as `decide` does, and
@@ -254,7 +257,7 @@ def test_segmentation_threshold_and_cleanup_match_torch(run_224, tmp_path):
     path = tmp_path / "segmentation.onnx"
     export_onnx(model, path)
     engine = OnnxRuntimePredictor(path, device="cpu")
-    assert engine.thresholds == model.thresholds
+    assert engine.record.thresholds == model.thresholds
     flipped = 0
     for image in run_224.images:
         anomaly_map, _, raw, _ = engine.session.run(None, {"image": image})
@@ -267,6 +270,7 @@ def test_segmentation_threshold_and_cleanup_match_torch(run_224, tmp_path):
     assert flipped <= 1e-3 * sum(image.shape[0] * image.shape[1] for image in run_224.images)
 
 
+@pytest.mark.needs_data("magnetic_tile")
 def test_metadata_holds_the_run_config_and_the_graph(run_224):
     run, engine, proto = run_224.run, run_224.engine, run_224.proto
     onnx.checker.check_model(proto)
@@ -292,9 +296,10 @@ def test_metadata_holds_the_run_config_and_the_graph(run_224):
     assert described["thresholds"] == json.loads((run / "config.json").read_text())["thresholds"]
 
 
+@pytest.mark.needs_data("magnetic_tile")
 def test_a_graph_without_thresholds_gives_maps_and_scores_only(run_448):
     assert [o.name for o in run_448.proto.graph.output] == ["anomaly_map", "score"]
-    assert run_448.engine.thresholds is None
+    assert run_448.engine.record.thresholds is None
     prediction = run_448.engine.predict(textured_image(40, 90, seed=1))
     assert prediction.anomaly_map.shape == (40, 90)
     assert prediction.mask is None and prediction.verdict is None and prediction.regions == []
@@ -305,7 +310,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-@needs_data
+@pytest.mark.needs_data("magnetic_tile")
 def test_predict_with_onnxruntime_writes_what_torch_writes(run_224, tmp_path, capsys):
     run, model = run_224.run, run_224.model
     cached = (run / CACHE_NAME).stat().st_mtime_ns
@@ -463,6 +468,27 @@ def test_the_cache_key_follows_the_run_folders_files(tmp_path):
     assert source_digest(run) != before
 
 
+def test_an_export_removes_what_a_killed_export_left(tmp_path):
+    """A temporary of an export killed mid-write (its writer gone) is removed by the next
+    export beside it; a live writer's is kept."""
+    import socket
+    import subprocess
+
+    from l2bt.utils.atomic import TMP_MARK
+
+    run = random_model(56).save(tmp_path / "run")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    host = socket.gethostname()
+    left = tmp_path / f".model{TMP_MARK}-{dead.pid}@{host}~.onnx"
+    live = tmp_path / f".other{TMP_MARK}-{os.getpid()}@{host}~.onnx"
+    for path in (left, live):
+        path.write_bytes(b"half an ONNX file")
+    assert main(["export", "--model", str(run), "--out", str(tmp_path / "model.onnx")]) == 0
+    assert (tmp_path / "model.onnx").is_file()
+    assert not left.exists() and live.exists()
+
+
 def test_aspect_mode_graph_for_one_image_size(tmp_path, capsys):
     model = random_model(112, input_mode="aspect", layers=(0, 1))
     run = model.save(tmp_path / "run")
@@ -492,7 +518,7 @@ def test_the_library_imports_without_onnx():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-@needs_data
+@pytest.mark.needs_data("magnetic_tile")
 def test_serve_runs_an_exported_file_with_onnxruntime(run_224):
     """`l2bt serve --model FILE.onnx`: the service answers from the ONNX Runtime engine."""
     import argparse

@@ -9,7 +9,7 @@ import torch
 import l2bt.model
 from helpers import one_error_line, teacher_loaded_once, textured_image
 from l2bt.cli import main
-from l2bt.config import L2BTConfig, TeacherConfig
+from l2bt.config import L2BTConfig, TeacherConfig, TileSettings
 from l2bt.decisions.thresholds import Thresholds
 from l2bt.export.runtime import OnnxRuntimePredictor
 from l2bt.export.tiled_graph import place
@@ -34,13 +34,11 @@ def tiles_model(scale: float, seed: int = 3) -> L2BT:
         56,
         layers=(1, 3),
         input_mode="tiles",
-        tile_size=28,
-        tile_overlap=7,
-        tile_scale=scale,
+        tiles=TileSettings(size=28, overlap=7, scale=scale),
     )
     teacher = l2bt.model.load_teacher("dinov2_vits14", "random")
     forward, backward = new_students(teacher.embed_dim, seed)
-    return L2BT(L2BTConfig(config), teacher, forward, backward, device="cpu")
+    return L2BT.from_parts(L2BTConfig(config), teacher, forward, backward, device="cpu")
 
 
 def scatter_add(pieces: list[np.ndarray], starts: tuple[int, ...], length: int, dim: int):
@@ -148,7 +146,7 @@ def test_the_service_runs_a_tiles_graph(tmp_path):
     assert main(["export", "--model", str(run), "--out", str(out), "--image-hw", "40,50"]) == 0
     engine = OnnxRuntimePredictor(out, device="cpu")
     expected = engine.predict(image)
-    with live_server(engine, engine.describe()) as (client, _):
+    with live_server(engine) as (client, _):
         good = post_image(client, encode(image))
         wrong = post_image(client, encode(textured_image(50, 40, seed=2)))
     assert good.status_code == 200, good.text

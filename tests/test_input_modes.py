@@ -83,7 +83,7 @@ def aspect_model(tmp_path_factory):
     config = L2BTConfig(
         TeacherConfig("dinov2_vits14", "random", 56, input_mode="aspect"), TrainConfig(epochs=1)
     )
-    return L2BT.fit(paths, config, device="cpu", progress=False, cache_dir=root / "cache"), paths
+    return L2BT.fit(paths, config, device="cpu", cache_dir=root / "cache"), paths
 
 
 def test_aspect_mode_maps_are_exactly_each_image_size(aspect_model):
@@ -107,7 +107,6 @@ def test_aspect_mode_cache_holds_each_image_grid(aspect_model):
         model.config.teacher,
         torch.device("cpu"),
         cache_dir=paths[0].parent / "cache",
-        progress=False,
     )
     grids = [InputGeometry.aspect(h, w, 56).grid for h, w in ODD_SIZES]
     assert [tuple(g) for g in features.grids.tolist()] == grids
@@ -127,7 +126,6 @@ def test_pad_and_aspect_features_do_not_share_a_cache_entry(aspect_model, tmp_pa
         pad,
         torch.device("cpu"),
         cache_dir=paths[0].parent / "cache",
-        progress=False,
     )
     assert features.grids.tolist() == [[4, 4]] * len(paths)
 

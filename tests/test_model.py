@@ -31,31 +31,31 @@ def student_state(model):
 
 
 def test_fit_is_reproducible_and_reuses_the_feature_cache(train_paths, monkeypatch):
-    first = L2BT.fit(train_paths, CONFIG, device="cpu", progress=False)
+    first = L2BT.fit(train_paths, CONFIG, device="cpu")
     # The second fit must not run the teacher at all: its features come from the cache.
     monkeypatch.setattr(
         type(first.teacher),
         "features",
         lambda *a, **k: pytest.fail("teacher ran despite the cache"),
     )
-    second = L2BT.fit(train_paths, CONFIG, device="cpu", progress=False)
+    second = L2BT.fit(train_paths, CONFIG, device="cpu")
     a, b = student_state(first), student_state(second)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    losses = first.info["training"]["epoch_losses"]
+    losses = first.record.training.epoch_losses
     assert len(losses) == 2 and all(np.isfinite(losses))
 
 
 def test_another_seed_gives_other_students(train_paths):
     other = L2BTConfig(CONFIG.teacher, TrainConfig(epochs=1, seed=1))
-    a = student_state(L2BT.fit(train_paths, CONFIG, device="cpu", progress=False))
-    b = student_state(L2BT.fit(train_paths, other, device="cpu", progress=False))
+    a = student_state(L2BT.fit(train_paths, CONFIG, device="cpu"))
+    b = student_state(L2BT.fit(train_paths, other, device="cpu"))
     assert not all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_cached_features_equal_fresh_teacher_features(train_paths, tmp_path):
-    model = L2BT.fit(train_paths[:2], CONFIG, device="cpu", progress=False)
+    model = L2BT.fit(train_paths[:2], CONFIG, device="cpu")
     features = cached_train_features(
-        model.teacher, train_paths[:2], CONFIG.teacher, torch.device("cpu"), progress=False
+        model.teacher, train_paths[:2], CONFIG.teacher, torch.device("cpu")
     )
     from l2bt.data import read_image
     from l2bt.preprocess import preprocess
@@ -77,11 +77,11 @@ def test_a_nan_loss_stops_training_with_a_clear_error(tmp_path):
         early=early, late=early.copy(), grids=np.full((2, 2), 2), folder=tmp_path
     )
     with pytest.raises(InputError, match="diverged"):
-        train_students(features, TrainConfig(epochs=1), torch.device("cpu"), progress=False)
+        train_students(features, TrainConfig(epochs=1), torch.device("cpu"))
 
 
 def test_saved_run_reloads_without_flags_and_predicts_the_same(train_paths, tmp_path):
-    model = L2BT.fit(train_paths, CONFIG, device="cpu", progress=False)
+    model = L2BT.fit(train_paths, CONFIG, device="cpu")
     run = model.save(tmp_path / "run")
     described = json.loads((run / "config.json").read_text())
     assert described["config"]["teacher"]["variant"] == "dinov2_vits14"
@@ -97,18 +97,14 @@ def test_saved_run_reloads_without_flags_and_predicts_the_same(train_paths, tmp_
 
 @pytest.mark.parametrize("height,width", [(37, 61), (61, 37), (14, 14), (1, 30)])
 def test_maps_have_exactly_the_input_size(train_paths, height, width):
-    model = L2BT.fit(
-        train_paths, L2BTConfig(CONFIG.teacher, TrainConfig(epochs=1)), device="cpu", progress=False
-    )
+    model = L2BT.fit(train_paths, L2BTConfig(CONFIG.teacher, TrainConfig(epochs=1)), device="cpu")
     out = model.predict(textured_image(height, width, seed=3))
     assert out.anomaly_map.shape == (height, width) and out.anomaly_map.dtype == np.float32
     assert np.isfinite(out.anomaly_map).all() and np.isfinite(out.score)
 
 
 def test_batched_prediction_equals_one_by_one_and_accepts_any_input(train_paths, tmp_path):
-    model = L2BT.fit(
-        train_paths, L2BTConfig(CONFIG.teacher, TrainConfig(epochs=1)), device="cpu", progress=False
-    )
+    model = L2BT.fit(train_paths, L2BTConfig(CONFIG.teacher, TrainConfig(epochs=1)), device="cpu")
     rgb = textured_image(40, 60, seed=7)
     gray_path = tmp_path / "gray.png"
     Image.fromarray(rgb[:, :, 0]).save(gray_path)  # grayscale file -> RGB
@@ -124,9 +120,7 @@ def test_batched_prediction_equals_one_by_one_and_accepts_any_input(train_paths,
 
 
 def test_loading_with_other_teacher_weights_is_refused(train_paths, tmp_path):
-    model = L2BT.fit(
-        train_paths, L2BTConfig(CONFIG.teacher, TrainConfig(epochs=1)), device="cpu", progress=False
-    )
+    model = L2BT.fit(train_paths, L2BTConfig(CONFIG.teacher, TrainConfig(epochs=1)), device="cpu")
     run = model.save(tmp_path / "run")
     other = tmp_path / "other.pth"
     torch.save({k: v + 1 for k, v in model.teacher.state_dict().items()}, other)
@@ -135,9 +129,7 @@ def test_loading_with_other_teacher_weights_is_refused(train_paths, tmp_path):
 
 
 def test_bf16_teacher_gives_nearly_the_fp32_map(train_paths, tmp_path):
-    model = L2BT.fit(
-        train_paths, L2BTConfig(CONFIG.teacher, TrainConfig(epochs=1)), device="cpu", progress=False
-    )
+    model = L2BT.fit(train_paths, L2BTConfig(CONFIG.teacher, TrainConfig(epochs=1)), device="cpu")
     run = model.save(tmp_path / "run")
     bf16 = L2BT.load(run, device="cpu", precision="bf16")
     assert bf16.precision == "bf16"

@@ -65,13 +65,19 @@ def test_a_benchmark_model_predicts_with_its_thresholds(tmp_path, capsys):
 def test_docs_is_an_offline_page_listing_the_endpoints():
     from fastapi.testclient import TestClient
 
+    from l2bt.run import RunDescription
     from l2bt.serve import create_app
 
     class Nothing:
-        def predict_batch(self, images):
+        record = RunDescription("nothing", teacher=None, weights_id=None, embed_dim=None)
+
+        def predict_maps(self, images):
             raise AssertionError("not called")
 
-    client = TestClient(create_app(Nothing(), {"run": "x"}))
+        def describe(self):
+            return self.record.to_dict()
+
+    client = TestClient(create_app(Nothing(), "x"))
     page = client.get("/docs")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert not re.search(r"https?://", page.text)  # nothing loaded from elsewhere

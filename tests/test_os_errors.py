@@ -89,6 +89,39 @@ def test_fit_on_a_full_disk_is_one_line_and_writes_no_cache_entry(run, tmp_path)
     assert not list((tmp_path / "cache").iterdir())
 
 
+def test_fit_whose_students_do_not_fit_on_the_disk_is_one_line(run, tmp_path):
+    """The features come from the cache, the 3.5 MB students file cannot be written:
+    safetensors' own error becomes the operating system's, in one line."""
+    argv = ["fit", "--data", str(run / "data"), "--category", "toy", "--out"]
+    argv += [str(tmp_path / "run"), *TINY_TEACHER, "--epochs", "1"]
+    done = cli_with_file_limit(argv, 1 << 20, run / "cache")
+    assert done.returncode == 2, done.stderr
+    line = the_error_line(done.stderr)
+    assert "File too large" in line and "students.safetensors" in line
+    assert not (tmp_path / "run").exists()
+    assert not [p for p in tmp_path.iterdir() if ".l2bt-tmp" in p.name]  # no staging left
+
+
+def test_safetensors_write_errors_are_the_os_errors_they_were(tmp_path):
+    from safetensors import SafetensorError
+
+    from l2bt.utils.tensor_files import os_error
+
+    error = os_error(
+        SafetensorError(
+            "Error while serializing: I/O error: No space left on device (os error 28)"
+        ),
+        tmp_path / "s.safetensors",
+    )
+    assert (error.errno, error.strerror, error.filename) == (
+        28,
+        os.strerror(28),
+        str(tmp_path / "s.safetensors"),
+    )
+    unknown = os_error(SafetensorError("something else"), tmp_path / "s")
+    assert unknown.errno == 5 and "something else" in unknown.strerror
+
+
 def blocker(tmp_path):
     path = tmp_path / "a-file"
     path.write_text("not a folder")

@@ -10,6 +10,7 @@ from PIL import Image
 
 import l2bt.methods.patchcore as patchcore
 from helpers import teacher_loaded_once, textured_image
+from l2bt.config import TeacherConfig
 from l2bt.errors import InputError
 from l2bt.features import TrainFeatures
 from l2bt.methods.artefacts import CONFIG_FILE
@@ -159,7 +160,7 @@ def test_bad_settings_are_input_errors(tmp_path):
     with pytest.raises(InputError, match="neighbourhood"):
         PatchCore(MethodSettings(device="cpu"), neighbourhood=2)
     with pytest.raises(InputError, match="training image"):
-        PatchCore(MethodSettings(device="cpu")).fit([], tmp_path, progress=False)
+        PatchCore(MethodSettings(device="cpu")).fit([], tmp_path)
 
 
 @pytest.fixture(scope="module")
@@ -178,14 +179,12 @@ def fitted(tmp_path_factory, shared_teacher):
         paths.append(root / f"{i}.png")
         Image.fromarray(textured_image(h, w, seed=i)).save(paths[-1])
     settings = MethodSettings(
-        teacher="dinov2_vits14",
-        weights="random",
-        image_size=56,
+        teacher=TeacherConfig(variant="dinov2_vits14", weights="random", image_size=56),
         device="cpu",
         cache_dir=str(root / "cache"),
     )
     method = PatchCore(settings, coreset_ratio=0.5)
-    method.fit(paths, root / "work", progress=False)
+    method.fit(paths, root / "work")
     return method, settings, paths, root / "work"
 
 
@@ -195,7 +194,7 @@ def test_end_to_end_maps_have_each_images_size_and_a_defect_scores_higher(fitted
     normal = textured_image(50, 70, seed=9)
     broken = normal.copy()
     broken[10:30, 20:45] = 255  # a bright defect
-    out = method.predict_batch([normal, broken, textured_image(33, 41, seed=3)])
+    out = method.predict_maps([normal, broken, textured_image(33, 41, seed=3)])
     assert [p.anomaly_map.shape for p in out] == [(50, 70), (50, 70), (33, 41)]
     assert all(p.anomaly_map.dtype == np.float32 for p in out)
     assert all(np.isfinite(p.score) and np.isfinite(p.anomaly_map).all() for p in out)
@@ -209,8 +208,8 @@ def test_end_to_end_maps_have_each_images_size_and_a_defect_scores_higher(fitted
 def test_a_training_image_scores_lower_than_a_new_one(fitted):
     method, _, paths, _ = fitted
     train = np.asarray(Image.open(paths[2]))  # 56 × 56: no padding, same input as in fit
-    map_train = method.predict_batch([train])[0].anomaly_map
-    map_new = method.predict_batch([textured_image(56, 56, seed=50)])[0].anomaly_map
+    map_train = method.predict_maps([train])[0].anomaly_map
+    map_new = method.predict_maps([textured_image(56, 56, seed=50)])[0].anomaly_map
     assert map_train.mean() < map_new.mean()
 
 
@@ -223,16 +222,16 @@ def test_a_second_fit_reloads_the_bank_and_new_settings_rebuild_it(fitted, monke
     with monkeypatch.context() as patched:
         patched.setattr(patchcore, "cached_train_features", no_extraction)
         again = PatchCore(settings, coreset_ratio=0.5)
-        again.fit(paths, work, progress=False)
+        again.fit(paths, work)
     assert torch.equal(again.bank, method.bank)
     image = textured_image(40, 52, seed=7)
     assert np.array_equal(
-        again.predict_batch([image])[0].anomaly_map, method.predict_batch([image])[0].anomaly_map
+        again.predict_maps([image])[0].anomaly_map, method.predict_maps([image])[0].anomaly_map
     )
     assert again.describe()["reloaded"] is True
 
     other = PatchCore(settings, coreset_ratio=0.25)  # same folder, other ratio: rebuilt
-    other.fit(paths, work, progress=False)
+    other.fit(paths, work)
     assert other.bank.shape[0] == 16
     assert json.loads((work / CONFIG_FILE).read_text())["coreset_ratio"] == 0.25
 
@@ -240,13 +239,13 @@ def test_a_second_fit_reloads_the_bank_and_new_settings_rebuild_it(fitted, monke
 def test_a_bank_from_another_run_is_not_trusted(fitted, tmp_path):
     method, settings, paths, _ = fitted
     work = tmp_path / "work"
-    PatchCore(settings, coreset_ratio=0.5).fit(paths, work, progress=False)
+    PatchCore(settings, coreset_ratio=0.5).fit(paths, work)
     config = json.loads((work / CONFIG_FILE).read_text())
-    PatchCore(settings, coreset_ratio=0.25).fit(paths, tmp_path / "other", progress=False)
+    PatchCore(settings, coreset_ratio=0.25).fit(paths, tmp_path / "other")
     (work / BANK_FILE).write_bytes((tmp_path / "other" / BANK_FILE).read_bytes())
     assert json.loads((work / CONFIG_FILE).read_text()) == config  # config of run A, bank of B
     again = PatchCore(settings, coreset_ratio=0.5)
-    again.fit(paths, work, progress=False)
+    again.fit(paths, work)
     assert "reloaded" not in again.describe()
     assert torch.equal(again.bank, method.bank)
 
@@ -256,7 +255,8 @@ def test_tiles_mode_banks_every_window_and_a_training_image_scores_zero(tmp_path
     predict cuts the same windows as fit, so with the whole bank kept (duplicates aside:
     on a 2 × 2 grid the 3 × 3 neighbourhood makes a window's four descriptors equal) a
     training image is at distance 0."""
-    from l2bt.tiling import TileLayout, TileSettings
+    from l2bt.config import TileSettings
+    from l2bt.tiling import TileLayout
 
     sizes = [(60, 90), (70, 70), (45, 100)]
     paths = []
@@ -264,22 +264,23 @@ def test_tiles_mode_banks_every_window_and_a_training_image_scores_zero(tmp_path
         paths.append(tmp_path / f"{i}.png")
         Image.fromarray(textured_image(h, w, seed=20 + i)).save(paths[-1])
     settings = MethodSettings(
-        teacher="dinov2_vits14",
-        weights="random",
-        input_mode="tiles",
-        tile_size=28,
-        tile_overlap=7,
+        teacher=TeacherConfig(
+            variant="dinov2_vits14",
+            weights="random",
+            input_mode="tiles",
+            tiles=TileSettings(size=28, overlap=7),
+        ),
         device="cpu",
         cache_dir=str(tmp_path / "cache"),
     )
     method = PatchCore(settings, coreset_ratio=1.0)
-    method.fit(paths, tmp_path / "work", progress=False)
+    method.fit(paths, tmp_path / "work")
     windows = sum(TileLayout.for_image(h, w, TileSettings(28, 7)).count for h, w in sizes)
     assert method.info["n_train_patches"] == windows * 2 * 2  # 2 × 2 patches per window
     assert windows <= method.bank.shape[0] <= windows * 2 * 2
     train = np.asarray(Image.open(paths[0]))
     new = textured_image(60, 90, seed=77)
-    seen, unseen = method.predict_batch([train, new])
+    seen, unseen = method.predict_maps([train, new])
     assert seen.anomaly_map.shape == unseen.anomaly_map.shape == (60, 90)
     assert seen.anomaly_map.max() < 1e-3 < unseen.anomaly_map.max()
     assert method.describe()["input_mode"] == "tiles"

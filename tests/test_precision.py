@@ -111,10 +111,8 @@ def test_bf16_weights_are_cast_once_and_follow_weight_changes():
 def test_unknown_precision_is_an_input_error(teachers, tmp_path):
     with pytest.raises(InputError, match="precision"):
         teachers["dinov2_vits14"].features(torch.zeros(1, 3, 14, 14), (0,), "fp16")
-    zeros = np.zeros((1, 2, 2, 8), np.float16)
-    features = grid_features(zeros, zeros, tmp_path)
-    with pytest.raises(InputError, match="precision"):
-        train_students(features, TrainConfig(epochs=1), torch.device("cpu"), False, "fp16")
+    with pytest.raises(InputError, match="precision"):  # checked before any work
+        L2BT.fit([tmp_path / "missing.png"], precision="fp16")
 
 
 # ---- students ----------------------------------------------------------------------------------
@@ -160,7 +158,7 @@ def test_bf16_training_decreases_the_loss_like_fp32(tmp_path):
     histories = {}
     for precision in ("fp32", "bf16"):
         forward, backward, history = train_students(
-            features, config, torch.device("cpu"), False, precision
+            features, config, torch.device("cpu"), precision
         )
         assert all(
             p.dtype == torch.float32 for p in (*forward.parameters(), *backward.parameters())
@@ -176,7 +174,7 @@ def test_a_bf16_fit_saves_float32_students_and_predicts(tmp_path, monkeypatch):
     monkeypatch.setenv("L2BT_CACHE_DIR", str(tmp_path / "cache"))
     train = sorted((write_mvtec_tree(tmp_path / "data") / "train/good").glob("*.png"))
     config = L2BTConfig(TeacherConfig("dinov2_vits14", "random", 56), TrainConfig(epochs=2))
-    model = L2BT.fit(train, config, device="cpu", precision="bf16", progress=False)
+    model = L2BT.fit(train, config, device="cpu", precision="bf16")
     run = model.save(tmp_path / "run")
     assert all(t.dtype == torch.float32 for t in load_file(run / "students.safetensors").values())
     loaded = L2BT.load(run, device="cpu")

@@ -14,19 +14,24 @@ from PIL import Image
 import l2bt.maps.predict as predict
 from l2bt.anomaly_map import image_score
 from l2bt.errors import InputError
-from l2bt.maps.layout import MapsFolder, read_map, read_scores
-from l2bt.maps.predict import collect_inputs, predict_to_folder
+from l2bt.maps.inputs import collect_inputs
+from l2bt.maps.layout import MapsFolder, read_map
+from l2bt.maps.predict import PredictOptions, predict_to_folder
+from l2bt.maps.tables import read_score_table
 from l2bt.prediction import Prediction
+from l2bt.run import RunDescription
 
 
 class PixelMeans:
     """A predictor whose map is each pixel's channel mean: a function of the image alone,
     so a map written under another image's key is seen at once."""
 
+    record = RunDescription("pixel-means", teacher=None, weights_id=None, embed_dim=None)
+
     def __init__(self) -> None:
         self.batch_sizes: list[int] = []
 
-    def predict_batch(self, images: Sequence[np.ndarray]) -> list[Prediction]:
+    def predict_maps(self, images: Sequence[np.ndarray]) -> list[Prediction]:
         self.batch_sizes.append(len(images))
         maps = [image.astype(np.float32).mean(axis=2) for image in images]
         return [Prediction(m, image_score(m)) for m in maps]
@@ -49,9 +54,7 @@ def test_every_output_is_its_own_inputs(tmp_path: Path, batch_size: int) -> None
     paths = write_images(tmp_path / "parts", 7)
     items = collect_inputs([tmp_path / "parts"])
     predictor = PixelMeans()
-    summary = predict_to_folder(
-        predictor, items, tmp_path / "maps", batch_size=batch_size, progress=False
-    )
+    summary = predict_to_folder(predictor, items, tmp_path / "maps", PredictOptions(batch_size))
     assert predictor.batch_sizes == [
         len(items[i : i + batch_size]) for i in range(0, 7, batch_size)
     ]
@@ -64,7 +67,8 @@ def test_every_output_is_its_own_inputs(tmp_path: Path, batch_size: int) -> None
         assert folder.overlay(item.key).is_file()
         expected[item.key] = image_score(truth)
     assert summary.scores == expected
-    assert read_scores(folder.scores, [item.key for item in items]) == pytest.approx(expected)
+    table = read_score_table(folder.scores, [item.key for item in items])
+    assert table.scores == pytest.approx(expected)
     assert list(summary.scores) == [item.key for item in items]
 
 
@@ -83,7 +87,7 @@ def test_a_writers_error_stops_the_run_before_the_tables(
 
     monkeypatch.setattr(predict, "write_png", full_disk_at_the_third)
     with pytest.raises(OSError, match="No space left"):
-        predict_to_folder(PixelMeans(), items, tmp_path / "maps", batch_size=2, progress=False)
+        predict_to_folder(PixelMeans(), items, tmp_path / "maps", PredictOptions(2))
     folder = MapsFolder(tmp_path / "maps")
     assert not folder.scores.exists()
     written = [item for item in items if folder.overlay(item.key).is_file()]
@@ -96,6 +100,6 @@ def test_the_first_bad_input_in_order_is_named_and_nothing_is_written(tmp_path: 
         paths[index].write_bytes(paths[index].read_bytes()[:40])
     items = collect_inputs([tmp_path / "parts"])
     with pytest.raises(InputError) as error:
-        predict_to_folder(PixelMeans(), items, tmp_path / "maps", batch_size=2, progress=False)
+        predict_to_folder(PixelMeans(), items, tmp_path / "maps", PredictOptions(2))
     assert "002.png" in str(error.value) and "005.png" not in str(error.value)
-    assert not any(p.is_file() for p in (tmp_path / "maps").rglob("*"))
+    assert not any(p.is_file() for p in (tmp_path / "maps").rglob("*"))  # run.json neither

@@ -4,6 +4,7 @@ that holds an earlier scores.csv is refused without --resume (issue 19, item 8).
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -116,3 +117,38 @@ def test_predict_into_an_earlier_prediction_needs_resume(run, tmp_path, capsys):
     assert str(out) in line and "--resume" in line and "another --out" in line
     assert main(predict_argv(run, out, "--resume")) == 0  # everything there: nothing redone
     assert (out / "scores.csv").read_text() == scores
+
+
+def test_a_predict_killed_by_sigkill_is_seen_as_unfinished(run, tmp_path, capsys):
+    """A killed run writes no scores.csv, but its run.json (written before the first map)
+    marks the folder: the same command without --resume stops and points at it."""
+    out = tmp_path / "killed"
+    killed = child(STALLING, predict_argv(run, out), run)
+    try:
+        assert killed.stdout.readline().strip() == b"stalled"
+    finally:
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+    assert not (out / "scores.csv").exists() and len(list(out.rglob("*.tiff"))) == 4
+    capsys.readouterr()
+    assert main(predict_argv(run, out)) == 2
+    line = one_error_line(capsys)
+    assert "run.json" in line and "--resume" in line and str(out) in line
+    assert len(list(out.rglob("*.tiff"))) == 4  # nothing predicted again
+    assert main(predict_argv(run, out, "--resume")) == 0
+    assert (out / "scores.csv").is_file()
+
+
+def test_a_resume_with_another_model_is_refused(run, tmp_path, capsys):
+    out = tmp_path / "maps"
+    assert main(predict_argv(run, out)) == 0
+    other = tmp_path / "other"
+    shutil.copytree(run / "run", other)
+    described = json.loads((other / "config.json").read_text())
+    described["thresholds"]["image"] *= 2
+    (other / "config.json").write_text(json.dumps(described))
+    argv = predict_argv(run, out, "--resume")
+    argv[argv.index("--model") + 1] = str(other)
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert "made by another model" in one_error_line(capsys)

@@ -7,7 +7,10 @@ import pytest
 
 from helpers import TINY_TEACHER, write_mvtec_tree
 from l2bt.cli import main
+from l2bt.config import TeacherConfig
+from l2bt.decisions.thresholds import Thresholds
 from l2bt.report.provenance import RANDOM_WARNING, UNKNOWN_MODEL, from_run
+from l2bt.run import RunDescription
 
 pytestmark = pytest.mark.usefixtures("feature_cache")
 
@@ -28,7 +31,7 @@ def test_a_random_weights_benchmark_says_so_and_names_what_made_it(tmp_path):
     assert "calibration: the default share" in head
     described = json.loads((bench / "benchmark.json").read_text())
     assert described["teacher_weights_id"] == "random"
-    assert described["settings"]["image_size"] == 56
+    assert described["settings"]["teacher"]["image_size"] == 56
     assert described["settings"]["epochs"] == 1
 
 
@@ -56,13 +59,11 @@ def test_evaluate_names_the_model_that_predict_recorded(tmp_path, capsys):
 
 
 def test_a_checkpoint_is_named_by_its_hash_and_no_warning():
-    described = {
-        "config": {"teacher": {"variant": "dinov2_vitb14_reg", "image_size": 1036}},
-        "teacher": {"weights_id": "0123456789abcdef"},
-        "precision": "bf16",
-        "thresholds": {"n_calibration": 20, "false_alarm_rate": 0.01},
-    }
-    lines = from_run(described).lines()
+    thresholds = Thresholds(1.0, 2.0, 0.01, 0.01, 20, tuple(f"{i}.png" for i in range(20)))
+    record = RunDescription(
+        "l2bt", TeacherConfig(), "0123456789abcdef", 768, "bf16", thresholds=thresholds
+    )
+    lines = from_run(record).lines()
     assert RANDOM_WARNING not in lines
     assert "- teacher: dinov2_vitb14_reg, weights: checkpoint sha256 0123456789abcdef…" in lines
     assert "- epochs: unknown, precision: bf16" in lines

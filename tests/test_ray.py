@@ -69,9 +69,8 @@ def results(bench: Path) -> dict[str, dict]:
 
 
 @pytest.mark.slow
+@pytest.mark.needs_data
 def test_ray_results_equal_a_local_run(tmp_path, cluster, one_thread, monkeypatch):
-    if not (SHARED_DATA / "magnetic_tile_mini").is_dir():
-        pytest.skip("../shared/data/magnetic_tile_mini is absent")
     monkeypatch.setenv("L2BT_CACHE_DIR", str(tmp_path / "local-cache"))
     args = [
         "benchmark",

@@ -9,9 +9,10 @@ import pytest
 
 from helpers import TINY_TEACHER, one_error_line, write_mvtec_tree
 from l2bt.cli import main
-from l2bt.config import L2BTConfig, TeacherConfig
+from l2bt.config import TeacherConfig, TrainConfig
 from l2bt.decisions.thresholds import Thresholds
 from l2bt.errors import InputError
+from l2bt.run import RunDescription
 from l2bt.utils.typed_dict import conforms
 
 pytestmark = pytest.mark.usefixtures("feature_cache")
@@ -108,12 +109,13 @@ def test_unedited_run_still_predicts(run, tmp_path):
 
 def test_config_without_later_fields_keeps_their_defaults():
     """A run written before a field existed loads with that field's default."""
-    described = L2BTConfig().to_dict()
-    del described["teacher"]["input_mode"]
-    assert L2BTConfig.from_dict(described).teacher.input_mode == TeacherConfig().input_mode
-    del described["train"]
+    record = RunDescription("l2bt", TeacherConfig(), "random", 768, train=TrainConfig())
+    described = record.to_dict()
+    del described["config"]["teacher"]["input_mode"]
+    assert RunDescription.from_dict(described).teacher.input_mode == TeacherConfig().input_mode
+    del described["config"]["train"]
     with pytest.raises(InputError, match=r"^config\.train is missing$"):
-        L2BTConfig.from_dict(described)
+        RunDescription.from_dict(described)
 
 
 def test_thresholds_round_trip_and_ints_become_floats():

@@ -66,7 +66,7 @@ def fit_tiny_run(root: Path) -> tuple[Path, L2BT]:
         train[-1].parent.mkdir(exist_ok=True)
         Image.fromarray(textured_image(40 + 4 * seed, 50, seed)).save(train[-1])
     config = L2BTConfig(TeacherConfig("dinov2_vits14", "random", 56), TrainConfig(epochs=1))
-    model = L2BT.fit(train, config, device="cpu", cache_dir=root / "cache", progress=False)
+    model = L2BT.fit(train, config, device="cpu", cache_dir=root / "cache")
     predictions = [model.predict(image) for image in sample_images()]
     model.thresholds = Thresholds(
         image=float(np.median([p.score for p in predictions])),
@@ -98,10 +98,10 @@ def sample_images() -> list[np.ndarray]:
 
 
 @contextmanager
-def live_server(predictor, describe: dict, **settings) -> Iterator[tuple[httpx.Client, object]]:
+def live_server(predictor, name: str = "run", **settings) -> Iterator[tuple[httpx.Client, object]]:
     """A real uvicorn server in a thread on a free port, an httpx client for it, and the
     app's service (to see how many requests wait); shut down on exit."""
-    app = create_app(predictor, describe, ServeSettings(**settings))
+    app = create_app(predictor, name, ServeSettings(**settings))
     server, thread, port = start_server(app)
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=TIMEOUT) as client:
@@ -132,7 +132,7 @@ def wait_until(condition: Callable[[], bool], what: str) -> None:
 @pytest.fixture(scope="module")
 def served(model):
     """A server for the thresholded model, with small limits for the bad-input tests."""
-    with live_server(model, description(model), max_pixels=4000, max_body_bytes=30_000) as s:
+    with live_server(model, max_pixels=4000, max_body_bytes=30_000) as s:
         yield s
 
 
@@ -220,9 +220,9 @@ def test_map_png_is_the_map_scaled_by_the_stated_range(served, model):
     image = sample_images()[1]
     body = post_image(client, encode(image), map="png").json()
     assert "mask" not in body
-    normal = model.info["normal_patch_scores"]
+    normal = model.record.normal_scores
     low, high = body["map_range"]
-    assert (low, high) == (normal["median"], normal["max"])
+    assert (low, high) == (normal.median, normal.max)
     picture = b64_image(body["anomaly_map"])
     assert picture.dtype == np.uint8 and picture.shape == image.shape[:2]
     scaled = (model.predict(image).anomaly_map.astype(np.float64) - low) / (high - low)
@@ -240,8 +240,8 @@ def test_health_and_model(served, model):
 
 def test_without_thresholds_no_verdict_and_no_mask(model):
     bare = copy.copy(model)
-    bare.thresholds = None
-    with live_server(bare, description(bare)) as (client, _):
+    bare.record = model.record.with_thresholds(None)
+    with live_server(bare) as (client, _):
         image = sample_images()[0]
         body = post_image(client, encode(image), map="tiff").json()
         assert (body["verdict"], body["threshold"], body["regions"]) == (None, None, [])
@@ -366,19 +366,26 @@ class HeldPredictor:
         self.batches: list[int] = []
         self.gate = threading.Event()
 
-    def predict_batch(self, images):
+    @property
+    def record(self):
+        return self.model.record
+
+    def describe(self):
+        return self.model.describe()
+
+    def predict_maps(self, images):
         self.batches.append(len(images))
         assert self.gate.wait(TIMEOUT)
         if any(not image.any() for image in images):
             raise RuntimeError("black image\nsecond line")
-        return self.model.predict_batch(images)
+        return self.model.predict_maps(images)
 
 
 @contextmanager
 def held_server(model: L2BT, **settings):
     predictor = HeldPredictor(model)
     with (
-        live_server(predictor, description(model), **settings) as (client, service),
+        live_server(predictor, **settings) as (client, service),
         ThreadPoolExecutor(8) as pool,
     ):
         try:

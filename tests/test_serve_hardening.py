@@ -43,7 +43,6 @@ from test_serve import (  # noqa: E402
     TIMEOUT,
     HeldPredictor,
     answers_health,
-    description,
     encode,
     fit_tiny_run,
     free_port,
@@ -103,7 +102,7 @@ def test_the_stand_in_gs_is_what_an_unrestricted_pillow_starts(stand_in_gs):
 
 @pytest.mark.parametrize("multipart", [False, True])
 def test_an_eps_body_is_415_and_gs_never_runs(stand_in_gs, model, multipart):
-    with live_server(model, description(model)) as (client, _):
+    with live_server(model) as (client, _):
         response = post_image(client, EPS, multipart=multipart)
         assert response.status_code == 415
         assert FORMATS_LINE in one_line_error(response)
@@ -229,7 +228,7 @@ def test_a_thin_image_is_413_from_its_header_without_decoding(model, monkeypatch
     spy = DecodeSpy()
     monkeypatch.setattr(serve_decode, "load_image", spy)
     data = thin_png(10, 40000)  # 400,000 pixels; framed in pad mode: 1.6e9
-    with live_server(model, description(model), max_pixels=50_000_000) as (client, _):
+    with live_server(model, max_pixels=50_000_000) as (client, _):
         refused = post_image(client, data)
         assert refused.status_code == 413, refused.text
         error = one_line_error(refused)
@@ -301,7 +300,7 @@ def nothing_received(sock: socket.socket) -> bool:
 def test_16_stalled_uploads_do_not_stop_a_17th_request_and_each_gets_408(model):
     body = encode(sample_images()[0])
     half = len(body) // 2
-    with live_server(model, description(model), queue_size=16, body_timeout=6.0) as (
+    with live_server(model, queue_size=16, body_timeout=6.0) as (
         client,
         service,
     ):
@@ -323,7 +322,7 @@ def test_16_stalled_uploads_do_not_stop_a_17th_request_and_each_gets_408(model):
 
 def test_a_stalled_chunked_upload_gets_408(model):
     body = encode(sample_images()[0])
-    with live_server(model, description(model), body_timeout=1.0) as (client, service):
+    with live_server(model, body_timeout=1.0) as (client, service):
         sock = start_upload(client.base_url.port, body, 100, chunked=True)
         status, answer = read_answer(sock)
         assert status == 408 and "--min-body-rate" in answer["error"]
@@ -334,7 +333,7 @@ def test_a_trickling_upload_is_408_by_the_minimum_rate(model):
     """Ten bytes every 0.1 s never pause for --body-timeout, but 3,000 bytes at 1,000
     bytes/s must be in within 1 + 3 s: the upload is refused long before it ends."""
     body = bytes(3000)
-    with live_server(model, description(model), body_timeout=1.0, min_body_rate=1000.0) as (
+    with live_server(model, body_timeout=1.0, min_body_rate=1000.0) as (
         client,
         _,
     ):
@@ -364,9 +363,10 @@ def test_a_trickling_upload_is_408_by_the_minimum_rate(model):
 
 def test_bodies_over_the_budget_are_503_until_the_stalled_one_is_dropped(model):
     good = encode(sample_images()[0])
-    with live_server(
-        model, description(model), queue_size=1, max_body_bytes=30_000, body_timeout=2.0
-    ) as (client, service):
+    with live_server(model, queue_size=1, max_body_bytes=30_000, body_timeout=2.0) as (
+        client,
+        service,
+    ):
         sock = start_upload(client.base_url.port, bytes(29_000), 28_000)
         wait_until(lambda: service.uploads.held == 28_000, "the stalled body to arrive")
         busy = post_image(client, good)
@@ -383,7 +383,7 @@ def test_shutdown_drops_a_stalled_upload_at_once_and_finishes_the_prediction(mod
     image = encode(sample_images()[0])
     predictor = HeldPredictor(model)
     settings = ServeSettings(body_timeout=60.0, shutdown_timeout=30.0)
-    app = create_app(predictor, description(model), settings)
+    app = create_app(predictor, "run", settings)
     service = app.state.service
     server, thread, port = start_server(app)
     try:
@@ -466,7 +466,7 @@ def test_new_serve_options_are_checked(run_dir, capsys):
 
 
 def test_the_app_reads_mode_and_size_from_the_run(model):
-    app = create_app(model, description(model), ServeSettings(max_pixels=1234))
+    app = create_app(model, "run", ServeSettings(max_pixels=1234))
     check = app.state.service.header_check
     teacher = model.config.teacher
     assert check == WorkLimit(teacher.input_mode, teacher.image_size, 1234)

@@ -59,14 +59,14 @@ def test_official_weights_download_once_into_the_hub_cache(server, torch_home, m
     root, url = server
     state = small_checkpoint(root / "dinov2_vits14" / "dinov2_vits14_pretrain.pth")
     monkeypatch.setattr(weight_files, "OFFICIAL_BASE_URL", url)
-    teacher = load_teacher("dinov2_vits14", weights=None, progress=False)
+    teacher = load_teacher("dinov2_vits14", weights=None)
     cached = torch_home / "dinov2_vits14_pretrain.pth"
     assert cached.is_file() and (torch_home / "dinov2_vits14_pretrain.pth.sha256").is_file()
     assert torch.equal(teacher.state_dict()["pos_embed"], state["pos_embed"])
     assert teacher.weights_id == weight_files.sha256_of(cached)[:16]
     # The second load needs no server.
     (root / "dinov2_vits14" / "dinov2_vits14_pretrain.pth").unlink()
-    again = load_teacher("dinov2_vits14", weights=None, progress=False)
+    again = load_teacher("dinov2_vits14", weights=None)
     assert again.weights_id == teacher.weights_id
     assert not list(torch_home.glob(".*"))  # no temporary files left behind
 
@@ -75,16 +75,16 @@ def test_a_changed_cached_file_is_refused(server, torch_home, monkeypatch):
     root, url = server
     small_checkpoint(root / "dinov2_vits14" / "dinov2_vits14_pretrain.pth")
     monkeypatch.setattr(weight_files, "OFFICIAL_BASE_URL", url)
-    load_teacher("dinov2_vits14", weights=None, progress=False)
+    load_teacher("dinov2_vits14", weights=None)
     small_checkpoint(torch_home / "dinov2_vits14_pretrain.pth", seed=1)  # replaced
     with pytest.raises(InputError, match="checksum mismatch"):
-        load_teacher("dinov2_vits14", weights=None, progress=False)
+        load_teacher("dinov2_vits14", weights=None)
 
 
 def test_a_url_checkpoint_is_cached_and_checked(server, torch_home):
     root, url = server
     small_checkpoint(root / "mine.pth")
-    teacher = load_teacher("dinov2_vits14", weights=f"{url}/mine.pth", progress=False)
+    teacher = load_teacher("dinov2_vits14", weights=f"{url}/mine.pth")
     assert (torch_home / "mine.pth").is_file()
     assert teacher.weights_id == weight_files.sha256_of(torch_home / "mine.pth")[:16]
 
@@ -93,7 +93,7 @@ def test_offline_without_a_cached_file_names_the_url_and_the_flag(server, torch_
     _, url = server  # serves nothing at that path: 404
     monkeypatch.setattr(weight_files, "OFFICIAL_BASE_URL", url)
     with pytest.raises(InputError) as error:
-        load_teacher("dinov2_vitb14_reg", weights=None, progress=False)
+        load_teacher("dinov2_vitb14_reg", weights=None)
     message = str(error.value)
     assert "dinov2_vitb14_reg4_pretrain.pth" in message and "--weights" in message
     assert str(torch_home) in message and "\n" not in message

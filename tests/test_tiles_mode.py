@@ -16,21 +16,28 @@ from helpers import SHARED_DATA, fit_toy, one_error_line, textured_image, write_
 from l2bt import L2BT
 from l2bt.anomaly_map import smooth
 from l2bt.cli import main
-from l2bt.config import L2BTConfig, TeacherConfig, TrainConfig
+from l2bt.config import L2BTConfig, TeacherConfig, TileSettings, TrainConfig
 from l2bt.data.image_io import ImageTooLarge
 from l2bt.errors import InputError
 from l2bt.features import cache_key, cached_train_features
 from l2bt.methods import MethodSettings
 from l2bt.methods.registry import make_method
 from l2bt.preprocess import InputGeometry, WorkLimit, preprocess, teacher_inputs
+from l2bt.run import RunDescription
 from l2bt.teacher import load_teacher
-from l2bt.tiling import TileLayout, TileSettings, blend_weights, cut_windows
+from l2bt.tiling import TileLayout, blend_weights, cut_windows
 from l2bt.training import new_students
 
 pytestmark = pytest.mark.usefixtures("feature_cache")
 
+
+def with_tiles(config, **changes):
+    """`config` with some tile settings changed."""
+    return replace(config, tiles=replace(config.tiles, **changes))
+
+
 SMALL_TILES = TeacherConfig(
-    "dinov2_vits14", "random", 56, input_mode="tiles", tile_size=28, tile_overlap=7
+    "dinov2_vits14", "random", 56, input_mode="tiles", tiles=TileSettings(size=28, overlap=7)
 )
 
 
@@ -42,7 +49,7 @@ def teacher():
 def model_for(teacher_config, teacher, seed=3):
     """An L2BT with random (untrained) students: enough to compare roads."""
     forward, backward = new_students(teacher.embed_dim, seed)
-    return L2BT(L2BTConfig(teacher_config), teacher, forward, backward, device="cpu")
+    return L2BT.from_parts(L2BTConfig(teacher_config), teacher, forward, backward, device="cpu")
 
 
 def reference_tiled_map(model, image, settings):
@@ -78,11 +85,9 @@ def test_one_window_equals_aspect_mode_at_the_window_size(tmp_path):
         paths.append(tmp_path / f"{i}.png")
         Image.fromarray(textured_image(56, 56, i)).save(paths[-1])
     aspect = TeacherConfig("dinov2_vits14", "random", 56, input_mode="aspect")
-    fitted = L2BT.fit(
-        paths, L2BTConfig(aspect, TrainConfig(epochs=1)), device="cpu", progress=False
-    )
-    tiles = replace(aspect, input_mode="tiles", tile_size=56)
-    tiled = L2BT(
+    fitted = L2BT.fit(paths, L2BTConfig(aspect, TrainConfig(epochs=1)), device="cpu")
+    tiles = replace(aspect, input_mode="tiles", tiles=TileSettings(56))
+    tiled = L2BT.from_parts(
         L2BTConfig(tiles), fitted.teacher, fitted.forward_student, fitted.backward_student, "cpu"
     )
     image = textured_image(56, 56, 9)
@@ -98,7 +103,7 @@ def test_one_window_equals_aspect_mode_at_the_window_size(tmp_path):
     [(57, 131, 1.0), (23, 40, 1.0), (101, 75, 0.7), (45, 19, 0.55), (28, 28, 1.0)],
 )
 def test_maps_are_the_image_size_and_match_the_plain_reference(teacher, height, width, scale):
-    config = replace(SMALL_TILES, tile_scale=scale)
+    config = with_tiles(SMALL_TILES, scale=scale)
     model = model_for(config, teacher)
     image = textured_image(height, width, height + width)
     got = model.predict(image).anomaly_map
@@ -136,9 +141,7 @@ def test_training_caches_every_window_once(tmp_path, teacher):
     for i, (h, w) in enumerate(sizes):
         paths.append(tmp_path / f"{i}.png")
         Image.fromarray(textured_image(h, w, i)).save(paths[-1])
-    features = cached_train_features(
-        teacher, paths, SMALL_TILES, torch.device("cpu"), batch_size=4, progress=False
-    )
+    features = cached_train_features(teacher, paths, SMALL_TILES, torch.device("cpu"), batch_size=4)
     geometries = [InputGeometry.tiled(h, w, SMALL_TILES.tiles) for h, w in sizes]
     assert (
         len(features) == sum(g.n_inputs for g in geometries) == 6 + 1 + 3
@@ -162,25 +165,30 @@ def test_cache_key_changes_with_size_overlap_and_scale(tmp_path):
 
     base = key(SMALL_TILES)
     variants = [
-        replace(SMALL_TILES, tile_size=42),
-        replace(SMALL_TILES, tile_overlap=14),
-        replace(SMALL_TILES, tile_scale=0.5),
+        with_tiles(SMALL_TILES, size=42),
+        with_tiles(SMALL_TILES, overlap=14),
+        with_tiles(SMALL_TILES, scale=0.5),
         replace(SMALL_TILES, input_mode="aspect"),
     ]
     keys = {key(v) for v in variants}
     assert base not in keys and len(keys) == len(variants)
     # the default overlap (T // 4) and its explicit value are the same features
-    assert key(replace(SMALL_TILES, tile_overlap=None)) == key(SMALL_TILES)
+    assert key(replace(SMALL_TILES, tiles=TileSettings(28))) == key(SMALL_TILES)
     # other modes ignore the tile settings, so their cache keys stay as they were
     pad = replace(SMALL_TILES, input_mode="pad")
-    assert key(pad) == key(replace(pad, tile_size=42, tile_scale=0.5))
+    assert key(pad) == key(with_tiles(pad, size=42, scale=0.5))
 
 
 def test_a_run_without_tile_settings_still_loads():
-    described = L2BTConfig().to_dict()
-    for name in ("tile_size", "tile_overlap", "tile_scale"):
-        del described["teacher"][name]
-    assert L2BTConfig.from_dict(described) == L2BTConfig()
+    """Runs before tiles mode had no tile settings; runs of 0.1 had them flat (tile_*)."""
+    record = RunDescription("l2bt", TeacherConfig(), "random", 768, train=TrainConfig())
+    described = record.to_dict()
+    del described["config"]["teacher"]["tiles"]
+    assert RunDescription.from_dict(described) == record
+    flat = {"tile_size": 56, "tile_overlap": 14, "tile_scale": 0.5}
+    described["config"]["teacher"] |= flat
+    loaded = RunDescription.from_dict(described).teacher
+    assert loaded is not None and loaded.tiles == TileSettings(56, 14, 0.5)
 
 
 def fit_tiles(data, out, *extra):
@@ -193,12 +201,8 @@ def test_fit_and_predict_in_tiles_mode_via_the_cli(tmp_path):
     flags = ["--tile-size", "28", "--tile-overlap", "7", "--tile-scale", "0.9"]
     assert fit_tiles(tmp_path / "data", tmp_path / "run", *flags, "--calibration", "0") == 0
     teacher = json.loads((tmp_path / "run/config.json").read_text())["config"]["teacher"]
-    assert (teacher["input_mode"], teacher["tile_size"], teacher["tile_overlap"]) == (
-        "tiles",
-        28,
-        7,
-    )
-    assert teacher["tile_scale"] == 0.9
+    assert teacher["input_mode"] == "tiles"
+    assert teacher["tiles"] == {"size": 28, "overlap": 7, "scale": 0.9}
     test_dir = tmp_path / "data/toy/test"
     maps = tmp_path / "maps"
     assert (
@@ -237,7 +241,11 @@ def described_mode(described):
 
 
 def test_a_mode_suffix_sets_one_methods_mode_and_names_its_results():
-    settings = MethodSettings(teacher="dinov2_vits14", weights="random", tile_size=28)
+    settings = MethodSettings(
+        teacher=TeacherConfig(
+            variant="dinov2_vits14", weights="random", tiles=TileSettings(size=28)
+        )
+    )
     for spec, mode in (
         ("l2bt+tiles", "tiles"),
         ("patchcore+aspect", "aspect"),
@@ -250,11 +258,10 @@ def test_a_mode_suffix_sets_one_methods_mode_and_names_its_results():
 
 
 @pytest.mark.slow
+@pytest.mark.needs_data
 def test_a_tiles_benchmark_on_magnetic_tile_fills_every_column(tmp_path):
     """Every method in pad and tiles mode in one run: each tiles row fills every column
     the pad row fills (images larger and smaller than a 112 px window)."""
-    if not (SHARED_DATA / "magnetic_tile_mini").is_dir():
-        pytest.skip("../shared/data/magnetic_tile_mini is absent")
     methods = ["l2bt", "l2bt+tiles", "patchcore+tiles", "dinomaly+tiles"]
     argv = ["benchmark", "--data", str(SHARED_DATA), "--categories", "magnetic_tile_mini"]
     argv += ["--teacher", "dinov2_vits14", "--weights", "random", "--image-size", "224"]
@@ -275,8 +282,7 @@ def test_a_tiles_benchmark_on_magnetic_tile_fills_every_column(tmp_path):
 def test_the_service_size_limit_uses_the_runs_windows():
     from l2bt.preprocess import header_limit
 
-    described = {"config": L2BTConfig(SMALL_TILES).to_dict()}
-    check = header_limit(described, 10_000)
+    check = header_limit(SMALL_TILES, 10_000)
     assert check == WorkLimit("tiles", 56, 10_000, TileSettings(28, 7))
     with pytest.raises(ImageTooLarge):
         check(100, 101)  # 10,100 image pixels

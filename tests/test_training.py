@@ -6,6 +6,7 @@ import torch
 
 from l2bt.anomaly_map import patch_anomaly
 from l2bt.features import TrainFeatures
+from l2bt.run import NormalScores
 from l2bt.training import new_students, normal_score_range
 
 
@@ -41,4 +42,4 @@ def test_normal_score_range_is_the_plain_median_and_max_over_every_patch(tmp_pat
             torch.from_numpy(late).float(),
         )
     assert n % 2 == 0 and n == features.n_patches
-    assert got == {"median": float(plain.median()), "max": float(plain.max())}
+    assert got == NormalScores(median=float(plain.median()), max=float(plain.max()))

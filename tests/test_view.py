@@ -21,14 +21,18 @@ import tifffile
 from matplotlib import colormaps
 from PIL import Image
 
-from helpers import write_mvtec_tree
+from helpers import fit_toy, write_mvtec_tree
 from l2bt.cli import main
+from l2bt.config import TeacherConfig, TrainConfig
+from l2bt.decisions.thresholds import Thresholds
 from l2bt.errors import InputError
-from l2bt.maps.layout import write_regions, write_scores
 from l2bt.maps.overlay import annotate, colour_bar_height, outline, overlay
+from l2bt.maps.tables import write_regions, write_scores
 from l2bt.prediction import Region
-from l2bt.report.gallery import THUMB_PX
-from l2bt.report.page import write_page
+from l2bt.run import NormalScores, RunDescription
+from l2bt.run import write_run as record_file
+from l2bt.view.gallery import THUMB_PX
+from l2bt.view.page import write_page
 
 # (key, height, width): odd sizes, a space and an ampersand in a key (links, escaping)
 KEYS = (
@@ -65,19 +69,19 @@ def write_maps(folder: Path, keys=KEYS, seed: int = 0, verdicts: bool = True) ->
 
 
 def write_run(folder: Path, image: float = IMAGE_THRESHOLD, pixel: float = 0.75) -> Path:
+    """A run folder's record (config.json) with these thresholds and the scale 0 to 1."""
     folder.mkdir(parents=True)
-    config = {
-        "thresholds": {
-            "image": image,
-            "pixel": pixel,
-            "false_alarm_rate": 0.01,
-            "guaranteed_rate": 0.01,
-            "n_calibration": 99,
-            "calibration_images": [],
-        },
-        "normal_patch_scores": {"median": 0.0, "max": 1.0},
-    }
-    (folder / "config.json").write_text(json.dumps(config))
+    names = tuple(f"{i}.png" for i in range(99))
+    record = RunDescription(
+        "l2bt",
+        TeacherConfig("dinov2_vits14", "random", 56),
+        "random",
+        384,
+        train=TrainConfig(),
+        normal_scores=NormalScores(0.0, 1.0),
+        thresholds=Thresholds(image, pixel, 0.01, 0.01, 99, names),
+    )
+    record_file(folder, record)
     return folder
 
 
@@ -138,6 +142,31 @@ def test_the_page_lists_every_key_in_score_order_with_the_numbers_of_the_csv_fil
                 assert (summary.path.parent / unquote(entry[name])).is_file()
         assert entry["map"].endswith(".tiff") and entry["overlay"] is None
     assert len(written["regions"]) > 0
+
+
+@pytest.mark.usefixtures("feature_cache")
+def test_a_predict_folder_shows_its_runs_thresholds_and_source_images(tmp_path):
+    """What predict recorded (run.json) is on the page without --model: the run's image
+    and mask thresholds, and each key's source image for the detail pane."""
+    write_mvtec_tree(tmp_path / "data", n_train=12)
+    run, out = tmp_path / "run", tmp_path / "maps"
+    assert (
+        fit_toy(tmp_path / "data", run, "--calibration", "0.25", "--false-alarm-rate", "0.3") == 0
+    )
+    assert (
+        main(["predict", "--model", str(run), "--out", str(out), str(tmp_path / "data/toy/test")])
+        == 0
+    )
+    assert main(["view", str(out)]) == 0
+    (section,) = page_data(out / "index.html")["sections"]
+    thresholds = json.loads((run / "config.json").read_text())["thresholds"]
+    assert section["image_threshold"] == thresholds["image"]
+    assert section["pixel_threshold"] == thresholds["pixel"]
+    assert len(section["entries"]) == 6
+    for entry in section["entries"]:
+        assert entry["image"] is not None
+        shown = (out / unquote(entry["image"])).resolve()
+        assert shown == (tmp_path / "data/toy" / f"{entry['key']}.png").resolve()
 
 
 def test_thumbnails_are_small_and_share_one_colour_scale(tmp_path):

@@ -171,7 +171,7 @@ def predict_images(
     score: Callable[[np.ndarray], float] = image_score,
 ) -> list[Prediction]:
     """(H, W, 3) uint8 images -> a Prediction each, its map exactly the image's H × W."""
-    geometries = [teacher.geometry(*image.shape[:2]) for image in images]
+    geometries = [InputGeometry.of(teacher, *image.shape[:2]) for image in images]
     pixels = host_map(teacher_pixels, images, geometries)  # resizes on every host core
     patch_maps = _score_inputs(score_patches, pixels, geometries, device)
     del pixels  # the inputs (in tiles mode ~1.6 × the image) are not needed for the maps

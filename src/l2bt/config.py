@@ -1,4 +1,10 @@
-"""Frozen configuration of an L2BT model: what a run folder's `config.json` holds."""
+"""Frozen settings of a run: which teacher sees which input, and how the students train.
+
+Nothing here imports torch or numpy: the command line builds and checks these settings
+(and shows their defaults in `--help`) before any heavy import. Each default is written
+once, here; the CLI reads it from the dataclasses. A run folder's `config.json` holds
+them under "config" (read and written by `l2bt.run`).
+"""
 
 from __future__ import annotations
 
@@ -6,35 +12,73 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal, cast, get_args
 
 from l2bt.errors import InputError
-from l2bt.preprocess import INPUT_MODES, InputGeometry
-from l2bt.teacher.vit import ARCHITECTURES
-from l2bt.tiling import TileSettings
-from l2bt.utils.typed_dict import typed_fields
+from l2bt.teacher.variants import ARCHITECTURES, PATCH_SIZE
+
+Precision = Literal["fp32", "bf16"]  # compute precision of teacher and students
+InputMode = Literal["pad", "aspect", "tiles"]  # SPEC §9, §11
+PRECISIONS: tuple[Precision, ...] = get_args(Precision)
+INPUT_MODES: tuple[InputMode, ...] = get_args(InputMode)
+FALSE_ALARM_RATE = 0.01  # α of the image and pixel thresholds (SPEC §7), unless asked
+
+
+def check_precision(value: str) -> Precision:
+    """`value` as a `Precision`, or one line saying which there are."""
+    if value not in PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {value!r}")
+    return cast(Precision, value)
+
+
+@dataclass(frozen=True)
+class TileSettings:
+    """Tiles mode (SPEC §11): window side `size` (T), least overlap between neighbours
+    (default T // 4) and the rescale factor applied to the image first."""
+
+    size: int = 518
+    overlap: int | None = None
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.size <= 0 or self.size % PATCH_SIZE:
+            raise InputError(
+                f"--tile-size must be a positive multiple of {PATCH_SIZE}, got {self.size}"
+            )
+        if self.overlap is None:
+            object.__setattr__(self, "overlap", self.size // 4)
+        if not 0 <= self.min_overlap < self.size:
+            raise InputError(
+                f"--tile-overlap must be in [0, {self.size}) for --tile-size "
+                f"{self.size}, got {self.overlap}"
+            )
+        if not 0.0 < self.scale <= 1.0:
+            raise InputError(f"--tile-scale must be in (0, 1], got {self.scale}")
+
+    @property
+    def min_overlap(self) -> int:
+        """The overlap in pixels (the default resolved to T // 4)."""
+        return self.size // 4 if self.overlap is None else self.overlap
 
 
 @dataclass(frozen=True)
 class TeacherConfig:
-    """Which frozen teacher, which layers, at which input size (paper defaults)."""
+    """Which frozen teacher, which layers, and how an image becomes its input (paper
+    defaults): the input settings every method on the teacher shares."""
 
     variant: str = "dinov2_vitb14_reg"
     weights: str | None = None  # None: official checkpoint; a path or URL; or "random"
     image_size: int = 1036  # input side (pad) or long side (aspect), a multiple of 14
     layers: tuple[int, int] = (7, 11)  # forward student maps layers[0] -> layers[1]
-    input_mode: str = "pad"  # "pad": the paper's square; "aspect": no padding (SPEC §9)
-    # tiles mode (SPEC §11): window side T, least overlap (None: T // 4), rescale factor s
-    tile_size: int = 518
-    tile_overlap: int | None = None
-    tile_scale: float = 1.0
+    input_mode: InputMode = "pad"  # "pad": the paper's square; "aspect": no padding
+    tiles: TileSettings = field(default_factory=TileSettings)  # tiles mode only
 
     def __post_init__(self) -> None:  # each message starts with the field's name
         if self.variant not in ARCHITECTURES:
             raise InputError(
                 f"variant must be one of {', '.join(ARCHITECTURES)}, got {self.variant!r}"
             )
-        if self.image_size <= 0 or self.image_size % 14:
+        if self.image_size <= 0 or self.image_size % PATCH_SIZE:
             raise InputError(f"image_size must be a positive multiple of 14, got {self.image_size}")
         depth = ARCHITECTURES[self.variant].depth
         if len(self.layers) != 2 or self.layers[0] == self.layers[1]:
@@ -47,24 +91,13 @@ class TeacherConfig:
             raise InputError(
                 f"input_mode must be one of {', '.join(INPUT_MODES)}, got {self.input_mode!r}"
             )
-        TileSettings(self.tile_size, self.tile_overlap, self.tile_scale)  # checks them
-
-    @property
-    def tiles(self) -> TileSettings:
-        """The tile settings (used in tiles mode only)."""
-        return TileSettings(self.tile_size, self.tile_overlap, self.tile_scale)
-
-    def geometry(self, height: int, width: int) -> InputGeometry:
-        """How an H × W image becomes this teacher's inputs."""
-        return InputGeometry.for_mode(self.input_mode, height, width, self.image_size, self.tiles)
 
     def cache_description(self) -> dict[str, Any]:
         """The input settings teacher features depend on (part of feature-cache keys):
         the tile settings only in tiles mode, so other modes keep their keys."""
         described: dict[str, Any] = {"image_size": self.image_size, "input_mode": self.input_mode}
         if self.input_mode == "tiles":
-            tiles = self.tiles
-            described["tiles"] = [tiles.size, tiles.min_overlap, tiles.scale]
+            described["tiles"] = [self.tiles.size, self.tiles.min_overlap, self.tiles.scale]
         return described
 
 
@@ -87,26 +120,13 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class L2BTConfig:
+    """What an L2BT run is: its teacher and input settings, and its students' training."""
+
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: object, key: str = "config") -> L2BTConfig:
-        """From JSON a person may have edited: each problem names its key (`config.x.y`)."""
-        parts = typed_fields(cls, data, key)
-        built: dict[str, Any] = {}
-        for name, part_cls in (("teacher", TeacherConfig), ("train", TrainConfig)):
-            if name not in parts:
-                raise InputError(f"{key}.{name} is missing")
-            values = typed_fields(part_cls, parts[name], f"{key}.{name}")
-            try:
-                built[name] = part_cls(**values)
-            except InputError as e:
-                raise InputError(f"{key}.{name}.{e.problem}") from e
-        return cls(**built)
 
 
 def content_digest(description: Mapping[str, Any]) -> str:

@@ -11,23 +11,23 @@ in-graph resize (see `l2bt.export.graph`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
+
+import numpy as np
 
 from l2bt.errors import InputError
-from l2bt.prediction import Predictor
-
-if TYPE_CHECKING:
-    from l2bt.decisions.thresholds import Thresholds
+from l2bt.prediction import Prediction, Predictor
 
 ENGINES = ("torch", "onnxruntime")
 
 
 class Engine(Predictor, Protocol):
-    """A predictor that knows its run: thresholds (None: no decisions) and training info."""
+    """A predictor of a trained run that also decides (`predict_batch`, at its record's
+    thresholds) and describes itself as JSON (the record, and how the engine runs it)."""
 
-    thresholds: Thresholds | None
-    info: dict[str, Any]
+    def predict_batch(self, images: Sequence[np.ndarray]) -> list[Prediction]: ...
 
     def describe(self) -> dict[str, Any]: ...
 

@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from l2bt.config import TeacherConfig, content_digest
-from l2bt.data.image_io import current_bit_depth, image_size, read_image
+from l2bt.config import Precision, TeacherConfig, content_digest
+from l2bt.data.image_io import image_size, read_image
 from l2bt.preprocess import InputGeometry, group_indices, normalise, teacher_pixels
 from l2bt.teacher import Teacher
 from l2bt.utils.atomic import atomic_folder, remove_stale_leftovers
@@ -50,7 +50,7 @@ def default_cache_dir() -> Path:
 
 def input_geometries(images: Sequence[Path], config: TeacherConfig) -> list[InputGeometry]:
     """Each image's input geometry, from the file headers (no decoding)."""
-    return [config.geometry(*image_size(p)) for p in images]
+    return [InputGeometry.of(config, *image_size(p)) for p in images]
 
 
 def iter_inputs(
@@ -59,17 +59,20 @@ def iter_inputs(
     batch_size: int,
     workers: int = 2,
     device: torch.device | None = None,
+    bit_depth: int | None = None,
 ) -> Iterator[tuple[list[int], torch.Tensor]]:
     """Batches of (input rows, (B, 3, h, w) inputs) of at most `batch_size` inputs sharing
     a shape, in order of each shape's first appearance. Rows number every image's inputs
     (its windows in tiles mode), image after image. `workers` images are read at a time,
     in threads, and kept as uint8; only a batch is ever copied (stacked and normalised),
     so memory is the inputs of at most `workers` + 1 images and one batch, normalised on
-    `device` (default the CPU)."""
+    `device` (default the CPU). Images of more than 8 bits are read as `bit_depth`-bit
+    (None: as each file declares)."""
     first_rows = np.cumsum([0] + [g.n_inputs for g in geometries])  # (N + 1,)
 
     def load(index: int) -> np.ndarray:
-        return teacher_pixels(read_image(images[index]), geometries[index])  # (n, h, w, 3)
+        image = read_image(images[index], bit_depth=bit_depth)
+        return teacher_pixels(image, geometries[index])  # (n, h, w, 3)
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for indices in group_indices([g.input_shape for g in geometries]).values():
@@ -149,9 +152,14 @@ class TrainFeatures:
 
 
 def cache_key(
-    config: TeacherConfig, weights_id: str, precision: str, images: Sequence[Path]
+    config: TeacherConfig,
+    weights_id: str,
+    precision: Precision,
+    images: Sequence[Path],
+    bit_depth: int | None = None,
 ) -> str:
-    """A digest of everything the cached features depend on."""
+    """A digest of everything the cached features depend on (the bit depth only when
+    set, so runs of files read at their declared depth keep their keys)."""
     files = []
     for path in images:
         stat = Path(path).stat()
@@ -165,8 +173,8 @@ def cache_key(
         "precision": precision,
         "files": files,
     }
-    if (depth := current_bit_depth()) is not None:  # images read as `depth`-bit
-        description["bit_depth"] = depth
+    if bit_depth is not None:  # images read as `bit_depth`-bit
+        description["bit_depth"] = bit_depth
     return content_digest(description)
 
 
@@ -183,19 +191,20 @@ def cached_train_features(
     images: Sequence[Path],
     config: TeacherConfig,
     device: torch.device,
-    precision: str = "fp32",
+    precision: Precision = "fp32",
     cache_dir: Path | None = None,
     batch_size: int = 4,
-    progress: bool = True,
+    bit_depth: int | None = None,
 ) -> TrainFeatures:
-    """The teacher's features of `images`, from the cache or extracted once into it.
+    """The teacher's features of `images` (read as `bit_depth`-bit when they hold more than
+    8 bits; None: as each file declares), from the cache or extracted once into it.
 
     The cache entry is written to a temporary folder and renamed when complete, so an
     interrupted extraction never leaves a half-written entry behind.
     """
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     remove_stale_leftovers(root)  # entries whose extraction was killed
-    folder = root / cache_key(config, teacher.weights_id, precision, images)
+    folder = root / cache_key(config, teacher.weights_id, precision, images, bit_depth)
     cached = _open_cached(folder)
     if cached is not None:
         return cached
@@ -203,34 +212,43 @@ def cached_train_features(
     grids = np.array(
         [g.grid for g in geometries for _ in range(g.n_inputs)], dtype=np.int64
     ).reshape(-1, 2)  # (N inputs, 2)
-    offsets = np.concatenate([[0], np.cumsum(grids[:, 0] * grids[:, 1])])  # (N + 1,)
-    shape = (int(offsets[-1]), teacher.embed_dim)
     with atomic_folder(folder) as staging:
-        early = np.lib.format.open_memmap(staging / "early.npy", "w+", np.float16, shape)
-        late = np.lib.format.open_memmap(staging / "late.npy", "w+", np.float16, shape)
-        bar = progress_bar(
-            total=len(grids), desc="teacher features", unit="input", enabled=progress
-        )
-        with bar:
-            for indices, x in iter_inputs(images, geometries, batch_size, device=device):
-                a, b = teacher.features(x, config.layers, precision)
-                for row, i in enumerate(indices):
-                    rows = slice(offsets[i], offsets[i + 1])
-                    to_host(a[row].flatten(0, 1).half(), out=early[rows])  # (h, w, D) -> (h·w, D)
-                    to_host(b[row].flatten(0, 1).half(), out=late[rows])
-                bar.update(len(indices))
-        early.flush()
-        late.flush()
-        del early, late
+        batches = iter_inputs(images, geometries, batch_size, device=device, bit_depth=bit_depth)
+        _extract(teacher, batches, grids, config.layers, precision, staging)
         np.save(staging / "grids.npy", grids)
         meta = {
             "n_images": len(images),
             "n_inputs": len(grids),
-            "n_patches": shape[0],
-            "dim": shape[1],
+            "n_patches": int((grids[:, 0] * grids[:, 1]).sum()),
+            "dim": teacher.embed_dim,
             "images": [str(p) for p in images],
         }
         (staging / "meta.json").write_text(json.dumps(meta))
     cached = _open_cached(folder)
     assert cached is not None
     return cached
+
+
+def _extract(
+    teacher: Teacher,
+    batches: Iterator[tuple[list[int], torch.Tensor]],
+    grids: np.ndarray,
+    layers: tuple[int, int],
+    precision: Precision,
+    staging: Path,
+) -> None:
+    """Every input's features of both layers into `staging/{early,late}.npy` (fp16)."""
+    offsets = np.concatenate([[0], np.cumsum(grids[:, 0] * grids[:, 1])])  # (N + 1,)
+    shape = (int(offsets[-1]), teacher.embed_dim)
+    early = np.lib.format.open_memmap(staging / "early.npy", "w+", np.float16, shape)
+    late = np.lib.format.open_memmap(staging / "late.npy", "w+", np.float16, shape)
+    with progress_bar(total=len(grids), desc="teacher features", unit="input") as bar:
+        for indices, x in batches:
+            a, b = teacher.features(x, layers, precision)
+            for row, i in enumerate(indices):
+                rows = slice(offsets[i], offsets[i + 1])
+                to_host(a[row].flatten(0, 1).half(), out=early[rows])  # (h, w, D) -> (h·w, D)
+                to_host(b[row].flatten(0, 1).half(), out=late[rows])
+            bar.update(len(indices))
+    early.flush()
+    late.flush()

@@ -1,13 +1,16 @@
 """What predicting one image gives: a full-resolution map, a score and, with thresholds,
-a decision (mask, verdict, defect regions). Imports nothing of l2bt: every layer uses it."""
+a decision (mask, verdict, defect regions); and what every predictor is."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from l2bt.run import RunDescription
 
 
 @dataclass(frozen=True)
@@ -31,8 +34,7 @@ class Prediction:
 
     With calibrated thresholds (SPEC §7) also the decision: `mask` (bool H × W, map >
     pixel threshold), `verdict` ("good" or "defective": score > image threshold) and
-    `regions` (the mask's 8-connected components). Without thresholds they are None,
-    None and [].
+    `regions` (the mask's 8-connected components). Undecided, they are None, None and [].
     """
 
     anomaly_map: np.ndarray
@@ -43,7 +45,11 @@ class Prediction:
 
 
 class Predictor(Protocol):
-    """Anything that turns (H, W, 3) uint8 images into predictions at their own size:
-    an L2BT model, a benchmarked method, an ONNX Runtime engine."""
+    """Anything that turns (H, W, 3) uint8 images into undecided predictions at their own
+    size (an L2BT model, a benchmarked method, an ONNX Runtime engine), described by its
+    run's record (thresholds, bit depth, input settings, colour scale)."""
 
-    def predict_batch(self, images: Sequence[np.ndarray]) -> list[Prediction]: ...
+    @property
+    def record(self) -> RunDescription: ...
+
+    def predict_maps(self, images: Sequence[np.ndarray]) -> list[Prediction]: ...

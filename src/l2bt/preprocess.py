@@ -23,18 +23,19 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import torch
 from PIL import Image
 
+from l2bt.config import INPUT_MODES, InputMode, TeacherConfig, TileSettings
 from l2bt.data.image_io import HeaderCheck, ImageTooLarge
-from l2bt.tiling import PATCH, TileLayout, TileSettings, cut_windows
+from l2bt.teacher.variants import PATCH_SIZE as PATCH
+from l2bt.tiling import TileLayout, cut_windows
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-INPUT_MODES = ("pad", "aspect", "tiles")
 Key = TypeVar("Key", bound=Hashable)
 
 
@@ -97,6 +98,11 @@ class InputGeometry:
             return cls.tiled(height, width, tiles or TileSettings())
         raise ValueError(f"input mode must be one of {', '.join(INPUT_MODES)}, got {mode!r}")
 
+    @classmethod
+    def of(cls, teacher: TeacherConfig, height: int, width: int) -> InputGeometry:
+        """How an H × W image becomes the inputs of a teacher with these settings."""
+        return cls.for_mode(teacher.input_mode, height, width, teacher.image_size, teacher.tiles)
+
     @property
     def n_inputs(self) -> int:
         """Teacher inputs of one image: its windows in tiles mode, else one."""
@@ -137,7 +143,7 @@ class WorkLimit:
     """A header check (`image_io.HeaderCheck`): refuses an image whose `work_pixels` in
     `mode` at `size` is over `max_pixels`, before any pixel is decoded."""
 
-    mode: str
+    mode: InputMode
     size: int
     max_pixels: int
     tiles: TileSettings | None = None
@@ -154,19 +160,13 @@ class WorkLimit:
             )
 
 
-def header_limit(description: dict[str, Any], max_pixels: int) -> HeaderCheck:
-    """The size check for a run described by `description`: `WorkLimit` for its input
-    mode and size; the image's own pixels for a predictor that states neither."""
-    teacher = description.get("config", {}).get("teacher", {})
-    mode, size = teacher.get("input_mode"), teacher.get("image_size")
-    if mode in INPUT_MODES and isinstance(size, int):
-        tiles = TileSettings(
-            teacher.get("tile_size", 518),
-            teacher.get("tile_overlap"),
-            teacher.get("tile_scale", 1.0),
-        )
-        return WorkLimit(mode, size, max_pixels, tiles if mode == "tiles" else None)
-    return ImagePixelLimit(max_pixels)
+def header_limit(teacher: TeacherConfig | None, max_pixels: int) -> HeaderCheck:
+    """The size check for a predictor with these input settings: `WorkLimit` for its
+    input mode and size; the image's own pixels for one without them (no teacher)."""
+    if teacher is None:
+        return ImagePixelLimit(max_pixels)
+    tiles = teacher.tiles if teacher.input_mode == "tiles" else None
+    return WorkLimit(teacher.input_mode, teacher.image_size, max_pixels, tiles)
 
 
 class ImagePixelLimit:
@@ -198,7 +198,7 @@ def pad_to_square(image: np.ndarray) -> np.ndarray:
 
 
 def preprocess(
-    image: np.ndarray, size: int, mode: str = "pad", tiles: TileSettings | None = None
+    image: np.ndarray, size: int, mode: InputMode = "pad", tiles: TileSettings | None = None
 ) -> tuple[torch.Tensor, InputGeometry]:
     """(H, W, 3) uint8 RGB -> (normalised float32 input, its geometry).
 

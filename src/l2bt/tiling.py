@@ -26,37 +26,8 @@ import torch
 from PIL import Image
 from torch.nn import functional as F
 
-from l2bt.errors import InputError
-
-PATCH = 14  # the teacher's patch side in pixels (l2bt.preprocess re-exports it)
-
-
-@dataclass(frozen=True)
-class TileSettings:
-    """Window side `size` (T), least overlap between neighbours (default T // 4) and the
-    rescale factor applied to the image first."""
-
-    size: int = 518
-    overlap: int | None = None
-    scale: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.size <= 0 or self.size % PATCH:
-            raise InputError(f"--tile-size must be a positive multiple of {PATCH}, got {self.size}")
-        if self.overlap is None:
-            object.__setattr__(self, "overlap", self.size // 4)
-        if not 0 <= self.min_overlap < self.size:
-            raise InputError(
-                f"--tile-overlap must be in [0, {self.size}) for --tile-size "
-                f"{self.size}, got {self.overlap}"
-            )
-        if not 0.0 < self.scale <= 1.0:
-            raise InputError(f"--tile-scale must be in (0, 1], got {self.scale}")
-
-    @property
-    def min_overlap(self) -> int:
-        """The overlap in pixels (the default resolved to T // 4)."""
-        return self.size // 4 if self.overlap is None else self.overlap
+from l2bt.config import TileSettings
+from l2bt.teacher.variants import PATCH_SIZE as PATCH
 
 
 def window_starts(length: int, size: int, overlap: int) -> tuple[int, ...]:

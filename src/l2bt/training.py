@@ -14,15 +14,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from l2bt.anomaly_map import patch_anomaly
-from l2bt.config import TrainConfig
+from l2bt.config import Precision, TrainConfig
 from l2bt.errors import InputError
 from l2bt.features import TrainFeatures
+from l2bt.run import NormalScores, TrainingFacts
 from l2bt.students import Student, as_columns, cosine_loss, low_precision_step
 from l2bt.teacher import COMPUTE_DTYPES
 from l2bt.utils.device import device_name
@@ -48,8 +48,7 @@ def train_students(
     features: TrainFeatures,
     config: TrainConfig,
     device: torch.device,
-    progress: bool = True,
-    precision: str = "fp32",
+    precision: Precision = "fp32",
 ) -> tuple[Student, Student, TrainingHistory]:
     """Fit forward (early → late) and backward (late → early) students with the cosine loss.
 
@@ -58,8 +57,6 @@ def train_students(
     training with an `InputError` rather than writing a broken model. `precision` is the
     students' compute precision, "fp32" or "bf16" (see the module docstring).
     """
-    if precision not in COMPUTE_DTYPES:
-        raise InputError(f"precision must be one of {', '.join(COMPUTE_DTYPES)}, got {precision!r}")
     dtype = COMPUTE_DTYPES[precision]
     forward, backward = new_students(features.dim, config.seed)
     forward.to(device).train()
@@ -74,9 +71,7 @@ def train_students(
     steps_per_epoch = math.ceil(n_images / config.batch_size)
     epoch_losses: list[float] = []
     start = time.perf_counter()
-    bar = progress_bar(
-        total=config.epochs * steps_per_epoch, desc="students", unit="step", enabled=progress
-    )
+    bar = progress_bar(total=config.epochs * steps_per_epoch, desc="students", unit="step")
     with bar:
         for epoch in range(config.epochs):
             order = order_rng.permutation(n_images)
@@ -84,26 +79,42 @@ def train_students(
             for step in range(steps_per_epoch):
                 indices = order[step * config.batch_size : (step + 1) * config.batch_size]
                 early, late = features.patches(indices, device)
-                optimizer.zero_grad(set_to_none=True)
-                if dtype == torch.float32:
-                    loss = cosine_loss(forward(early), late) + cosine_loss(backward(late), early)
-                else:
-                    loss = _low_precision_losses(forward, backward, early, late, dtype)
-                if not torch.isfinite(loss):
+                loss = _step(forward, backward, optimizer, early, late, dtype)
+                if not math.isfinite(loss):
                     raise InputError(
-                        f"training diverged: loss is {loss.item()} at epoch {epoch + 1}, "
+                        f"training diverged: loss is {loss} at epoch {epoch + 1}, "
                         f"step {step + 1} (try a lower --lr)"
                     )
-                if dtype == torch.float32:
-                    loss.backward()
-                optimizer.step()
-                total += loss.item() * len(indices)
+                total += loss * len(indices)
                 bar.update(1)
             epoch_losses.append(total / n_images)
             bar.set_postfix(epoch=epoch + 1, loss=f"{epoch_losses[-1]:.4f}")
     forward.eval()
     backward.eval()
     return forward, backward, TrainingHistory(tuple(epoch_losses), time.perf_counter() - start)
+
+
+def _step(
+    forward: Student,
+    backward: Student,
+    optimizer: torch.optim.Optimizer,
+    early: torch.Tensor,
+    late: torch.Tensor,
+    dtype: torch.dtype,
+) -> float:
+    """One optimiser step of both students on (N, D) patch rows; their summed loss (not
+    stepped when it is not finite)."""
+    optimizer.zero_grad(set_to_none=True)
+    if dtype == torch.float32:
+        loss = cosine_loss(forward(early), late) + cosine_loss(backward(late), early)
+    else:
+        loss = _low_precision_losses(forward, backward, early, late, dtype)
+    if not torch.isfinite(loss):
+        return float(loss.item())
+    if dtype == torch.float32:
+        loss.backward()
+    optimizer.step()
+    return float(loss.item())
 
 
 def _low_precision_losses(
@@ -122,8 +133,8 @@ def normal_score_range(
     forward: Student,
     backward: Student,
     device: torch.device,
-    precision: str = "fp32",
-) -> dict[str, float]:
+    precision: Precision = "fp32",
+) -> NormalScores:
     """Median and maximum patch anomaly over the training images.
 
     Stored with the model to give overlays a fixed colour scale: values at the median of
@@ -138,21 +149,36 @@ def normal_score_range(
             scores = patch_anomaly(forward, backward, early, late, precision).cpu()  # (p,)
             values[offset : offset + scores.shape[0]] = scores
             offset += scores.shape[0]
-    return {"median": float(values.median()), "max": float(values.max())}
+    return NormalScores(median=float(values.median()), max=float(values.max()))
 
 
 def describe_training(
     images: Sequence[Path], history: TrainingHistory, feature_seconds: float, device: torch.device
-) -> dict[str, Any]:
-    """How the students were trained, for the run's config.json."""
-    return {
-        "n_images": len(images),
-        "first_image": str(images[0]),
-        "epoch_losses": list(history.epoch_losses),
-        "student_seconds": round(history.seconds, 3),
-        "feature_seconds": round(feature_seconds, 3),
-        "device": device_name(device),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-    }
+) -> TrainingFacts:
+    """How the students were trained, for the run's record."""
+    return TrainingFacts(
+        n_images=len(images),
+        first_image=str(images[0]),
+        epoch_losses=history.epoch_losses,
+        student_seconds=round(history.seconds, 3),
+        feature_seconds=round(feature_seconds, 3),
+        device=device_name(device),
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        torch=torch.__version__,
+        python=platform.python_version(),
+    )
+
+
+def plot_losses(losses: Sequence[float], path: Path) -> None:
+    """A small loss-per-epoch figure in the run folder: easier to read than the JSON."""
+    if not losses:
+        return
+    from l2bt.utils.figures import plt, save_figure
+
+    fig, ax = plt.subplots(figsize=(4.5, 3))
+    ax.plot(range(1, len(losses) + 1), losses, marker="o" if len(losses) < 30 else None)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (forward + backward)")
+    ax.set_title("student training")
+    ax.grid(alpha=0.3)
+    save_figure(fig, path)

@@ -23,19 +23,20 @@ from l2bt.benchmark.overlays import write_overlays
 from l2bt.config import content_digest
 from l2bt.data import load_category
 from l2bt.data.sample import CategorySplit
-from l2bt.decisions.calibrate import Calibration, calibrate
+from l2bt.decisions.calibrate import Calibration, CalibrationSettings, calibrate
 from l2bt.decisions.calibration_images import CalibrationSplit, parse_calibration, split_calibration
-from l2bt.decisions.cleanup import Cleanup
 from l2bt.decisions.decide import stored_mask_rules
 from l2bt.decisions.thresholds import Thresholds
 from l2bt.maps.evaluate import evaluate_maps
-from l2bt.maps.predict import PredictItem, predict_to_folder
-from l2bt.methods import ExternalMaps, MethodSettings, make_method
+from l2bt.maps.inputs import PredictItem
+from l2bt.maps.predict import PredictOptions, PredictSummary, predict_to_folder
+from l2bt.methods import ExternalMaps, Method, MethodSettings, make_method
+from l2bt.methods.l2bt_method import RUN_FOLDER
+from l2bt.run import CONFIG_FILE, read_run, write_run
 from l2bt.utils.atomic import write_text_atomic
 from l2bt.utils.device import device_name, resolve_device
 
 THRESHOLDS_FILE = "thresholds.json"
-RUN_FOLDER = "run"  # an L2BT method's run folder under its work folder: `predict --model`
 # Settings that change where or how fast a job runs, not its results.
 RESULT_NEUTRAL_SETTINGS = ("device", "cache_dir", "batch_size")
 
@@ -50,10 +51,8 @@ class BenchmarkConfig:
     methods: tuple[str, ...]
     settings: MethodSettings
     calibration: str | None = None  # --calibration FRACTION|DIR|0; None: the default
-    false_alarm_rate: float = 0.01
+    decisions: CalibrationSettings = field(default_factory=CalibrationSettings)  # SPEC §7
     low_res_protocol: int | None = None  # --low-res-protocol N
-    pixel_false_alarm_rate: float | None = None  # --pixel-false-alarm-rate BETA
-    cleanup: Cleanup = field(default_factory=Cleanup)  # of every mask (SPEC §7)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,43 +74,29 @@ def results_path(out: Path, method: str, category: str) -> Path:
     return out / "results" / method / f"{category}.json"
 
 
-def run_job(config: BenchmarkConfig, job: Job, out: Path, progress: bool = False) -> dict[str, Any]:
+def run_job(config: BenchmarkConfig, job: Job, out: Path) -> dict[str, Any]:
     """The results JSON of one job (SPEC §6 metrics, decisions, "run", "pro_curves")."""
     split = load_category(config.data, job.category, config.dataset)
     method = make_method(job.spec, config.settings)
     maps_root = out / "maps" / job.name
     if isinstance(method, ExternalMaps):
-        evaluation = evaluate_maps(
-            split, method.maps_dir, progress, low_res_protocol=config.low_res_protocol
-        )
+        evaluation = evaluate_maps(split, method.maps_dir, low_res_protocol=config.low_res_protocol)
         return _result(job, evaluation, {"description": method.describe()}, None)
     images = _calibration_split(config, split)
     work_dir = out / "models" / job.name / job.category
     tic = time.perf_counter()
     with PeakMemory() as fit_memory:
-        method.fit(list(images.train), work_dir, progress)
+        method.fit(list(images.train), work_dir)
     train_seconds = time.perf_counter() - tic
-    calibration = (
-        _thresholds(method, config, job, images, work_dir, progress) if images.calibration else None
-    )
-    if calibration is not None:
-        _thresholds_into_run(work_dir / RUN_FOLDER, calibration.thresholds)
+    calibration = _thresholds(method, config, job, images, work_dir) if images.calibration else None
     thresholds = None if calibration is None else calibration.thresholds
-    items = [PredictItem(s.image, s.key) for s in split.test]
+    if thresholds is not None:
+        _thresholds_into_run(work_dir / RUN_FOLDER, thresholds)
     with PeakMemory() as predict_memory:
-        summary = predict_to_folder(
-            method,
-            items,
-            maps_root / job.category,
-            config.settings.batch_size,
-            overlays=False,
-            progress=progress,
-            thresholds=thresholds,
-        )
+        summary = _predict(method, config, split, maps_root / job.category, thresholds)
     evaluation = evaluate_maps(
         split,
         maps_root,
-        progress,
         low_res_protocol=config.low_res_protocol,
         mask_rules=None if thresholds is None else stored_mask_rules(thresholds),
     )
@@ -128,6 +113,20 @@ def run_job(config: BenchmarkConfig, job: Job, out: Path, progress: bool = False
     result = _result(job, evaluation, run, calibration)
     result["score_distribution"] = _score_distribution(split, summary.scores, calibration)
     return result
+
+
+def _predict(
+    method: Method,
+    config: BenchmarkConfig,
+    split: CategorySplit,
+    maps_dir: Path,
+    thresholds: Thresholds | None,
+) -> PredictSummary:
+    """Every test image's map, mask and score into `maps_dir`, decided at `thresholds`."""
+    items = [PredictItem(s.image, s.key) for s in split.test]
+    options = PredictOptions(config.settings.batch_size, overlays=False)
+    record = method.record.with_thresholds(thresholds)
+    return predict_to_folder(method, items, maps_dir, options, record, source=method.name)
 
 
 def _score_distribution(
@@ -155,24 +154,19 @@ def _calibration_split(config: BenchmarkConfig, split: CategorySplit) -> Calibra
 
 
 def _thresholds(
-    method: Any,
-    config: BenchmarkConfig,
-    job: Job,
-    images: CalibrationSplit,
-    work_dir: Path,
-    progress: bool,
+    method: Method, config: BenchmarkConfig, job: Job, images: CalibrationSplit, work_dir: Path
 ) -> Calibration:
     """The method's calibration, reused from `work_dir` when it was made for the same
     method, settings, training and calibration images and rate (the model is a seeded
     function of those), so a resumed job does not predict the calibration images again."""
-    alpha, batch_size = config.false_alarm_rate, config.settings.batch_size
+    decisions = config.decisions
     key = content_digest(
         {
             "method": job.spec,
             "settings": _result_settings(config.settings),
-            "alpha": alpha,
-            "beta": config.pixel_false_alarm_rate,
-            "cleanup": config.cleanup.to_dict(),
+            "alpha": decisions.false_alarm_rate,
+            "beta": decisions.pixel_false_alarm_rate,
+            "cleanup": decisions.cleanup.to_dict(),
             "train": [str(p) for p in images.train],
             "calibration": [str(p) for p in images.calibration],
         }
@@ -186,15 +180,7 @@ def _thresholds(
                 tuple(stored["image_scores"]),
                 tuple(stored["map_maxima"]),
             )
-    calibration = calibrate(
-        method,
-        list(images.calibration),
-        alpha,
-        batch_size,
-        progress,
-        beta=config.pixel_false_alarm_rate,
-        cleanup=config.cleanup,
-    )
+    calibration = calibrate(method, list(images.calibration), decisions, config.settings.batch_size)
     stored = {
         "key": key,
         "thresholds": calibration.thresholds.to_dict(),
@@ -206,15 +192,11 @@ def _thresholds(
 
 
 def _thresholds_into_run(run_dir: Path, thresholds: Thresholds) -> None:
-    """Write the thresholds into an L2BT run folder's config.json (as `L2BT.save_thresholds`
+    """Write the thresholds into an L2BT run folder's record (as `L2BT.save_thresholds`
     does), so `l2bt predict --model models/<method>/<category>/run` decides as the
     benchmark did; other methods have no run folder."""
-    path = run_dir / "config.json"
-    if not path.is_file():
-        return
-    described = json.loads(path.read_text())
-    described["thresholds"] = thresholds.to_dict()
-    write_text_atomic(path, json.dumps(described, indent=2))
+    if (run_dir / CONFIG_FILE).is_file():
+        write_run(run_dir, read_run(run_dir).with_thresholds(thresholds))
 
 
 def _result_settings(settings: MethodSettings) -> dict[str, Any]:
@@ -229,6 +211,7 @@ def _result(
     if calibration is not None:
         thresholds = calibration.thresholds.to_dict()
         thresholds.pop("calibration_images")  # listed in the model folder's thresholds.json
+        thresholds.pop("image_scores")  # in "score_distribution"
         result["thresholds"] = thresholds
     result["run"] = run
     result["pro_curves"] = _curves(evaluation.pro_curves)

@@ -20,8 +20,10 @@ import numpy as np
 from l2bt.data.image_io import read_image
 from l2bt.decisions.decide import decide
 from l2bt.decisions.thresholds import Thresholds
-from l2bt.maps.layout import MapsFolder, ScoreRow, read_map, read_score_rows, write_png
-from l2bt.maps.predict import OverlayStyle, image_threshold, overlay_picture
+from l2bt.errors import InputError
+from l2bt.maps.layout import MapsFolder, read_map, write_png
+from l2bt.maps.overlay import OverlayStyle, image_threshold, overlay_picture
+from l2bt.maps.tables import ScoreRow, read_score_table
 from l2bt.prediction import Prediction
 from l2bt.utils.atomic import write_text_atomic
 
@@ -45,7 +47,10 @@ def write_overlays(
     """Overlays of the highest-, median- and lowest-scoring images of a maps folder
     (`images`: each key's test image), and `overlays.json`; which key is which."""
     folder = MapsFolder(maps_dir)
-    rows = read_score_rows(folder.scores)
+    table = read_score_table(folder.scores)
+    if table is None:
+        raise InputError("no scores.csv in the job's maps folder", folder.root)
+    rows = table.rows()
     chosen = ranked_keys(rows)
     scores = {row.key: row.score for row in rows}
     maps = {key: read_map(folder.map(key)) for key in dict.fromkeys(chosen.values())}

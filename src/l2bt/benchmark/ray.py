@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from l2bt import __version__
-from l2bt.benchmark.jobs import Job, run_job
+from l2bt.benchmark.jobs import BenchmarkConfig, Job, run_job
 from l2bt.benchmark.runner import BenchmarkRun, Executor, record_failure, record_result
 from l2bt.errors import InputError
-from l2bt.utils.progress import progress_bar
+from l2bt.utils.progress import progress_bar, set_progress
 
 PROBE_MARKER = ".l2bt-storage-probe"
 
@@ -32,9 +32,7 @@ PROBE_MARKER = ".l2bt-storage-probe"
 def ray_executor(address: str | None) -> Executor:
     """An executor for `run_benchmark` that runs its jobs as Ray tasks."""
 
-    def execute(
-        run: BenchmarkRun, jobs: Sequence[Job], progress: bool, log: Callable[[str], None]
-    ) -> None:
+    def execute(run: BenchmarkRun, jobs: Sequence[Job], log: Callable[[str], None]) -> None:
         if not jobs:
             return
         ray = _import_ray()
@@ -42,7 +40,7 @@ def ray_executor(address: str | None) -> Executor:
         if started:
             ray.init(address=address or "local", include_dashboard=False, log_to_driver=False)
         try:
-            run_on_cluster(ray, run, jobs, progress, log)
+            run_on_cluster(ray, run, jobs, log)
         finally:
             if started:
                 ray.shutdown()
@@ -51,17 +49,17 @@ def ray_executor(address: str | None) -> Executor:
 
 
 def run_on_cluster(
-    ray: Any, run: BenchmarkRun, jobs: Sequence[Job], progress: bool, log: Callable[[str], None]
+    ray: Any, run: BenchmarkRun, jobs: Sequence[Job], log: Callable[[str], None]
 ) -> None:
     """Submit every job, record each as it finishes; cancel the rest on Ctrl-C."""
     check_storage(ray, run)
     gpus = ray.cluster_resources().get("GPU", 0)
     resources = {"num_gpus": 1, "num_cpus": 1} if gpus else {"num_cpus": 1}
     slots = int(gpus or ray.cluster_resources().get("CPU", 1))
-    task = ray.remote(max_retries=0, **resources)(run_job)
+    task = ray.remote(max_retries=0, **resources)(run_job_quietly)
     pending = {task.remote(run.config, job, run.out): job for job in jobs}
     log(f"submitted {len(pending)} job(s) to Ray ({int(gpus)} GPU(s), {slots} task slot(s))")
-    bar = progress_bar(total=len(pending), desc="benchmark jobs", unit="job", enabled=progress)
+    bar = progress_bar(total=len(pending), desc="benchmark jobs", unit="job")
     try:
         with bar:
             bar.set_postfix(running=min(slots, len(pending)), finished=0)
@@ -83,6 +81,12 @@ def run_on_cluster(
             ray.cancel(ref, force=True)
         log(f"cancelled {len(pending)} job(s) not finished; finished results are kept")
         raise
+
+
+def run_job_quietly(config: BenchmarkConfig, job: Job, out: Path) -> dict[str, Any]:
+    """`run_job` in a Ray worker, whose output nobody reads: without progress."""
+    set_progress(False)
+    return run_job(config, job, out)
 
 
 def check_storage(ray: Any, run: BenchmarkRun) -> None:

@@ -89,7 +89,7 @@ class BenchmarkRun:
         ]
 
 
-Executor = Callable[[BenchmarkRun, Sequence[Job], bool, Callable[[str], None]], None]
+Executor = Callable[[BenchmarkRun, Sequence[Job], Callable[[str], None]], None]
 
 
 def plan_benchmark(config: BenchmarkConfig, out: Path) -> BenchmarkRun:
@@ -114,7 +114,6 @@ def plan_benchmark(config: BenchmarkConfig, out: Path) -> BenchmarkRun:
 def run_benchmark(
     config: BenchmarkConfig,
     out: Path,
-    progress: bool = True,
     log: Callable[[str], None] = print,
     executor: Executor | None = None,
 ) -> BenchmarkRun:
@@ -127,19 +126,17 @@ def run_benchmark(
     done = [j for j in run.jobs if j not in run.pending()]
     for job in done:
         log(f"[{job.label()}] done earlier, kept")
-    (executor or run_locally)(run, run.pending(), progress, log)
+    (executor or run_locally)(run, run.pending(), log)
     write_summary(out, run.names, run.categories)
     return run
 
 
-def run_locally(
-    run: BenchmarkRun, jobs: Sequence[Job], progress: bool, log: Callable[[str], None]
-) -> None:
+def run_locally(run: BenchmarkRun, jobs: Sequence[Job], log: Callable[[str], None]) -> None:
     """One job after another in this process; Ctrl-C stops after what finished."""
     for job in jobs:
         log(f"[{job.label()}] running")
         try:
-            result = run_job(run.config, job, run.out, progress)
+            result = run_job(run.config, job, run.out)
         except Exception as e:  # reported, and the other jobs go on
             record_failure(run, job, e, log)
         else:
@@ -173,7 +170,7 @@ def record_failure(
 def check_teacher(settings: MethodSettings) -> str:
     """Load the teacher once, so missing or wrong weights fail before anything is written;
     the identity of its weights ("random" or the checkpoint's hash)."""
-    return load_teacher(settings.teacher, settings.weights).weights_id
+    return load_teacher(settings.teacher.variant, settings.teacher.weights).weights_id
 
 
 def check_resumable(config: BenchmarkConfig, out: Path) -> None:
@@ -197,13 +194,11 @@ def check_resumable(config: BenchmarkConfig, out: Path) -> None:
 
 
 def _comparable(described: dict[str, Any]) -> dict[str, Any]:
+    """The settings that must match, flat (`settings.teacher`), as JSON holds them."""
+    described = json.loads(json.dumps(described))  # tuples as lists, as benchmark.json has them
     flat = {k: v for k, v in described.items() if k != "settings"}
     flat |= {f"settings.{k}": v for k, v in (described.get("settings") or {}).items()}
-    return {
-        k: (list(v) if isinstance(v, tuple) else v)
-        for k, v in flat.items()
-        if k.split(".")[-1] not in RESUMABLE_CHANGES
-    }
+    return {k: v for k, v in flat.items() if k.split(".")[-1] not in RESUMABLE_CHANGES}
 
 
 def _short(result: dict[str, Any], size_bin: str) -> str:

@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING
 
 from l2bt.cli.common import (
     DATASETS,
+    TRAIN,
     add_calibration_args,
     add_device_args,
     add_teacher_args,
-    decision_settings,
-    show_progress,
+    calibration_settings,
+    teacher_config,
 )
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", required=True, help="benchmark folder")
     add_teacher_args(parser)
-    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--epochs", type=int, default=TRAIN.epochs)
     parser.add_argument("--batch-size", type=int, default=4, help="images per predict batch")
     parser.add_argument(
         "--dinomaly-iterations",
@@ -92,13 +93,7 @@ def settings_from(args: argparse.Namespace) -> MethodSettings:
     from l2bt.methods import MethodSettings
 
     return MethodSettings(
-        teacher=args.teacher,
-        weights=args.weights,
-        image_size=args.image_size,
-        input_mode=args.input_mode,
-        tile_size=args.tile_size,
-        tile_overlap=args.tile_overlap,
-        tile_scale=args.tile_scale,
+        teacher=teacher_config(args),
         epochs=args.epochs,
         device=args.device,
         precision=args.precision,
@@ -114,9 +109,10 @@ def run(args: argparse.Namespace) -> int:
     from l2bt.benchmark.runner import parse_categories, run_benchmark
     from l2bt.data import list_categories
 
-    beta, cleanup = decision_settings(args)
+    decisions = calibration_settings(args)
     if args.ray is not None and args.cache_dir is None:
         args.cache_dir = str(Path(args.out) / "cache")  # on the storage every node sees
+    settings = settings_from(args)
     categories = parse_categories(
         args.categories, [] if args.categories else list_categories(args.data, args.dataset)
     )
@@ -125,19 +121,17 @@ def run(args: argparse.Namespace) -> int:
         dataset=args.dataset,
         categories=categories,
         methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
-        settings=settings_from(args),
+        settings=settings,
         calibration=args.calibration,
-        false_alarm_rate=args.false_alarm_rate,
+        decisions=decisions,
         low_res_protocol=args.low_res_protocol,
-        pixel_false_alarm_rate=beta,
-        cleanup=cleanup,
     )
     executor = None
     if args.ray is not None:
         from l2bt.benchmark.ray import ray_executor
 
         executor = ray_executor(None if args.ray == LOCAL_RAY else args.ray)
-    benchmark = run_benchmark(config, Path(args.out), progress=show_progress(), executor=executor)
+    benchmark = run_benchmark(config, Path(args.out), executor=executor)
     print((Path(args.out) / "results.md").read_text())
     if benchmark.failures:
         print(

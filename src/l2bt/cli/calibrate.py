@@ -9,9 +9,8 @@ from l2bt.cli.common import (
     add_bit_depth_arg,
     add_decision_args,
     add_trained_run_args,
-    decision_settings,
+    calibration_settings,
     run_bit_depth,
-    show_progress,
 )
 
 
@@ -35,25 +34,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from l2bt.data.image_io import bit_depth
     from l2bt.decisions.calibration_images import calibration_folder_images
     from l2bt.model import L2BT
+    from l2bt.run import CONFIG_FILE
 
-    beta, cleanup = decision_settings(args)
+    settings = calibration_settings(args)
     images = calibration_folder_images(Path(args.images))
     model = L2BT.load(
         args.model, device=args.device, precision=args.precision, weights=args.weights
     )
-    with bit_depth(run_bit_depth(args.bit_depth, model.info.get("bit_depth"))):
-        thresholds = model.calibrate(
-            images,
-            args.false_alarm_rate,
-            args.batch_size,
-            show_progress(),
-            pixel_false_alarm_rate=beta,
-            cleanup=cleanup,
-        )
+    run_bit_depth(args.bit_depth, model.record.bit_depth)
+    thresholds = model.calibrate(images, settings, args.batch_size)
     model.save_thresholds(args.model)
     print(thresholds.summary())
-    print(f"wrote {Path(args.model) / 'config.json'}")
+    print(f"wrote {Path(args.model) / CONFIG_FILE}")
     return 0

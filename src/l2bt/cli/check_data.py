@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections import Counter
 
-from l2bt.cli.common import add_dataset_args, show_progress
+from l2bt.cli.common import add_dataset_args
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     failed = False
     for category in categories:
-        report = check_category(args.data, category, args.dataset, show_progress())
+        report = check_category(args.data, category, args.dataset)
         for problem in report.problems:
             print(problem, file=sys.stderr)
         failed |= bool(report.problems)

@@ -1,21 +1,29 @@
 """Argument helpers shared by several verbs.
 
 Nothing here imports torch, numpy or a data layout: building the parser (`l2bt --help`)
-stays fast, and each verb imports what it needs inside its `run`.
+stays fast, and each verb imports what it needs inside its `run`. Defaults are the
+settings' own (`l2bt.config`, which imports nothing heavy), written once there.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 from typing import TYPE_CHECKING
 
+from l2bt.config import (
+    FALSE_ALARM_RATE,
+    INPUT_MODES,
+    PRECISIONS,
+    TeacherConfig,
+    TileSettings,
+    TrainConfig,
+)
+
 DATASETS = ("mvtec_ad", "visa", "mvtec_ad2", "folder")  # l2bt.data.DATASETS, by name
-PRECISIONS = ("fp32", "bf16")  # l2bt.teacher.PRECISIONS
-INPUT_MODES = ("pad", "aspect", "tiles")  # l2bt.preprocess.INPUT_MODES
+TEACHER, TILES, TRAIN = TeacherConfig(), TileSettings(), TrainConfig()  # the defaults
 
 if TYPE_CHECKING:
-    from l2bt.decisions.cleanup import Cleanup
+    from l2bt.decisions.calibrate import CalibrationSettings
 
 
 def add_dataset_args(parser: argparse.ArgumentParser, category_required: bool = True) -> None:
@@ -30,7 +38,7 @@ def add_dataset_args(parser: argparse.ArgumentParser, category_required: bool = 
 
 
 def add_teacher_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--teacher", default="dinov2_vitb14_reg", help="DINOv2 variant")
+    parser.add_argument("--teacher", default=TEACHER.variant, help="DINOv2 variant")
     parser.add_argument(
         "--weights",
         default=None,
@@ -40,12 +48,12 @@ def add_teacher_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--image-size",
         type=int,
-        default=1036,
+        default=TEACHER.image_size,
         help="input side (pad) or long side (aspect) in pixels",
     )
     parser.add_argument(
         "--input-mode",
-        default="pad",
+        default=TEACHER.input_mode,
         choices=INPUT_MODES,
         help="pad: edge-pad to a square (the paper); aspect: keep the aspect ratio, no "
         "padding; tiles: overlapping --tile-size windows at native resolution",
@@ -53,9 +61,9 @@ def add_teacher_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tile-size",
         type=int,
-        default=518,
+        default=TILES.size,
         metavar="T",
-        help="tiles mode: window side in pixels, a multiple of 14 (default 518)",
+        help=f"tiles mode: window side in pixels, a multiple of 14 (default {TILES.size})",
     )
     parser.add_argument(
         "--tile-overlap",
@@ -67,7 +75,7 @@ def add_teacher_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tile-scale",
         type=float,
-        default=1.0,
+        default=TILES.scale,
         metavar="S",
         help="tiles mode: rescale the image by S in (0, 1] first (default 1, native pixels)",
     )
@@ -90,7 +98,7 @@ def add_decision_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--false-alarm-rate",
         type=float,
-        default=0.01,
+        default=FALSE_ALARM_RATE,
         metavar="ALPHA",
         help="guaranteed rate of defect-free parts called defective (default 0.01)",
     )
@@ -122,16 +130,20 @@ def add_decision_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def decision_settings(args: argparse.Namespace) -> tuple[float | None, Cleanup]:
-    """(β or None, the clean-up) from the flags of `add_decision_args`, checked."""
+def teacher_config(args: argparse.Namespace) -> TeacherConfig:
+    """The teacher and input settings of `add_teacher_args`' flags, checked."""
+    tiles = TileSettings(args.tile_size, args.tile_overlap, args.tile_scale)
+    return TeacherConfig(
+        args.teacher, args.weights, args.image_size, input_mode=args.input_mode, tiles=tiles
+    )
+
+
+def calibration_settings(args: argparse.Namespace) -> CalibrationSettings:
+    """The rates and clean-up of `add_decision_args`' flags, checked."""
+    from l2bt.decisions.calibrate import CalibrationSettings
     from l2bt.decisions.cleanup import Cleanup
-    from l2bt.decisions.risk import check_pixel_false_alarm_rate
-    from l2bt.decisions.thresholds import check_false_alarm_rate
     from l2bt.errors import InputError
 
-    check_false_alarm_rate(args.false_alarm_rate)
-    if args.pixel_false_alarm_rate is not None:
-        check_pixel_false_alarm_rate(args.pixel_false_alarm_rate)
     for flag, value in (
         ("--min-region-area", args.min_region_area),
         ("--close-radius", args.close_radius),
@@ -139,7 +151,7 @@ def decision_settings(args: argparse.Namespace) -> tuple[float | None, Cleanup]:
         if value < 0:
             raise InputError(f"{flag} must be 0 or more, got {value}")
     cleanup = Cleanup(args.min_region_area, args.close_radius, args.fill_holes)
-    return args.pixel_false_alarm_rate, cleanup
+    return CalibrationSettings(args.false_alarm_rate, args.pixel_false_alarm_rate, cleanup)
 
 
 def add_device_args(parser: argparse.ArgumentParser) -> None:
@@ -170,12 +182,6 @@ def add_trained_run_args(parser: argparse.ArgumentParser, only: str = "") -> Non
     )
 
 
-def show_progress() -> bool:
-    """Progress of long work (`l2bt.utils.progress`: a bar on a terminal, a line about every
-    20 s in a log), unless L2BT_PROGRESS=off."""
-    return os.environ.get("L2BT_PROGRESS", "on").lower() not in ("off", "0", "no")
-
-
 def add_bit_depth_arg(parser: argparse.ArgumentParser, trained: bool = False) -> None:
     default = "the run's, as recorded by fit" if trained else "as each file declares"
     parser.add_argument(
@@ -189,15 +195,14 @@ def add_bit_depth_arg(parser: argparse.ArgumentParser, trained: bool = False) ->
     )
 
 
-def run_bit_depth(given: int | None, recorded: int | None) -> int | None:
-    """The bit depth to read a trained run's images with: the one its fit recorded;
-    `--bit-depth` may only repeat it, so every image of a run is scaled alike."""
+def run_bit_depth(given: int | None, recorded: int | None) -> None:
+    """`--bit-depth` of a command on a trained run may only repeat the run's own (its
+    record's, which the predictor applies), so every image of a run is scaled alike."""
     from l2bt.errors import InputError
 
     if given is not None and given != recorded:
         was = f"{recorded} bits" if recorded else "the depth each file declares"
         raise InputError(f"--bit-depth {given} differs from the run's ({was}, set by fit)")
-    return recorded
 
 
 def show_defaults(parser: argparse.ArgumentParser) -> None:

@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from l2bt.cli.common import add_device_args, show_progress
+from l2bt.cli.common import add_device_args
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -56,14 +56,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from l2bt.benchmark.jobs import BenchmarkConfig
     from l2bt.benchmark.runner import check_teacher, run_benchmark
+    from l2bt.config import TeacherConfig
     from l2bt.data.synthetic import SyntheticConfig, write_synthetic
+    from l2bt.decisions.calibrate import CalibrationSettings
     from l2bt.methods import MethodSettings
 
     out = Path(args.out)
     settings = MethodSettings(
-        teacher=args.teacher,
-        weights=args.weights,
-        image_size=args.image_size,
+        teacher=TeacherConfig(args.teacher, args.weights, args.image_size),
         epochs=args.epochs,
         device=args.device,
         precision=args.precision,
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if not (data / synthetic.category).is_dir():
         print(f"making a synthetic data set in {data} …")
-        write_synthetic(data, synthetic, progress=show_progress())
+        write_synthetic(data, synthetic)
     if args.weights == "random":
         print(
             "note: a random teacher gives meaningless scores; this run only shows the "
@@ -90,10 +90,10 @@ def run(args: argparse.Namespace) -> int:
         categories=(synthetic.category,),
         methods=tuple(args.methods.split(",")),
         settings=settings,
-        false_alarm_rate=args.false_alarm_rate,
+        decisions=CalibrationSettings(args.false_alarm_rate),
         low_res_protocol=args.low_res_protocol or None,
     )
-    benchmark = run_benchmark(config, out / "benchmark", progress=show_progress())
+    benchmark = run_benchmark(config, out / "benchmark")
     print((out / "benchmark" / "results.md").read_text())
     print(f"report: {out / 'benchmark' / 'results.md'}; plots: {out / 'benchmark' / 'plots'}")
     for failure in benchmark.failures:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
 
-from l2bt.cli.common import add_dataset_args, show_progress
+from l2bt.cli.common import add_dataset_args
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -41,42 +40,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from l2bt.data import load_category
-    from l2bt.maps.evaluate import evaluate_maps, return_large_frees
-    from l2bt.maps.layout import MapsFolder, read_run_description
+    from l2bt.decisions.decide import stored_mask_rules
+    from l2bt.maps.evaluate import evaluate_maps
+    from l2bt.maps.layout import MapsFolder, read_maps_record
     from l2bt.metrics import format_table
     from l2bt.report.provenance import maps_lines
     from l2bt.utils.atomic import write_text_atomic
 
     split = load_category(args.data, args.category, args.dataset)
-    return_large_frees()  # this process only evaluates: freed memory goes back at once
-    run_file = MapsFolder(Path(args.maps) / split.name).run
-    described = read_run_description(run_file)
+    made_by = read_maps_record(MapsFolder(Path(args.maps) / split.name).run)
+    thresholds = None if made_by is None else made_by.record.thresholds
     result = evaluate_maps(
         split,
         args.maps,
-        progress=show_progress(),
         low_res_protocol=args.low_res_protocol,
         workers=args.workers,
-        mask_rules=_stored_rules(described, run_file),
+        mask_rules=None if thresholds is None else stored_mask_rules(thresholds),
     )
-    print("\n".join(maps_lines(described)) + "\n")
+    print("\n".join(maps_lines(made_by)) + "\n")
     print(format_table(result))
     if args.out:
         text = json.dumps(result.to_json_dict(), indent=2, allow_nan=False) + "\n"
         write_text_atomic(Path(args.out), text)
         print(f"\nwrote {args.out}")
     return 0
-
-
-def _stored_rules(described: dict[str, Any] | None, path: Path) -> dict[str, Any] | None:
-    """SegF1 is reported at each threshold the model that made the maps stored (run.json)."""
-    from l2bt.decisions.decide import stored_mask_rules
-    from l2bt.decisions.thresholds import Thresholds
-    from l2bt.errors import InputError
-
-    if not described or not described.get("thresholds"):
-        return None
-    try:
-        return stored_mask_rules(Thresholds.from_dict(described["thresholds"]))
-    except InputError as e:
-        raise InputError(e.problem, path) from e

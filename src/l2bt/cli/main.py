@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from l2bt.errors import InputError
 from l2bt.utils.allocator import bound_large_buffers
+from l2bt.utils.progress import progress_from_environment, set_progress
 
 VERBS = (
     "fit",
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     bound_large_buffers()  # memory bounded by what is in use, not by the heap's history
+    set_progress(progress_from_environment())  # a process setting, set once
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(line_buffering=True)  # a log shows each line as it is printed
     parser = build_parser()

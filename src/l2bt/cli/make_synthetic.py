@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from l2bt.cli.common import show_progress
-
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -29,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     config = SyntheticConfig(
         args.size, args.seed, args.category, args.n_train, args.n_test_good, args.n_test_defective
     )
-    target = write_synthetic(args.out, config, overwrite=args.overwrite, progress=show_progress())
+    target = write_synthetic(args.out, config, overwrite=args.overwrite)
     print(
         f"wrote {args.n_train} training and {args.n_test_good + args.n_test_defective} test "
         f"images of {config.shape[1]}x{config.shape[0]} to {target}"

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from l2bt.cli.common import add_bit_depth_arg, add_trained_run_args, run_bit_depth, show_progress
+from l2bt.cli.common import add_bit_depth_arg, add_trained_run_args, run_bit_depth
 
 if TYPE_CHECKING:
     from l2bt.engines import Engine
@@ -80,45 +80,34 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("give exactly one of --out DIR and --submission DIR")
     if args.submission is not None:
         return _submission(args)
-    from l2bt.data.image_io import bit_depth
-    from l2bt.maps.layout import MapsFolder
-    from l2bt.maps.predict import collect_inputs, predict_to_folder
-    from l2bt.preprocess import header_limit
+    from l2bt.maps.inputs import collect_inputs
+    from l2bt.maps.predict import PredictOptions, earlier_prediction, predict_to_folder
 
     items = collect_inputs(args.inputs)
-    if not args.resume and MapsFolder(Path(args.out)).scores.is_file():
+    found = earlier_prediction(Path(args.out))
+    if not args.resume and found is not None:
         raise InputError(
-            "--out holds an earlier prediction (scores.csv): add --resume to finish it, "
-            "or choose another --out",
+            f"--out holds an earlier prediction, finished or not ({found.name}): add --resume "
+            "to finish it, or choose another --out",
             args.out,
         )
     model = _load(args)
+    run_bit_depth(args.bit_depth, model.record.bit_depth)
     tic = time.perf_counter()
-    normal = model.info.get("normal_patch_scores")
-    colour_range = (normal["median"], normal["max"]) if normal else None
-    with bit_depth(run_bit_depth(args.bit_depth, model.info.get("bit_depth"))):
-        summary = predict_to_folder(
-            model,
-            items,
-            Path(args.out),
-            args.batch_size,
-            overlays=not args.no_overlays,
-            colour_range=colour_range,
-            progress=show_progress(),
-            resume=args.resume,
-            description={"model": str(Path(args.model).resolve()), **model.describe()},
-            header_check=header_limit(model.describe(), args.max_pixels),
-        )
+    options = PredictOptions(args.batch_size, not args.no_overlays, args.resume, args.max_pixels)
+    source = str(Path(args.model).resolve())
+    summary = predict_to_folder(model, items, Path(args.out), options, source=source)
     rate = summary.n_images / max(time.perf_counter() - tic, 1e-9)
     print(
         f"wrote {summary.n_images} maps to {args.out}: {rate:.2f} images per second "
         f"(reading and writing included; model {summary.median_seconds:.3f} s per image, median)"
     )
-    if model.thresholds is not None and summary.n_defective is not None:
+    thresholds = model.record.thresholds
+    if thresholds is not None and summary.n_defective is not None:
         print(
             f"{summary.n_defective} of {summary.n_images} images defective "
-            f"(image threshold {model.thresholds.image:.6g}, guaranteed false-alarm rate "
-            f"{model.thresholds.guaranteed_rate:.3g})"
+            f"(image threshold {thresholds.image:.6g}, guaranteed false-alarm rate "
+            f"{thresholds.guaranteed_rate:.3g})"
         )
     else:
         print("no thresholds in this run: maps and scores only (see `l2bt calibrate`)")
@@ -126,20 +115,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _submission(args: argparse.Namespace) -> int:
-    from l2bt.data.image_io import bit_depth
     from l2bt.maps.submission import private_images, write_submission
 
     objects = [Path(p) for p in args.inputs]
     for folder in objects:
         private_images(folder)  # every layout checked before anything is predicted
     model = _load(args)
-    thresholds, model.thresholds = model.thresholds, None  # decided once, in the writer
-    depth = run_bit_depth(args.bit_depth, model.info.get("bit_depth"))
+    run_bit_depth(args.bit_depth, model.record.bit_depth)
     for folder in objects:
-        with bit_depth(depth):
-            summary = write_submission(
-                model, folder, Path(args.submission), thresholds, args.batch_size, show_progress()
-            )
+        summary = write_submission(model, folder, Path(args.submission), args.batch_size)
         kinds = "maps and thresholded masks" if summary.thresholded else "maps only (no thresholds)"
         print(f"{summary.object_name}: {summary.n_images} images, {kinds}, in {args.submission}")
     return 0
@@ -148,11 +132,13 @@ def _submission(args: argparse.Namespace) -> int:
 def _load(args: argparse.Namespace) -> Engine:
     from l2bt.engines import load_engine
     from l2bt.errors import InputError
+    from l2bt.methods.l2bt_method import RUN_FOLDER
+    from l2bt.run import CONFIG_FILE
 
     model = Path(args.model)
-    benchmark_model = (model / "run" / "config.json").is_file()  # models/<method>/<category>
-    if benchmark_model and not (model / "config.json").is_file():
-        raise InputError(f"a benchmark's model folder: pass --model {model / 'run'}", model)
+    benchmark_model = (model / RUN_FOLDER / CONFIG_FILE).is_file()  # models/<method>/<category>
+    if benchmark_model and not (model / CONFIG_FILE).is_file():
+        raise InputError(f"a benchmark's model folder: pass --model {model / RUN_FOLDER}", model)
     return load_engine(
         args.model, args.engine, device=args.device, precision=args.precision, weights=args.weights
     )

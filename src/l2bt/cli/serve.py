@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from l2bt.cli.common import add_trained_run_args
+
+if TYPE_CHECKING:
+    from l2bt.engines import Engine
 
 KILOBYTE = 1024
 MEGABYTE = 1024 * KILOBYTE
@@ -100,22 +103,20 @@ def run(args: argparse.Namespace) -> int:
         min_body_rate=args.min_body_rate * KILOBYTE,
         shutdown_timeout=args.shutdown_timeout,
     )
-    predictor, description = _load(args)
-    run_server(create_app(predictor, description, settings), args.host, args.port)
+    predictor, name = _load(args)
+    run_server(create_app(predictor, name, settings), args.host, args.port)
     return 0
 
 
-def _load(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
-    """The predictor and its description ("run": the model's name) for --model."""
+def _load(args: argparse.Namespace) -> tuple[Engine, str]:
+    """The predictor for --model and its name in the answers."""
+    from l2bt.engines import load_engine
+
     path = Path(args.model)
     if path.suffix.lower() == ".onnx":
-        from l2bt.engines import load_engine
-
-        engine = load_engine(
-            path, engine="onnxruntime", device=args.device, precision=args.precision
-        )
-        return engine, {**engine.describe(), "run": path.stem}
-    from l2bt.model import L2BT
-
-    model = L2BT.load(path, device=args.device, precision=args.precision, weights=args.weights)
-    return model, {**model.describe(), "run": path.name}
+        engine = load_engine(path, "onnxruntime", device=args.device, precision=args.precision)
+        return engine, path.stem
+    engine = load_engine(
+        path, "torch", device=args.device, precision=args.precision, weights=args.weights
+    )
+    return engine, path.name

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from l2bt.cli.common import show_progress
-
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -35,13 +33,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from l2bt.report.page import write_page
+    from l2bt.view.page import write_page
 
     summary = write_page(
         Path(args.folder),
         None if args.out is None else Path(args.out),
         None if args.model is None else Path(args.model),
-        progress=show_progress(),
     )
     print(
         f"wrote {summary.path}: {summary.n_images} images in {summary.n_sections} "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,19 +20,16 @@ class CategoryReport:
     split: CategorySplit | None
 
 
-def check_category(
-    root: str | Path, category: str, dataset: str = "mvtec_ad", progress: bool | None = None
-) -> CategoryReport:
+def check_category(root: str | Path, category: str, dataset: str = "mvtec_ad") -> CategoryReport:
     """Structure first (missing folders, masks, training images, duplicate names), then
     each image and mask decoded in full (unreadable or truncated files, mask sizes)."""
-    progress = sys.stderr.isatty() if progress is None else progress
     problems = Problems(strict=False)
     try:
         split = load_category(root, category, dataset, problems)
     except InputError as e:  # nothing to look into: the category itself is missing
         return CategoryReport(category, (DataProblem(e.path or str(root), e.problem),), None)
     samples = [*split.train, *split.validation, *split.test]
-    for sample in progress_bar(samples, desc=f"checking {category}", unit="img", enabled=progress):
+    for sample in progress_bar(samples, desc=f"checking {category}", unit="img"):
         try:
             height, width = read_image(sample.image).shape[:2]
         except InputError as e:

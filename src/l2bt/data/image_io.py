@@ -14,8 +14,7 @@ orientation, as every viewer shows them; `oriented_size` gives that size from th
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -109,28 +108,6 @@ def oriented_size(image: Image.Image) -> tuple[int, int]:
     return (image.width, image.height) if turned else (image.height, image.width)
 
 
-_run_bit_depth: int | None = None  # `bit_depth(n)` of this run; None: each file declares
-
-
-@contextmanager
-def bit_depth(depth: int | None) -> Iterator[None]:
-    """Inside the block, read every image of more than 8 bits as `depth`-bit (e.g. 12-bit
-    camera data in 16-bit PNGs); None: as each file declares (PNG 16, TIFF BitsPerSample)."""
-    global _run_bit_depth
-    if depth is not None and not 8 <= depth <= 16:
-        raise InputError(f"--bit-depth must be between 8 and 16, got {depth}")
-    before, _run_bit_depth = _run_bit_depth, depth
-    try:
-        yield
-    finally:
-        _run_bit_depth = before
-
-
-def current_bit_depth() -> int | None:
-    """The depth set by `bit_depth` (None: each file's declared depth)."""
-    return _run_bit_depth
-
-
 def declared_bit_depth(image: Image.Image) -> int:
     """Bits per sample the file declares: TIFF's BitsPerSample, else by Pillow's mode."""
     if image.format == "TIFF" and hasattr(image, "tag_v2"):
@@ -148,7 +125,7 @@ def _to_uint8(array: np.ndarray, depth: int | None = None) -> np.ndarray:
     if array.dtype == np.bool_:
         return array.astype(np.uint8) * 255
     if np.issubdtype(array.dtype, np.integer):
-        depth = depth or _run_bit_depth or array.dtype.itemsize * 8
+        depth = depth or array.dtype.itemsize * 8
         top, brightest = 2**depth - 1, int(array.max(initial=0))
         if brightest > top or array.min(initial=0) < 0:
             raise InputError(
@@ -160,14 +137,15 @@ def _to_uint8(array: np.ndarray, depth: int | None = None) -> np.ndarray:
     return np.clip(array.astype(np.float64) * scale + 0.5, 0, 255).astype(np.uint8)
 
 
-def to_rgb_array(image: Image.Image | np.ndarray) -> np.ndarray:
+def to_rgb_array(image: Image.Image | np.ndarray, bit_depth: int | None = None) -> np.ndarray:
     """Any image (grayscale, RGBA, 16-bit, float) as an (H, W, 3) uint8 RGB array; images
-    of more than 8 bits scaled by the run's `bit_depth`, else by their declared depth."""
-    depth = None
+    of more than 8 bits scaled by `bit_depth` (a run's, e.g. 12 for 12-bit camera data in
+    16-bit PNGs), else by their declared depth (PNG 16, TIFF BitsPerSample)."""
+    depth = bit_depth
     if isinstance(image, Image.Image):
         if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
             array = np.asarray(image)
-            depth = _run_bit_depth or declared_bit_depth(image)
+            depth = bit_depth or declared_bit_depth(image)
         else:
             array = np.asarray(image.convert("RGB"))
     else:
@@ -184,15 +162,18 @@ def to_rgb_array(image: Image.Image | np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-def read_image(path: str | Path, header_check: HeaderCheck | None = None) -> np.ndarray:
-    """An image file as (H, W, 3) uint8 RGB; `header_check(height, width)` runs after
-    the header is read and before any pixel is decoded (e.g. to refuse a size)."""
+def read_image(
+    path: str | Path, header_check: HeaderCheck | None = None, bit_depth: int | None = None
+) -> np.ndarray:
+    """An image file as (H, W, 3) uint8 RGB (more than 8 bits scaled by `bit_depth`, see
+    `to_rgb_array`); `header_check(height, width)` runs after the header is read and
+    before any pixel is decoded (e.g. to refuse a size)."""
     path = Path(path)
     with open_image(path) as image:
         try:
             if header_check is not None:
                 header_check(*oriented_size(image))
-            return to_rgb_array(load_image(image, path))
+            return to_rgb_array(load_image(image, path), bit_depth)
         except InputError as e:
             if e.path is not None:
                 raise

@@ -167,16 +167,14 @@ def _save_rgb(gray: np.ndarray, path: Path) -> None:
     Image.fromarray(np.repeat(gray[:, :, None], 3, axis=2)).save(path, compress_level=1)
 
 
-def write_synthetic(
-    out: str | Path, config: SyntheticConfig, overwrite: bool = False, progress: bool = False
-) -> Path:
+def write_synthetic(out: str | Path, config: SyntheticConfig, overwrite: bool = False) -> Path:
     """Write `<out>/<category>/{train/good, test/<kind>, ground_truth/<kind>}` atomically."""
     out = Path(out)
     target = out / config.category
     if target.exists() and any(target.iterdir()) and not overwrite:
         raise InputError("output folder exists and is not empty (use --overwrite)", target)
     total = config.n_train + config.n_test_good + config.n_test_defective
-    bar = progress_bar(total=total, desc="synthetic images", unit="img", enabled=progress)
+    bar = progress_bar(total=total, desc="synthetic images", unit="img")
     with bar, atomic_folder(target) as staging:
         (staging / "train/good").mkdir(parents=True)
         (staging / "test/good").mkdir(parents=True)

@@ -13,17 +13,34 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from l2bt.config import FALSE_ALARM_RATE
 from l2bt.data.image_io import read_image
 from l2bt.decisions.cleanup import Cleanup
 from l2bt.decisions.risk import check_pixel_false_alarm_rate, segmentation_threshold
 from l2bt.decisions.thresholds import Thresholds, check_false_alarm_rate, thresholds_from_scores
 from l2bt.prediction import Predictor
 from l2bt.utils.progress import progress_bar
+
+
+@dataclass(frozen=True)
+class CalibrationSettings:
+    """What thresholds are set at (SPEC §7): the false-alarm rate α of the image and pixel
+    thresholds, the pixel false-alarm rate β of the segmentation threshold (None: none),
+    and the clean-up of every mask. Checked when made."""
+
+    false_alarm_rate: float = FALSE_ALARM_RATE
+    pixel_false_alarm_rate: float | None = None
+    cleanup: Cleanup = field(default_factory=Cleanup)
+
+    def __post_init__(self) -> None:
+        check_false_alarm_rate(self.false_alarm_rate)
+        if self.pixel_false_alarm_rate is not None:
+            check_pixel_false_alarm_rate(self.pixel_false_alarm_rate)
 
 
 @dataclass(frozen=True)
@@ -38,23 +55,17 @@ class Calibration:
 def calibrate(
     predictor: Predictor,
     images: Sequence[Path],
-    alpha: float,
+    settings: CalibrationSettings,
     batch_size: int = 4,
-    progress: bool = True,
-    *,
-    beta: float | None = None,
-    cleanup: Cleanup | None = None,
 ) -> Calibration:
-    """Image and pixel thresholds at false-alarm rate `alpha` from defect-free `images`;
-    with `beta`, also the segmentation threshold at pixel false-alarm rate β (masks
-    cleaned by `cleanup`, which is stored with the thresholds either way)."""
-    check_false_alarm_rate(alpha)
-    if beta is not None:
-        check_pixel_false_alarm_rate(beta)
-    cleanup = cleanup or Cleanup()
+    """Image and pixel thresholds at the false-alarm rate α of `settings` from defect-free
+    `images` (read at the predictor's bit depth); with β, also the segmentation threshold
+    (masks cleaned by the clean-up, which is stored with the thresholds either way)."""
+    alpha, beta = settings.false_alarm_rate, settings.pixel_false_alarm_rate
+    cleanup = settings.cleanup
     with tempfile.TemporaryDirectory(prefix="l2bt-calibration-") as scratch:
         spill = None if beta is None else Path(scratch)
-        scores, maxima = _predict(predictor, images, batch_size, progress, spill)
+        scores, maxima = _predict(predictor, images, batch_size, spill)
         thresholds = thresholds_from_scores(scores, maxima, alpha, [str(p) for p in images])
         thresholds = replace(thresholds, cleanup=cleanup)
         if spill is not None and beta is not None:
@@ -68,17 +79,16 @@ def _predict(
     predictor: Predictor,
     images: Sequence[Path],
     batch_size: int,
-    progress: bool,
     spill: Path | None,
 ) -> tuple[list[float], list[float]]:
     """Each image's score and map maximum; with `spill`, each map saved there as `<i>.npy`."""
     scores: list[float] = []
     maxima: list[float] = []
-    bar = progress_bar(total=len(images), desc="calibration", unit="img", enabled=progress)
-    with bar:
+    depth = predictor.record.bit_depth
+    with progress_bar(total=len(images), desc="calibration", unit="img") as bar:
         for start in range(0, len(images), batch_size):
-            batch = [read_image(p) for p in images[start : start + batch_size]]
-            for prediction in predictor.predict_batch(batch):
+            batch = [read_image(p, bit_depth=depth) for p in images[start : start + batch_size]]
+            for prediction in predictor.predict_maps(batch):
                 if spill is not None:
                     values = prediction.anomaly_map.astype(np.float32, copy=False)
                     np.save(spill / f"{len(scores)}.npy", values)

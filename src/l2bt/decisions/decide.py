@@ -3,11 +3,14 @@
 A pixel is in the mask when its map value is above the mask threshold (the segmentation
 threshold when set, else the pixel threshold), after the run's clean-up; a part is
 `defective` when its score is above the image threshold (strictly above, the side on
-which the conformal guarantee of `thresholds.py` bounds false alarms).
+which the conformal guarantee of `thresholds.py` bounds false alarms). `decide` is the one
+place a prediction is decided: predictors give undecided maps (`predict_maps`), and
+`decided` decides them at the predictor's own thresholds.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from functools import partial
 
@@ -17,7 +20,7 @@ from l2bt.decisions.cleanup import Cleanup
 from l2bt.decisions.regions import find_regions
 from l2bt.decisions.thresholds import Thresholds
 from l2bt.metrics.evaluator import MaskRule
-from l2bt.prediction import Prediction
+from l2bt.prediction import Prediction, Predictor
 
 GOOD, DEFECTIVE = "good", "defective"
 
@@ -31,6 +34,13 @@ def decide(prediction: Prediction, thresholds: Thresholds | None) -> Prediction:
     return replace(
         prediction, mask=mask, verdict=verdict, regions=find_regions(prediction.anomaly_map, mask)
     )
+
+
+def decided(predictor: Predictor, images: Sequence[np.ndarray]) -> list[Prediction]:
+    """The predictor's predictions of (H, W, 3) uint8 `images`, decided at the thresholds
+    of its record (undecided when it has none)."""
+    thresholds = predictor.record.thresholds
+    return [decide(p, thresholds) for p in predictor.predict_maps(images)]
 
 
 def stored_mask_rules(thresholds: Thresholds) -> dict[str, MaskRule]:

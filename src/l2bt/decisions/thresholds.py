@@ -82,6 +82,7 @@ class Thresholds:
     pixel_false_alarm_rate: float | None = None  # β asked for
     attainable_pixel_rate: float | None = None  # the expected flagged fraction that holds
     cleanup: Cleanup = field(default_factory=Cleanup)  # runs on every mask before its regions
+    image_scores: tuple[float, ...] | None = None  # the calibration images' scores, in order
 
     @property
     def mask_threshold(self) -> float:
@@ -99,6 +100,8 @@ class Thresholds:
     def to_dict(self) -> dict[str, Any]:
         described = asdict(self)
         described["calibration_images"] = list(self.calibration_images)
+        if self.image_scores is not None:
+            described["image_scores"] = list(self.image_scores)
         described["cleanup"] = self.cleanup.to_dict()
         return described
 
@@ -125,6 +128,12 @@ class Thresholds:
                 values[name] = float(values[name])
         if "cleanup" in values:
             values["cleanup"] = _cleanup(values["cleanup"], f"{key}.cleanup")
+        scores = values.get("image_scores")
+        if scores is not None and len(scores) != values["n_calibration"]:
+            raise InputError(
+                f"{key}.image_scores holds {len(scores)} scores for "
+                f"{values['n_calibration']} calibration images"
+            )
         return cls(**values)
 
     def summary(self) -> str:
@@ -178,4 +187,5 @@ def thresholds_from_scores(
         guaranteed_rate=max(image.guaranteed_rate, pixel.guaranteed_rate),
         n_calibration=len(images),
         calibration_images=tuple(images),
+        image_scores=tuple(float(s) for s in image_scores),
     )

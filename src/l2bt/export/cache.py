@@ -20,12 +20,13 @@ from typing import TYPE_CHECKING
 from l2bt import __version__
 from l2bt.errors import InputError
 from l2bt.export.runtime import OnnxRuntimePredictor
+from l2bt.run import CONFIG_FILE, STUDENTS_FILE
 
 if TYPE_CHECKING:
     from l2bt.model import L2BT
 
 CACHE_NAME = "model.onnx"
-SOURCE_FILES = ("config.json", "students.safetensors")
+SOURCE_FILES = (CONFIG_FILE, STUDENTS_FILE)
 EXPORT_OPSET = 18
 
 

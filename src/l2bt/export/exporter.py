@@ -33,7 +33,7 @@ from l2bt.export.metadata import CONFIG_KEY, GRAPH_KEY, INPUT_NAME, VERSION_KEY,
 from l2bt.export.tiled_graph import TiledL2BTGraph
 from l2bt.model import L2BT
 from l2bt.preprocess import InputGeometry
-from l2bt.utils.atomic import atomic_file
+from l2bt.utils.atomic import atomic_file, remove_stale_leftovers
 
 MIN_OPSET = 18
 TEACHER_INPUT = "teacher_input"  # the input of `with_teacher_input`'s graph
@@ -58,7 +58,7 @@ def teacher_input_hw(model: L2BT, image_hw: tuple[int, int] | None) -> tuple[int
             "give --image-hw H,W, the size of the images the graph will see"
         )
     if teacher.input_mode == "tiles":
-        return teacher.tile_size, teacher.tile_size
+        return teacher.tiles.size, teacher.tiles.size
     geometry = InputGeometry.aspect(*image_hw, teacher.image_size)
     return geometry.input_height, geometry.input_width
 
@@ -121,6 +121,7 @@ def export_onnx(
         },
     )
     onnx.checker.check_model(proto)
+    remove_stale_leftovers(Path(path).parent)  # the temporaries of a killed export
     with atomic_file(Path(path)) as tmp:
         onnx.save_model(proto, str(tmp))
     return info

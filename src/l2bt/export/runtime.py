@@ -1,11 +1,11 @@
 """A `Predictor` over an exported ONNX file, run by ONNX Runtime (SPEC §8).
 
 The graph does the whole prediction of one image (see `l2bt.export.graph`); on the host
-remain only what a graph does badly: reading the file's metadata (the run's config and
-thresholds), checking an aspect-mode graph's fixed grid and a tiles-mode graph's fixed
-image size, and the mask's clean-up and 8-connected regions (`Cleanup.apply`,
-`find_regions`, exactly as the torch engine's `decide`: the graph's own `mask` output is
-the thresholded map before clean-up).
+remain only what a graph does badly: reading the file's metadata (the run's record,
+`l2bt.run`), checking an aspect-mode graph's fixed grid and a tiles-mode graph's fixed
+image size, and the decision (`decisions.decide`, exactly as the torch engine: mask,
+clean-up, verdict, 8-connected regions; the graph's own `mask` and `defective` outputs
+are for stations that run the graph alone).
 Providers: the CPU, or CUDA when asked for (`device="cuda"`) or available (`"auto"`) in
 the installed onnxruntime. Images are run one at a time: their sizes differ and the
 graph has no batch axis.
@@ -21,16 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from l2bt.decisions.decide import DEFECTIVE, GOOD
-from l2bt.decisions.regions import find_regions
-from l2bt.decisions.thresholds import Thresholds
+from l2bt.decisions.decide import decided
 from l2bt.errors import InputError
 from l2bt.export.metadata import CONFIG_KEY, GRAPH_KEY, INPUT_NAME, VERSION_KEY, GraphInfo
 from l2bt.prediction import Prediction
 from l2bt.preprocess import InputGeometry
+from l2bt.run import RunDescription, parse_run
 
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
-RUN_KEYS = ("format", "l2bt_version", "config", "teacher", "precision", "thresholds")
 
 
 def import_onnxruntime(path: str | Path) -> Any:
@@ -60,9 +58,9 @@ def providers_for(device: str, available: Sequence[str]) -> list[str]:
 
 @dataclass(frozen=True)
 class ExportedRun:
-    """What an exported file says about itself: the run's config.json and the graph."""
+    """What an exported file says about itself: the run's record and the graph."""
 
-    described: dict[str, Any]
+    record: RunDescription
     graph: GraphInfo
     exported_by: str
 
@@ -72,29 +70,18 @@ class ExportedRun:
             raise InputError(
                 "an ONNX file without l2bt metadata (not written by `l2bt export`)", path
             )
+        record = parse_run(metadata[CONFIG_KEY], path)
         try:
-            return cls(
-                json.loads(metadata[CONFIG_KEY]),
-                GraphInfo.from_dict(json.loads(metadata[GRAPH_KEY])),
-                metadata.get(VERSION_KEY, "unknown"),
-            )
+            graph = GraphInfo.from_dict(json.loads(metadata[GRAPH_KEY]))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise InputError(f"unreadable l2bt metadata ({e})", path) from e
-
-    @property
-    def thresholds(self) -> Thresholds | None:
-        stored = self.described.get("thresholds")
-        return None if stored is None else Thresholds.from_dict(stored)
+        return cls(record, graph, metadata.get(VERSION_KEY, "unknown"))
 
 
 class OnnxRuntimePredictor:
-    """Predicts (H, W, 3) uint8 images with an exported graph: maps at their own size,
-    scores and, when the graph has them, masks, verdicts and regions.
-
-    `thresholds` (from the file's metadata) are those the graph was exported with; set
-    to None, the predictor leaves the graph's decisions out (as an `L2BT` without
-    thresholds does).
-    """
+    """Predicts (H, W, 3) uint8 images with an exported graph: maps at their own size and
+    scores, decided (`predict_batch`) at the thresholds of the record in the file's
+    metadata, those the graph was exported with."""
 
     def __init__(self, path: str | Path, device: str = "auto") -> None:
         self.path = Path(path)
@@ -109,9 +96,11 @@ class OnnxRuntimePredictor:
             raise InputError(f"not an ONNX file ({str(e).splitlines()[0]})", self.path) from e
         metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         self.run = ExportedRun.from_metadata(metadata, self.path)
-        self.thresholds = self.run.thresholds
-        self.info = {k: v for k, v in self.run.described.items() if k not in RUN_KEYS}
         self._check_outputs()
+
+    @property
+    def record(self) -> RunDescription:
+        return self.run.record
 
     def _check_outputs(self) -> None:
         names = {o.name for o in self.session.get_outputs()}
@@ -124,9 +113,9 @@ class OnnxRuntimePredictor:
             )
 
     def describe(self) -> dict[str, Any]:
-        """The run's config.json, and how this engine runs it."""
+        """The run's record, and how this engine runs it."""
         return {
-            **self.run.described,
+            **self.run.record.to_dict(),
             "engine": {
                 "name": "onnxruntime",
                 "file": str(self.path),
@@ -136,32 +125,23 @@ class OnnxRuntimePredictor:
             },
         }
 
-    @property
-    def decides(self) -> bool:
-        return self.thresholds is not None and "mask" in self.run.graph.outputs
-
     def predict(self, image: np.ndarray) -> Prediction:
         return self.predict_batch([image])[0]
 
     def predict_batch(self, images: Sequence[np.ndarray]) -> list[Prediction]:
+        """Predictions decided at the record's thresholds (as the torch engine's)."""
+        return decided(self, images)
+
+    def predict_maps(self, images: Sequence[np.ndarray]) -> list[Prediction]:
         return [self._predict_one(np.ascontiguousarray(image, dtype=np.uint8)) for image in images]
 
     def _predict_one(self, image: np.ndarray) -> Prediction:
         if image.ndim != 3 or image.shape[2] != 3:
             raise InputError(f"the graph takes (H, W, 3) RGB images, got {image.shape}")
         self._check_grid(image.shape[0], image.shape[1])
-        names = ["anomaly_map", "score"] + (["mask", "defective"] if self.decides else [])
-        outputs = dict(zip(names, self.session.run(names, {INPUT_NAME: image}), strict=True))
-        anomaly_map = outputs["anomaly_map"]
-        prediction = Prediction(anomaly_map, float(outputs["score"]))
-        if not self.decides:
-            return prediction
-        assert self.thresholds is not None
-        mask = self.thresholds.cleanup.apply(outputs["mask"] == 255)  # (H, W) 0/255 -> bool
-        verdict = DEFECTIVE if bool(outputs["defective"]) else GOOD
-        return Prediction(
-            anomaly_map, prediction.score, mask, verdict, find_regions(anomaly_map, mask)
-        )
+        names = ["anomaly_map", "score"]
+        anomaly_map, score = self.session.run(names, {INPUT_NAME: image})
+        return Prediction(anomaly_map, float(score))
 
     def _check_grid(self, height: int, width: int) -> None:
         graph = self.run.graph

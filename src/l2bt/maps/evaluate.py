@@ -21,8 +21,6 @@ benchmarks/README.md.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -33,15 +31,15 @@ import numpy as np
 
 from l2bt.data.sample import CategorySplit, Sample
 from l2bt.errors import InputError
-from l2bt.maps.layout import MapsFolder, ScoreTable, read_score_table
+from l2bt.maps.layout import MapsFolder
 from l2bt.maps.masks import predicted_masks_present, refuse_zero_one_masks
 from l2bt.maps.readers import Files, HeaderCheck, read_defects, read_image
+from l2bt.maps.tables import ScoreTable, read_score_table
 from l2bt.metrics import EvaluationResult, LowResolution, StreamingEvaluator, default_workers
 from l2bt.metrics.evaluator import MaskRule
 
 READERS = 2  # threads decoding maps and masks
 READ_AHEAD = 2  # images decoded ahead of the one being counted
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 
 Item = TypeVar("Item")
 
@@ -49,7 +47,6 @@ Item = TypeVar("Item")
 def evaluate_maps(
     split: CategorySplit,
     maps_dir: str | Path,
-    progress: bool = True,
     *,
     low_res_protocol: int | None = None,
     workers: int | None = None,
@@ -60,8 +57,7 @@ def evaluate_maps(
     maps, at original resolution; `low_res_protocol=N` adds the same maps scored at
     N × N (`l2bt.metrics.low_res`). `workers`: counting threads (default: the cores, at
     most 4). `mask_rules`: named ways to binarise each map (e.g. a run's stored thresholds,
-    `decisions.decide.stored_mask_rules`), whose SegF1 is reported. `progress`: shown on
-    stderr as `l2bt.utils.progress` says.
+    `decisions.decide.stored_mask_rules`), whose SegF1 is reported.
     """
     maps_dir = Path(maps_dir)
     samples = split.evaluable_test
@@ -80,7 +76,6 @@ def evaluate_maps(
         checker,
         table,
         low_res_protocol,
-        progress,
         StreamingEvaluator(
             n_images=len(samples),
             workers=default_workers() if workers is None else workers,
@@ -103,7 +98,6 @@ class _Run:
     checker: HeaderCheck
     table: ScoreTable | None
     low_res_size: int | None
-    show: bool
     evaluator: StreamingEvaluator
     low_res: StreamingEvaluator | None  # the same maps at low_res_size × low_res_size
 
@@ -123,7 +117,7 @@ def _pass_one(
     indices: dict[str, np.ndarray] = {}
     readings = _read_ahead(pool, with_masks, lambda s: read_defects(s, run.files, run.low_res_size))
     for s, d in _progress(
-        _checked(readings, run.checker), len(with_masks), "pass 1/2, defect pixels", run.show
+        _checked(readings, run.checker), len(with_masks), "pass 1/2, defect pixels"
     ):
         run.evaluator.add_defect_scores(d.mask, d.scores, key=s.key)
         indices[s.key] = d.indices
@@ -143,7 +137,7 @@ def _pass_two(
         pool, samples, lambda s: read_image(s, run.files, indices.get(s.key), run.low_res_size)
     )
     for s, image in _progress(
-        _checked(readings, run.checker), len(samples), "pass 2/2, every pixel", run.show
+        _checked(readings, run.checker), len(samples), "pass 2/2, every pixel"
     ):
         table = run.table
         run.evaluator.add(
@@ -159,30 +153,14 @@ def _pass_two(
             run.low_res.add(small_map, small_mask, anomalous=s.is_anomalous)
 
 
-def _progress(items: Iterator[Item], total: int, title: str, show: bool) -> Iterator[Item]:
-    """`items` with progress shown when `show` (`l2bt.utils.progress`: tqdm is imported only
-    then, which keeps `evaluate`'s start-up short)."""
-    if not show:
+def _progress(items: Iterator[Item], total: int, title: str) -> Iterator[Item]:
+    """`items` with progress shown when it is on (`l2bt.utils.progress`: tqdm is imported
+    only for a terminal, which keeps `evaluate`'s start-up short)."""
+    from l2bt.utils.progress import progress_bar, progress_enabled
+
+    if not progress_enabled():
         return items
-    from l2bt.utils.progress import progress_bar
-
     return iter(progress_bar(items, total=total, desc=title, unit="img"))
-
-
-def return_large_frees() -> None:
-    """Have glibc's malloc give every freed block of 1 MiB or more back to the system.
-
-    A process-wide setting, so the library never calls it: `l2bt evaluate`, a process
-    that only evaluates, does (as does the metrics benchmark, to measure that process).
-
-    By default glibc raises its mmap threshold each time a large block is freed, after
-    which blocks of that size come from per-thread heaps that keep freed memory: with
-    reader and counting threads, ~30 MB of RSS (a fifth of this module's peak) was freed
-    memory kept that way. A fixed threshold (mallopt M_MMAP_THRESHOLD) ends that, for
-    the whole process; it costs a page fault per page of each new large array, which is
-    negligible here. Does nothing where the C library is not glibc."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, 1 << 20)  # the C library's symbols
 
 
 def _read_ahead(

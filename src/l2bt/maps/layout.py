@@ -3,40 +3,35 @@
 A maps folder holds, per image key (a path relative to the folder, without suffix),
 `<key>.tiff` (float32 map, exactly the image's H × W), `<key>_mask.png` (0/255, with
 thresholds) and `<key>_overlay.png` (for people; a name no input image can have), and
-once per folder `scores.csv` (`key,score[,verdict]`), `regions.csv` (one row per
-predicted region) and `run.json` (the model that made the maps). Every writer is atomic;
-every reader checks what it reads (shape, number type, finiteness) and names the file in
-one line when something is wrong.
+once per folder `scores.csv` and `regions.csv` (`maps/tables.py`) and `run.json`: the
+record of the model that made the maps, where it was loaded from and each key's source
+image (written by predict before its first map). Every writer is atomic; every reader
+checks what it reads (shape, number type, finiteness) and names the file in one line
+when something is wrong.
 """
 
 from __future__ import annotations
 
-import csv
 import io
 import json
-import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import tifffile
 from PIL import Image
 
 from l2bt.errors import InputError
-from l2bt.metrics.evaluator import all_finite
-from l2bt.prediction import Region
+from l2bt.maps.tables import REGIONS_FILE, SCORES_FILE
+from l2bt.metrics.checks import all_finite
+from l2bt.run import RUN_FORMAT, RunDescription
 from l2bt.utils.atomic import atomic_file, write_text_atomic
 
-SCORES_FILE = "scores.csv"
-REGIONS_FILE = "regions.csv"
-RUN_FILE = "run.json"  # what made the maps (the model's description), written by predict
+RUN_FILE = "run.json"  # what made the maps (the model's record), written by predict
+MAPS_FORMAT = "l2bt-maps/1"
 MAP_SUFFIX = ".tiff"
 MASK_SUFFIX = "_mask.png"
 OVERLAY_SUFFIX = "_overlay.png"
-REGION_COLUMNS = ("key", "region", "area_px", "x0", "y0", "x1", "y1", "max_score", "mean_score")
-VERDICTS = {"good": False, "defective": True}
 
 
 @dataclass(frozen=True)
@@ -95,51 +90,30 @@ def write_mask(path: Path, mask: np.ndarray) -> None:
     write_png(path, mask.astype(np.uint8) * 255)
 
 
-def write_scores(
-    path: Path, scores: Mapping[str, float], verdicts: Mapping[str, str] | None = None
-) -> None:
-    """`scores.csv` with header `key,score` (+ `verdict`), the format `l2bt evaluate` reads."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["key", "score"] + (["verdict"] if verdicts else []))
-    for key, score in scores.items():
-        writer.writerow([key, repr(float(score))] + ([verdicts[key]] if verdicts else []))
-    write_text_atomic(path, buffer.getvalue())
+@dataclass(frozen=True)
+class MapsRecord:
+    """What `run.json` says: the record of the model that made the maps, where it was
+    loaded from (`model`), and each key's source image (`images`)."""
+
+    record: RunDescription
+    model: str | None = None
+    images: dict[str, str] = field(default_factory=dict)
 
 
-def write_regions(path: Path, regions: Mapping[str, Sequence[Region]]) -> None:
-    """`regions.csv`: one row per predicted region (SPEC §7), x1 and y1 exclusive."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(REGION_COLUMNS)
-    for key, found in regions.items():
-        for r in found:
-            writer.writerow(
-                [
-                    key,
-                    r.region,
-                    r.area_px,
-                    r.x0,
-                    r.y0,
-                    r.x1,
-                    r.y1,
-                    repr(r.max_score),
-                    repr(r.mean_score),
-                ]
-            )
-    write_text_atomic(path, buffer.getvalue())
+def write_maps_record(path: Path, made_by: MapsRecord) -> None:
+    """`run.json`, atomically."""
+    described = {
+        "format": MAPS_FORMAT,
+        "model": made_by.model,
+        "run": made_by.record.to_dict(),
+        "images": made_by.images,
+    }
+    write_text_atomic(path, json.dumps(described, indent=1) + "\n")
 
 
-def write_run_description(path: Path, described: Mapping[str, object]) -> None:
-    """`run.json`: the description of the model that made the maps (JSON, atomic)."""
-    write_text_atomic(path, json.dumps(described, indent=1, default=str) + "\n")
-
-
-# ---- reading ----------------------------------------------------------------------------
-
-
-def read_run_description(path: Path) -> dict[str, Any] | None:
-    """The maps' `run.json`, or None when there is none (maps from another tool)."""
+def read_maps_record(path: Path) -> MapsRecord | None:
+    """The maps' `run.json`, or None when there is none (maps from another tool); also
+    the layout predict wrote before 0.2 (the model's config.json and "model" in one)."""
     if not path.is_file():
         return None
     try:
@@ -148,7 +122,17 @@ def read_run_description(path: Path) -> dict[str, Any] | None:
         raise InputError(f"unreadable run description ({e})", path) from e
     if not isinstance(described, dict):
         raise InputError("run description is not a JSON object", path)
-    return described
+    model = described.get("model")
+    try:
+        if described.get("format") == RUN_FORMAT:  # the earlier, flat layout
+            flat = {k: v for k, v in described.items() if k not in ("model", "engine")}
+            return MapsRecord(RunDescription.from_dict(flat), model)
+        if described.get("format") != MAPS_FORMAT:
+            raise InputError(f"unknown format {described.get('format')!r}")
+        images = {str(k): str(v) for k, v in (described.get("images") or {}).items()}
+        return MapsRecord(RunDescription.from_dict(described.get("run")), model, images)
+    except InputError as e:
+        raise InputError(e.problem, path) from e
 
 
 def read_map(path: Path) -> np.ndarray:
@@ -244,107 +228,3 @@ def map_shape(path: Path) -> tuple[int, int]:
     if len(shape) != 2:
         raise InputError(f"anomaly map must be 2-D, got shape {shape}", path)
     return int(shape[0]), int(shape[1])
-
-
-@dataclass(frozen=True)
-class ScoreRow:
-    """One line of `scores.csv`."""
-
-    key: str
-    score: float
-    verdict: str | None
-
-
-def read_score_rows(path: Path) -> list[ScoreRow]:
-    """Every line of `scores.csv`, in file order, checked as `read_score_table` checks."""
-    table = read_score_table(path, ())
-    if table is None:
-        raise InputError(
-            "no scores.csv here (not a maps folder written by l2bt predict)", Path(path).parent
-        )
-    verdicts = table.verdicts or {}
-    return [
-        ScoreRow(
-            key, score, None if key not in verdicts else ("defective" if verdicts[key] else "good")
-        )
-        for key, score in table.scores.items()
-    ]
-
-
-def read_regions(path: Path) -> dict[str, tuple[Region, ...]]:
-    """`regions.csv`'s regions by key; empty when the file is absent (no thresholds)."""
-    if not Path(path).is_file():
-        return {}
-    found: dict[str, list[Region]] = {}
-    with open(path, newline="") as f:
-        try:
-            for r in csv.DictReader(f):
-                integers = (int(r[column]) for column in REGION_COLUMNS[1:7])
-                scores = (float(r[column]) for column in REGION_COLUMNS[7:])
-                found.setdefault(r["key"], []).append(Region(*integers, *scores))
-        except (KeyError, TypeError, ValueError) as e:
-            raise InputError(f"unreadable row ({e})", path) from e
-    return {key: tuple(regions) for key, regions in found.items()}
-
-
-@dataclass(frozen=True)
-class ScoreTable:
-    """`scores.csv`: a score per key, and a verdict per key (True: defective) when the
-    file has a `verdict` column."""
-
-    scores: dict[str, float]
-    verdicts: dict[str, bool] | None
-
-
-def read_scores(path: Path, keys: Sequence[str]) -> dict[str, float] | None:
-    """Image scores from a `key,score` CSV, checked to cover `keys`; None if absent."""
-    table = read_score_table(path, keys)
-    return None if table is None else table.scores
-
-
-def read_score_table(path: Path, keys: Sequence[str]) -> ScoreTable | None:
-    """`scores.csv` (`key,score`, optionally `verdict`: good | defective on every line),
-    checked to cover `keys`; None if absent."""
-    if not path.is_file():
-        return None
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # with or without a BOM (Excel's)
-    except UnicodeDecodeError as e:
-        raise InputError(f"not a UTF-8 text file (byte {e.start}: {e.reason})", path) from e
-    if "\0" in text:
-        raise InputError("not a text file (holds NUL bytes)", path)
-    scores: dict[str, float] = {}
-    verdicts: dict[str, bool] = {}
-    with io.StringIO(text, newline="") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None or not {"key", "score"} <= set(reader.fieldnames):
-            raise InputError("scores file needs the columns key,score", path)
-        has_verdicts = "verdict" in reader.fieldnames
-        for line, row in enumerate(reader, start=2):
-            scores[row["key"]] = _score(row["score"], line, path)
-            if has_verdicts:
-                if row["verdict"] not in VERDICTS:
-                    raise InputError(
-                        f"line {line}: verdict {row['verdict']!r} is neither "
-                        "'good' nor 'defective'",
-                        path,
-                    )
-                verdicts[row["key"]] = VERDICTS[row["verdict"]]
-    missing = [k for k in keys if k not in scores]
-    if missing:
-        raise InputError(
-            f"no score for {missing[0]}"
-            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
-            path,
-        )
-    return ScoreTable(scores, verdicts if has_verdicts else None)
-
-
-def _score(text: str, line: int, path: Path) -> float:
-    try:
-        score = float(text)
-    except (TypeError, ValueError) as e:
-        raise InputError(f"line {line}: score {text!r} is not a number", path) from e
-    if not math.isfinite(score):
-        raise InputError(f"line {line}: score {text!r} is not finite", path)
-    return score

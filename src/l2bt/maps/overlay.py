@@ -4,15 +4,20 @@
 draws predicted regions' edges, and `annotate` adds below the picture a strip with
 the colour bar of that scale, its end values and the image score: the picture grows
 by `colour_bar_height(W)` rows and its own pixels keep their coordinates.
+`overlay_picture` does all three for one prediction, in an `OverlayStyle`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from matplotlib import colormaps
 from scipy import ndimage
+
+from l2bt.decisions.thresholds import Thresholds
+from l2bt.prediction import Prediction
 
 STRIP_ROWS = 256  # rows coloured at a time
 OUTLINE_COLOUR = (255, 255, 255)  # white: visible on every colour of 'jet'
@@ -114,3 +119,27 @@ def _font(size: int) -> Any:
         return ImageFont.load_default(size=size)
     except (ImportError, OSError):  # Pillow without FreeType: the fixed bitmap font
         return ImageFont.load_default()
+
+
+@dataclass(frozen=True)
+class OverlayStyle:
+    """How overlays are drawn: the colour scale (None: each map's own range) and the image
+    threshold printed beside the score (None: no thresholds)."""
+
+    colour_range: tuple[float, float] | None
+    image_threshold: float | None
+
+
+def image_threshold(deciding: Thresholds | None) -> float | None:
+    """The image threshold of the thresholds that decide, if any."""
+    return None if deciding is None else deciding.image
+
+
+def overlay_picture(image: np.ndarray, prediction: Prediction, style: OverlayStyle) -> np.ndarray:
+    """The map over the image, regions outlined, and below it the colour bar and score."""
+    anomaly_map = prediction.anomaly_map
+    low, high = style.colour_range or (float(anomaly_map.min()), float(anomaly_map.max()))
+    picture = overlay(image, anomaly_map, low, high)
+    if prediction.mask is not None:
+        picture = outline(picture, prediction.mask)
+    return annotate(picture, low, high, prediction.score, style.image_threshold, prediction.verdict)

@@ -3,22 +3,26 @@ and with thresholds (SPEC §7) masks, verdicts and regions.csv.
 
 Every input image gets a key (its path relative to the output folder, without
 extension); folders given as inputs keep their own name and inner tree, so
-`predict --out maps/bottle data/bottle/test` writes `maps/bottle/test/<defect>/<stem>.tiff`.
-Inputs are fully decoded before anything is written, so bad input fails early and
-leaves nothing behind; each map is written atomically, so a run that dies keeps every
-map it finished. Three batches are in flight: the next one decoding and the previous
-one's files being written (up to MAX_IO_WORKERS threads) while one is predicted. With
-thresholds each image also gets `<key>_mask.png` (0/255, its exact H × W), `scores.csv`
-a `verdict` column and `regions.csv` one row per predicted region; overlays outline the
-predicted regions.
+`predict --out maps/bottle data/bottle/test` writes `maps/bottle/test/<defect>/<stem>.tiff`;
+an output tree inside an input folder is refused. Inputs are fully decoded before
+anything is written, so bad input fails early and leaves nothing behind; then `run.json`
+(the model's record) is written, and each map atomically, so a run that dies keeps every
+map it finished and is known as unfinished. Three batches are in flight: the next one
+decoding and the previous one's files being written (up to MAX_IO_WORKERS threads) while
+one is predicted. The record decides (thresholds: `<key>_mask.png`, 0/255 at the exact
+H × W, a `verdict` column in `scores.csv`, `regions.csv`; overlays outline the regions),
+draws the overlays (its colour scale), reads the inputs (its bit depth) and limits their
+size (its input settings).
 """
 
 from __future__ import annotations
 
+import shutil
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -27,22 +31,27 @@ from typing import Any
 import numpy as np
 
 from l2bt.anomaly_map import image_score
-from l2bt.data.image_io import HeaderCheck, is_image_file, read_image
+from l2bt.data.image_io import read_image
 from l2bt.decisions.decide import DEFECTIVE, decide
 from l2bt.decisions.thresholds import Thresholds
 from l2bt.errors import InputError
+from l2bt.maps.inputs import PredictItem, check_outputs_spare_inputs
 from l2bt.maps.layout import (
+    MAP_SUFFIX,
     MapsFolder,
+    MapsRecord,
     read_map,
+    read_maps_record,
     write_map,
+    write_maps_record,
     write_mask,
     write_png,
-    write_regions,
-    write_run_description,
-    write_scores,
 )
-from l2bt.maps.overlay import annotate, outline, overlay
+from l2bt.maps.overlay import OverlayStyle, image_threshold, overlay_picture
+from l2bt.maps.tables import write_regions, write_scores
 from l2bt.prediction import Prediction, Predictor
+from l2bt.preprocess import header_limit
+from l2bt.run import RunDescription
 from l2bt.utils.atomic import remove_stale_leftovers
 from l2bt.utils.host import usable_cores
 from l2bt.utils.progress import progress_bar
@@ -51,9 +60,15 @@ MAX_IO_WORKERS = 8  # threads decoding inputs and encoding outputs beside the pr
 
 
 @dataclass(frozen=True)
-class PredictItem:
-    image: Path
-    key: str  # output path relative to the output folder, without extension
+class PredictOptions:
+    """How `predict_to_folder` runs: images per predictor call, whether overlays are
+    drawn, whether an interrupted run is finished (`resume`), and the most pixels any
+    array of one image's prediction may hold (refused from its header)."""
+
+    batch_size: int = 4
+    overlays: bool = True
+    resume: bool = False
+    max_pixels: int = 50_000_000
 
 
 @dataclass(frozen=True)
@@ -68,95 +83,83 @@ class PredictSummary:
         return statistics.median(self.seconds_per_image) if self.seconds_per_image else 0.0
 
 
-def collect_inputs(inputs: Sequence[str | Path]) -> list[PredictItem]:
-    """Image files and folders (searched recursively) as items with unique keys."""
-    items: list[PredictItem] = []
-    for raw in inputs:
-        path = Path(raw)
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if is_image_file(p))
-            if not found:
-                raise InputError("no image files in folder", path)
-            for p in found:
-                key = (Path(path.name) / p.relative_to(path)).with_suffix("").as_posix()
-                items.append(PredictItem(p, key))
-        elif path.is_file():
-            items.append(PredictItem(path, path.stem))
-        else:
-            raise InputError("input not found", path)
-    seen: dict[str, Path] = {}
-    for item in items:
-        if item.key in seen:
-            raise InputError(
-                f"two inputs would write the same map {item.key}.tiff "
-                f"(the other is {seen[item.key]})",
-                item.image,
-            )
-        seen[item.key] = item.image
-    return items
-
-
-def check_outputs_spare_inputs(items: Sequence[PredictItem], folder: MapsFolder) -> None:
-    """No output may land on an input: a folder that is a file, or a map, mask or overlay
-    whose path is one of the inputs (e.g. TIFF images predicted into their own folder),
-    stops before anything is written."""
-    if folder.root.exists() and not folder.root.is_dir():
-        raise InputError("--out must be a folder, but this is a file", folder.root)
-    inputs = {item.image.resolve() for item in items}
-    for item in items:
-        for output in (folder.map(item.key), folder.mask(item.key), folder.overlay(item.key)):
-            if output.resolve() in inputs:
-                raise InputError(
-                    f"--out {folder.root} would overwrite this input image "
-                    f"(the output of {item.image}); choose another --out",
-                    output,
-                )
+def earlier_prediction(out: Path) -> Path | None:
+    """The file showing `out` holds a prediction, finished or not (`run.json`, written
+    before the first map; or `scores.csv`), or None."""
+    folder = MapsFolder(Path(out))
+    return next((p for p in (folder.run, folder.scores) if p.is_file()), None)
 
 
 def predict_to_folder(
     predictor: Predictor,
     items: Sequence[PredictItem],
     out: Path,
-    batch_size: int = 4,
-    overlays: bool = True,
-    colour_range: tuple[float, float] | None = None,
-    progress: bool = True,
-    thresholds: Thresholds | None = None,
-    resume: bool = False,
-    description: Mapping[str, Any] | None = None,
-    header_check: HeaderCheck | None = None,
+    options: PredictOptions | None = None,
+    record: RunDescription | None = None,
+    source: str | None = None,
 ) -> PredictSummary:
-    """Predict every item; write `<out>/<key>.tiff` (+ `.png` overlay) and `<out>/scores.csv`.
-
-    Predictions that carry a decision (a model with thresholds, or `thresholds` given
-    here for a predictor without its own) also write `<out>/<key>_mask.png`, a verdict
-    column and `<out>/regions.csv`. `colour_range` fixes the overlays' colour scale;
-    without it each overlay spans its own map's range. `resume` skips the items whose
-    outputs are all there (a killed run's): their score is `image_score` of the stored
-    map and their decision is re-derived from it, so scores.csv and regions.csv are full.
-    `description` (the model's) is written as `<out>/run.json`, for `l2bt evaluate` to say
-    what made the maps. `header_check(height, width)` runs on every input's header before
-    it is decoded (e.g. `preprocess.header_limit`: refuse images whose work is too large).
-    """
+    """Predict every item into `<out>` (see the module docstring); `record` describes and
+    decides the maps (default: the predictor's), written as `<out>/run.json` with `source`
+    (where the model was loaded from). `options.resume` skips the items whose outputs are
+    all there (a killed run's, made by the same record): their score is `image_score` of
+    the stored map and their decision is re-derived from it, so the tables are full."""
+    options = options or PredictOptions()
+    record = record or predictor.record
     folder = MapsFolder(Path(out))
     check_outputs_spare_inputs(items, folder)
     remove_stale_leftovers(folder.root, recursive=True)  # files of a killed predict
-    deciding = thresholds or getattr(predictor, "thresholds", None)
-    done = [i for i in items if resume and _complete(folder, i.key, deciding, overlays)]
+    if options.resume:
+        _check_same_model(folder, record)
+    deciding = record.thresholds
+    done = [i for i in items if options.resume and _complete(folder, i.key, deciding, options)]
     pending = [item for item in items if item not in done]
     results = {item.key: _stored(folder, item.key, deciding) for item in done}
-    style = OverlayStyle(colour_range, image_threshold(deciding)) if overlays else None
+    threshold = image_threshold(deciding)
+    style = OverlayStyle(record.colour_range, threshold) if options.overlays else None
     write = partial(_write_prediction, folder, style=style)
+    read = partial(read_image, bit_depth=record.bit_depth)
     workers = max(2, min(usable_cores(), MAX_IO_WORKERS))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="l2bt-io") as pool:
-        _check_inputs(pool, workers, pending, header_check, progress)
-        batches = [pending[i : i + batch_size] for i in range(0, len(pending), batch_size)]
-        bar = progress_bar(total=len(pending), desc="predict", unit="img", enabled=progress)
-        with bar:
-            seconds = _predict_batches(predictor, batches, pool, thresholds, bar, results, write)
-    if description is not None:
-        write_run_description(folder.run, description)
+        check = partial(read, header_check=header_limit(record.teacher, options.max_pixels))
+        _check_inputs(pool, workers, pending, check)
+        images = {item.key: str(item.image) for item in items}
+        size = options.batch_size
+        batches = [pending[i : i + size] for i in range(0, len(pending), size)]
+        with (
+            _begun(folder, MapsRecord(record, source, images)),
+            progress_bar(total=len(pending), desc="predict", unit="img") as bar,
+        ):
+            steps = _Steps(pool, read, write, bar)
+            seconds = _predict_batches(predictor, batches, deciding, steps, results)
     return _write_tables(folder, [results[item.key] for item in items], items, seconds)
+
+
+@contextmanager
+def _begun(folder: MapsFolder, made_by: MapsRecord) -> Iterator[None]:
+    """`run.json` written before the first map, so that a killed run is seen as unfinished;
+    taken back (with the folder, if this run made it) when the run fails before any map is
+    there: a failed predict leaves no partial output."""
+    created = not folder.root.exists()
+    write_maps_record(folder.run, made_by)
+    try:
+        yield
+    except BaseException:
+        if not any(folder.root.rglob(f"*{MAP_SUFFIX}")):
+            folder.run.unlink(missing_ok=True)
+            if created:
+                shutil.rmtree(folder.root, ignore_errors=True)
+        raise
+
+
+def _check_same_model(folder: MapsFolder, record: RunDescription) -> None:
+    """A prediction is resumed only with the model that began it."""
+    earlier = read_maps_record(folder.run)
+    if earlier is not None and earlier.record.to_dict() != record.to_dict():
+        raise InputError(
+            "--resume: the maps here were made by another model (or other thresholds); "
+            "predict into another --out",
+            folder.run,
+        )
 
 
 _NO_MAP = np.zeros((0, 0), np.float32)  # a finished prediction keeps its decision, not its map
@@ -166,59 +169,60 @@ def _check_inputs(
     pool: ThreadPoolExecutor,
     workers: int,
     items: Sequence[PredictItem],
-    header_check: HeaderCheck | None,
-    progress: bool,
+    check: Callable[[Path], np.ndarray],
 ) -> None:
-    """Decode every input fully, `workers` at a time, before anything is written: the
-    first bad file (in order) raises, at most one round of decoding later."""
-    bar = progress_bar(total=len(items), desc="checking inputs", unit="img", enabled=progress)
-    with bar:
+    """Decode every input fully (`check`: the reader with the size check), `workers` at a
+    time, before anything is written: the first bad file (in order) raises, at most one
+    round of decoding later."""
+    with progress_bar(total=len(items), desc="checking inputs", unit="img") as bar:
         for start in range(0, len(items), workers):
             chunk = [item.image for item in items[start : start + workers]]
-            for _ in pool.map(partial(_decode_and_drop, header_check=header_check), chunk):
+            for _ in pool.map(check, chunk):
                 bar.update(1)
 
 
-def _decode_and_drop(path: Path, header_check: HeaderCheck | None) -> None:
-    read_image(path, header_check)
+@dataclass(frozen=True)
+class _Steps:
+    """What runs beside the predictor: the pool, its reader and writer, the bar."""
+
+    pool: ThreadPoolExecutor
+    read: Callable[[Path], np.ndarray]
+    write: Callable[[str, np.ndarray, Prediction], None]
+    bar: Any
+
+    def reading(self, batch: Sequence[PredictItem]) -> list[Future[np.ndarray]]:
+        return [self.pool.submit(self.read, item.image) for item in batch]
 
 
 def _predict_batches(
     predictor: Predictor,
     batches: Sequence[Sequence[PredictItem]],
-    pool: ThreadPoolExecutor,
     thresholds: Thresholds | None,
-    bar: Any,
+    steps: _Steps,
     results: dict[str, Prediction],
-    write: Callable[[str, np.ndarray, Prediction], None],
 ) -> list[float]:
     """Predict batch after batch while the pool decodes the next one and writes the
     previous one's files; fill `results` (decisions, no maps); each image's share of its
     batch's seconds."""
     seconds: list[float] = []
-    reading = _read_batch(pool, batches[0]) if batches else []
+    reading = steps.reading(batches[0]) if batches else []
     writing: list[Future[None]] = []
     for index, batch in enumerate(batches):
         images = [future.result() for future in reading]
         if index + 1 < len(batches):
-            reading = _read_batch(pool, batches[index + 1])
+            reading = steps.reading(batches[index + 1])
         tic = time.perf_counter()
-        predictions = [decide(p, thresholds) for p in predictor.predict_batch(images)]
+        predictions = [decide(p, thresholds) for p in predictor.predict_maps(images)]
         seconds += [(time.perf_counter() - tic) / len(batch)] * len(batch)
-        _finish(writing, bar)  # the previous batch's files, written meanwhile
+        _finish(writing, steps.bar)  # the previous batch's files, written meanwhile
         writing = [
-            pool.submit(write, item.key, image, prediction)
+            steps.pool.submit(steps.write, item.key, image, prediction)
             for item, image, prediction in zip(batch, images, predictions, strict=True)
         ]
         for item, prediction in zip(batch, predictions, strict=True):
             results[item.key] = replace(prediction, anomaly_map=_NO_MAP, mask=None)
-    _finish(writing, bar)
+    _finish(writing, steps.bar)
     return seconds
-
-
-def _read_batch(pool: ThreadPoolExecutor, batch: Sequence[PredictItem]) -> list[Future[np.ndarray]]:
-    """The batch's images, decoding on the pool."""
-    return [pool.submit(read_image, item.image) for item in batch]
 
 
 def _finish(writing: Sequence[Future[None]], bar: Any) -> None:
@@ -228,11 +232,13 @@ def _finish(writing: Sequence[Future[None]], bar: Any) -> None:
     bar.update(len(writing))
 
 
-def _complete(folder: MapsFolder, key: str, thresholds: Thresholds | None, overlays: bool) -> bool:
+def _complete(
+    folder: MapsFolder, key: str, thresholds: Thresholds | None, options: PredictOptions
+) -> bool:
     """Whether every output of `key` is there (each is written atomically: there is whole)."""
     needed = [folder.map(key)]
     needed += [folder.mask(key)] if thresholds is not None else []
-    needed += [folder.overlay(key)] if overlays else []
+    needed += [folder.overlay(key)] if options.overlays else []
     return all(path.is_file() for path in needed)
 
 
@@ -261,20 +267,6 @@ def _write_tables(
     return PredictSummary(len(items), tuple(seconds), n_defective, scores)
 
 
-@dataclass(frozen=True)
-class OverlayStyle:
-    """How overlays are drawn: the colour scale (None: each map's own range) and the image
-    threshold printed beside the score (None: no thresholds)."""
-
-    colour_range: tuple[float, float] | None
-    image_threshold: float | None
-
-
-def image_threshold(deciding: object) -> float | None:
-    """The image threshold of the thresholds that decide, if any."""
-    return deciding.image if isinstance(deciding, Thresholds) else None
-
-
 def _write_prediction(
     folder: MapsFolder,
     key: str,
@@ -287,13 +279,3 @@ def _write_prediction(
         write_mask(folder.mask(key), prediction.mask)
     if style is not None:
         write_png(folder.overlay(key), overlay_picture(image, prediction, style))
-
-
-def overlay_picture(image: np.ndarray, prediction: Prediction, style: OverlayStyle) -> np.ndarray:
-    """The map over the image, regions outlined, and below it the colour bar and score."""
-    anomaly_map = prediction.anomaly_map
-    low, high = style.colour_range or (float(anomaly_map.min()), float(anomaly_map.max()))
-    picture = overlay(image, anomaly_map, low, high)
-    if prediction.mask is not None:
-        picture = outline(picture, prediction.mask)
-    return annotate(picture, low, high, prediction.score, style.image_threshold, prediction.verdict)

@@ -18,7 +18,7 @@ from l2bt.data.sample import Sample
 from l2bt.errors import InputError
 from l2bt.maps.layout import MapsFolder, check_map_shape, check_shape, mapped_or_read, widened
 from l2bt.maps.masks import sample_mask
-from l2bt.metrics.evaluator import all_finite
+from l2bt.metrics.checks import all_finite
 from l2bt.metrics.low_res import resize_bilinear, resize_nearest
 
 

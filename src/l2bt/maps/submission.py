@@ -29,7 +29,6 @@ import numpy as np
 from l2bt.data.files import list_images
 from l2bt.data.image_io import read_image
 from l2bt.decisions.decide import decide
-from l2bt.decisions.thresholds import Thresholds
 from l2bt.errors import InputError
 from l2bt.maps.layout import write_map, write_mask
 from l2bt.prediction import Prediction, Predictor
@@ -97,26 +96,26 @@ def write_submission(
     predictor: Predictor,
     object_dir: Path,
     out: Path,
-    thresholds: Thresholds | None,
     batch_size: int = 4,
-    progress: bool = True,
     counts: Mapping[str, int] = OFFICIAL_FILE_COUNTS,
 ) -> SubmissionSummary:
-    """Predict an object's private splits into the upload layout under `out`."""
+    """Predict an object's private splits into the upload layout under `out`; masks at
+    the thresholds of the predictor's record, if it has them."""
     object_dir, out = Path(object_dir), Path(out)
     splits = private_images(object_dir, counts)
     name = object_dir.name
+    thresholds, depth = predictor.record.thresholds, predictor.record.bit_depth
     kinds = [MAPS] + ([MASKS] if thresholds is not None else [])
     total = sum(len(images) for images in splits.values())
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}{TMP_MARK}-", dir=out))
     try:
-        bar = progress_bar(total=total, desc=f"submission {name}", unit="img", enabled=progress)
-        with bar:
+        with progress_bar(total=total, desc=f"submission {name}", unit="img") as bar:
             for split, images in splits.items():
                 for start in range(0, len(images), batch_size):
                     batch = images[start : start + batch_size]
-                    predictions = predictor.predict_batch([read_image(p) for p in batch])
+                    pixels = [read_image(p, bit_depth=depth) for p in batch]
+                    predictions = predictor.predict_maps(pixels)
                     for path, prediction in zip(batch, predictions, strict=True):
                         _write_files(
                             staging, name, split, path.stem, decide(prediction, thresholds)

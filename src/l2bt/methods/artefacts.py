@@ -17,11 +17,10 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
-from l2bt.utils.atomic import atomic_file, write_text_atomic
-
-CONFIG_FILE = "config.json"
+from l2bt.run import CONFIG_FILE
+from l2bt.utils.atomic import write_text_atomic
+from l2bt.utils.tensor_files import save_tensors
 
 
 @dataclass(frozen=True)
@@ -39,9 +38,7 @@ def save_artefact(
     description: dict[str, Any],
 ) -> None:
     """Tensors, then `config.json` (`description` with the format and key)."""
-    state = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
-    with atomic_file(work_dir / tensors_file) as tmp:
-        save_file(state, str(tmp), metadata={"key": key})
+    save_tensors(work_dir / tensors_file, tensors, {"key": key})
     config = {"format": format_tag, "key": key, **description}
     write_text_atomic(work_dir / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
 

@@ -8,46 +8,55 @@ treats L2BT, its low-resolution variant, PatchCore and maps made by other tools 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from l2bt.config import Precision, TeacherConfig, check_precision
+from l2bt.errors import InputError
 from l2bt.prediction import Prediction
+from l2bt.run import RunDescription
 
 
 @dataclass(frozen=True)
 class MethodSettings:
     """Settings the benchmark passes to every method (each uses those that apply)."""
 
-    teacher: str = "dinov2_vitb14_reg"
-    weights: str | None = None
-    image_size: int = 1036
-    input_mode: str = "pad"  # SPEC §9, §11: "pad" (the paper), "aspect" or "tiles"
-    tile_size: int = 518  # tiles mode: window side T, least overlap (None: T // 4), scale s
-    tile_overlap: int | None = None
-    tile_scale: float = 1.0
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)  # and the input settings
     epochs: int = 50
     device: str = "auto"
-    precision: str = "fp32"
+    precision: Precision = "fp32"
     cache_dir: str | None = None
     batch_size: int = 4  # images per predict batch
     dinomaly_iterations: int = 10_000  # Dinomaly's training steps (the official recipe)
     dinomaly_batch_size: int = 16  # Dinomaly's images per training step (official)
 
+    def __post_init__(self) -> None:
+        check_precision(self.precision)
+        if self.epochs < 1 or self.batch_size < 1:
+            raise InputError(
+                f"--epochs and --batch-size must be ≥ 1, got {self.epochs} and {self.batch_size}"
+            )
+
 
 class Method(Protocol):
-    """Fit on normal images; predict full-resolution maps and scores."""
+    """Fit on normal images; predict full-resolution maps and scores (undecided)."""
 
     name: str
 
-    def fit(self, train_images: Sequence[Path], work_dir: Path, progress: bool) -> None:
+    def fit(self, train_images: Sequence[Path], work_dir: Path) -> None:
         """Learn from defect-free images; may keep what it learned under `work_dir`."""
         ...
 
-    def predict_batch(self, images: Sequence[np.ndarray]) -> list[Prediction]:
-        """(H, W, 3) uint8 images -> predictions at each image's own size."""
+    @property
+    def record(self) -> RunDescription:
+        """The fitted method's record (its thresholds are the benchmark's to set)."""
+        ...
+
+    def predict_maps(self, images: Sequence[np.ndarray]) -> list[Prediction]:
+        """(H, W, 3) uint8 images -> undecided predictions at each image's own size."""
         ...
 
     def describe(self) -> dict[str, Any]:

@@ -70,7 +70,6 @@ def greedy_coreset(
     points: torch.Tensor,
     size: int,
     seed: int = 0,
-    progress: bool = False,
     candidates: int = CANDIDATES,
     rows_per_block: int = ROWS_PER_BLOCK,
 ) -> Coreset:
@@ -91,7 +90,7 @@ def greedy_coreset(
     _update_nearest(points, norms, [first], nearest, rows_per_block)
     nearest[first] = 0.0
     picks, radii = [first], []
-    bar = progress_bar(total=size, desc="coreset", unit="pick", enabled=progress, mininterval=1.0)
+    bar = progress_bar(total=size, desc="coreset", unit="pick", mininterval=1.0)
     with bar:
         bar.update(1)
         while len(picks) < size:
@@ -196,9 +195,7 @@ def _update_nearest(
         torch.minimum(nearest[rows], closest, out=nearest[rows])
 
 
-def greedy_coreset_reference(
-    points: torch.Tensor, size: int, seed: int = 0, progress: bool = False
-) -> Coreset:
+def greedy_coreset_reference(points: torch.Tensor, size: int, seed: int = 0) -> Coreset:
     """k-center greedy coreset of (N, d) `points`, one pick at a time: at most `size` picks.
 
     The first pick is drawn with a generator seeded by `seed`; every later pick is the
@@ -219,7 +216,7 @@ def greedy_coreset_reference(
     radii = torch.empty(size, dtype=points.dtype, device=points.device)
 
     pick = first
-    bar = progress_bar(total=size, desc="coreset", unit="pick", enabled=progress, mininterval=1.0)
+    bar = progress_bar(total=size, desc="coreset", unit="pick", mininterval=1.0)
     with bar:
         for step in range(size):
             indices[step : step + 1] = pick

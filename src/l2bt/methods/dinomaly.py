@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from contextlib import closing
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ import torch
 from torch.nn import functional as F
 
 from l2bt.anomaly_map import predict_images, to_image_maps, top_mean
-from l2bt.config import TeacherConfig, content_digest
+from l2bt.config import content_digest
 from l2bt.errors import InputError
 from l2bt.features import cache_key
 from l2bt.methods.artefacts import load_artefact, save_artefact
@@ -54,8 +54,8 @@ from l2bt.methods.dinomaly_training import (
 )
 from l2bt.prediction import Prediction
 from l2bt.preprocess import InputGeometry
-from l2bt.teacher import PRECISIONS, Teacher, load_teacher
-from l2bt.teacher.vit import ARCHITECTURES
+from l2bt.run import RunDescription
+from l2bt.teacher import ARCHITECTURES, Teacher, load_teacher
 from l2bt.utils.device import resolve_device
 
 MODEL_FORMAT = "l2bt-dinomaly/1"
@@ -123,43 +123,26 @@ class Dinomaly:
                 f"Dinomaly needs ≥ 1 iteration and a batch size ≥ 1, got "
                 f"{self.iterations} and {self.batch_size}"
             )
-        if settings.precision not in PRECISIONS:
-            raise InputError(
-                f"precision must be one of {', '.join(PRECISIONS)}, got {settings.precision!r}"
-            )
         self.seed = seed
         self.recipe = recipe or DinomalyRecipe()
         self.device = resolve_device(settings.device)
-        if settings.teacher not in ARCHITECTURES:
-            raise InputError(
-                f"unknown teacher {settings.teacher!r}; choose one of {', '.join(ARCHITECTURES)}"
-            )
-        self.layers = target_layers(ARCHITECTURES[settings.teacher].depth)  # ViT-g: refused
+        self.layers = target_layers(ARCHITECTURES[settings.teacher.variant].depth)  # ViT-g: no
         # TeacherConfig holds two layers: the first and last target blocks (all eight are
         # in `settings_dict`); it checks the input size and mode.
-        self.teacher_config = TeacherConfig(
-            settings.teacher,
-            settings.weights,
-            settings.image_size,
-            (self.layers[0], self.layers[-1]),
-            settings.input_mode,
-            settings.tile_size,
-            settings.tile_overlap,
-            settings.tile_scale,
-        )
+        self.teacher_config = replace(settings.teacher, layers=(self.layers[0], self.layers[-1]))
         self.teacher: Teacher | None = None
         self.decoder: DinomalyDecoder | None = None
         self.kernel = gaussian_kernel(self.recipe.gaussian_size, self.recipe.gaussian_sigma)
         self.info: dict[str, Any] = {}  # how the decoder was trained
 
-    def fit(self, train_images: Sequence[Path], work_dir: Path, progress: bool) -> None:
+    def fit(self, train_images: Sequence[Path], work_dir: Path) -> None:
         """Train bottleneck and decoder on defect-free images, or reload those in
         `work_dir` when trained on the same images with the same settings."""
         images = [Path(p) for p in train_images]
         if not images:
             raise InputError("Dinomaly needs at least one training image")
         work_dir = Path(work_dir)
-        teacher = load_teacher(self.settings.teacher, self.settings.weights)
+        teacher = load_teacher(self.teacher_config.variant, self.teacher_config.weights)
         self.teacher = teacher.to(self.device)
         key = self._model_key(images)
         devices = [self.device] if self.device.type == "cuda" else []
@@ -168,10 +151,10 @@ class Dinomaly:
             self.decoder = self._new_decoder()
             if self._load(work_dir, key):
                 return
-            self._train(images, progress)
+            self._train(images)
         self._save(work_dir, key)
 
-    def _train(self, images: Sequence[Path], progress: bool) -> None:
+    def _train(self, images: Sequence[Path]) -> None:
         """Official initialisation, then `train_decoder` (dropout drawn from the RNG as
         seeded by `fit`, batches from the seeded `training_inputs`)."""
         assert self.decoder is not None and self.teacher is not None
@@ -188,7 +171,6 @@ class Dinomaly:
                 self.iterations,
                 self.device,
                 self.settings.precision,
-                progress,
             )
         self.decoder.eval()
         self.info = {
@@ -207,8 +189,8 @@ class Dinomaly:
     def settings_dict(self) -> dict[str, Any]:
         """Everything besides the training images that the trained decoder depends on."""
         return {
-            "teacher": self.settings.teacher,
-            "weights": self.settings.weights,
+            "teacher": self.teacher_config.variant,
+            "weights": self.teacher_config.weights,
             **self.teacher_config.cache_description(),  # image_size, input_mode (tiles)
             "precision": self.settings.precision,
             "target_layers": list(self.layers),
@@ -258,11 +240,24 @@ class Dinomaly:
         self.info["reloaded"] = True
         return True
 
-    def predict_batch(self, images: Sequence[np.ndarray]) -> list[Prediction]:
+    @property
+    def record(self) -> RunDescription:
+        """The fitted decoder's record: teacher, input settings, precision (no thresholds)."""
+        if self.teacher is None:
+            raise RuntimeError("Dinomaly.fit must run before its record is known")
+        return RunDescription(
+            method=self.name,
+            teacher=self.teacher_config,
+            weights_id=self.teacher.weights_id,
+            embed_dim=self.teacher.embed_dim,
+            precision=self.settings.precision,
+        )
+
+    def predict_maps(self, images: Sequence[np.ndarray]) -> list[Prediction]:
         """(H, W, 3) uint8 images -> maps at each image's own size and image scores, with
         Dinomaly's own map-to-image step and score."""
         if self.decoder is None or self.teacher is None:
-            raise RuntimeError("Dinomaly.fit must run before predict_batch")
+            raise RuntimeError("Dinomaly.fit must run before predict_maps")
         return predict_images(
             self.patch_maps,
             images,

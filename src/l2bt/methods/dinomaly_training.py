@@ -1,5 +1,6 @@
 """How Dinomaly's decoder learns: the official recipe's values, the loose cosine loss with
-hard-point mining, StableAdamW, the warm-cosine schedule, the batches and the loop.
+hard-point mining, the batches and the loop (StableAdamW and the warm-cosine schedule:
+`dinomaly_optim.py`).
 
 Written from the official code (guojiajeremy/Dinomaly, read at commit c5c76d0): the
 per-class scripts' `train()` (dinomaly_mvtec_sep.py, dinomaly_visa_sep.py),
@@ -14,8 +15,7 @@ token and channel for a step: benchmarks/README.md has the memory and FLOP count
 
 from __future__ import annotations
 
-import math
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
@@ -30,6 +30,7 @@ from l2bt.config import TeacherConfig
 from l2bt.errors import InputError
 from l2bt.features import input_geometries, iter_inputs
 from l2bt.methods.dinomaly_decoder import DinomalyDecoder, grouped_patches
+from l2bt.methods.dinomaly_optim import StableAdamW, WarmCosineSchedule
 from l2bt.preprocess import group_indices
 from l2bt.teacher import COMPUTE_DTYPES, Teacher
 from l2bt.utils.progress import progress_bar
@@ -151,95 +152,6 @@ def hard_mining_cosine_loss(
     return total / len(targets)
 
 
-class StableAdamW(torch.optim.Optimizer):
-    """Official optimizers/StableAdamW.py: AdamW (decoupled weight decay, optional AMSGrad)
-    whose step for each parameter tensor is divided by max(1, RMS(g / denom) / clip), g the
-    current gradient and denom the Adam denominator (update clipping, as in "Stable and
-    low-precision training for large-scale vision-language models")."""
-
-    def __init__(
-        self,
-        params: Iterable[torch.nn.Parameter],
-        lr: float,
-        betas: tuple[float, float],
-        eps: float,
-        weight_decay: float,
-        amsgrad: bool,
-        clip_threshold: float = 1.0,
-    ) -> None:
-        defaults = {
-            "lr": lr,
-            "betas": betas,
-            "eps": eps,
-            "weight_decay": weight_decay,
-            "amsgrad": amsgrad,
-            "clip_threshold": clip_threshold,
-        }
-        super().__init__(params, defaults)
-
-    @torch.no_grad()
-    def step(self, closure: None = None) -> None:  # type: ignore[override]
-        """One update of every parameter that has a gradient."""
-        for group in self.param_groups:
-            beta1, beta2 = group["betas"]
-            for param in group["params"]:
-                if param.grad is None:
-                    continue
-                grad = param.grad
-                param.mul_(1 - group["lr"] * group["weight_decay"])
-                state = self.state[param]
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(param)
-                    state["exp_avg_sq"] = torch.zeros_like(param)
-                    if group["amsgrad"]:
-                        state["max_exp_avg_sq"] = torch.zeros_like(param)
-                state["step"] += 1
-                exp_avg, second_moment = state["exp_avg"], state["exp_avg_sq"]
-                exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
-                second_moment.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-                if group["amsgrad"]:
-                    torch.maximum(
-                        state["max_exp_avg_sq"], second_moment, out=state["max_exp_avg_sq"]
-                    )
-                    second_moment = state["max_exp_avg_sq"]
-                bias_correction1 = 1 - beta1 ** state["step"]
-                bias_correction2 = 1 - beta2 ** state["step"]
-                denom = second_moment.sqrt().div_(math.sqrt(bias_correction2)).add_(group["eps"])
-                ratio = torch.div(grad, denom)  # one temporary, reused for the update below
-                rms = ratio.norm() / math.sqrt(grad.numel())
-                clipping = torch.clamp(rms / group["clip_threshold"], min=1.0)
-                step_size = group["lr"] / bias_correction1 / clipping  # a 0-d tensor: no sync
-                param.sub_(torch.div(exp_avg, denom, out=ratio).mul_(step_size))
-
-
-@dataclass(frozen=True)
-class WarmCosineSchedule:
-    """Official `WarmCosineScheduler`, as a function of the iteration.
-
-    Warm-up: `warmup` values evenly spaced from `start` to `base` inclusive (numpy
-    linspace); then cosine from `base` down towards `final` over the remaining
-    iterations; `final` from `total` on. With fewer iterations than the warm-up, training
-    ends inside the warm-up, as the official schedule does.
-    """
-
-    base: float
-    final: float
-    total: int
-    warmup: int
-    start: float = 0.0
-
-    def lr(self, iteration: int) -> float:
-        if iteration >= self.total:
-            return self.final
-        if iteration < self.warmup:
-            if self.warmup == 1:
-                return self.start
-            return self.start + (self.base - self.start) * iteration / (self.warmup - 1)
-        progress = (iteration - self.warmup) / (self.total - self.warmup)
-        return self.final + 0.5 * (self.base - self.final) * (1 + math.cos(math.pi * progress))
-
-
 def epoch_batches(
     shapes: Sequence[tuple[int, int]], batch_size: int, rng: np.random.Generator
 ) -> Iterator[list[int]]:
@@ -307,7 +219,6 @@ def train_decoder(
     iterations: int,
     device: torch.device,
     precision: str,
-    progress: bool,
 ) -> TrainingLog:
     """The official training loop on already initialised `decoder`: per iteration set the
     warm-cosine lr, encode a batch (no gradient), decode, take the hard-mining loss,
@@ -324,7 +235,7 @@ def train_decoder(
     first_patch = 1 + teacher.num_register_tokens
     decoder.train()
     log = TrainingLog([], [])
-    bar = progress_bar(total=iterations, desc="dinomaly", unit="it", enabled=progress)
+    bar = progress_bar(total=iterations, desc="dinomaly", unit="it")
     with bar:
         for iteration, x in enumerate(islice(batches, iterations)):
             for group in optimizer.param_groups:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ import torch
 from torch.nn import functional as F
 
 from l2bt.anomaly_map import predict_images
-from l2bt.config import TeacherConfig, content_digest
+from l2bt.config import content_digest
 from l2bt.errors import InputError
 from l2bt.features import TrainFeatures, cache_key, cached_train_features
 from l2bt.methods.artefacts import load_artefact, save_artefact
@@ -39,6 +40,7 @@ from l2bt.methods.coreset import (
 )
 from l2bt.methods.nearest import nearest_distances, squared_norms
 from l2bt.prediction import Prediction
+from l2bt.run import RunDescription
 from l2bt.teacher import Teacher, load_teacher
 from l2bt.utils.device import resolve_device
 
@@ -85,16 +87,7 @@ class PatchCore:
         if neighbourhood < 1 or neighbourhood % 2 == 0:
             raise InputError(f"PatchCore neighbourhood must be odd and ≥ 1, got {neighbourhood}")
         self.settings = settings
-        self.teacher_config = TeacherConfig(
-            settings.teacher,
-            settings.weights,
-            settings.image_size,
-            (layers[0], layers[1]),
-            settings.input_mode,
-            settings.tile_size,
-            settings.tile_overlap,
-            settings.tile_scale,
-        )
+        self.teacher_config = replace(settings.teacher, layers=(layers[0], layers[1]))
         self.coreset_ratio = coreset_ratio
         self.seed = seed
         self.neighbourhood = neighbourhood
@@ -107,7 +100,7 @@ class PatchCore:
 
     # ---- fit ------------------------------------------------------------------------------
 
-    def fit(self, train_images: Sequence[Path], work_dir: Path, progress: bool) -> None:
+    def fit(self, train_images: Sequence[Path], work_dir: Path) -> None:
         """Build the memory bank from defect-free images, or reload the one in `work_dir`
         when it was built from the same images with the same settings."""
         images = [Path(p) for p in train_images]
@@ -126,10 +119,9 @@ class PatchCore:
             self.device,
             self.settings.precision,
             None if self.settings.cache_dir is None else Path(self.settings.cache_dir),
-            progress=progress,
         )
         tic = time.perf_counter()
-        coreset = self._select(features, progress)
+        coreset = self._select(features)
         bank = self._gather(features, coreset.indices.sort().values)
         self._set_bank(bank.half().float())  # as stored, so reloads predict identically
         self.info = {
@@ -141,7 +133,7 @@ class PatchCore:
         }
         self._save(work_dir, key)
 
-    def _select(self, features: TrainFeatures, progress: bool) -> Coreset:
+    def _select(self, features: TrainFeatures) -> Coreset:
         """k-center greedy over 8-bit codes of the projected descriptors of every training
         patch (exact arithmetic, `coreset.py`). Two streaming passes over the cache: the
         largest projected magnitude (the codes' scale), then the codes themselves, so the
@@ -163,7 +155,7 @@ class PatchCore:
             codes[offset : offset + rows.shape[0]] = quantize(rows, scale)
             offset += rows.shape[0]
         size = max(1, round(self.coreset_ratio * features.n_patches))
-        coreset = greedy_coreset(codes, size, self.seed, progress)
+        coreset = greedy_coreset(codes, size, self.seed)
         return Coreset(coreset.indices, coreset.radii * scale)  # radii in projected units
 
     def _patch_chunks(self, features: TrainFeatures) -> Iterator[torch.Tensor]:
@@ -244,10 +236,23 @@ class PatchCore:
 
     # ---- predict --------------------------------------------------------------------------
 
-    def predict_batch(self, images: Sequence[np.ndarray]) -> list[Prediction]:
+    @property
+    def record(self) -> RunDescription:
+        """The fitted bank's record: teacher, input settings, precision (no thresholds)."""
+        if self.teacher is None:
+            raise RuntimeError("PatchCore.fit must run before its record is known")
+        return RunDescription(
+            method=self.name,
+            teacher=self.teacher_config,
+            weights_id=self.teacher.weights_id,
+            embed_dim=self.teacher.embed_dim,
+            precision=self.settings.precision,
+        )
+
+    def predict_maps(self, images: Sequence[np.ndarray]) -> list[Prediction]:
         """(H, W, 3) uint8 images -> maps at each image's own size and image scores."""
         if self.bank is None or self.teacher is None:
-            raise RuntimeError("PatchCore.fit must run before predict_batch")
+            raise RuntimeError("PatchCore.fit must run before predict_maps")
         return predict_images(
             self.patch_maps,
             images,

@@ -11,7 +11,9 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
+from typing import cast
 
+from l2bt.config import InputMode
 from l2bt.errors import InputError
 from l2bt.methods.base import Method, MethodSettings
 from l2bt.methods.external import ExternalMaps
@@ -32,7 +34,8 @@ def make_method(spec: str, settings: MethodSettings) -> Method | ExternalMaps:
         raise InputError(
             f"method {spec}: unknown input mode +{mode}; use {', '.join(INPUT_MODE_SUFFIXES)}"
         )
-    method = _base_method(base, dataclasses.replace(settings, input_mode=mode))
+    teacher = dataclasses.replace(settings.teacher, input_mode=cast(InputMode, mode))
+    method = _base_method(base, dataclasses.replace(settings, teacher=teacher))
     method.name = spec
     return method
 

@@ -19,7 +19,6 @@ score). The full account: docs/design.md; figures: benchmarks/README.md.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -33,6 +32,7 @@ from l2bt.metrics.aupro import (
 )
 from l2bt.metrics.auroc import auroc
 from l2bt.metrics.cells import CellCounter
+from l2bt.metrics.checks import check_mask, check_pair, check_scores
 from l2bt.metrics.parallel import ParallelCellCounter
 from l2bt.metrics.precision_recall import (
     ImageDecisions,
@@ -99,7 +99,7 @@ class StreamingEvaluator:
         self, anomaly_map: np.ndarray, mask: np.ndarray, key: str | None = None
     ) -> None:
         """Pass 1: one image's defect pixels (a mask without any is skipped)."""
-        _check_pair(anomaly_map, mask)
+        check_pair(anomaly_map, mask)
         self.add_defect_scores(mask, anomaly_map[mask], key)
 
     def add_defect_scores(
@@ -109,10 +109,10 @@ class StreamingEvaluator:
         the mask's True pixels in row-major order (what `anomaly_map[mask]` gives)."""
         if self._counter is not None:
             raise RuntimeError("add_defects after add: every image's defects come first")
-        _check_mask(mask)
+        check_mask(mask)
         if scores.ndim != 1 or scores.size != np.count_nonzero(mask):
             raise ValueError(f"{scores.shape} scores for {np.count_nonzero(mask)} defect pixels")
-        _check_scores(scores)
+        check_scores(scores)
         key = f"image {self._n_pass1}" if key is None else key
         self._n_pass1 += 1
         region_labels, count = label_defect_pixels(mask)  # (D_i,) 1..count, like `scores`
@@ -141,7 +141,7 @@ class StreamingEvaluator:
         image score (default: the map maximum); `anomalous` its label for I-AUROC
         (default: the mask has a defect). Decisions, when made: `verdict` (True:
         defective) and `predicted_mask` ((H, W) bool)."""
-        highest = _check_pair(anomaly_map, mask)
+        highest = check_pair(anomaly_map, mask)
         if score is not None and not np.isfinite(score):
             raise ValueError(f"image score {score} is not finite")
         if self._counter is None:
@@ -308,38 +308,3 @@ def evaluate_arrays(
     for i, (anomaly_map, mask) in enumerate(zip(maps, masks, strict=True)):
         evaluator.add(anomaly_map, mask, None if scores is None else scores[i])
     return evaluator.result(category)
-
-
-def _check_pair(anomaly_map: np.ndarray, mask: np.ndarray) -> float:
-    """Checks shapes, types and values; returns the map's maximum (one pass less)."""
-    if anomaly_map.ndim != 2 or anomaly_map.shape != mask.shape:
-        raise ValueError(f"map {anomaly_map.shape} and mask {mask.shape} must be equal 2-D shapes")
-    _check_mask(mask)
-    if anomaly_map.size == 0:
-        raise ValueError("anomaly map is empty")
-    if anomaly_map.dtype.kind not in "fiu":
-        raise ValueError("anomaly map must hold finite numbers")
-    highest = float(anomaly_map.max())
-    if not (math.isfinite(highest) and math.isfinite(float(anomaly_map.min()))):
-        raise ValueError("anomaly map must hold finite numbers")
-    return highest
-
-
-def _check_mask(mask: np.ndarray) -> None:
-    if mask.ndim != 2:
-        raise ValueError(f"mask must be 2-D, not {mask.shape}")
-    if mask.dtype != np.bool_:
-        raise ValueError(f"mask must be bool, not {mask.dtype}")
-
-
-def _check_scores(values: np.ndarray) -> None:
-    if values.dtype.kind not in "fiu" or not all_finite(values):
-        raise ValueError("anomaly map must hold finite numbers")
-
-
-def all_finite(values: np.ndarray) -> bool:
-    """No NaN or infinity among real `values`: from their extremes (NaN propagates to
-    them), so no temporary the size of the array."""
-    if values.dtype.kind in "iu" or values.size == 0:
-        return True
-    return bool(np.isfinite(values.min()) and np.isfinite(values.max()))

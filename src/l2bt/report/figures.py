@@ -1,33 +1,18 @@
-"""Matplotlib without a display, figures written atomically, legends beside the axes
-(never over the data) and size-bin tick labels with their bounds in pixels."""
+"""The report's figures: legends beside the axes (never over the data) and size-bin tick
+labels with their bounds in pixels (matplotlib set up by `l2bt.utils.figures`)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
-from matplotlib.figure import Figure
 from matplotlib.legend import Legend
 
 from l2bt.metrics.size_bins import SIZE_BINS
-from l2bt.utils.atomic import atomic_file
+from l2bt.utils.figures import plt, save_figure
 
 __all__ = ["legend_beside", "plt", "save_figure", "size_bin_labels"]
-
-
-def save_figure(fig: Figure | None, path: Path) -> None:
-    """Write `fig` (legends outside the axes included) and close it; nothing for None."""
-    if fig is None:
-        return
-    with atomic_file(path) as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
 
 
 def legend_beside(ax: Axes, fontsize: float = 8) -> Legend:

@@ -1,14 +1,18 @@
 """What made a set of figures: the lines results.md and `l2bt evaluate` open with.
 
-A `Provenance` is read from a benchmark's `benchmark.json` or from a run's description
-(`config.json`, or the `run.json` predict leaves beside its maps). Random teacher
-weights always add a warning line: such scores say nothing about anomaly detection.
+A `Provenance` is read from a benchmark's `benchmark.json` or from a run's record
+(`l2bt.run`: a run folder's, or the one in the `run.json` predict leaves beside its
+maps). Random teacher weights always add a warning line: such scores say nothing about
+anomaly detection.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+
+from l2bt.maps.layout import MapsRecord
+from l2bt.run import RunDescription
 
 RANDOM_WARNING = (
     "**Warning: the teacher has random weights; these scores mean nothing** "
@@ -51,51 +55,47 @@ def _or_unknown(value: Any) -> str:
 def from_benchmark(described: dict[str, Any]) -> Provenance:
     """From a benchmark.json (its settings and the teacher's recorded weights id)."""
     settings = described.get("settings") or {}
+    teacher = settings.get("teacher") or {}
     choice = described.get("calibration")
     where = "the default share of the training images" if choice is None else f"{choice!r}"
+    rate = (described.get("decisions") or {}).get("false_alarm_rate")
     calibration = (
-        "none (--calibration 0)"
-        if choice in ("0", "0.0")
-        else f"{where}, false-alarm rate {described.get('false_alarm_rate')}"
+        "none (--calibration 0)" if choice in ("0", "0.0") else f"{where}, false-alarm rate {rate}"
     )
     return Provenance(
-        settings.get("teacher"),
+        teacher.get("variant"),
         described.get("teacher_weights_id"),
-        settings.get("image_size"),
-        settings.get("input_mode"),
+        teacher.get("image_size"),
+        teacher.get("input_mode"),
         settings.get("epochs"),
         settings.get("precision"),
         calibration,
     )
 
 
-def from_run(described: dict[str, Any]) -> Provenance:
-    """From a run's description (`L2BT.describe()`, an engine's, or predict's run.json)."""
-    config = described.get("config") or {}
-    teacher = config.get("teacher") or {}
-    thresholds = described.get("thresholds")
+def from_run(record: RunDescription) -> Provenance:
+    """From a run's record (a run folder's, an exported file's, or predict's run.json)."""
+    thresholds = record.thresholds
     calibration = (
         "none (no thresholds)"
-        if not thresholds
-        else f"{thresholds.get('n_calibration')} defect-free images, "
-        f"false-alarm rate {thresholds.get('false_alarm_rate')}"
+        if thresholds is None
+        else f"{thresholds.n_calibration} defect-free images, "
+        f"false-alarm rate {thresholds.false_alarm_rate}"
     )
+    teacher = record.teacher
     return Provenance(
-        teacher.get("variant"),
-        (described.get("teacher") or {}).get("weights_id"),
-        teacher.get("image_size"),
-        teacher.get("input_mode"),
-        (config.get("train") or {}).get("epochs"),
-        described.get("precision"),
+        None if teacher is None else teacher.variant,
+        record.weights_id,
+        None if teacher is None else teacher.image_size,
+        None if teacher is None else teacher.input_mode,
+        None if record.train is None else record.train.epochs,
+        record.precision,
         calibration,
     )
 
 
-def maps_lines(described: dict[str, Any] | None) -> list[str]:
+def maps_lines(made_by: MapsRecord | None) -> list[str]:
     """What `l2bt evaluate` prints above its table for a maps folder."""
-    if described is None:
+    if made_by is None:
         return [UNKNOWN_MODEL]
-    return [
-        f"Maps made by {described.get('model', 'an l2bt model')}:",
-        *from_run(described).lines(),
-    ]
+    return [f"Maps made by {made_by.model or 'an l2bt model'}:", *from_run(made_by.record).lines()]

@@ -38,9 +38,11 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from l2bt import __version__
+from l2bt.engines import Engine
 from l2bt.errors import InputError
-from l2bt.prediction import Prediction, Predictor
+from l2bt.prediction import Prediction
 from l2bt.preprocess import header_limit
+from l2bt.run import RunDescription
 from l2bt.serve.batching import BatchWorker, WorkerStopped
 from l2bt.serve.body import Uploads, read_image_body
 from l2bt.serve.decode import decode_image
@@ -86,29 +88,24 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def model_id(description: dict[str, Any]) -> str:
+def model_id(record: RunDescription, name: str) -> str:
     """A short name for the model in every answer: teacher/weights id/run name."""
-    parts = (
-        description.get("config", {}).get("teacher", {}).get("variant"),
-        description.get("teacher", {}).get("weights_id"),
-        description.get("run"),
-    )
+    variant = None if record.teacher is None else record.teacher.variant
+    parts = (variant, record.weights_id, name)
     return "/".join(str(p) for p in parts if p) or "unknown"
 
 
 class Service:
-    """What the routes share: the settings, the run's description and the worker."""
+    """What the routes share: the settings, the served model's record and the worker."""
 
-    def __init__(
-        self, predictor: Predictor, description: dict[str, Any], settings: ServeSettings
-    ) -> None:
+    def __init__(self, predictor: Engine, name: str, settings: ServeSettings) -> None:
         self.settings = settings
-        self.description = description
-        self.model = model_id(description)
-        thresholds = description.get("thresholds")
-        self.image_threshold = None if thresholds is None else float(thresholds["image"])
-        self.normal_scores = description.get("normal_patch_scores")
-        self.header_check = header_limit(description, settings.max_pixels)
+        self.record = predictor.record
+        self.description = {**predictor.describe(), "run": name}
+        self.model = model_id(self.record, name)
+        thresholds = self.record.thresholds
+        self.image_threshold = None if thresholds is None else thresholds.image
+        self.header_check = header_limit(self.record.teacher, settings.max_pixels)
         self.worker = BatchWorker(predictor, settings.batch_size)
         self.uploads = Uploads(settings.queue_size * settings.max_body_bytes)
         self.admitted = 0  # requests past their body; changed on the event loop's thread only
@@ -126,7 +123,9 @@ class Service:
         with self.uploads.ticket() as ticket:
             body = await read_image_body(request, self.settings, self.uploads, ticket)
             with self.admission():
-                image = await run_in_threadpool(decode_image, body, self.header_check)
+                image = await run_in_threadpool(
+                    decode_image, body, self.header_check, self.record.bit_depth
+                )
                 del body
                 prediction = await self.predict(image)
                 del image
@@ -160,7 +159,7 @@ class Service:
             started,
             map_format,
             mask_format,
-            self.normal_scores,
+            self.record.colour_range,
         )
         return Response(body.model_dump_json(exclude_unset=True), media_type="application/json")
 
@@ -254,11 +253,11 @@ def add_error_handlers(app: FastAPI) -> None:
 
 
 def create_app(
-    predictor: Predictor, description: dict[str, Any], settings: ServeSettings | None = None
+    predictor: Engine, name: str = "model", settings: ServeSettings | None = None
 ) -> FastAPI:
-    """The service for `predictor`, described by `description` (a run's config.json,
-    plus "run": its name); the predict worker runs while the app does (its lifespan)."""
-    service = Service(predictor, description, settings or ServeSettings())
+    """The service for `predictor` (a run folder's model or an exported file's engine),
+    named `name` in its answers; its predict worker runs while the app does."""
+    service = Service(predictor, name, settings or ServeSettings())
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -295,7 +294,7 @@ def create_app(
 
     @app.get("/v1/model")
     async def model() -> dict[str, Any]:
-        """The run's description (its config.json)."""
+        """The run's description (its record, as config.json holds it, and the engine)."""
         return service.description
 
     @app.get("/docs", include_in_schema=False)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from l2bt.decisions.decide import decided
 from l2bt.prediction import Prediction, Predictor
 
 LOG = logging.getLogger("l2bt.serve")
@@ -114,7 +115,7 @@ class BatchWorker:
         if not batch:
             return
         try:
-            predictions = self._predictor.predict_batch([job.image for job in batch])
+            predictions = decided(self._predictor, [job.image for job in batch])
             if len(predictions) != len(batch):
                 raise RuntimeError(
                     f"the predictor returned {len(predictions)} predictions for {len(batch)} images"

@@ -35,10 +35,11 @@ from l2bt.serve.errors import RequestError
 EMPTY_BODY = "empty body: send one image file (multipart field 'image', or the raw bytes)"
 
 
-def decode_image(data: bytes, header_check: HeaderCheck) -> np.ndarray:
-    """The image in `data` as (H, W, 3) uint8 RGB, or a RequestError: 400 (empty,
-    truncated or undecodable), 413 (refused by `header_check(height, width)`, or over
-    PIL's own ceiling) or 415 (not a supported image)."""
+def decode_image(data: bytes, header_check: HeaderCheck, bit_depth: int | None) -> np.ndarray:
+    """The image in `data` as (H, W, 3) uint8 RGB (more than 8 bits read as `bit_depth`-bit,
+    the run's; None: as the file declares), or a RequestError: 400 (empty, truncated or
+    undecodable), 413 (refused by `header_check(height, width)`, or over PIL's own
+    ceiling) or 415 (not a supported image)."""
     if not data:
         raise RequestError(400, EMPTY_BODY)
     try:
@@ -46,7 +47,7 @@ def decode_image(data: bytes, header_check: HeaderCheck) -> np.ndarray:
             header_check(*oriented_size(image))
             upright = load_image(image)  # turned by its EXIF orientation
             try:
-                return to_rgb_array(upright)
+                return to_rgb_array(upright, bit_depth)
             except (InputError, ValueError) as e:
                 raise RequestError(
                     415, f"unsupported {image.format} image (mode {image.mode}: {e})"

@@ -2,11 +2,11 @@
 
 `map=tiff` is the float32 map exactly as `l2bt predict` writes it; `map=png` an 8-bit
 grayscale picture of it, scaled linearly so that the low end of `map_range` is 0 and
-the high end 255 (clipped). The range is the run's defect-free patch scores (median to
-maximum, the colour scale of `l2bt predict`'s overlays), so pictures of different
-images compare by brightness; a run that does not store it uses each map's own minimum
-and maximum. Memory per image: the map (4 bytes per pixel), its file and the file's
-base64 text (4/3 of the file).
+the high end 255 (clipped). The range is the run's colour scale (its record's
+`colour_range`: defect-free patch scores, median to maximum, as `l2bt predict`'s overlays
+use), so pictures of different images compare by brightness; a run that does not store
+it uses each map's own minimum and maximum. Memory per image: the map (4 bytes per
+pixel), its file and the file's base64 text (4/3 of the file).
 """
 
 from __future__ import annotations
@@ -45,11 +45,11 @@ def base64_text(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def picture_range(anomaly_map: np.ndarray, normal: dict[str, Any] | None) -> tuple[float, float]:
+def picture_range(
+    anomaly_map: np.ndarray, colour_range: tuple[float, float] | None
+) -> tuple[float, float]:
     """The map values drawn black and white in `map=png` (see the module docstring)."""
-    if normal:
-        return float(normal["median"]), float(normal["max"])
-    return float(anomaly_map.min()), float(anomaly_map.max())
+    return colour_range or (float(anomaly_map.min()), float(anomaly_map.max()))
 
 
 def prediction_response(
@@ -59,10 +59,10 @@ def prediction_response(
     started: float,
     map_format: MapFormat,
     mask_format: MaskFormat,
-    normal: dict[str, Any] | None,
+    colour_range: tuple[float, float] | None,
 ) -> PredictResponse:
     """The JSON body for one prediction; `started`: when the request arrived
-    (`time.perf_counter()`); `normal`: the run's "normal_patch_scores"."""
+    (`time.perf_counter()`); `colour_range`: the run's (see `picture_range`)."""
     anomaly_map = prediction.anomaly_map
     height, width = anomaly_map.shape
     fields: dict[str, Any] = {
@@ -77,7 +77,7 @@ def prediction_response(
     if map_format == "tiff":
         fields["anomaly_map"] = base64_text(map_tiff_bytes(anomaly_map))
     elif map_format == "png":
-        low, high = picture_range(anomaly_map, normal)
+        low, high = picture_range(anomaly_map, colour_range)
         fields["anomaly_map"] = base64_text(map_png(anomaly_map, low, high))
         fields["map_range"] = (low, high)
     if mask_format == "png" and prediction.mask is not None:

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import torch
 
+from l2bt.config import Precision, check_precision
 from l2bt.errors import InputError
 from l2bt.teacher import weights as weight_files
-from l2bt.teacher.vit import ARCHITECTURES, PATCH_SIZE, DinoVisionTransformer, init_random
+from l2bt.teacher.variants import ARCHITECTURES, PATCH_SIZE
+from l2bt.teacher.vit import DinoVisionTransformer, init_random
 
-TEACHER_VARIANTS = tuple(ARCHITECTURES)
-PRECISIONS = ("fp32", "bf16")
 COMPUTE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
@@ -30,7 +30,7 @@ class Teacher(DinoVisionTransformer):
 
     @torch.inference_mode()
     def features(
-        self, x: torch.Tensor, layers: tuple[int, ...] = (7, 11), precision: str = "fp32"
+        self, x: torch.Tensor, layers: tuple[int, ...] = (7, 11), precision: Precision = "fp32"
     ) -> tuple[torch.Tensor, ...]:
         """Patch tokens after each block in `layers`, final LayerNorm applied, cls and
         register tokens dropped: one float32 (B, H/14, W/14, D) tensor per layer.
@@ -52,15 +52,13 @@ class Teacher(DinoVisionTransformer):
                 f"layers must be block indices in 0..{self.depth - 1} for "
                 f"{self.variant}, got {tuple(layers)}"
             )
-        if precision not in PRECISIONS:
-            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        return self.intermediate_patch_tokens(x, tuple(layers), COMPUTE_DTYPES[precision])
+        dtype = COMPUTE_DTYPES[check_precision(precision)]
+        return self.intermediate_patch_tokens(x, tuple(layers), dtype)
 
 
 def load_teacher(
     variant: str = "dinov2_vitb14_reg",
     weights: str | Path | None = None,
-    progress: bool = True,
 ) -> Teacher:
     """A frozen teacher in eval mode.
 
@@ -74,7 +72,7 @@ def load_teacher(
         teacher = Teacher(variant, "random")
         init_random(teacher)
     else:
-        path = weight_files.resolve(weights, variant, progress)
+        path = weight_files.resolve(weights, variant)
         sha256 = weight_files.verified_sha256(path)
         teacher = Teacher(variant, sha256[:16])
         _load_checked(teacher, weight_files.read_state_dict(path), path)

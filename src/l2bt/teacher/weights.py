@@ -67,7 +67,7 @@ def verified_sha256(path: Path) -> str:
     return actual
 
 
-def download(url: str, destination: Path, progress: bool = True) -> Path:
+def download(url: str, destination: Path) -> Path:
     """Fetch `url` to `destination` atomically and record its SHA-256 beside it."""
     destination.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp_name = tempfile.mkstemp(prefix=f".{destination.name}.", dir=destination.parent)
@@ -81,7 +81,6 @@ def download(url: str, destination: Path, progress: bool = True) -> Path:
                 unit="B",
                 unit_scale=True,
                 desc=destination.name,
-                enabled=progress,
             )
             with bar:
                 for chunk in iter(lambda: response.read(1 << 20), b""):
@@ -100,14 +99,14 @@ def download(url: str, destination: Path, progress: bool = True) -> Path:
     return destination
 
 
-def fetch_official(variant: str, progress: bool = True) -> Path:
+def fetch_official(variant: str) -> Path:
     """The official checkpoint of `variant` in the hub cache, downloading it if needed."""
     url = official_url(variant)
     path = hub_checkpoint_dir() / url.rsplit("/", 1)[1]
     if path.is_file():
         return path
     try:
-        return download(url, path, progress)
+        return download(url, path)
     except InputError as e:
         raise InputError(
             f"the official {variant} weights are not cached and could not be downloaded from "
@@ -115,14 +114,14 @@ def fetch_official(variant: str, progress: bool = True) -> Path:
         ) from e
 
 
-def resolve(weights: str | Path | None, variant: str, progress: bool = True) -> Path:
+def resolve(weights: str | Path | None, variant: str) -> Path:
     """A local checkpoint file for `weights` (None: official; a URL: cached download)."""
     if weights is None:
-        return fetch_official(variant, progress)
+        return fetch_official(variant)
     text = str(weights)
     if text.startswith(("http://", "https://", "file://")):
         path = hub_checkpoint_dir() / text.rsplit("/", 1)[1]
-        return path if path.is_file() else download(text, path, progress)
+        return path if path.is_file() else download(text, path)
     path = Path(text).expanduser()
     if not path.is_file():
         raise InputError("checkpoint file not found", path)

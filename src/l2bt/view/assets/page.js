@@ -1,65 +1,11 @@
-"""The style sheet and the script of the `l2bt view` page, inlined into every page.
-
-The script draws everything from the JSON block `#l2bt-data`: per section a grid of
-tiles (`figure.tile`, with `data-key` and `data-score`) in the order given, a line where
-the scores cross the image threshold, and for the selected tile a detail panel (the
-source image, the overlay with the regions' boxes, the colour bar, the score against
-the threshold, the regions table). Arrow keys move the selection; the filter box and
-the check box hide tiles; the address's #key selects that image. Nothing is fetched:
-pictures are data URIs or relative links.
-"""
-
-STYLE = """
-* { box-sizing: border-box; }
-body { margin: 0; font: 14px/1.4 system-ui, sans-serif; color: #1d1d1f; background: #f4f4f6; }
-header { display: flex; gap: 16px; align-items: center; padding: 10px 16px;
-  background: #1d1d1f; color: #fff; position: sticky; top: 0; z-index: 2; }
-header h1 { font-size: 17px; margin: 0 auto 0 0; }
-header input[type=search] { padding: 4px 8px; width: 220px; }
-main { display: grid; grid-template-columns: minmax(0, 1fr) minmax(0, 1fr); gap: 16px;
-  padding: 16px; }
-section { margin-bottom: 24px; }
-section h2 { font-size: 16px; margin: 0 0 4px; }
-.facts { color: #555; margin: 0 0 8px; }
-.facts span { margin-right: 14px; }
-.grid { display: flex; flex-wrap: wrap; gap: 8px; }
-.tile { margin: 0; width: 168px; padding: 4px; background: #fff; border: 2px solid #ddd;
-  border-radius: 6px; cursor: pointer; }
-.tile.selected { border-color: #0a66d8; }
-.tile.hidden { display: none; }
-.tile img { display: block; width: 160px; height: 120px; object-fit: contain;
-  background: #222; }
-.tile figcaption { font-size: 12px; display: flex; flex-wrap: wrap; gap: 4px;
-  align-items: center; margin-top: 3px; }
-.tile .key { width: 100%; overflow: hidden; text-overflow: ellipsis; white-space: nowrap;
-  color: #555; direction: rtl; text-align: left; }
-.score { font-variant-numeric: tabular-nums; font-weight: 600; }
-.badge { border-radius: 8px; padding: 0 6px; font-size: 11px; color: #fff; background: #777; }
-.badge.defective { background: #c62828; }
-.badge.good { background: #2e7d32; }
-.cut { width: 100%; border-top: 2px dashed #c62828; color: #c62828; font-size: 12px;
-  padding-top: 2px; }
-aside { position: sticky; top: 60px; align-self: start; max-height: calc(100vh - 76px);
-  overflow: auto; background: #fff; border-radius: 8px; padding: 12px 16px; }
-aside h2 { font-size: 15px; margin: 0 0 6px; word-break: break-all; }
-.pictures { display: flex; flex-wrap: wrap; gap: 10px; }
-.pictures figure { margin: 0; flex: 1 1 240px; min-width: 0; }
-.pictures figcaption { font-size: 12px; color: #555; }
-.pictures img { display: block; max-width: 100%; max-height: 62vh; width: auto; height: auto; }
-.frame { position: relative; display: inline-block; max-width: 100%; }
-.frame.small img { image-rendering: pixelated; }
-.frame svg { position: absolute; inset: 0; width: 100%; height: 100%; pointer-events: none; }
-.frame rect { fill: none; stroke: #fff; stroke-width: 2px; vector-effect: non-scaling-stroke; }
-.frame text { fill: #fff; font-size: 12px; }
-.colourbar { margin: 8px 0; max-width: 420px; }
-.colourbar .ramp { height: 14px; border: 1px solid #999; }
-.colourbar .ends { display: flex; justify-content: space-between; font-size: 12px; }
-table { border-collapse: collapse; margin-top: 8px; font-size: 12px; }
-td, th { border-bottom: 1px solid #ddd; padding: 2px 8px; text-align: right; }
-.links a { margin-right: 12px; }
-"""
-
-SCRIPT = r"""
+// The script of the `l2bt view` page, inlined into every page (l2bt/view/page.py).
+// It draws everything from the JSON block #l2bt-data: per section a grid of tiles
+// (figure.tile, with data-key and data-score) in the order given, a line where the
+// scores cross the image threshold, and for the selected tile a detail panel (the source
+// image, the overlay with the regions' boxes, the colour bar, the score against the
+// threshold, the regions table). Arrow keys move the selection; the filter box and the
+// check box hide tiles; the address's #key selects that image. Nothing is fetched:
+// pictures are data URIs or relative links.
 "use strict";
 const data = JSON.parse(document.getElementById("l2bt-data").textContent);
 const SVG = "http://www.w3.org/2000/svg";
@@ -210,4 +156,3 @@ const asked = decodeURIComponent(location.hash.slice(1));
 const first = tiles.find(t => t.dataset.key === asked);
 if (first) { select(first); first.scrollIntoView({block: "nearest"}); }
 else if (tiles.length) select(tiles[0]);
-"""

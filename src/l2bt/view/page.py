@@ -13,14 +13,15 @@ import html
 import json
 import math
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from l2bt.maps.layout import MapsFolder, read_score_rows
-from l2bt.report.gallery import Entry, Section, build_section, find_sections
-from l2bt.report.page_assets import SCRIPT, STYLE
+from l2bt.maps.layout import MapsFolder
+from l2bt.maps.tables import read_score_table
 from l2bt.utils.atomic import write_text_atomic
 from l2bt.utils.progress import progress_bar
+from l2bt.view.gallery import Entry, Section, build_section, find_sections
 
 JET_STOPS = 11  # colour stops of the CSS gradient that mirrors matplotlib's 'jet'
 
@@ -32,16 +33,14 @@ class PageSummary:
     n_images: int
 
 
-def write_page(
-    folder: Path, out: Path | None = None, run: Path | None = None, progress: bool = False
-) -> PageSummary:
+def write_page(folder: Path, out: Path | None = None, run: Path | None = None) -> PageSummary:
     """Build the page of `folder` into `out` (default `folder/index.html`); `run`: a run
     folder whose thresholds and normal colour range apply to a maps folder."""
     folder = Path(folder)
     sources = find_sections(folder, run)
     out = Path(out) if out is not None else folder / "index.html"
     total = sum(_count_rows(s.maps_dir) for s in sources)
-    with progress_bar(total=total, desc="view", unit="img", enabled=progress) as bar:
+    with progress_bar(total=total, desc="view", unit="img") as bar:
         sections = [
             build_section(source, out.parent, step=lambda: bar.update(1)) for source in sources
         ]
@@ -50,7 +49,13 @@ def write_page(
 
 
 def _count_rows(maps_dir: Path) -> int:
-    return len(read_score_rows(MapsFolder(maps_dir).scores))
+    table = read_score_table(MapsFolder(maps_dir).scores)
+    return 0 if table is None else len(table.scores)
+
+
+def asset(name: str) -> str:
+    """A file of the page's package data (`assets/page.css`, `assets/page.js`)."""
+    return (resources.files("l2bt.view") / "assets" / name).read_text(encoding="utf-8")
 
 
 def render_page(sections: list[Section], title: str) -> str:
@@ -68,7 +73,7 @@ def render_page(sections: list[Section], title: str) -> str:
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{heading}</title>
-<style>{STYLE}</style>
+<style>{asset("page.css")}</style>
 </head>
 <body>
 <header><h1>{heading}</h1>
@@ -77,7 +82,7 @@ def render_page(sections: list[Section], title: str) -> str:
 <noscript><p>This page draws its contents with JavaScript.</p></noscript>
 <main><div id="sections"></div><aside id="detail"></aside></main>
 <script type="application/json" id="l2bt-data">{payload}</script>
-<script>{SCRIPT}</script>
+<script>{asset("page.js")}</script>
 </body>
 </html>
 """

@@ -2,14 +2,16 @@
 entries (key, score, verdict, regions, a small thumbnail, links to the full-size files).
 
 A maps folder (`scores.csv` beside the maps, SPEC §5) is one section, a folder of such
-folders one per sub-folder, a benchmark folder one per method and category. Entries are
-sorted by score, most anomalous first (ties by key). Each thumbnail (at most THUMB_PX on
-its longer side) is the image's `<key>_overlay.png` when there is one, else the map in
-'jet' colours over the source image when the benchmark's data is at hand, else the map
-alone; those drawn here share one colour scale per section (the run's normal range with
-`--model`, else the section's lowest to highest map value), so colours compare across
-images. Maps are read once: kept as 8-bit levels of their own range until the section's
-scale is known, so memory stays a thumbnail per image.
+folders one per sub-folder, a benchmark folder one per method and category. What a
+section knows of the model that made it (thresholds, colour scale, source images) comes
+from its `run.json` (the record predict writes), or from the run folder given with
+`--model`. Entries are sorted by score, most anomalous first (ties by key). Each thumbnail
+(at most THUMB_PX on its longer side) is the image's `<key>_overlay.png` when there is
+one, else the map in 'jet' colours over the source image when it is at hand, else the map
+alone; those drawn here share one colour scale per section (the run's, else the
+section's lowest to highest map value), so colours compare across images. Maps are read
+once: kept as 8-bit levels of their own range until the section's scale is known, so
+memory stays a thumbnail per image.
 """
 
 from __future__ import annotations
@@ -29,16 +31,10 @@ from urllib.parse import quote
 import numpy as np
 
 from l2bt.errors import InputError
-from l2bt.maps.layout import (
-    SCORES_FILE,
-    MapsFolder,
-    ScoreRow,
-    map_shape,
-    read_map,
-    read_regions,
-    read_score_rows,
-)
+from l2bt.maps.layout import MapsFolder, map_shape, read_map, read_maps_record
+from l2bt.maps.tables import SCORES_FILE, ScoreRow, read_regions, read_score_table
 from l2bt.prediction import Region
+from l2bt.run import RunDescription, read_run
 
 THUMB_PX = 160
 
@@ -54,6 +50,7 @@ class SectionSource:
     colour_range: tuple[float, float] | None = None  # None: the section's own map range
     images: dict[str, Path] = field(default_factory=dict)  # key -> source image, where known
     facts: tuple[tuple[str, str], ...] = ()  # (name, value) lines, e.g. metrics
+    bit_depth: int | None = None  # the run's, to read the source images as it did
 
 
 @dataclass(frozen=True)
@@ -107,30 +104,32 @@ def find_sections(folder: Path, run: Path | None = None) -> list[SectionSource]:
                 "--model is for maps folders; a benchmark folder has its own thresholds", folder
             )
         return _benchmark_sections(folder)
-    known = _run_facts(run) if run is not None else {}
+    given = None if run is None else read_run(run)
     if (folder / SCORES_FILE).is_file():
-        return [SectionSource(folder.resolve().name, folder, **known)]
+        return [_maps_section(folder.resolve().name, folder, given)]
     inner = sorted(p.parent for p in folder.glob(f"*/{SCORES_FILE}"))
     if not inner:
         raise InputError("no scores.csv here nor in its sub-folders, and no benchmark.json", folder)
-    return [SectionSource(p.name, p, **known) for p in inner]
+    return [_maps_section(p.name, p, given) for p in inner]
 
 
-def _run_facts(run: Path) -> dict[str, Any]:
-    path = Path(run) / "config.json"
-    if not path.is_file():
-        raise InputError("not an l2bt run folder (no config.json)", run)
-    try:
-        config = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise InputError(f"unreadable config ({e})", path) from e
-    thresholds = config.get("thresholds") or {}
-    normal = config.get("normal_patch_scores")
-    return {
-        "image_threshold": thresholds.get("image"),
-        "pixel_threshold": thresholds.get("segmentation", thresholds.get("pixel")),
-        "colour_range": (float(normal["median"]), float(normal["max"])) if normal else None,
-    }
+def _maps_section(title: str, folder: Path, given: RunDescription | None) -> SectionSource:
+    """A predict folder's section: what its run.json (or the `--model` run) says."""
+    made_by = read_maps_record(MapsFolder(folder).run)
+    record = given or (None if made_by is None else made_by.record)
+    images = {} if made_by is None else {k: Path(v) for k, v in made_by.images.items()}
+    if record is None:
+        return SectionSource(title, folder)
+    thresholds = record.thresholds
+    return SectionSource(
+        title,
+        folder,
+        None if thresholds is None else thresholds.image,
+        None if thresholds is None else thresholds.mask_threshold,
+        record.colour_range,
+        {key: path for key, path in images.items() if path.is_file()},
+        bit_depth=record.bit_depth,
+    )
 
 
 def _benchmark_sections(folder: Path) -> list[SectionSource]:
@@ -194,11 +193,14 @@ def build_section(
 ) -> Section:
     """Read one section's maps (and overlays, images) into thumbnails and entries."""
     folder = MapsFolder(source.maps_dir)
-    rows = sorted(read_score_rows(folder.scores), key=_most_anomalous_first)
+    table = read_score_table(folder.scores)
+    if table is None:
+        raise InputError("no scores.csv here (not a maps folder of l2bt predict)", folder.root)
+    rows = sorted(table.rows(), key=_most_anomalous_first)
     regions = read_regions(folder.regions)
 
     def preview(row: ScoreRow) -> _Preview:
-        found = _preview(source.maps_dir, row.key, source.images.get(row.key))
+        found = _preview(source, row.key)
         if step is not None:
             step()
         return found
@@ -231,10 +233,10 @@ def _common_range(previews: Sequence[_Preview]) -> tuple[float, float]:
     return (min(p.low for p in previews), max(p.high for p in previews))
 
 
-def _preview(maps_dir: Path, key: str, image: Path | None) -> _Preview:
+def _preview(source: SectionSource, key: str) -> _Preview:
     from PIL import Image
 
-    folder = MapsFolder(maps_dir)
+    folder = MapsFolder(source.maps_dir)
     map_path, overlay_path = folder.map(key), folder.overlay(key)
     if not map_path.is_file():
         raise InputError(f"no map for {key}, listed in scores.csv", map_path)
@@ -249,13 +251,15 @@ def _preview(maps_dir: Path, key: str, image: Path | None) -> _Preview:
     small = np.asarray(_shrink(Image.fromarray(anomaly_map)))  # (h, w) float32
     low, high = float(np.nanmin(small)), float(np.nanmax(small))
     levels = np.round((small - low) / max(high - low, 1e-12) * 255.0).astype(np.uint8)
-    source = None
+    small_image = None
+    image = source.images.get(key)
     if image is not None:
         from l2bt.data.image_io import read_image
 
-        shrunk = Image.fromarray(read_image(image)).resize(small.shape[::-1], Image.Resampling.BOX)
-        source = np.asarray(shrunk)  # (h, w, 3)
-    return _Preview((width, height), levels=levels, low=low, high=high, picture=source)
+        pixels = read_image(image, bit_depth=source.bit_depth)
+        shrunk = Image.fromarray(pixels).resize(small.shape[::-1], Image.Resampling.BOX)
+        small_image = np.asarray(shrunk)  # (h, w, 3)
+    return _Preview((width, height), levels=levels, low=low, high=high, picture=small_image)
 
 
 def _shrink(picture: Any) -> Any:
