@@ -145,7 +145,9 @@ def test_pad_mode_maps_equal_the_full_square(height, width, size):
     assert_same_maps(to_image_maps(patch_maps, geometry), full_frame_maps(patch_maps, geometry))
 
 
-@pytest.mark.parametrize("height,width", [(460, 1130), (45, 30), (13, 7), (1, 90), (200, 199)])
+@pytest.mark.parametrize(
+    "height,width", [(460, 1130), (1130, 460), (45, 30), (13, 7), (1, 90), (200, 199)]
+)
 @pytest.mark.parametrize("size", [56, 224])
 def test_aspect_mode_maps_equal_the_full_image(height, width, size):
     # 13 × 7 at 224 px: a 16 × 8 grid on a smaller frame, the resize's scale below 1.

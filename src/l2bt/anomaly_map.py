@@ -166,7 +166,13 @@ def _separable_maps(
     col_sides = [box.side for box in boxes if box.dim == 3]
     row_ops = axis_operators(rows, row_sides, align_corners, device)
     col_ops = axis_operators(cols, col_sides, align_corners, device)
-    return partial(operator_map, row_ops=row_ops, col_ops=col_ops, shape=(rows.length, cols.length))
+    if rows.grid <= cols.grid:  # H · W · h multiply-adds
+        return partial(
+            operator_map, row_ops=row_ops, col_ops=col_ops, shape=(rows.length, cols.length)
+        )
+    shape = (cols.length, rows.length)  # H · W · w: the transposed map, columns first
+    # (n_rows, n_cols, h, w) -> (n_cols, n_rows, w, h), and the (W, H) map back to (H, W)
+    return lambda patches: operator_map(patches.permute(1, 0, 3, 2), col_ops, row_ops, shape).T
 
 
 def _region_maps(
