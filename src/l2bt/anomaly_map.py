@@ -3,26 +3,28 @@
 `predict_images` is the road for every method that scores the teacher's patches (L2BT's
 students, PatchCore's memory bank, Dinomaly's decoder): preprocess each image (its
 `InputGeometry`: one input, or its windows in tiles mode), run the scorer on batches of
-at most `INPUT_BATCH` inputs that share a shape, upsample, smooth and crop the maps of
-images that share a geometry together, score each image (preprocessing and scores on
-all the host's cores). Tiles mode upsamples each window's map to T × T, stitches them
-(`tiling.stitch`), smooths the frame once, crops/resizes it to H × W. The methods differ
-only in how they score patches (and Dinomaly in its smoothing).
+at most `INPUT_BATCH` inputs that share a shape, turn the patch maps of images that share
+a geometry into full-resolution maps, score each image (preprocessing and scores on all
+the host's cores). The methods differ only in how they score patches and smooth maps.
 
 L2BT's scorer: per patch, ‖n(f(t_a)) − n(t_b)‖ · ‖n(b(t_b)) − n(t_a)‖ with n the L2
 normalisation, f and b the forward and backward students, t_a and t_b the teacher's
-features of the two layers. The patch grid is upsampled bilinearly to the frame of the
-input geometry (the padded square in `pad` mode, the image itself in `aspect` mode),
-smoothed with five 5×5 then three 7×7 zero-padded box blurs (the paper's smoothing), and
-cropped back to the original image's pixels. The image score is the mean of the top
-k = ⌊0.001 · H · W⌋ map pixels (at least one), as the published code computes it. Memory:
-the inputs of one call, one batch of activations, one map per image (tiles: + its frame).
+features of the two layers. The map: the patch grid upsampled bilinearly to the geometry's
+frame (the padded square in `pad` mode, the image in `aspect` mode; in tiles mode each window
+to T × T, stitched), smoothed with five 5×5 then three 7×7 zero-padded box blurs (the paper's
+smoothing), cropped back to the image's pixels (and resized to H × W when tiles rescaled it),
+all computed for the kept pixels only (`l2bt.map_operators`). The image score is the mean of
+the top k = ⌊0.001 · H · W⌋ map pixels (at least one), as the published code computes it.
+Memory: the inputs of one call, one batch of activations, one map per image (+ its float64
+copy while it is made).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -30,9 +32,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from l2bt.config import TeacherConfig
+from l2bt.map_operators import MapAxis, axis_operators, map_axes, operator_map
 from l2bt.prediction import Prediction
 from l2bt.preprocess import InputGeometry, group_indices, normalise, teacher_pixels
-from l2bt.tiling import frame_to_image, stitch_windows
 from l2bt.utils.device import to_host
 from l2bt.utils.host import host_map
 
@@ -42,8 +44,6 @@ INPUT_BATCH = 16  # teacher inputs (images or windows) per scorer call
 
 PatchScorer = Callable[[torch.Tensor], torch.Tensor]  # (B, 3, h, w) -> (B, h/14, w/14)
 MapMaker = Callable[[torch.Tensor, InputGeometry], np.ndarray]  # (B·n, h, w) -> (B, H, W)
-SmoothingPass = Callable[[torch.Tensor], torch.Tensor]  # (B, 1, H, W) -> (B, 1, H, W)
-Smoothing = Sequence[SmoothingPass]  # applied one after another
 
 
 def patch_anomaly(
@@ -73,9 +73,38 @@ def box_pass(maps: torch.Tensor, side: int, dim: int) -> torch.Tensor:
     return F.avg_pool2d(maps, kernel, stride=1, padding=padding, count_include_pad=True)
 
 
+class SmoothingPass(Protocol):
+    """One pass over (B, 1, H, W) maps; an output pixel's inputs lie at most `reach`
+    (rows, columns) away from it on each side."""
+
+    @property
+    def reach(self) -> tuple[int, int]: ...
+
+    def __call__(self, maps: torch.Tensor) -> torch.Tensor: ...
+
+
+Smoothing = Sequence[SmoothingPass]  # applied one after another
+
+
+@dataclass(frozen=True)
+class BoxPass:
+    """`box_pass` of a fixed side along a fixed axis (2: rows, 3: columns)."""
+
+    side: int
+    dim: int
+
+    @property
+    def reach(self) -> tuple[int, int]:
+        half = self.side // 2
+        return (half, 0) if self.dim == 2 else (0, half)
+
+    def __call__(self, maps: torch.Tensor) -> torch.Tensor:
+        return box_pass(maps, self.side, self.dim)
+
+
 # The paper's smoothing: five 5 × 5 then three 7 × 7 box blurs, each a row and a column pass.
 SMOOTHING: Smoothing = tuple(
-    partial(box_pass, side=side, dim=dim)
+    BoxPass(side, dim)
     for side, repetitions in BLUR_PASSES
     for _ in range(repetitions)
     for dim in (2, 3)
@@ -90,6 +119,11 @@ def smooth(maps: torch.Tensor, passes: Smoothing = SMOOTHING) -> torch.Tensor:
     return maps
 
 
+def smoothing_reach(passes: Smoothing) -> tuple[int, int]:
+    """(rows, columns): how far from an output pixel the inputs of `passes` lie, each side."""
+    return sum(p.reach[0] for p in passes), sum(p.reach[1] for p in passes)
+
+
 def to_image_maps(
     patch_maps: torch.Tensor,
     geometry: InputGeometry,
@@ -98,46 +132,72 @@ def to_image_maps(
 ) -> np.ndarray:
     """(B · n, h, w) patch maps of B images sharing one geometry (n = its inputs per
     image, image after image) -> (B, H, W) float32 maps: bilinear upsampling to the
-    geometry's frame (to T × T and stitched, in tiles mode), `smoothing`, the crop."""
-    if geometry.tiles is not None:
-        return _tiled_image_maps(patch_maps, geometry, smoothing, align_corners)
-    maps = _upsample(patch_maps, (geometry.frame_height, geometry.frame_width), align_corners)
-    maps = smooth(maps, smoothing)
-    rows = slice(geometry.top, geometry.top + geometry.height)
-    cols = slice(geometry.left, geometry.left + geometry.width)
-    maps = maps[:, 0, rows, cols]  # (B, 1, frame_h, frame_w) -> (B, H, W)
-    return to_host(maps.float())
-
-
-def _upsample(patch_maps: torch.Tensor, size: tuple[int, int], align_corners: bool) -> torch.Tensor:
-    """(B, h, w) -> (B, 1, size) float32, bilinear."""
-    maps = patch_maps.float().unsqueeze(1)  # (B, h, w) -> (B, 1, h, w)
-    return F.interpolate(maps, size=size, mode="bilinear", align_corners=align_corners)
-
-
-def _tiled_image_maps(
-    patch_maps: torch.Tensor, geometry: InputGeometry, smoothing: Smoothing, align_corners: bool
-) -> np.ndarray:
-    """Tiles mode of `to_image_maps`: per image, its windows' maps stitched into one frame,
-    smoothed once, cropped and resized back to H × W, and copied into the output (whose
-    pages are touched only then: never a second stacked copy). Peak: the frame's two
-    stitching buffers, then two frame-sized maps while smoothing (nothing holds the frame
-    once its first pass has run)."""
-    layout = geometry.tiles
-    assert layout is not None
-    size = (layout.size, layout.size)
-    images = patch_maps.reshape(-1, layout.count, *patch_maps.shape[1:])  # (B, n, h, w)
-    maps = np.empty((images.shape[0], layout.height, layout.width), np.float32)
-    for b, image in enumerate(images):  # (n, h, w) each
-
-        def window(index: int, image: torch.Tensor = image) -> torch.Tensor:
-            return _upsample(image[index : index + 1], size, align_corners)[0, 0]  # (T, T)
-
-        # The stitched frame (stitched one window at a time) is held by `smooth` alone,
-        # which frees it after its first pass: (fh, fw) -> (1, 1, fh, fw).
-        frame = smooth(stitch_windows(window, layout, patch_maps.device)[None, None], smoothing)
-        to_host(frame_to_image(frame, layout), out=maps[b])
+    geometry's frame (to T × T and stitched, in tiles mode), `smoothing`, the crop (and
+    the resize back to H × W when tiles rescaled the image), for the kept pixels only
+    (`l2bt.map_operators`). Each image's map is made alone and copied into the output."""
+    rows, cols = map_axes(geometry)
+    boxes = [p for p in smoothing if isinstance(p, BoxPass)]
+    if len(boxes) == len(smoothing):
+        one_map = _separable_maps(rows, cols, boxes, align_corners, patch_maps.device)
+    else:
+        one_map = _region_maps(rows, cols, smoothing, align_corners, patch_maps.device)
+    # (B · n, h, w) -> (B, n_rows, n_cols, h, w): the windows are row-major
+    images = patch_maps.double().reshape(
+        -1, len(rows.spans), len(cols.spans), *patch_maps.shape[1:]
+    )
+    maps = np.empty((images.shape[0], rows.length, cols.length), np.float32)
+    for index, patches in enumerate(images):
+        to_host(one_map(patches).float(), out=maps[index])
     return maps
+
+
+OneMap = Callable[[torch.Tensor], torch.Tensor]  # (n_rows, n_cols, h, w) float64 -> (H, W)
+
+
+def _separable_maps(
+    rows: MapAxis,
+    cols: MapAxis,
+    boxes: Sequence[BoxPass],
+    align_corners: bool,
+    device: torch.device,
+) -> OneMap:
+    """Box smoothing folded into each axis's operators: the map is Σ A_r · P_rc · B_cᵀ."""
+    row_sides = [box.side for box in boxes if box.dim == 2]
+    col_sides = [box.side for box in boxes if box.dim == 3]
+    row_ops = axis_operators(rows, row_sides, align_corners, device)
+    col_ops = axis_operators(cols, col_sides, align_corners, device)
+    if rows.grid <= cols.grid:  # H · W · h multiply-adds
+        return partial(
+            operator_map, row_ops=row_ops, col_ops=col_ops, shape=(rows.length, cols.length)
+        )
+    shape = (cols.length, rows.length)  # H · W · w: the transposed map, columns first
+    # (n_rows, n_cols, h, w) -> (n_cols, n_rows, w, h), and the (W, H) map back to (H, W)
+    return lambda patches: operator_map(patches.permute(1, 0, 3, 2), col_ops, row_ops, shape).T
+
+
+def _region_maps(
+    rows: MapAxis, cols: MapAxis, smoothing: Smoothing, align_corners: bool, device: torch.device
+) -> OneMap:
+    """Any other smoothing: the upsampled (and stitched) map made on the kept pixels ± the
+    smoothing's reach, clipped to the frame, smoothed there, cropped and resized."""
+    reach_rows, reach_cols = smoothing_reach(smoothing)
+    row_region, col_region = rows.widened(reach_rows), cols.widened(reach_cols)
+    row_ops = axis_operators(rows, (), align_corners, device, row_region)
+    col_ops = axis_operators(cols, (), align_corners, device, col_region)
+    shape = (row_region[1] - row_region[0], col_region[1] - col_region[0])
+    kept_rows = slice(rows.kept[0] - row_region[0], rows.kept[1] - row_region[0])
+    kept_cols = slice(cols.kept[0] - col_region[0], cols.kept[1] - col_region[0])
+
+    def one_map(patches: torch.Tensor) -> torch.Tensor:
+        region = operator_map(patches, row_ops, col_ops, shape).float()[None, None]  # (1, 1, n, m)
+        kept = smooth(region, smoothing)[:, :, kept_rows, kept_cols]
+        if kept.shape[-2:] != (rows.length, cols.length):
+            kept = F.interpolate(
+                kept, (rows.length, cols.length), mode="bilinear", align_corners=False
+            )
+        return kept[0, 0]  # (1, 1, H, W) -> (H, W)
+
+    return one_map
 
 
 def top_count(n_pixels: int) -> int:

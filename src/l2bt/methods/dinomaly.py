@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from contextlib import closing
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -84,15 +84,27 @@ def gaussian_blur(maps: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     return F.conv2d(maps, kernel.to(maps.device), padding=kernel.shape[-1] // 2)
 
 
+@dataclass(frozen=True, eq=False)
+class GaussianBlur:
+    """`gaussian_blur` with a fixed (1, 1, k, k) kernel, as a smoothing pass of reach k // 2."""
+
+    kernel: torch.Tensor
+
+    @property
+    def reach(self) -> tuple[int, int]:
+        return self.kernel.shape[-2] // 2, self.kernel.shape[-1] // 2
+
+    def __call__(self, maps: torch.Tensor) -> torch.Tensor:
+        return gaussian_blur(maps, self.kernel)
+
+
 def to_full_resolution(
     patch_maps: torch.Tensor, geometry: InputGeometry, kernel: torch.Tensor
 ) -> np.ndarray:
     """(B, h, w) patch maps of images sharing one geometry -> (B, H, W) float32 maps:
     the shared map-to-image step with Dinomaly's bilinear upsampling (align_corners=True,
     as official) and Gaussian `kernel` in place of L2BT's box blurs."""
-    return to_image_maps(
-        patch_maps, geometry, (partial(gaussian_blur, kernel=kernel),), align_corners=True
-    )
+    return to_image_maps(patch_maps, geometry, (GaussianBlur(kernel),), align_corners=True)
 
 
 def top_fraction_score(anomaly_map: np.ndarray, fraction: float) -> float:
