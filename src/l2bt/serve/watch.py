@@ -4,8 +4,8 @@ Let t be the image threshold, an order statistic of the calibration scores (§7'
 scores strictly below t take part: the calibration scores below t start a bag; each part
 scoring below t gets Vovk's smoothed conformal p-value against the bag, p = (#above +
 U·(#equal + 1)) / (|bag| + 1), U uniform, then joins it. The p-values drive a conformal test
-martingale that may start betting at any part (`RestartedBets`); at 1/δ the model is flagged
-drifted, for good.
+martingale that may start betting at any part (`RestartedBets`: bets 1 + ε(p − ½), ε = ±½,
+±1, mixed over start parts); at 1/δ the model is flagged drifted, for good.
 Guarantee: P(ever flagged) ≤ δ, over any number of parts, if the calibration scores and the
 parts' scores are independent draws from one distribution (any, ties included); it is
 enough that the parts' scores below t be i.i.d. with the calibration scores' law below t
@@ -15,7 +15,7 @@ bag's sequence is i.i.d., its smoothed p-values i.i.d. uniform, the capital a no
 martingale from 1, and Ville's inequality bounds its crossing of 1/δ. (Against the fixed
 calibration set instead, parts' p-values are dependent through it: no such bound holds.)
 Scores are rounded down to a relative step of 2^-12 first, a fixed monotone map that keeps
-all of the above, so the bag is a 512 KiB table of counts, nothing kept per part.
+all of the above, so the bag is two fixed 512 KiB tables of counts, nothing kept per part.
 One watch per model version, called from one thread (nothing is locked).
 """
 
