@@ -38,7 +38,6 @@ from l2bt.errors import InputError  # noqa: E402
 from l2bt.model import L2BT  # noqa: E402
 from l2bt.preprocess import InputGeometry, WorkLimit  # noqa: E402
 from l2bt.serve import ServeSettings, create_app  # noqa: E402
-from l2bt.serve import decode as serve_decode  # noqa: E402
 from test_serve import (  # noqa: E402
     TIMEOUT,
     HeldPredictor,
@@ -226,7 +225,7 @@ class DecodeSpy:
 
 def test_a_thin_image_is_413_from_its_header_without_decoding(model, monkeypatch):
     spy = DecodeSpy()
-    monkeypatch.setattr(serve_decode, "load_image", spy)
+    monkeypatch.setattr(image_io, "load_image", spy)  # the one decode path
     data = thin_png(10, 40000)  # 400,000 pixels; framed in pad mode: 1.6e9
     with live_server(model, max_pixels=50_000_000) as (client, _):
         refused = post_image(client, data)

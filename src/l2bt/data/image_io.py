@@ -1,18 +1,21 @@
 """Reading images and masks into plain arrays, with errors that name the file.
 
-Every image l2bt reads (the CLI, the service, the data checks) goes through
-`open_image`, which lets Pillow try only the formats in `FORMATS`: PNG, JPEG, TIFF,
-BMP and WebP, the formats cameras and datasets use, each decoded by Pillow's own code
-or a linked library. Anything else is refused by its content, whatever its name, before
-any decoder runs: EPS and PostScript (which Pillow hands to Ghostscript, an external
-program that would run the sender's PostScript), PDF, GIF, ICO and Pillow's other
-plugins. `open_image` reads the header only, so a caller can check the size before
-`load_image` decodes the pixels. Images and masks are turned upright by their EXIF
-orientation, as every viewer shows them; `oriented_size` gives that size from the header.
+Every image l2bt reads (the CLI, the service, the data checks) goes through one decode
+path, `decode_image` (a file or a request's bytes): `open_image` lets Pillow try only the
+formats in `FORMATS`: PNG, JPEG, TIFF, BMP and WebP, the formats cameras and datasets
+use, each decoded by Pillow's own code or a linked library. Anything else is refused by
+its content, whatever its name, before any decoder runs: EPS and PostScript (which Pillow
+hands to Ghostscript, an external program that would run the sender's PostScript), PDF,
+GIF, ICO and Pillow's other plugins. The header is read first, so the size is checked
+before any pixel is decoded; a PNG's chunk checksums are verified (a damaged transfer is
+refused even where the damaged bytes still inflate); then every pixel is decoded. Images
+and masks are turned upright by their EXIF orientation, as every viewer shows them;
+`oriented_size` gives that size from the header.
 """
 
 from __future__ import annotations
 
+import io
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -102,10 +105,29 @@ def exif_orientation(image: Image.Image) -> int:
         return 1
 
 
+def header_orientation(image: Image.Image) -> int:
+    """The orientation the header states, without decoding a pixel: a PNG's from an eXIf
+    chunk before its pixels only (asked for more, Pillow decodes the whole image to look
+    past them, and an error there must not pass for a missing EXIF block)."""
+    if image.format == "PNG" and "exif" not in image.info:
+        return 1
+    return exif_orientation(image)
+
+
 def oriented_size(image: Image.Image) -> tuple[int, int]:
     """(height, width) as viewers show the image: swapped by a quarter-turn orientation."""
-    turned = exif_orientation(image) in QUARTER_TURNS
+    turned = header_orientation(image) in QUARTER_TURNS
     return (image.width, image.height) if turned else (image.height, image.width)
+
+
+def verify_png(source: Path | bytes, name: str | Path | None) -> None:
+    """Every chunk of a PNG against its CRC (Pillow's `verify`, on a fresh reading)."""
+    stream = source if isinstance(source, Path) else io.BytesIO(source)
+    try:
+        with Image.open(stream, formats=("PNG",)) as again:
+            again.verify()
+    except Exception as e:  # Pillow raises SyntaxError, OSError … for a broken chunk
+        raise InputError(f"cannot read image (damaged PNG: {describe_exception(e)})", name) from e
 
 
 def declared_bit_depth(image: Image.Image) -> int:
@@ -162,22 +184,35 @@ def to_rgb_array(image: Image.Image | np.ndarray, bit_depth: int | None = None) 
     return np.ascontiguousarray(array)
 
 
-def read_image(
-    path: str | Path, header_check: HeaderCheck | None = None, bit_depth: int | None = None
+def decode_image(
+    source: Path | bytes,
+    name: str | Path | None = None,
+    header_check: HeaderCheck | None = None,
+    bit_depth: int | None = None,
 ) -> np.ndarray:
-    """An image file as (H, W, 3) uint8 RGB (more than 8 bits scaled by `bit_depth`, see
-    `to_rgb_array`); `header_check(height, width)` runs after the header is read and
-    before any pixel is decoded (e.g. to refuse a size)."""
-    path = Path(path)
-    with open_image(path) as image:
+    """The one decode path (see the module docstring): a file, or an image's bytes, as
+    (H, W, 3) uint8 RGB, more than 8 bits scaled by `bit_depth` (see `to_rgb_array`);
+    `header_check(height, width)` runs before any pixel is decoded. Every problem is an
+    `InputError` (`UnsupportedFormat`, `ImageTooLarge`) naming `name` (default the path)."""
+    name = source if name is None and isinstance(source, Path) else name
+    with open_image(source if isinstance(source, Path) else io.BytesIO(source), name) as image:
         try:
             if header_check is not None:
                 header_check(*oriented_size(image))
-            return to_rgb_array(load_image(image, path), bit_depth)
+            if image.format == "PNG":
+                verify_png(source, name)
+            return to_rgb_array(load_image(image, name), bit_depth)
         except InputError as e:
-            if e.path is not None:
+            if e.path is not None or name is None:
                 raise
-            raise type(e)(e.problem, path) from e  # the same kind of error, naming the file
+            raise type(e)(e.problem, name) from e  # the same kind of error, naming the file
+
+
+def read_image(
+    path: str | Path, header_check: HeaderCheck | None = None, bit_depth: int | None = None
+) -> np.ndarray:
+    """An image file as (H, W, 3) uint8 RGB, through `decode_image`."""
+    return decode_image(Path(path), header_check=header_check, bit_depth=bit_depth)
 
 
 def image_size(path: str | Path) -> tuple[int, int]:

@@ -48,6 +48,7 @@ from l2bt.serve.body import Uploads, read_image_body
 from l2bt.serve.decode import decode_image
 from l2bt.serve.encode import prediction_response
 from l2bt.serve.errors import RequestError, describe_exception, one_line
+from l2bt.serve.linger import LingerOn413
 from l2bt.serve.schemas import (
     ErrorResponse,
     HealthResponse,
@@ -274,6 +275,7 @@ def create_app(
         redoc_url=None,
     )
     app.state.service = service
+    app.add_middleware(LingerOn413, seconds=service.settings.body_timeout)
     app.add_middleware(RequestLog)
     add_error_handlers(app)
 
