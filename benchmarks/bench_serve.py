@@ -76,6 +76,7 @@ def textured_png(height: int, width: int, seed: int) -> bytes:
 def fit_small_run(folder: Path, image_size: int, device: str) -> Path:
     """A random-weight ViT-S/14 run, one epoch on 12 synthetic images, calibrated on 8."""
     from l2bt.config import L2BTConfig, TeacherConfig, TrainConfig
+    from l2bt.decisions.calibrate import CalibrationSettings
     from l2bt.model import L2BT
 
     images = []
@@ -85,14 +86,8 @@ def fit_small_run(folder: Path, image_size: int, device: str) -> Path:
         path.write_bytes(textured_png(96, 128, seed))
         images.append(path)
     config = L2BTConfig(TeacherConfig("dinov2_vits14", "random", image_size), TrainConfig(1))
-    model = L2BT.fit(
-        images[:12],
-        config,
-        device=device,
-        cache_dir=folder / "cache",
-        calibration_images=images[12:],
-        false_alarm_rate=0.2,
-    )
+    model = L2BT.fit(images[:12], config, device=device, cache_dir=folder / "cache")
+    model.calibrate(images[12:], CalibrationSettings(false_alarm_rate=0.2))
     return model.save(folder / "run")
 
 
@@ -227,7 +222,7 @@ def request_parts(run: Path, png: bytes, repeats: int) -> dict[str, float]:
     from l2bt.model import L2BT
     from l2bt.preprocess import InputGeometry, header_limit, teacher_inputs
     from l2bt.serve.decode import decode_image
-    from l2bt.serve.encode import prediction_response
+    from l2bt.serve.encode import Made, prediction_response
 
     model = L2BT.load(run, device="cpu")
     config = model.config.teacher
@@ -246,7 +241,7 @@ def request_parts(run: Path, png: bytes, repeats: int) -> dict[str, float]:
             lambda: prediction_response(
                 prediction,
                 threshold,
-                "bench",
+                Made("bench", "0", None),
                 time.perf_counter(),
                 "none",
                 "none",

@@ -529,11 +529,9 @@ def test_serve_runs_an_exported_file_with_onnxruntime(run_224):
     from l2bt.cli.serve import _load
     from test_serve import encode, live_server, post_image
 
-    engine, described = _load(
-        argparse.Namespace(
-            model=str(run_224.run / CACHE_NAME), device="cpu", precision=None, weights=None
-        )
-    )
+    args = argparse.Namespace(device="cpu", precision=None, weights=None)
+    engine = _load(args, run_224.run / CACHE_NAME)
+    described = "model"
     assert isinstance(engine, OnnxRuntimePredictor)
     image = run_224.images[1]
     expected = engine.predict_batch([image])[0]

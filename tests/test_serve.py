@@ -45,6 +45,7 @@ from l2bt.serve import Server, ServeSettings, create_app  # noqa: E402
 
 TIMEOUT = 60.0  # seconds: only so that a broken server fails the test instead of hanging it
 KEYS = {"score", "verdict", "threshold", "width", "height", "regions", "seconds", "model"}
+KEYS |= {"version", "p_value"}  # SPEC §13
 
 
 # ---- the model and the server -------------------------------------------------------------
@@ -95,6 +96,12 @@ def description(model: L2BT, run: str = "run") -> dict:
 
 def sample_images() -> list[np.ndarray]:
     return [textured_image(h, w, 100 + i) for i, (h, w) in enumerate(((40, 60), (56, 42)))]
+
+
+def live_version(service):
+    """The live version of the one model a test serves."""
+    (entry,) = service.repository.entries.values()
+    return entry.live
 
 
 @contextmanager
@@ -405,7 +412,7 @@ def test_concurrent_requests_of_one_size_are_batched(model):
         first = send_later(pool, client, same[0])
         wait_until(lambda: predictor.batches == [1], "the first request to reach the worker")
         rest = [send_later(pool, client, image) for image in [*same[1:], other]]
-        wait_until(lambda: service.worker.waiting() == 4, "four requests to queue up")
+        wait_until(lambda: live_version(service).worker.waiting() == 4, "four requests to queue up")
         predictor.gate.set()
         responses = [f.result(TIMEOUT) for f in [first, *rest]]
     assert predictor.batches[0] == 1 and sorted(predictor.batches[1:]) == [1, 3]
@@ -421,7 +428,9 @@ def test_a_full_queue_answers_503(model):
         first = send_later(pool, client, image)
         wait_until(lambda: predictor.batches == [1], "the first request to reach the worker")
         second = send_later(pool, client, image)
-        wait_until(lambda: service.worker.waiting() == 1, "the second request to queue up")
+        wait_until(
+            lambda: live_version(service).worker.waiting() == 1, "the second request to queue up"
+        )
         refused = post_image(client, encode(image))
         assert refused.status_code == 503
         assert "--queue-size" in one_line_error(refused)
@@ -444,7 +453,7 @@ def test_a_predictor_that_raises_is_a_500_line_and_the_worker_goes_on(model):
         held = send_later(pool, client, good)
         wait_until(lambda: len(predictor.batches) == 3, "the held request to reach the worker")
         pair = [send_later(pool, client, image) for image in (good, black)]
-        wait_until(lambda: service.worker.waiting() == 2, "two requests to queue up")
+        wait_until(lambda: live_version(service).worker.waiting() == 2, "two requests to queue up")
         predictor.gate.set()
         statuses = [f.result(TIMEOUT).status_code for f in (held, *pair)]
     assert statuses == [200, 200, 500]

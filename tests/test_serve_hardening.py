@@ -46,6 +46,7 @@ from test_serve import (  # noqa: E402
     fit_tiny_run,
     free_port,
     live_server,
+    live_version,
     one_line_error,
     post_image,
     sample_images,
@@ -313,7 +314,7 @@ def test_16_stalled_uploads_do_not_stop_a_17th_request_and_each_gets_408(model):
         assert [status for status, _ in answers] == [408] * 16
         assert all("--body-timeout" in answer["error"] for _, answer in answers)
         wait_until(
-            lambda: service.uploads.held == 0 and service.admitted == 0,
+            lambda: service.uploads.held == 0 and live_version(service).in_flight == 0,
             "the stalled uploads' bytes to be given back",
         )
         assert post_image(client, body).status_code == 200
@@ -466,6 +467,6 @@ def test_new_serve_options_are_checked(run_dir, capsys):
 
 def test_the_app_reads_mode_and_size_from_the_run(model):
     app = create_app(model, "run", ServeSettings(max_pixels=1234))
-    check = app.state.service.header_check
+    check = live_version(app.state.service).header_check
     teacher = model.config.teacher
     assert check == WorkLimit(teacher.input_mode, teacher.image_size, 1234)

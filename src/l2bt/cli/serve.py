@@ -1,9 +1,10 @@
-"""`l2bt serve`: the HTTP service (SPEC §8) for a run folder (torch) or an exported ONNX
-file (onnxruntime)."""
+"""`l2bt serve`: the HTTP service (SPEC §8, §13) for a folder of models (run folders and
+exported ONNX files, each under its entry's name) or for one of them."""
 
 from __future__ import annotations
 
 import argparse
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,6 +12,7 @@ from l2bt.cli.common import add_trained_run_args
 
 if TYPE_CHECKING:
     from l2bt.engines import Engine
+    from l2bt.serve import ModelSource
 
 KILOBYTE = 1024
 MEGABYTE = 1024 * KILOBYTE
@@ -20,14 +22,45 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "serve",
         help="an HTTP service: POST an image, get its map, score and decision",
-        description="POST /v1/predict with one image (multipart field 'image', or the raw "
-        "bytes; ?map=tiff|png, ?mask=png for base64 files in the JSON); GET /v1/health, "
-        "GET /v1/model. Requests of one image size are predicted in batches by one worker.",
+        description="POST /v1/models/NAME/predict (or /v1/predict with one model) with one "
+        "image (multipart field 'image', or the raw bytes; ?map=tiff|png, ?mask=png for "
+        "base64 files in the JSON); GET /v1/models, /metrics, /v2/health/ready. Each model "
+        "has its own worker, batching requests of one image size; a model whose files are "
+        "replaced is loaded beside the live version and swapped in without a dropped request.",
+    )
+    served = parser.add_mutually_exclusive_group(required=True)
+    served.add_argument(
+        "--models",
+        metavar="DIR",
+        help="a folder of run folders and .onnx files, each served under its entry's name",
+    )
+    served.add_argument(
+        "--model",
+        help="one run folder written by `l2bt fit`, or FILE.onnx from `l2bt export`",
     )
     parser.add_argument(
-        "--model",
-        required=True,
-        help="run folder written by `l2bt fit`, or FILE.onnx from `l2bt export`",
+        "--poll",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="look at the served files this often and load a replaced model (0: never)",
+    )
+    parser.add_argument(
+        "--max-loaded",
+        type=int,
+        default=None,
+        metavar="N",
+        help="most models in memory; the least recently used is unloaded past N and "
+        "loaded again on its next request (default: all)",
+    )
+    parser.add_argument(
+        "--drift-alarm",
+        type=float,
+        default=0.01,
+        metavar="DELTA",
+        help="flag a model 'calibration: drifted' when its good parts stop looking like its "
+        "calibration images; on an unchanged line the flag is raised with probability at "
+        "most DELTA",
     )
     parser.add_argument(
         "--host",
@@ -45,7 +78,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--queue-size",
         type=int,
         default=16,
-        help="most requests in progress at once; more are answered 503 (default 16)",
+        help="most requests of one model in progress at once; more are answered 503 (default 16)",
     )
     parser.add_argument(
         "--max-pixels",
@@ -92,7 +125,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from l2bt.serve import ServeSettings, create_app, run_server
+    from l2bt.serve import ServeSettings
 
     settings = ServeSettings(
         batch_size=args.batch_size,
@@ -102,21 +135,44 @@ def run(args: argparse.Namespace) -> int:
         body_timeout=args.body_timeout,
         min_body_rate=args.min_body_rate * KILOBYTE,
         shutdown_timeout=args.shutdown_timeout,
+        poll_seconds=args.poll,
+        max_loaded=args.max_loaded,
+        drift_alarm=args.drift_alarm,
     )
-    predictor, name = _load(args)
-    run_server(create_app(predictor, name, settings), args.host, args.port)
+    from l2bt.serve import Repository, ServeMetrics, repository_app, run_server
+
+    folder, sources = _sources(args)
+    metrics = ServeMetrics()
+    repository = Repository(sources, partial(_load, args), settings, metrics, folder)
+    run_server(repository_app(repository, metrics), args.host, args.port)
     return 0
 
 
-def _load(args: argparse.Namespace) -> tuple[Engine, str]:
-    """The predictor for --model and its name in the answers."""
+def _sources(args: argparse.Namespace) -> tuple[Path | None, list[ModelSource]]:
+    """The served folder (None for --model) and its models."""
+    from l2bt.errors import InputError
+    from l2bt.serve import ModelSource, discover
+
+    if args.model is not None:
+        path = Path(args.model)
+        if not path.exists():
+            raise InputError("model not found", path)
+        return None, [ModelSource(path.stem if path.is_file() else path.name, path)]
+    folder = Path(args.models)
+    if not folder.is_dir():
+        raise InputError("--models must be a folder", folder)
+    sources = discover(folder)
+    if not sources:
+        raise InputError("no run folders (with config.json) nor .onnx files here", folder)
+    return folder, sources
+
+
+def _load(args: argparse.Namespace, path: Path) -> Engine:
+    """The predictor of one served entry: torch for a run folder, onnxruntime for a file."""
     from l2bt.engines import load_engine
 
-    path = Path(args.model)
-    if path.suffix.lower() == ".onnx":
-        engine = load_engine(path, "onnxruntime", device=args.device, precision=args.precision)
-        return engine, path.stem
-    engine = load_engine(
+    if path.is_file():
+        return load_engine(path, "onnxruntime", device=args.device, precision=args.precision)
+    return load_engine(
         path, "torch", device=args.device, precision=args.precision, weights=args.weights
     )
-    return engine, path.name

@@ -12,14 +12,18 @@ form from what arrives while the worker is busy.
 The queue itself is not bounded here: the app admits at most `queue_size` requests at
 once (see `app.py`), which bounds it. A predictor that raises fails the batch's
 requests with its exception and the worker goes on; a batch of several that fails is
-retried image by image, so one image that breaks the predictor fails alone.
+retried image by image, so one image that breaks the predictor fails alone. After each
+batch `on_batch(size, seconds each image waited, seconds predicting)` is called on the
+worker's thread (the service's metrics).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -30,6 +34,7 @@ from l2bt.prediction import Prediction, Predictor
 
 LOG = logging.getLogger("l2bt.serve")
 STOP_TIMEOUT_S = 60.0
+BatchObserver = Callable[[int, list[float], float], None]
 
 
 class WorkerStopped(Exception):
@@ -40,6 +45,7 @@ class WorkerStopped(Exception):
 class Job:
     image: np.ndarray  # (H, W, 3) uint8
     future: Future[Prediction] = field(default_factory=Future)
+    submitted: float = field(default_factory=time.monotonic)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -49,9 +55,12 @@ class Job:
 class BatchWorker:
     """Predicts submitted images on its own thread, batching those of one size."""
 
-    def __init__(self, predictor: Predictor, batch_size: int) -> None:
+    def __init__(
+        self, predictor: Predictor, batch_size: int, on_batch: BatchObserver | None = None
+    ) -> None:
         self._predictor = predictor
         self._batch_size = batch_size
+        self.on_batch = on_batch
         self._jobs: deque[Job] = deque()
         self._changed = threading.Condition()
         self._stopping = False
@@ -114,6 +123,7 @@ class BatchWorker:
     def _predict(self, batch: list[Job]) -> None:
         if not batch:
             return
+        started = time.monotonic()
         try:
             predictions = decided(self._predictor, [job.image for job in batch])
             if len(predictions) != len(batch):
@@ -128,5 +138,8 @@ class BatchWorker:
             LOG.error("prediction failed", exc_info=error)
             batch[0].future.set_exception(error)
             return
+        if self.on_batch is not None:
+            waited = [started - job.submitted for job in batch]
+            self.on_batch(len(batch), waited, time.monotonic() - started)
         for job, prediction in zip(batch, predictions, strict=True):
             job.future.set_result(prediction)

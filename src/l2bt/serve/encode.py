@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import io
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -52,10 +52,19 @@ def picture_range(
     return colour_range or (float(anomaly_map.min()), float(anomaly_map.max()))
 
 
+@dataclass(frozen=True)
+class Made:
+    """Who made an answer: the model's name, the version's digest, the part's p-value."""
+
+    model: str
+    version: str
+    p_value: float | None
+
+
 def prediction_response(
     prediction: Prediction,
     threshold: float | None,
-    model: str,
+    made: Made,
     started: float,
     map_format: MapFormat,
     mask_format: MaskFormat,
@@ -72,7 +81,9 @@ def prediction_response(
         "width": width,
         "height": height,
         "regions": [asdict(r) for r in prediction.regions],
-        "model": model,
+        "model": made.model,
+        "version": made.version,
+        "p_value": made.p_value,
     }
     if map_format == "tiff":
         fields["anomaly_map"] = base64_text(map_tiff_bytes(anomaly_map))

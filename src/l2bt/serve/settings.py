@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from l2bt.errors import InputError
+from l2bt.serve.watch import check_drift_alarm
 
 KILOBYTE = 1024
 MEGABYTE = 1024 * KILOBYTE
@@ -23,6 +24,10 @@ class ServeSettings:
     most `queue_size` × `max_body_bytes`. `body_timeout` (seconds), `min_body_rate`
     (bytes per second): the body's deadlines (see `body.py`). `shutdown_timeout`
     (seconds): how long a stopping server lets the requests being predicted finish.
+    `poll_seconds`: how often the served files are looked at for a replacement (0: never).
+    `max_loaded`: most models loaded at once (None: all; the least recently used is
+    unloaded past it). `drift_alarm`: δ of the calibration watch (`watch.py`).
+    `queue_size` and `batch_size` are per model: each model has its own queue.
     """
 
     batch_size: int = 4
@@ -32,6 +37,9 @@ class ServeSettings:
     body_timeout: float = 30.0
     min_body_rate: float = 64.0 * KILOBYTE
     shutdown_timeout: float = 10.0
+    poll_seconds: float = 10.0
+    max_loaded: int | None = None
+    drift_alarm: float = 0.01
 
     def __post_init__(self) -> None:
         flags = {
@@ -47,3 +55,8 @@ class ServeSettings:
             value = getattr(self, name)
             if not value > 0:  # also refuses NaN
                 raise InputError(f"{flag} must be positive, got {value}")
+        if not self.poll_seconds >= 0:
+            raise InputError(f"--poll must be 0 (never) or more, got {self.poll_seconds}")
+        if self.max_loaded is not None and self.max_loaded < 1:
+            raise InputError(f"--max-loaded must be at least 1, got {self.max_loaded}")
+        check_drift_alarm(self.drift_alarm)
