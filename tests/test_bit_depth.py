@@ -93,7 +93,7 @@ def test_the_service_and_predict_read_a_12_bit_image_alike(tmp_path):
     from l2bt.maps.layout import read_map
     from l2bt.maps.tables import read_score_table
     from l2bt.model import L2BT
-    from test_serve import live_server, post_image
+    from serving import live_server, post_image
 
     write_mvtec_tree(tmp_path / "data")
     run = tmp_path / "run"

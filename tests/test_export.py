@@ -527,7 +527,7 @@ def test_serve_runs_an_exported_file_with_onnxruntime(run_224):
 
     pytest.importorskip("fastapi")
     from l2bt.cli.serve import _load
-    from test_serve import encode, live_server, post_image
+    from serving import encode, live_server, post_image
 
     args = argparse.Namespace(device="cpu", precision=None, weights=None)
     engine = _load(args, run_224.run / CACHE_NAME)

@@ -138,7 +138,7 @@ def test_the_service_runs_a_tiles_graph(tmp_path):
     """`l2bt serve --model FILE.onnx` of a tiles run: the exported size answers as the
     engine does, another size is a 400 naming the size the graph takes."""
     pytest.importorskip("fastapi")
-    from test_serve import encode, live_server, post_image
+    from serving import encode, live_server, post_image
 
     image = textured_image(40, 50, seed=2)
     run = tiles_model(1.0).save(tmp_path / "run")

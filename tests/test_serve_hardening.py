@@ -38,7 +38,7 @@ from l2bt.errors import InputError  # noqa: E402
 from l2bt.model import L2BT  # noqa: E402
 from l2bt.preprocess import InputGeometry, WorkLimit  # noqa: E402
 from l2bt.serve import ServeSettings, create_app  # noqa: E402
-from test_serve import (  # noqa: E402
+from serving import (  # noqa: E402
     TIMEOUT,
     HeldPredictor,
     answers_health,

@@ -32,7 +32,7 @@ from l2bt.serve import (  # noqa: E402
     repository_app,
 )
 from l2bt.serve.version import version_digest  # noqa: E402
-from test_serve import TIMEOUT, encode, free_port, start_server, wait_until  # noqa: E402
+from serving import TIMEOUT, encode, free_port, start_server, wait_until  # noqa: E402
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 pytestmark = pytest.mark.usefixtures("feature_cache")
