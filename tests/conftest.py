@@ -35,3 +35,22 @@ def progress_as_a_new_process(monkeypatch):
 
     monkeypatch.setattr(progress, "LINES", progress.LineClock())
     monkeypatch.setattr(progress, "_enabled", [progress.progress_from_environment()])
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """A tiny fitted run (tests/runs.py) and its model, once per test module that asks; a
+    module's own `fitted`, `run_dir` or `model` fixture takes precedence."""
+    from runs import fit_tiny_run
+
+    return fit_tiny_run(tmp_path_factory.mktemp("serve"))
+
+
+@pytest.fixture(scope="module")
+def run_dir(fitted):
+    return fitted[0]
+
+
+@pytest.fixture(scope="module")
+def model(fitted):
+    return fitted[1]

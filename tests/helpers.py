@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import io
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import EpsImagePlugin, Image
+
+from l2bt.data import image_io
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -92,3 +96,49 @@ def fit_toy(data, out, *extra) -> int:
             *extra,
         ]
     )
+
+
+EPS = (
+    b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 20 20\n"
+    b"newpath 0 0 moveto 20 20 lineto stroke\nshowpage\n%%EOF\n"
+)
+
+
+@pytest.fixture
+def stand_in_gs(tmp_path, monkeypatch) -> Path:
+    """A `gs` first on PATH that leaves a marker file whenever it is started; Pillow made
+    to look for Ghostscript again. Returns the marker's path (absent: never started)."""
+    bin_dir, marker = tmp_path / "bin", tmp_path / "gs-was-started"
+    bin_dir.mkdir()
+    (bin_dir / "gs").write_text(f"#!/bin/sh\necho \"$@\" >> '{marker}'\nexit 1\n")
+    (bin_dir / "gs").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(EpsImagePlugin, "gs_binary", None)
+    return marker
+
+
+def thin_png(height: int, width: int) -> bytes:
+    image = np.zeros((height, width, 3), np.uint8)
+    image[:, ::7] = 200
+    return encode(image)
+
+
+class DecodeSpy:
+    """`load_image` that counts its calls (decoding any pixel goes through it)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.load_image = image_io.load_image
+
+    def __call__(self, image, path=None):
+        self.calls += 1
+        return self.load_image(image, path)
+
+
+FORMATS_LINE = "not a supported image format (PNG, JPEG, TIFF, BMP, WebP)"
+
+
+def encode(image: np.ndarray | Image.Image, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    (image if isinstance(image, Image.Image) else Image.fromarray(image)).save(buffer, fmt)
+    return buffer.getvalue()

@@ -4,26 +4,20 @@ images posted with a timeout only so that a broken server cannot hang the suite.
 
 from __future__ import annotations
 
-import io
+import json
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
-import numpy as np
 import pytest
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
-from PIL import Image  # noqa: E402
 
-from helpers import textured_image  # noqa: E402
-from l2bt.config import L2BTConfig, TeacherConfig, TrainConfig  # noqa: E402
-from l2bt.decisions.thresholds import Thresholds  # noqa: E402
 from l2bt.model import L2BT  # noqa: E402
 from l2bt.serve import Server, ServeSettings, create_app  # noqa: E402
 
@@ -36,34 +30,6 @@ KEYS |= {"version", "p_value"}  # SPEC §13
 
 
 TIMEOUT = 60.0  # seconds: only so that a broken server fails the test instead of hanging it
-
-
-def fit_tiny_run(root: Path) -> tuple[Path, L2BT]:
-    """A tiny random-teacher run (one epoch on 4 images) and its folder, with thresholds
-    set inside the maps' range (a random teacher separates nothing, so calibrated ones
-    would give empty masks): pixel at the lower of the sample maps' 90th percentiles,
-    image at the median sample score."""
-    train = []
-    for seed in range(4):
-        train.append(root / f"train/{seed}.png")
-        train[-1].parent.mkdir(exist_ok=True)
-        Image.fromarray(textured_image(40 + 4 * seed, 50, seed)).save(train[-1])
-    config = L2BTConfig(TeacherConfig("dinov2_vits14", "random", 56), TrainConfig(epochs=1))
-    model = L2BT.fit(train, config, device="cpu", cache_dir=root / "cache")
-    predictions = [model.predict(image) for image in sample_images()]
-    model.thresholds = Thresholds(
-        image=float(np.median([p.score for p in predictions])),
-        pixel=min(float(np.quantile(p.anomaly_map, 0.9)) for p in predictions),
-        false_alarm_rate=0.2,
-        guaranteed_rate=0.2,
-        n_calibration=2,
-        calibration_images=("a.png", "b.png"),
-    )
-    return model.save(root / "run"), model
-
-
-def sample_images() -> list[np.ndarray]:
-    return [textured_image(h, w, 100 + i) for i, (h, w) in enumerate(((40, 60), (56, 42)))]
 
 
 def live_version(service):
@@ -102,12 +68,6 @@ def wait_until(condition: Callable[[], bool], what: str) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"gave up waiting for {what}"
         time.sleep(0.005)
-
-
-def encode(image: np.ndarray | Image.Image, fmt: str = "PNG") -> bytes:
-    buffer = io.BytesIO()
-    (image if isinstance(image, Image.Image) else Image.fromarray(image)).save(buffer, fmt)
-    return buffer.getvalue()
 
 
 def post_image(client: httpx.Client, data: bytes, multipart: bool = False, **query):
@@ -164,3 +124,42 @@ def answers_health(client: httpx.Client) -> bool:
         return client.get("/v1/health", timeout=2.0).status_code == 200
     except httpx.TransportError:
         return False
+
+
+def start_upload(port: int, body: bytes, sent: int, chunked: bool = False) -> socket.socket:
+    """A raw POST that sends its headers and the first `sent` bytes of `body`, then idles."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    length = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {len(body)}"
+    head = (
+        f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: application/octet-stream\r\n{length}\r\n\r\n"
+    ).encode()
+    part = body[:sent]
+    sock.sendall(head + (f"{len(part):x}\r\n".encode() + part + b"\r\n" if chunked else part))
+    return sock
+
+
+def read_answer(sock: socket.socket) -> tuple[int, dict]:
+    """(status, JSON body) of the response; the server must then close the connection."""
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    sock.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    assert b"connection: close" in head.lower()
+    return status, json.loads(body)
+
+
+def nothing_received(sock: socket.socket) -> bool:
+    """Neither an answer nor a close has come on `sock` yet."""
+    sock.setblocking(False)
+    try:
+        sock.recv(1)  # data, or b"" for a closed connection
+    except BlockingIOError:
+        return True
+    else:
+        return False
+    finally:
+        sock.setblocking(True)
+        sock.settimeout(TIMEOUT)

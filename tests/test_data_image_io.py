@@ -1,12 +1,20 @@
-"""EXIF orientation is applied, as every viewer does, to images, masks and the service."""
+"""data/image_io.py: EXIF orientation is applied, as every viewer does, to images, masks
+and the service; only PNG, JPEG, TIFF, BMP and WebP are ever decoded (a stand-in `gs`
+first on PATH proves Ghostscript never starts); the header check runs before decoding."""
+
+from __future__ import annotations
 
 import io
 
 import numpy as np
+import pytest
 from PIL import Image
 
-from l2bt.data.image_io import image_size, read_image, read_mask
-from l2bt.preprocess import ImagePixelLimit
+from helpers import EPS, FORMATS_LINE, DecodeSpy, textured_image, thin_png
+from l2bt.data import image_io
+from l2bt.data.image_io import image_size, read_image, read_mask, to_rgb_array
+from l2bt.errors import InputError
+from l2bt.preprocess import ImagePixelLimit, WorkLimit
 from l2bt.serve.decode import decode_image
 
 ROTATE_CW = 6  # stored pixels are shown turned 90° clockwise
@@ -61,3 +69,62 @@ def test_masks_turn_with_their_orientation_exactly(tmp_path):
     mask = read_mask(path)
     assert mask.shape == (8, 5)
     assert np.array_equal(mask, np.rot90(stored > 127, k=-1))
+
+
+def test_the_stand_in_gs_is_what_an_unrestricted_pillow_starts(stand_in_gs):
+    """The control: without an allow-list, Pillow takes the EPS body and starts `gs`."""
+    with pytest.raises(Exception), Image.open(io.BytesIO(EPS)) as image:  # noqa: B017
+        assert image.format == "EPS"
+        image.load()
+    assert stand_in_gs.exists()
+
+
+@pytest.mark.parametrize("reader", [read_image, image_size, read_mask])
+def test_eps_bytes_named_jpg_are_one_input_error_and_gs_never_runs(stand_in_gs, tmp_path, reader):
+    path = tmp_path / "part.jpg"
+    path.write_bytes(EPS)
+    with pytest.raises(InputError) as error:
+        reader(path)
+    assert str(error.value) == f"{path}: {FORMATS_LINE}"
+    assert not stand_in_gs.exists()
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "TIFF", "BMP", "WEBP"])
+def test_every_allowed_format_is_read(tmp_path, fmt):
+    image = textured_image(23, 31, 5)
+    path = tmp_path / f"part.{fmt.lower()}"
+    Image.fromarray(image).save(path, fmt, **({"lossless": True} if fmt == "WEBP" else {}))
+    expected = to_rgb_array(Image.open(path))
+    assert image_size(path) == (23, 31)
+    assert np.array_equal(read_image(path), expected)
+    if fmt != "JPEG":  # lossless: the pixels themselves
+        assert np.array_equal(read_image(path), image)
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "PPM", "ICO", "PDF", "EPS"])
+def test_other_formats_are_refused_whatever_their_name(tmp_path, fmt):
+    path = tmp_path / "part.png"
+    if fmt == "EPS":
+        path.write_bytes(EPS)
+    else:
+        Image.fromarray(textured_image(16, 16, 1)).save(path, fmt)
+    with pytest.raises(InputError) as error:
+        read_image(path)
+    assert str(error.value) == f"{path}: {FORMATS_LINE}"
+
+
+def test_read_image_runs_the_header_check_before_decoding(tmp_path, monkeypatch):
+    spy = DecodeSpy()
+    monkeypatch.setattr(image_io, "load_image", spy)
+    path = tmp_path / "thin.png"
+    path.write_bytes(thin_png(10, 40000))
+    with pytest.raises(InputError) as error:
+        read_image(path, header_check=WorkLimit("pad", 56, 50_000_000))
+    assert str(error.value).startswith(f"{path}: ") and "--max-pixels" in str(error.value)
+    assert spy.calls == 0
+    assert read_image(path, header_check=WorkLimit("aspect", 56, 50_000_000)).shape == (
+        10,
+        40000,
+        3,
+    )
+    assert spy.calls == 1

@@ -1,12 +1,18 @@
+"""preprocess.py: padding, resizing and normalisation, and the work limit in pixels."""
+
+from __future__ import annotations
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from l2bt.errors import InputError
 from l2bt.preprocess import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     InputGeometry,
+    WorkLimit,
     normalise,
     pad_to_square,
     preprocess,
@@ -61,3 +67,39 @@ def test_normalise_is_the_plain_imagenet_formula_bit_for_bit(shape):
     for got in (normalise(pixels), normalise(view, torch.device("cpu"))):
         assert got.dtype == torch.float32 and tuple(got.shape) == expected.shape
         assert np.array_equal(got.numpy(), expected)
+
+
+def plain_work(mode: str, height: int, width: int, size: int) -> int:
+    """The largest array's pixels, from SPEC §9 directly: the image (and its map), the
+    teacher input, and the frame the map is upsampled to."""
+    if mode == "pad":
+        return max(height * width, size * size, max(height, width) ** 2)
+    long_side, short_side = max(height, width), min(height, width)
+    short_input = max(14, round(size * short_side / long_side / 14 + 1e-9) * 14)
+    return max(height * width, size * short_input)
+
+
+def test_work_pixels_equal_a_plain_reference_on_random_sizes():
+    rng = np.random.default_rng(0)
+    sizes = [
+        (1, 1),
+        (1, 40000),
+        (40000, 1),
+        (518, 518),
+        (10, 10000),
+        *rng.integers(1, 3000, (40, 2)),
+    ]
+    for height, width in sizes:
+        for mode in ("pad", "aspect"):
+            for size in (56, 518, 1036):
+                geometry = InputGeometry.for_mode(mode, int(height), int(width), size)
+                assert geometry.work_pixels == plain_work(mode, int(height), int(width), size)
+
+
+def test_work_limit_refuses_a_thin_image_in_pad_mode_only():
+    WorkLimit("aspect", 1036, 50_000_000)(10, 10000)  # 1036 x 14 input, 100,000 pixels
+    WorkLimit("pad", 1036, 100_000_000)(10, 10000)  # exactly the limit: accepted
+    with pytest.raises(InputError) as error:
+        WorkLimit("pad", 1036, 50_000_000)(10, 10000)
+    assert "100,000,000 pixels" in str(error.value)
+    assert "over the limit of 50,000,000 pixels (--max-pixels)" in str(error.value)

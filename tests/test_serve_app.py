@@ -11,7 +11,6 @@ import base64
 import copy
 import io
 import json
-import signal
 import struct
 import subprocess
 import sys
@@ -20,7 +19,6 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,25 +27,35 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
-import tifffile  # noqa: E402
-from PIL import Image  # noqa: E402
 
-from helpers import textured_image  # noqa: E402
-from l2bt.cli import main  # noqa: E402
-from l2bt.data.image_io import to_rgb_array  # noqa: E402
+import tifffile  # noqa: E402
+from PIL import (  # noqa: E402
+    Image,
+)
+
+from helpers import (  # noqa: E402
+    EPS,
+    FORMATS_LINE,
+    DecodeSpy,
+    encode,
+    textured_image,
+    thin_png,
+)
+from l2bt.data import image_io  # noqa: E402
+from l2bt.data.image_io import (  # noqa: E402
+    to_rgb_array,
+)
 from l2bt.model import L2BT  # noqa: E402
+from l2bt.preprocess import WorkLimit  # noqa: E402
+from l2bt.serve import ServeSettings, create_app  # noqa: E402
+from runs import sample_images  # noqa: E402
 from serving import (  # noqa: E402
     TIMEOUT,
     HeldPredictor,
-    answers_health,
-    encode,
-    fit_tiny_run,
-    free_port,
     live_server,
     live_version,
     one_line_error,
     post_image,
-    sample_images,
     wait_until,
 )
 
@@ -56,21 +64,6 @@ KEYS |= {"version", "p_value"}  # SPEC §13
 
 
 # ---- the model and the server -------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def fitted(tmp_path_factory) -> tuple[Path, L2BT]:
-    return fit_tiny_run(tmp_path_factory.mktemp("serve"))
-
-
-@pytest.fixture(scope="module")
-def run_dir(fitted) -> Path:
-    return fitted[0]
-
-
-@pytest.fixture(scope="module")
-def model(fitted) -> L2BT:
-    return fitted[1]
 
 
 def description(model: L2BT, run: str = "run") -> dict:
@@ -355,51 +348,6 @@ def test_a_predictor_that_raises_is_a_500_line_and_the_worker_goes_on(model):
 # ---- the command --------------------------------------------------------------------------
 
 
-def test_l2bt_serve_answers_logs_each_request_and_stops_on_ctrl_c(run_dir, model):
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "l2bt",
-        "serve",
-        "--model",
-        str(run_dir),
-        "--port",
-        str(port),
-        "--device",
-        "cpu",
-        "--batch-size",
-        "2",
-    ]
-    server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=TIMEOUT) as client:
-            wait_until(
-                lambda: server.poll() is not None or answers_health(client),
-                "`l2bt serve` to answer",
-            )
-            assert server.poll() is None, server.stderr.read() if server.stderr else ""
-            image = sample_images()[1]
-            response = post_image(client, encode(image), multipart=True)
-            assert response.status_code == 200, response.text
-            assert response.json()["score"] == model.predict(image).score
-            assert response.json()["model"].endswith(f"/{run_dir.name}")
-        server.send_signal(signal.SIGINT)
-        _, err = server.communicate(timeout=TIMEOUT)
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.communicate()
-    assert server.returncode == 0, err
-    assert any("POST /v1/predict 200" in line and "bytes" in line for line in err.splitlines())
-
-
-def test_bad_serve_options_are_one_line(run_dir, capsys):
-    assert main(["serve", "--model", str(run_dir), "--queue-size", "0"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["l2bt serve: error: --queue-size must be positive, got 0"]
-
-
 def test_the_library_imports_without_fastapi_or_uvicorn():
     code = (
         "import sys, l2bt, l2bt.model, l2bt.maps.predict, l2bt.cli; l2bt.cli.build_parser(); "
@@ -410,3 +358,34 @@ def test_the_library_imports_without_fastapi_or_uvicorn():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=TIMEOUT
     ).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("multipart", [False, True])
+def test_an_eps_body_is_415_and_gs_never_runs(stand_in_gs, model, multipart):
+    with live_server(model) as (client, _):
+        response = post_image(client, EPS, multipart=multipart)
+        assert response.status_code == 415
+        assert FORMATS_LINE in one_line_error(response)
+        assert post_image(client, encode(sample_images()[0])).status_code == 200
+    assert not stand_in_gs.exists()
+
+
+def test_a_thin_image_is_413_from_its_header_without_decoding(model, monkeypatch):
+    spy = DecodeSpy()
+    monkeypatch.setattr(image_io, "load_image", spy)  # the one decode path
+    data = thin_png(10, 40000)  # 400,000 pixels; framed in pad mode: 1.6e9
+    with live_server(model, max_pixels=50_000_000) as (client, _):
+        refused = post_image(client, data)
+        assert refused.status_code == 413, refused.text
+        error = one_line_error(refused)
+        assert "1,600,000,000 pixels in pad mode" in error and "--max-pixels" in error
+        assert spy.calls == 0
+        assert post_image(client, encode(sample_images()[0])).status_code == 200
+        assert spy.calls == 1  # the spy does see decoding
+
+
+def test_the_app_reads_mode_and_size_from_the_run(model):
+    app = create_app(model, "run", ServeSettings(max_pixels=1234))
+    check = live_version(app.state.service).header_check
+    teacher = model.config.teacher
+    assert check == WorkLimit(teacher.input_mode, teacher.image_size, 1234)
