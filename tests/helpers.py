@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 from PIL import EpsImagePlugin, Image
 
-from l2bt.data import image_io
+from l2bt.data import image_io, load_category
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -142,3 +143,18 @@ def encode(image: np.ndarray | Image.Image, fmt: str = "PNG") -> bytes:
     buffer = io.BytesIO()
     (image if isinstance(image, Image.Image) else Image.fromarray(image)).save(buffer, fmt)
     return buffer.getvalue()
+
+
+def write_maps(data, maps, noise=0.0, seed=0):
+    """Maps that light up the ground truth (plus noise), in the SPEC §5 layout."""
+    rng = np.random.default_rng(seed)
+    split = load_category(data, "toy")
+    for s in split.test:
+        w, h = Image.open(s.image).size
+        target = np.zeros((h, w), np.float32)
+        if s.mask is not None:
+            target = (np.asarray(Image.open(s.mask)) > 127).astype(np.float32)
+        path = maps / "toy" / f"{s.key}.tiff"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tifffile.imwrite(path, target + noise * rng.random((h, w)).astype(np.float32))
+    return split

@@ -10,10 +10,10 @@ import tifffile
 from PIL import Image
 from scipy import ndimage
 
+from checkpoints import small_checkpoint
 from helpers import fit_toy, one_error_line, textured_image, write_mvtec_tree
 from l2bt.cli import main
 from l2bt.maps import submission
-from test_teacher_weights import small_checkpoint
 
 pytestmark = pytest.mark.usefixtures("feature_cache")
 

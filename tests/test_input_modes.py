@@ -5,6 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
+from checkpoints import reference_pos_embed
 from helpers import textured_image
 from l2bt import L2BT
 from l2bt.anomaly_map import image_score, top_count
@@ -13,7 +14,6 @@ from l2bt.errors import InputError
 from l2bt.features import cached_train_features, iter_inputs
 from l2bt.preprocess import IMAGENET_MEAN, IMAGENET_STD, InputGeometry, preprocess
 from l2bt.teacher import load_teacher
-from test_teacher import reference_pos_embed
 
 pytestmark = pytest.mark.usefixtures("feature_cache")
 

@@ -6,9 +6,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
-from safetensors.torch import save_file
 
+from checkpoints import old_students_file
 from helpers import textured_image
 from l2bt.config import TeacherConfig, TileSettings, TrainConfig
 from l2bt.decisions.thresholds import Thresholds
@@ -27,15 +26,6 @@ from l2bt.run import (
 from l2bt.students import Student
 
 RELEASE_0_1_0 = Path(__file__).parent / "data" / "release_0.1.0"  # written by l2bt 0.1.0
-
-
-def old_students_file(path: Path, dim: int = 384, seed: int = 0) -> None:
-    """A students file as l2bt 0.1.0 wrote it: both students' tensors, no metadata."""
-    torch.manual_seed(seed)
-    tensors = {}
-    for prefix in ("forward.", "backward."):
-        tensors |= {prefix + k: v for k, v in Student(dim).state_dict().items()}
-    save_file(tensors, str(path))
 
 
 def test_a_run_folder_of_the_previous_release_loads_unchanged(tmp_path):

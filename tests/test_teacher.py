@@ -2,6 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from checkpoints import reference_pos_embed
 from l2bt.errors import InputError
 from l2bt.teacher import TEACHER_VARIANTS, Teacher, load_teacher
 
@@ -84,24 +85,6 @@ def test_an_official_layout_checkpoint_loads_strictly(variant, tmp_path):
     assert all(torch.equal(loaded[k], state[k]) for k in state)
     assert not any(p.requires_grad for p in teacher.parameters()) and not teacher.training
     assert len(teacher.weights_id) == 16 and teacher.weights_id != "random"
-
-
-def reference_pos_embed(pos_embed, grid_h, grid_w, registers):
-    """The official interpolation, restated: bicubic from 37x37; plain variants by a scale
-    factor with a 0.1 offset, registered ones to a size with antialiasing."""
-    dim = pos_embed.shape[-1]
-    grid = pos_embed[:, 1:].reshape(1, 37, 37, dim).permute(0, 3, 1, 2)
-    if registers:
-        grid = F.interpolate(grid, size=(grid_h, grid_w), mode="bicubic", antialias=True)
-    else:
-        grid = F.interpolate(
-            grid,
-            scale_factor=((grid_h + 0.1) / 37, (grid_w + 0.1) / 37),
-            mode="bicubic",
-            antialias=False,
-        )
-    grid = grid.permute(0, 2, 3, 1).reshape(1, grid_h * grid_w, dim)
-    return torch.cat([pos_embed[:, :1], grid], dim=1)
 
 
 @pytest.mark.parametrize("variant", ["dinov2_vits14", "dinov2_vits14_reg"])
