@@ -1,7 +1,9 @@
+import os
 import sys
 from pathlib import Path
 
 import pytest
+from PIL import EpsImagePlugin
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/helpers.py
 
@@ -54,3 +56,16 @@ def run_dir(fitted):
 @pytest.fixture(scope="module")
 def model(fitted):
     return fitted[1]
+
+
+@pytest.fixture
+def stand_in_gs(tmp_path, monkeypatch) -> Path:
+    """A `gs` first on PATH that leaves a marker file whenever it is started; Pillow made
+    to look for Ghostscript again. Returns the marker's path (absent: never started)."""
+    bin_dir, marker = tmp_path / "bin", tmp_path / "gs-was-started"
+    bin_dir.mkdir()
+    (bin_dir / "gs").write_text(f"#!/bin/sh\necho \"$@\" >> '{marker}'\nexit 1\n")
+    (bin_dir / "gs").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(EpsImagePlugin, "gs_binary", None)
+    return marker

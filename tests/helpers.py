@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from PIL import EpsImagePlugin, Image
+from PIL import Image
 
 from l2bt.data import image_io, load_category
 
@@ -103,19 +102,6 @@ EPS = (
     b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 20 20\n"
     b"newpath 0 0 moveto 20 20 lineto stroke\nshowpage\n%%EOF\n"
 )
-
-
-@pytest.fixture
-def stand_in_gs(tmp_path, monkeypatch) -> Path:
-    """A `gs` first on PATH that leaves a marker file whenever it is started; Pillow made
-    to look for Ghostscript again. Returns the marker's path (absent: never started)."""
-    bin_dir, marker = tmp_path / "bin", tmp_path / "gs-was-started"
-    bin_dir.mkdir()
-    (bin_dir / "gs").write_text(f"#!/bin/sh\necho \"$@\" >> '{marker}'\nexit 1\n")
-    (bin_dir / "gs").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setattr(EpsImagePlugin, "gs_binary", None)
-    return marker
 
 
 def thin_png(height: int, width: int) -> bytes:
