@@ -28,12 +28,14 @@ pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
 
+import re  # noqa: E402
+
 import tifffile  # noqa: E402
 from PIL import (  # noqa: E402
     Image,
 )
 
-from helpers import (  # noqa: E402
+from helpers import (  # noqa: E402  # noqa: E402
     EPS,
     FORMATS_LINE,
     DecodeSpy,
@@ -389,3 +391,29 @@ def test_the_app_reads_mode_and_size_from_the_run(model):
     check = live_version(app.state.service).header_check
     teacher = model.config.teacher
     assert check == WorkLimit(teacher.input_mode, teacher.image_size, 1234)
+
+
+def test_docs_is_an_offline_page_listing_the_endpoints():
+    from fastapi.testclient import TestClient
+
+    from l2bt.run import RunDescription
+    from l2bt.serve import create_app
+
+    class Nothing:
+        record = RunDescription("nothing", teacher=None, weights_id=None, embed_dim=None)
+
+        def predict_maps(self, images):
+            raise AssertionError("not called")
+
+        def describe(self):
+            return self.record.to_dict()
+
+    client = TestClient(create_app(Nothing(), "x"))
+    page = client.get("/docs")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert not re.search(r"https?://", page.text)  # nothing loaded from elsewhere
+    for endpoint in ("POST /v1/predict?map=…&amp;mask=…", "GET /v1/health", "GET /v1/model"):
+        assert endpoint in page.text
+    assert "href='/openapi.json'" in page.text
+    assert client.get("/openapi.json").status_code == 200
+    assert client.get("/redoc").status_code == 404
