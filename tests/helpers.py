@@ -144,3 +144,8 @@ def write_maps(data, maps, noise=0.0, seed=0):
         path.parent.mkdir(parents=True, exist_ok=True)
         tifffile.imwrite(path, target + noise * rng.random((h, w)).astype(np.float32))
     return split
+
+
+def save16(path, values):
+    Image.fromarray(np.asarray(values, dtype=np.uint16)).save(path)
+    return path

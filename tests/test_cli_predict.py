@@ -21,6 +21,7 @@ from helpers import (
     TINY_TEACHER,
     fit_toy,
     one_error_line,
+    save16,
     write_mvtec_tree,
 )
 from l2bt.cli import main
@@ -280,3 +281,24 @@ def test_a_benchmark_model_predicts_with_its_thresholds(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert re.search(r"wrote 6 maps to .*: \d+\.\d\d images per second", printed)
     assert "images defective (image threshold" in printed
+
+
+@pytest.mark.usefixtures("feature_cache")
+def test_a_run_records_its_depth_and_predict_keeps_it(tmp_path, capsys):
+    write_mvtec_tree(tmp_path / "data")
+    run = tmp_path / "run"
+    fit = ["fit", "--data", str(tmp_path / "data"), "--category", "toy", "--out", str(run)]
+    assert main([*fit, *TINY_TEACHER, "--epochs", "1", "--bit-depth", "12"]) == 0
+    assert json.loads((run / "config.json").read_text())["bit_depth"] == 12
+    rng = np.random.default_rng(1)
+    good = save16(tmp_path / "good.png", rng.integers(0, 4096, size=(40, 48)))
+    hot = save16(tmp_path / "hot.png", np.full((40, 48), 5000))
+    predict = ["predict", "--model", str(run), "--out"]
+    assert main([*predict, str(tmp_path / "m1"), str(good)]) == 0
+    capsys.readouterr()
+    assert main([*predict, str(tmp_path / "m2"), str(hot)]) == 2
+    line = one_error_line(capsys)
+    assert str(hot) in line and "12-bit" in line
+    assert not (tmp_path / "m2").exists()
+    assert main([*predict, str(tmp_path / "m3"), "--bit-depth", "16", str(good)]) == 2
+    assert "--bit-depth 16 differs" in one_error_line(capsys)

@@ -1,6 +1,8 @@
 """data/image_io.py: EXIF orientation is applied, as every viewer does, to images, masks
 and the service; only PNG, JPEG, TIFF, BMP and WebP are ever decoded (a stand-in `gs`
-first on PATH proves Ghostscript never starts); the header check runs before decoding."""
+first on PATH proves Ghostscript never starts); the header check runs before decoding; a
+damaged PNG is refused as a file and as a body; 16-bit images are scaled by their bit
+depth, never by their content, and values beyond the depth are refused."""
 
 from __future__ import annotations
 
@@ -11,11 +13,26 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import EPS, FORMATS_LINE, DecodeSpy, textured_image, thin_png
+from helpers import (
+    EPS,
+    FORMATS_LINE,
+    DecodeSpy,
+    save16,
+    textured_image,
+    thin_png,
+)
 from l2bt.data import image_io
-from l2bt.data.image_io import decode_image, image_size, read_image, read_mask, to_rgb_array
+from l2bt.data.image_io import (
+    _to_uint8,
+    decode_image,
+    image_size,
+    read_image,
+    read_mask,
+    to_rgb_array,
+)
 from l2bt.errors import InputError
 from l2bt.preprocess import ImagePixelLimit, WorkLimit
+from l2bt.run import check_bit_depth
 from l2bt.serve.decode import decode_image as decode_body
 
 ROTATE_CW = 6  # stored pixels are shown turned 90° clockwise
@@ -184,3 +201,41 @@ def test_an_intact_png_decodes_alike_from_its_file_and_its_bytes(tmp_path):
     path.write_bytes(png(image))
     assert np.array_equal(decode_image(path), image)
     assert np.array_equal(decode_image(path.read_bytes()), image)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tiff"])
+def test_the_same_value_reads_the_same_whatever_else_the_image_holds(tmp_path, suffix):
+    dim = save16(tmp_path / f"dim{suffix}", [[0, 200], [100, 200]])  # max <= 255
+    bright = save16(tmp_path / f"bright{suffix}", [[0, 200], [100, 40000]])
+    assert read_image(dim)[0, 1, 0] == read_image(bright)[0, 1, 0] == round(200 * 255 / 65535)
+    dim12 = read_image(save16(tmp_path / f"d12{suffix}", [[0, 4095], [2048, 200]]), bit_depth=12)
+    assert dim12[:, :, 0].tolist() == [
+        [0, 255],
+        [round(2048 * 255 / 4095), round(200 * 255 / 4095)],
+    ]
+
+
+def test_values_beyond_the_depth_are_refused_naming_the_file(tmp_path):
+    path = save16(tmp_path / "hot.png", [[0, 4096]])
+    read_image(path)  # fine as 16-bit
+    with pytest.raises(InputError) as raised:
+        read_image(path, bit_depth=12)
+    assert (
+        str(raised.value.path) == str(path)
+        and "4096" in str(raised.value)
+        and "12-bit" in str(raised.value)
+    )
+    with pytest.raises(InputError, match="between 8 and 16"):
+        check_bit_depth(20)
+
+
+def test_scaling_matches_a_plain_reference_on_random_arrays():
+    rng = np.random.default_rng(0)
+    for depth in (9, 12, 16):
+        for shape in ((1, 1), (3, 5), (0, 4)):
+            array = rng.integers(0, 2**depth, size=shape).astype(np.uint16)
+            expected = np.array(
+                [[int(v * 255 / (2**depth - 1) + 0.5) for v in row] for row in array.tolist()],
+                dtype=np.uint8,
+            ).reshape(shape)
+            assert np.array_equal(_to_uint8(array, depth), expected)

@@ -28,6 +28,7 @@ pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
 
+import dataclasses  # noqa: E402
 import re  # noqa: E402
 
 import tifffile  # noqa: E402
@@ -35,14 +36,18 @@ from PIL import (  # noqa: E402
     Image,
 )
 
-from helpers import (  # noqa: E402  # noqa: E402
+from helpers import (  # noqa: E402
     EPS,
     FORMATS_LINE,
+    TINY_TEACHER,
     DecodeSpy,
     encode,
+    save16,
     textured_image,
     thin_png,
+    write_mvtec_tree,
 )
+from l2bt.cli import main  # noqa: E402
 from l2bt.data import image_io  # noqa: E402
 from l2bt.data.image_io import (  # noqa: E402
     to_rgb_array,
@@ -417,3 +422,39 @@ def test_docs_is_an_offline_page_listing_the_endpoints():
     assert "href='/openapi.json'" in page.text
     assert client.get("/openapi.json").status_code == 200
     assert client.get("/redoc").status_code == 404
+
+
+@pytest.mark.usefixtures("feature_cache")
+def test_the_service_and_predict_read_a_12_bit_image_alike(tmp_path):
+    """The run's bit depth travels with the model: `l2bt serve` (through `create_app`)
+    and `l2bt predict` read a 12-bit image in a 16-bit PNG on the same scale, so the
+    same part gets the same map and score."""
+    pytest.importorskip("fastapi")
+    import base64
+    import io
+
+    import tifffile
+
+    from l2bt.maps.layout import read_map
+    from l2bt.maps.tables import read_score_table
+    from l2bt.model import L2BT
+    from serving import live_server, post_image
+
+    write_mvtec_tree(tmp_path / "data")
+    run = tmp_path / "run"
+    fit = ["fit", "--data", str(tmp_path / "data"), "--category", "toy", "--out", str(run)]
+    assert main([*fit, *TINY_TEACHER, "--epochs", "1", "--bit-depth", "12"]) == 0
+    rng = np.random.default_rng(3)
+    part = save16(tmp_path / "part.png", rng.integers(0, 4096, size=(40, 52)))
+    assert main(["predict", "--model", str(run), "--out", str(tmp_path / "maps"), str(part)]) == 0
+    expected_map = read_map(tmp_path / "maps/part.tiff")
+    expected_score = read_score_table(tmp_path / "maps/scores.csv").scores["part"]
+    with live_server(L2BT.load(run, device="cpu")) as (client, _):
+        answer = post_image(client, part.read_bytes(), map="tiff").json()
+    served_map = tifffile.imread(io.BytesIO(base64.b64decode(answer["anomaly_map"])))
+    np.testing.assert_array_equal(served_map, expected_map)
+    assert answer["score"] == expected_score
+    # the file's own 16-bit depth would read it darker: a different map
+    sixteen = L2BT.load(run, device="cpu")
+    sixteen.record = dataclasses.replace(sixteen.record, bit_depth=None)
+    assert not np.array_equal(sixteen.predict(part).anomaly_map, expected_map)
