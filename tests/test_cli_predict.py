@@ -302,3 +302,32 @@ def test_a_run_records_its_depth_and_predict_keeps_it(tmp_path, capsys):
     assert not (tmp_path / "m2").exists()
     assert main([*predict, str(tmp_path / "m3"), "--bit-depth", "16", str(good)]) == 2
     assert "--bit-depth 16 differs" in one_error_line(capsys)
+
+
+def test_a_run_without_thresholds_predicts_as_before(tmp_path, capsys):
+    write_mvtec_tree(tmp_path / "data")
+    assert fit(tmp_path / "data", tmp_path / "run") == 0  # 6 images: fewer than 40
+    assert "fewer than 40" in capsys.readouterr().out
+    assert json.loads((tmp_path / "run/config.json").read_text())["thresholds"] is None
+    maps = tmp_path / "maps"
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(tmp_path / "run"),
+                "--out",
+                str(maps),
+                str(tmp_path / "data/toy/test"),
+            ]
+        )
+        == 0
+    )
+    assert "no thresholds" in capsys.readouterr().out
+    assert list(read_csv(maps / "scores.csv")[0]) == ["key", "score"]
+    assert not (maps / "regions.csv").exists() and not list(maps.rglob("*_mask.png"))
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))

@@ -1,5 +1,7 @@
-"""Decisions through the command line: fit calibrates, predict writes masks, verdicts and
-regions, calibrate recomputes thresholds, submissions; and their bad inputs."""
+"""`l2bt calibrate` (cli/calibrate.py) and what a calibrated run gives, on one run fitted
+with calibration images held out (the module's fixture): fit's stored thresholds, predict's
+masks, verdicts and regions, calibrate's recomputed thresholds and its one-line refusals,
+and submissions."""
 
 import csv
 import json
@@ -157,59 +159,6 @@ def test_calibrate_recomputes_thresholds_on_new_good_images(calibrated, tmp_path
     assert thresholds["calibration_images"] == [
         str(good / f"{i}.png") for i in sorted(range(19), key=str)
     ]
-
-
-def test_a_run_without_thresholds_predicts_as_before(tmp_path, capsys):
-    write_mvtec_tree(tmp_path / "data")
-    assert fit(tmp_path / "data", tmp_path / "run") == 0  # 6 images: fewer than 40
-    assert "fewer than 40" in capsys.readouterr().out
-    assert json.loads((tmp_path / "run/config.json").read_text())["thresholds"] is None
-    maps = tmp_path / "maps"
-    assert (
-        main(
-            [
-                "predict",
-                "--model",
-                str(tmp_path / "run"),
-                "--out",
-                str(maps),
-                str(tmp_path / "data/toy/test"),
-            ]
-        )
-        == 0
-    )
-    assert "no thresholds" in capsys.readouterr().out
-    assert list(read_csv(maps / "scores.csv")[0]) == ["key", "score"]
-    assert not (maps / "regions.csv").exists() and not list(maps.rglob("*_mask.png"))
-
-
-@pytest.mark.parametrize(
-    "value,match",
-    [
-        ("missing-folder", "calibration folder not found"),
-        ("1.5", "--calibration 1.5"),
-        ("-0.5", "--calibration -0.5"),
-        ("EMPTY", "no image files"),
-    ],
-)
-def test_bad_calibration_values_are_one_line_and_write_nothing(tmp_path, capsys, value, match):
-    write_mvtec_tree(tmp_path / "data")
-    if value == "EMPTY":
-        (tmp_path / "empty").mkdir()
-        value = str(tmp_path / "empty")
-    elif value == "missing-folder":
-        value = str(tmp_path / value)
-    assert fit(tmp_path / "data", tmp_path / "run", "--calibration", value) == 2
-    line = one_error_line(capsys)
-    assert match in line
-    assert not (tmp_path / "run").exists()
-
-
-def test_bad_false_alarm_rate_is_one_line(tmp_path, capsys):
-    write_mvtec_tree(tmp_path / "data")
-    assert fit(tmp_path / "data", tmp_path / "run", "--false-alarm-rate", "1.2") == 2
-    assert "--false-alarm-rate must be in (0, 1), got 1.2" in one_error_line(capsys)
-    assert not (tmp_path / "run").exists()
 
 
 def test_calibrate_with_another_teacher_or_no_images_is_one_line(calibrated, tmp_path, capsys):
