@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 import tifffile
 from PIL import Image
 
+from l2bt.config import TeacherConfig, TileSettings
 from l2bt.data import image_io, load_category
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -149,3 +151,18 @@ def write_maps(data, maps, noise=0.0, seed=0):
 def save16(path, values):
     Image.fromarray(np.asarray(values, dtype=np.uint16)).save(path)
     return path
+
+
+def with_tiles(config, **changes):
+    """`config` with some tile settings changed."""
+    return replace(config, tiles=replace(config.tiles, **changes))
+
+
+SMALL_TILES = TeacherConfig(
+    "dinov2_vits14", "random", 56, input_mode="tiles", tiles=TileSettings(size=28, overlap=7)
+)
+
+
+def described_mode(described):
+    """The input mode in a method's description (l2bt nests its run's config)."""
+    return described.get("input_mode") or described["config"]["teacher"]["input_mode"]

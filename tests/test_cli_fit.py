@@ -3,9 +3,15 @@ calibration values or false-alarm rates are one line and write nothing."""
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
+import tifffile
+from PIL import Image
 
 from helpers import fit_toy, one_error_line, write_mvtec_tree
+from l2bt.cli import main
 
 pytestmark = pytest.mark.usefixtures("feature_cache")
 
@@ -55,4 +61,48 @@ def test_bad_false_alarm_rate_is_one_line(tmp_path, capsys):
     write_mvtec_tree(tmp_path / "data")
     assert fit(tmp_path / "data", tmp_path / "run", "--false-alarm-rate", "1.2") == 2
     assert "--false-alarm-rate must be in (0, 1), got 1.2" in one_error_line(capsys)
+    assert not (tmp_path / "run").exists()
+
+
+def fit_tiles(data, out, *extra):
+    return fit_toy(data, out, "--input-mode", "tiles", *extra)
+
+
+def test_fit_and_predict_in_tiles_mode_via_the_cli(tmp_path):
+    sizes = ((40, 60), (56, 42), (23, 31))
+    write_mvtec_tree(tmp_path / "data", sizes=sizes)
+    flags = ["--tile-size", "28", "--tile-overlap", "7", "--tile-scale", "0.9"]
+    assert fit_tiles(tmp_path / "data", tmp_path / "run", *flags, "--calibration", "0") == 0
+    teacher = json.loads((tmp_path / "run/config.json").read_text())["config"]["teacher"]
+    assert teacher["input_mode"] == "tiles"
+    assert teacher["tiles"] == {"size": 28, "overlap": 7, "scale": 0.9}
+    test_dir = tmp_path / "data/toy/test"
+    maps = tmp_path / "maps"
+    assert (
+        main(["predict", "--model", str(tmp_path / "run"), "--out", str(maps), str(test_dir)]) == 0
+    )
+    written = sorted(maps.rglob("*.tiff"))
+    assert len(written) == 2 * len(sizes)
+    for path in written:
+        image = test_dir.parent / path.relative_to(maps).with_suffix(".png")
+        anomaly_map = tifffile.imread(path)
+        assert anomaly_map.shape == Image.open(image).size[::-1]
+        assert np.isfinite(anomaly_map).all()
+
+
+@pytest.mark.parametrize(
+    "flags,named",
+    [
+        (["--tile-size", "500"], "--tile-size"),
+        (["--tile-size", "0"], "--tile-size"),
+        (["--tile-size", "28", "--tile-overlap", "28"], "--tile-overlap"),
+        (["--tile-overlap", "-1"], "--tile-overlap"),
+        (["--tile-scale", "0"], "--tile-scale"),
+        (["--tile-scale", "1.5"], "--tile-scale"),
+    ],
+)
+def test_bad_tile_values_stop_with_one_line(tmp_path, capsys, flags, named):
+    write_mvtec_tree(tmp_path / "data")
+    assert fit_tiles(tmp_path / "data", tmp_path / "run", *flags) == 2
+    assert named in one_error_line(capsys)
     assert not (tmp_path / "run").exists()

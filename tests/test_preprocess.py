@@ -7,6 +7,12 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import (
+    SMALL_TILES,
+    textured_image,
+)
+from l2bt.config import TileSettings
+from l2bt.data.image_io import ImageTooLarge
 from l2bt.errors import InputError
 from l2bt.preprocess import (
     IMAGENET_MEAN,
@@ -17,7 +23,9 @@ from l2bt.preprocess import (
     pad_to_square,
     preprocess,
     square_frame,
+    teacher_inputs,
 )
+from l2bt.tiling import cut_windows
 
 
 @pytest.mark.parametrize("height,width", [(5, 9), (9, 5), (6, 9), (7, 7), (1, 4)])
@@ -103,3 +111,28 @@ def test_work_limit_refuses_a_thin_image_in_pad_mode_only():
         WorkLimit("pad", 1036, 50_000_000)(10, 10000)
     assert "100,000,000 pixels" in str(error.value)
     assert "over the limit of 50,000,000 pixels (--max-pixels)" in str(error.value)
+
+
+@pytest.mark.usefixtures("feature_cache")
+def test_preprocess_in_tiles_mode_gives_every_window():
+    image = textured_image(40, 70, 1)
+    x, geometry = preprocess(image, 56, "tiles", TileSettings(28, 7))
+    layout = geometry.tiles
+    assert layout is not None and layout.count == 2 * 3
+    assert tuple(x.shape) == (6, 3, 28, 28) and geometry.input_shape == (28, 28)
+    assert geometry.n_inputs == 6 and geometry.grid == (2, 2)
+    windows = cut_windows(image, layout)
+    for window, one in zip(windows, x, strict=True):
+        plain, _ = preprocess(np.ascontiguousarray(window), 28, "aspect")
+        assert torch.equal(one, plain)
+    assert torch.equal(teacher_inputs(image, geometry), x)
+
+
+@pytest.mark.usefixtures("feature_cache")
+def test_the_service_size_limit_uses_the_runs_windows():
+    from l2bt.preprocess import header_limit
+
+    check = header_limit(SMALL_TILES, 10_000)
+    assert check == WorkLimit("tiles", 56, 10_000, TileSettings(28, 7))
+    with pytest.raises(ImageTooLarge):
+        check(100, 101)  # 10,100 image pixels

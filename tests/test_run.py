@@ -10,7 +10,12 @@ from pathlib import Path
 import pytest
 
 from checkpoints import old_students_file
-from helpers import TINY_TEACHER, one_error_line, textured_image, write_mvtec_tree
+from helpers import (
+    TINY_TEACHER,
+    one_error_line,
+    textured_image,
+    write_mvtec_tree,
+)
 from l2bt.cli import main
 from l2bt.config import TeacherConfig, TileSettings, TrainConfig
 from l2bt.decisions.thresholds import Thresholds
@@ -260,3 +265,15 @@ def test_thresholds_round_trip_and_ints_become_floats():
     assert loaded.image == 1.0 and isinstance(loaded.image, float)
     with pytest.raises(InputError, match=r"^thresholds\.calibration_images must be"):
         Thresholds.from_dict(thresholds.to_dict() | {"calibration_images": [1]})
+
+
+def test_a_run_without_tile_settings_still_loads():
+    """Runs before tiles mode had no tile settings; runs of 0.1 had them flat (tile_*)."""
+    record = RunDescription("l2bt", TeacherConfig(), "random", 768, train=TrainConfig())
+    described = record.to_dict()
+    del described["config"]["teacher"]["tiles"]
+    assert RunDescription.from_dict(described) == record
+    flat = {"tile_size": 56, "tile_overlap": 14, "tile_scale": 0.5}
+    described["config"]["teacher"] |= flat
+    loaded = RunDescription.from_dict(described).teacher
+    assert loaded is not None and loaded.tiles == TileSettings(56, 14, 0.5)
