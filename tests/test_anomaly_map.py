@@ -20,6 +20,7 @@ from l2bt.anomaly_map import (
     smooth,
     smoothing_reach,
     to_image_maps,
+    top_count,
 )
 from l2bt.config import TileSettings
 from l2bt.methods.dinomaly import GaussianBlur, gaussian_kernel, to_full_resolution
@@ -250,3 +251,26 @@ def test_signed_maps_and_one_image_at_a_time_agree():
     for index in range(3):
         alone = to_image_maps(patch_maps[index : index + 1], geometry)
         np.testing.assert_array_equal(alone[0], together[index])
+
+
+@pytest.mark.usefixtures("feature_cache")
+@pytest.mark.parametrize("n", [1, 999, 1000, 1001, 1961, 1_499_000, 561_741, 2_073_601])
+def test_top_count_is_the_published_floor(n):
+    assert top_count(n) == max(1, int(0.001 * n))
+
+
+@pytest.mark.usefixtures("feature_cache")
+def test_top_count_equals_the_published_floor_for_many_sizes():
+    rng = np.random.default_rng(0)
+    for n in rng.integers(1, 50_000_000, 20_000):
+        assert top_count(int(n)) == max(1, int(0.001 * int(n)))
+
+
+@pytest.mark.usefixtures("feature_cache")
+@pytest.mark.parametrize("height,width", [(37, 53), (1000, 1499), (123, 457), (9, 9)])
+def test_image_score_averages_the_floor_of_a_tenth_of_a_percent(height, width):
+    rng = np.random.default_rng(height)
+    anomaly_map = rng.random((height, width)).astype(np.float32)
+    k = max(1, int(0.001 * height * width))  # the published code: int(), not ceil
+    expected = np.sort(anomaly_map.ravel().astype(np.float64))[::-1][:k].mean()
+    assert image_score(anomaly_map) == pytest.approx(expected, rel=1e-12)

@@ -1,5 +1,5 @@
-"""features.py: in tiles mode, training caches every window once, and the cache key changes
-with the tile size, overlap and scale (SPEC §11)."""
+"""features.py: images batched by input shape; in tiles mode, training caches every window
+once, and the cache key changes with the tile size, overlap and scale (SPEC §11)."""
 
 from dataclasses import replace
 
@@ -9,8 +9,8 @@ from PIL import Image
 
 from helpers import SMALL_TILES, textured_image, with_tiles
 from l2bt.config import TileSettings
-from l2bt.features import cache_key, cached_train_features
-from l2bt.preprocess import InputGeometry, teacher_inputs
+from l2bt.features import cache_key, cached_train_features, iter_inputs
+from l2bt.preprocess import InputGeometry, preprocess, teacher_inputs
 from l2bt.teacher import load_teacher
 
 pytestmark = pytest.mark.usefixtures("feature_cache")
@@ -63,3 +63,18 @@ def test_cache_key_changes_with_size_overlap_and_scale(tmp_path):
     # other modes ignore the tile settings, so their cache keys stay as they were
     pad = replace(SMALL_TILES, input_mode="pad")
     assert key(pad) == key(with_tiles(pad, size=42, scale=0.5))
+
+
+def test_batches_group_images_that_share_an_input_shape(tmp_path):
+    sizes = [(30, 40), (40, 30), (30, 40), (30, 40), (40, 30), (30, 40)]
+    paths = []
+    for i, (h, w) in enumerate(sizes):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(textured_image(h, w, i)).save(paths[-1])
+    geometries = [InputGeometry.aspect(h, w, 56) for h, w in sizes]
+    batches = list(iter_inputs(paths, geometries, batch_size=2))
+    assert [rows for rows, _ in batches] == [[0, 2], [3, 5], [1, 4]]
+    for rows, x in batches:
+        assert tuple(x.shape) == (2, 3, *geometries[rows[0]].input_shape)
+        for row, one in zip(rows, x, strict=True):
+            assert torch.equal(one, preprocess(textured_image(*sizes[row], row), 56, "aspect")[0])

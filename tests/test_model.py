@@ -1,3 +1,7 @@
+"""model.py: L2BT fit, save, load and predict (reproducible, cached features, maps of each
+input's size, batched equals one by one, bf16), and its tiles and aspect input modes
+against plain references."""
+
 import json
 from dataclasses import replace
 
@@ -18,7 +22,7 @@ from l2bt.anomaly_map import smooth
 from l2bt.config import L2BTConfig, TeacherConfig, TileSettings, TrainConfig
 from l2bt.errors import InputError
 from l2bt.features import TrainFeatures, cached_train_features
-from l2bt.preprocess import preprocess
+from l2bt.preprocess import InputGeometry, preprocess
 from l2bt.teacher import load_teacher
 from l2bt.tiling import TileLayout, blend_weights, cut_windows
 from l2bt.training import new_students, train_students
@@ -229,3 +233,63 @@ def test_windows_of_several_images_batch_as_one_at_a_time(teacher):
 @pytest.fixture(scope="module")
 def teacher():
     return load_teacher("dinov2_vits14", weights="random")
+
+
+ODD_SIZES = [(37, 53), (53, 37), (29, 29), (17, 61), (45, 23)]
+
+
+@pytest.fixture(scope="module")
+def aspect_model(tmp_path_factory):
+    root = tmp_path_factory.mktemp("aspect")
+    paths = []
+    for i, (h, w) in enumerate(ODD_SIZES):
+        paths.append(root / f"{i}.png")
+        Image.fromarray(textured_image(h, w, i)).save(paths[-1])
+    config = L2BTConfig(
+        TeacherConfig("dinov2_vits14", "random", 56, input_mode="aspect"), TrainConfig(epochs=1)
+    )
+    return L2BT.fit(paths, config, device="cpu", cache_dir=root / "cache"), paths
+
+
+def test_aspect_mode_maps_are_exactly_each_image_size(aspect_model):
+    model, _ = aspect_model
+    images = [textured_image(h, w, 50 + i) for i, (h, w) in enumerate(ODD_SIZES)]
+    predictions = model.predict_batch(images)
+    for (h, w), prediction in zip(ODD_SIZES, predictions, strict=True):
+        assert prediction.anomaly_map.shape == (h, w)
+        assert prediction.anomaly_map.dtype == np.float32
+        assert np.isfinite(prediction.anomaly_map).all() and np.isfinite(prediction.score)
+    # One image alone gives the same map as within a mixed batch.
+    alone = model.predict(images[3])
+    assert np.allclose(alone.anomaly_map, predictions[3].anomaly_map, atol=1e-5)
+
+
+def test_aspect_mode_cache_holds_each_image_grid(aspect_model):
+    model, paths = aspect_model
+    features = cached_train_features(
+        model.teacher,
+        paths,
+        model.config.teacher,
+        torch.device("cpu"),
+        cache_dir=paths[0].parent / "cache",
+    )
+    grids = [InputGeometry.aspect(h, w, 56).grid for h, w in ODD_SIZES]
+    assert [tuple(g) for g in features.grids.tolist()] == grids
+    assert features.n_patches == sum(h * w for h, w in grids)
+    x, _ = preprocess(np.asarray(Image.open(paths[0]).convert("RGB")), 56, "aspect")
+    early, _ = model.teacher.features(x[None], model.config.teacher.layers)
+    cached_early, _ = features.image(0, torch.device("cpu"))
+    assert np.allclose(cached_early.numpy(), early[0].numpy(), rtol=2e-3, atol=2e-3)
+
+
+def test_pad_and_aspect_features_do_not_share_a_cache_entry(aspect_model, tmp_path):
+    model, paths = aspect_model
+    pad = TeacherConfig("dinov2_vits14", "random", 56, input_mode="pad")
+    features = cached_train_features(
+        model.teacher,
+        paths,
+        pad,
+        torch.device("cpu"),
+        cache_dir=paths[0].parent / "cache",
+    )
+    assert features.grids.tolist() == [[4, 4]] * len(paths)

@@ -1,4 +1,5 @@
-"""preprocess.py: padding, resizing and normalisation, and the work limit in pixels."""
+"""preprocess.py: padding, resizing and normalisation, the aspect and tiles input modes'
+geometry and windows, the work limit in pixels and the service's header limit."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from helpers import (
     SMALL_TILES,
     textured_image,
 )
-from l2bt.config import TileSettings
+from l2bt.config import TeacherConfig, TileSettings
 from l2bt.data.image_io import ImageTooLarge
 from l2bt.errors import InputError
 from l2bt.preprocess import (
@@ -136,3 +137,48 @@ def test_the_service_size_limit_uses_the_runs_windows():
     assert check == WorkLimit("tiles", 56, 10_000, TileSettings(28, 7))
     with pytest.raises(ImageTooLarge):
         check(100, 101)  # 10,100 image pixels
+
+
+@pytest.mark.usefixtures("feature_cache")
+@pytest.mark.parametrize(
+    "height,width,size,expected",
+    [
+        (460, 1130, 1036, (420, 1036)),  # 1036 · 460 / 1130 = 421.7 -> 30 patches
+        (1130, 460, 1036, (1036, 420)),
+        (645, 1540, 1036, (434, 1036)),  # 433.9 -> 31 patches
+        (1056, 4224, 1036, (266, 1036)),  # exactly 259 = 18.5 patches: halves round up
+        (500, 500, 224, (224, 224)),
+        (3, 900, 224, (14, 224)),  # never below one patch
+        (31, 47, 56, (42, 56)),
+    ],
+)
+def test_aspect_geometry_keeps_the_long_side_and_rounds_the_short_one(
+    height, width, size, expected
+):
+    g = InputGeometry.aspect(height, width, size)
+    scale_short = size * min(height, width) / max(height, width)
+    short = min(g.input_height, g.input_width)
+    assert max(g.input_height, g.input_width) == size
+    assert short % 14 == 0 and short >= 14
+    # nearest multiple of 14: no other multiple is closer to the exact short side
+    assert short == 14 or abs(short - scale_short) <= 7
+    assert (g.input_height >= g.input_width) == (height >= width)
+    assert (g.frame_height, g.frame_width, g.top, g.left) == (height, width, 0, 0)
+    assert (g.input_height, g.input_width) == expected
+
+
+@pytest.mark.usefixtures("feature_cache")
+def test_aspect_preprocess_is_a_plain_pil_bicubic_resize_without_padding():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (31, 47, 3), dtype=np.uint8)
+    x, g = preprocess(image, 56, "aspect")
+    assert x.shape == (3, 42, 56) and g.grid == (3, 4)
+    expected = np.asarray(Image.fromarray(image).resize((56, 42), Image.BICUBIC)) / 255.0
+    expected = (expected - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
+    assert np.allclose(x.permute(1, 2, 0).numpy(), expected, atol=1e-5)
+
+
+@pytest.mark.usefixtures("feature_cache")
+def test_an_unknown_input_mode_is_an_input_error():
+    with pytest.raises(InputError, match="input_mode must be one of"):
+        TeacherConfig("dinov2_vits14", "random", 56, input_mode="crop")

@@ -4,6 +4,7 @@ import torch.nn.functional as F
 
 from checkpoints import reference_pos_embed
 from l2bt.errors import InputError
+from l2bt.preprocess import InputGeometry
 from l2bt.teacher import TEACHER_VARIANTS, Teacher, load_teacher
 
 # The official architecture facts (facebookresearch/dinov2 hub backbones), written out
@@ -165,3 +166,14 @@ def test_bad_inputs_are_input_errors(shape, layers, match):
 def test_unknown_variant():
     with pytest.raises(InputError, match="unknown teacher"):
         load_teacher("dinov2_vitx14", weights="random")
+
+
+@pytest.mark.usefixtures("feature_cache")
+@pytest.mark.parametrize("variant", ["dinov2_vits14", "dinov2_vits14_reg"])
+@pytest.mark.parametrize("height,width", [(460, 1130), (1540, 645), (1056, 4224)])
+def test_position_embeddings_of_aspect_grids_follow_the_official_formula(variant, height, width):
+    teacher = load_teacher(variant, weights="random")
+    grid = InputGeometry.aspect(height, width, 518).grid
+    assert grid[0] != grid[1]
+    expected = reference_pos_embed(teacher.pos_embed, *grid, variant.endswith("_reg"))
+    assert torch.allclose(teacher.interpolate_pos_encoding(*grid), expected, atol=1e-6)
