@@ -38,6 +38,7 @@ def thresholds(**changes):
     return Thresholds(**{**base.__dict__, **changes})
 
 
+@pytest.mark.usefixtures("feature_cache")
 def test_decide_masks_at_the_segmentation_threshold_after_cleanup():
     rng = np.random.default_rng(0)
     anomaly_map = ndimage.uniform_filter(rng.random((37, 29)), 3).astype(np.float32)
@@ -54,6 +55,7 @@ def test_decide_masks_at_the_segmentation_threshold_after_cleanup():
     assert np.array_equal(plain.mask, anomaly_map > 0.9)  # no β: the pixel threshold
 
 
+@pytest.mark.usefixtures("feature_cache")
 def test_stored_mask_rules_name_each_threshold_alone_and_cleaned():
     cleanup = Cleanup(min_region_area=2)
     rules = stored_mask_rules(thresholds(segmentation=0.3, cleanup=cleanup))
@@ -70,6 +72,7 @@ def test_stored_mask_rules_name_each_threshold_alone_and_cleaned():
     assert list(stored_mask_rules(thresholds())) == ["pixel"]
 
 
+@pytest.mark.usefixtures("feature_cache")
 def test_seg_f1_at_each_rule_equals_a_plain_count():
     rng = np.random.default_rng(3)
     maps = [rng.random((h, w)).astype(np.float32) for h, w in [(9, 13), (17, 5), (6, 6)]]
