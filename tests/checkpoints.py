@@ -1,4 +1,4 @@
-"""Teacher checkpoints, position embeddings and students files built by hand, shared by
+"""Teacher checkpoints, position embeddings, students files and a relative error, shared by
 tests (never a test file itself; kept out of helpers.py so that conftest imports no torch)."""
 
 from __future__ import annotations
@@ -50,3 +50,7 @@ def old_students_file(path: Path, dim: int = 384, seed: int = 0) -> None:
     for prefix in ("forward.", "backward."):
         tensors |= {prefix + k: v for k, v in Student(dim).state_dict().items()}
     save_file(tensors, str(path))
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).norm() / b.double().norm())

@@ -26,6 +26,7 @@ from l2bt.config import TileSettings
 from l2bt.methods.dinomaly import GaussianBlur, gaussian_kernel, to_full_resolution
 from l2bt.preprocess import InputGeometry
 from l2bt.tiling import frame_to_image, stitch
+from l2bt.training import new_students
 
 
 def reference_box_blur(maps: torch.Tensor, side: int) -> torch.Tensor:
@@ -274,3 +275,16 @@ def test_image_score_averages_the_floor_of_a_tenth_of_a_percent(height, width):
     k = max(1, int(0.001 * height * width))  # the published code: int(), not ceil
     expected = np.sort(anomaly_map.ravel().astype(np.float64))[::-1][:k].mean()
     assert image_score(anomaly_map) == pytest.approx(expected, rel=1e-12)
+
+
+def test_bf16_patch_anomaly_is_close_to_fp32():
+    generator = torch.Generator().manual_seed(3)
+    early = torch.randn(2, 5, 6, 64, generator=generator)
+    late = 0.7 * early + 0.3 * torch.randn(2, 5, 6, 64, generator=generator)
+    forward, backward = new_students(64, seed=0)
+    with torch.inference_mode():
+        fp32 = patch_anomaly(forward, backward, early, late)
+        bf16 = patch_anomaly(forward, backward, early, late, "bf16")
+    assert bf16.dtype == torch.float32 and bf16.shape == (2, 5, 6)
+    assert not torch.equal(bf16, fp32)  # the students really ran in bf16
+    assert torch.allclose(bf16, fp32, rtol=0.02)

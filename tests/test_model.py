@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file
 from torch.nn import functional as F
 
 from helpers import (
@@ -293,3 +294,18 @@ def test_pad_and_aspect_features_do_not_share_a_cache_entry(aspect_model, tmp_pa
         cache_dir=paths[0].parent / "cache",
     )
     assert features.grids.tolist() == [[4, 4]] * len(paths)
+
+
+def test_a_bf16_fit_saves_float32_students_and_predicts(tmp_path, monkeypatch):
+    monkeypatch.setenv("L2BT_CACHE_DIR", str(tmp_path / "cache"))
+    train = sorted((write_mvtec_tree(tmp_path / "data") / "train/good").glob("*.png"))
+    config = L2BTConfig(TeacherConfig("dinov2_vits14", "random", 56), TrainConfig(epochs=2))
+    model = L2BT.fit(train, config, device="cpu", precision="bf16")
+    run = model.save(tmp_path / "run")
+    assert all(t.dtype == torch.float32 for t in load_file(run / "students.safetensors").values())
+    loaded = L2BT.load(run, device="cpu")
+    assert loaded.precision == "bf16"
+    out = loaded.predict(
+        np.asarray(np.random.default_rng(1).integers(0, 255, (40, 60, 3)), dtype=np.uint8)
+    )
+    assert out.anomaly_map.shape == (40, 60) and np.isfinite(out.anomaly_map).all()
