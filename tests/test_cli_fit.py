@@ -1,9 +1,11 @@
-"""`l2bt fit` (cli/fit.py): a missing data folder, an existing run folder and bad
-calibration values or false-alarm rates are one line and write nothing."""
+"""`l2bt fit` (cli/fit.py): a missing data folder, an existing run folder, structural
+problems of the data, bad calibration values, false-alarm rates or tile values are one line
+and write nothing; fit and predict in tiles mode through the CLI."""
 
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -105,4 +107,46 @@ def test_bad_tile_values_stop_with_one_line(tmp_path, capsys, flags, named):
     write_mvtec_tree(tmp_path / "data")
     assert fit_tiles(tmp_path / "data", tmp_path / "run", *flags) == 2
     assert named in one_error_line(capsys)
+    assert not (tmp_path / "run").exists()
+
+
+def errors(capsys) -> list[str]:
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines and not any("Traceback" in line for line in lines)
+    return lines
+
+
+@pytest.mark.parametrize(
+    "breakage,expected",
+    [
+        (lambda base: shutil.rmtree(base / "test"), "test: missing folder"),
+        (lambda base: [p.unlink() for p in (base / "train/good").iterdir()], "no training images"),
+        (lambda base: (base / "ground_truth/spot/002_mask.png").unlink(), "without a mask"),
+    ],
+)
+def test_fit_stops_on_structural_problems_with_one_line(tmp_path, capsys, breakage, expected):
+    base = write_mvtec_tree(tmp_path / "data")
+    breakage(base)
+    code = main(
+        [
+            "fit",
+            "--data",
+            str(tmp_path / "data"),
+            "--category",
+            "toy",
+            "--out",
+            str(tmp_path / "run"),
+            "--weights",
+            "random",
+            "--teacher",
+            "dinov2_vits14",
+            "--image-size",
+            "28",
+            "--epochs",
+            "1",
+        ]
+    )
+    assert code == 2
+    lines = errors(capsys)
+    assert len(lines) == 1 and expected in lines[0]
     assert not (tmp_path / "run").exists()

@@ -239,3 +239,16 @@ def test_scaling_matches_a_plain_reference_on_random_arrays():
                 dtype=np.uint8,
             ).reshape(shape)
             assert np.array_equal(_to_uint8(array, depth), expected)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "I;16"])
+def test_grayscale_rgba_and_16_bit_images_become_rgb(tmp_path, mode):
+    if mode == "I;16":
+        image = Image.fromarray((np.arange(20 * 30).reshape(20, 30) * 100).astype(np.uint16))
+    else:
+        image = Image.fromarray(textured_image(20, 30, 0)).convert(mode)
+    image.save(tmp_path / "x.png")
+    array = read_image(tmp_path / "x.png")
+    assert array.shape == (20, 30, 3) and array.dtype == np.uint8
+    if mode == "I;16":
+        assert array.max() == round(599 * 100 * 255 / 65535)
