@@ -1,7 +1,9 @@
+import os
 import sys
 from pathlib import Path
 
 import pytest
+from PIL import EpsImagePlugin
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/helpers.py
 
@@ -35,3 +37,35 @@ def progress_as_a_new_process(monkeypatch):
 
     monkeypatch.setattr(progress, "LINES", progress.LineClock())
     monkeypatch.setattr(progress, "_enabled", [progress.progress_from_environment()])
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """A tiny fitted run (tests/runs.py) and its model, once per test module that asks; a
+    module's own `fitted`, `run_dir` or `model` fixture takes precedence."""
+    from runs import fit_tiny_run
+
+    return fit_tiny_run(tmp_path_factory.mktemp("serve"))
+
+
+@pytest.fixture(scope="module")
+def run_dir(fitted):
+    return fitted[0]
+
+
+@pytest.fixture(scope="module")
+def model(fitted):
+    return fitted[1]
+
+
+@pytest.fixture
+def stand_in_gs(tmp_path, monkeypatch) -> Path:
+    """A `gs` first on PATH that leaves a marker file whenever it is started; Pillow made
+    to look for Ghostscript again. Returns the marker's path (absent: never started)."""
+    bin_dir, marker = tmp_path / "bin", tmp_path / "gs-was-started"
+    bin_dir.mkdir()
+    (bin_dir / "gs").write_text(f"#!/bin/sh\necho \"$@\" >> '{marker}'\nexit 1\n")
+    (bin_dir / "gs").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(EpsImagePlugin, "gs_binary", None)
+    return marker

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 from PIL import Image
+
+from l2bt.config import TeacherConfig, TileSettings
+from l2bt.data import image_io, load_category
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -92,3 +98,71 @@ def fit_toy(data, out, *extra) -> int:
             *extra,
         ]
     )
+
+
+EPS = (
+    b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 20 20\n"
+    b"newpath 0 0 moveto 20 20 lineto stroke\nshowpage\n%%EOF\n"
+)
+
+
+def thin_png(height: int, width: int) -> bytes:
+    image = np.zeros((height, width, 3), np.uint8)
+    image[:, ::7] = 200
+    return encode(image)
+
+
+class DecodeSpy:
+    """`load_image` that counts its calls (decoding any pixel goes through it)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.load_image = image_io.load_image
+
+    def __call__(self, image, path=None):
+        self.calls += 1
+        return self.load_image(image, path)
+
+
+FORMATS_LINE = "not a supported image format (PNG, JPEG, TIFF, BMP, WebP)"
+
+
+def encode(image: np.ndarray | Image.Image, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    (image if isinstance(image, Image.Image) else Image.fromarray(image)).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def write_maps(data, maps, noise=0.0, seed=0):
+    """Maps that light up the ground truth (plus noise), in the SPEC §5 layout."""
+    rng = np.random.default_rng(seed)
+    split = load_category(data, "toy")
+    for s in split.test:
+        w, h = Image.open(s.image).size
+        target = np.zeros((h, w), np.float32)
+        if s.mask is not None:
+            target = (np.asarray(Image.open(s.mask)) > 127).astype(np.float32)
+        path = maps / "toy" / f"{s.key}.tiff"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tifffile.imwrite(path, target + noise * rng.random((h, w)).astype(np.float32))
+    return split
+
+
+def save16(path, values):
+    Image.fromarray(np.asarray(values, dtype=np.uint16)).save(path)
+    return path
+
+
+def with_tiles(config, **changes):
+    """`config` with some tile settings changed."""
+    return replace(config, tiles=replace(config.tiles, **changes))
+
+
+SMALL_TILES = TeacherConfig(
+    "dinov2_vits14", "random", 56, input_mode="tiles", tiles=TileSettings(size=28, overlap=7)
+)
+
+
+def described_mode(described):
+    """The input mode in a method's description (l2bt nests its run's config)."""
+    return described.get("input_mode") or described["config"]["teacher"]["input_mode"]

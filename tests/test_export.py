@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 import l2bt.model
-from helpers import SHARED_DATA, one_error_line, textured_image
+from helpers import SHARED_DATA, encode, one_error_line, textured_image
 from l2bt.cli import main
 from l2bt.config import L2BTConfig, TeacherConfig
 from l2bt.data.image_io import read_image
@@ -527,7 +527,7 @@ def test_serve_runs_an_exported_file_with_onnxruntime(run_224):
 
     pytest.importorskip("fastapi")
     from l2bt.cli.serve import _load
-    from test_serve import encode, live_server, post_image
+    from serving import live_server, post_image
 
     args = argparse.Namespace(device="cpu", precision=None, weights=None)
     engine = _load(args, run_224.run / CACHE_NAME)

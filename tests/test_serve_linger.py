@@ -6,6 +6,8 @@ import socket
 import numpy as np
 import pytest
 
+from helpers import encode
+
 pytest.importorskip("fastapi")
 
 BODY_BYTES = 40 << 20  # far more than the sockets' buffers hold
@@ -44,7 +46,7 @@ def send_then_read(port: int, content_type: str, body: bytes) -> bytes:
 
 @pytest.mark.parametrize("multipart", [False, True])
 def test_a_body_over_the_limit_gets_its_413_before_the_connection_closes(model, multipart):
-    from test_serve import encode, live_server
+    from serving import live_server
 
     image = encode(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8))
     payload = image + bytes(BODY_BYTES)

@@ -20,7 +20,11 @@ import pytest
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
-from helpers import fit_toy, write_mvtec_tree  # noqa: E402
+from helpers import (  # noqa: E402
+    encode,
+    fit_toy,
+    write_mvtec_tree,
+)
 from l2bt.data.image_io import read_image  # noqa: E402
 from l2bt.engines import load_engine  # noqa: E402
 from l2bt.run import read_run, write_run  # noqa: E402
@@ -32,7 +36,7 @@ from l2bt.serve import (  # noqa: E402
     repository_app,
 )
 from l2bt.serve.version import version_digest  # noqa: E402
-from test_serve import TIMEOUT, encode, free_port, start_server, wait_until  # noqa: E402
+from serving import TIMEOUT, free_port, start_server, wait_until  # noqa: E402
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 pytestmark = pytest.mark.usefixtures("feature_cache")

@@ -8,11 +8,11 @@ import shutil
 import pytest
 from safetensors import safe_open
 
+from checkpoints import old_students_file
 from helpers import fit_toy, one_error_line, write_mvtec_tree
 from l2bt.cli import main
 from l2bt.run import CONFIG_FILE, STUDENTS_FILE
 from l2bt.students_file import file_digest
-from test_run import old_students_file
 
 pytestmark = pytest.mark.usefixtures("feature_cache")
 

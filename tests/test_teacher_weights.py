@@ -7,6 +7,7 @@ import threading
 import pytest
 import torch
 
+from checkpoints import small_checkpoint
 from l2bt.errors import InputError
 from l2bt.teacher import load_teacher
 from l2bt.teacher import weights as weight_files
@@ -32,18 +33,6 @@ def server(tmp_path):
     httpd.shutdown()
     httpd.server_close()
     thread.join(timeout=5)
-
-
-def small_checkpoint(path, seed=0):
-    teacher = load_teacher("dinov2_vits14", weights="random")
-    generator = torch.Generator().manual_seed(seed)
-    state = {
-        k: v + 0.01 * torch.randn(v.shape, generator=generator)
-        for k, v in teacher.state_dict().items()
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, path)
-    return state
 
 
 def test_official_urls():

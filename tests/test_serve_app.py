@@ -11,19 +11,14 @@ import base64
 import copy
 import io
 import json
-import signal
-import socket
 import struct
 import subprocess
 import sys
-import threading
-import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,18 +27,45 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
+
+import dataclasses  # noqa: E402
+import re  # noqa: E402
+
 import tifffile  # noqa: E402
-from PIL import Image  # noqa: E402
+from PIL import (  # noqa: E402
+    Image,
+)
 
-from helpers import textured_image  # noqa: E402
+from helpers import (  # noqa: E402
+    EPS,
+    FORMATS_LINE,
+    TINY_TEACHER,
+    DecodeSpy,
+    encode,
+    save16,
+    textured_image,
+    thin_png,
+    write_mvtec_tree,
+)
 from l2bt.cli import main  # noqa: E402
-from l2bt.config import L2BTConfig, TeacherConfig, TrainConfig  # noqa: E402
-from l2bt.data.image_io import to_rgb_array  # noqa: E402
-from l2bt.decisions.thresholds import Thresholds  # noqa: E402
+from l2bt.data import image_io  # noqa: E402
+from l2bt.data.image_io import (  # noqa: E402
+    to_rgb_array,
+)
 from l2bt.model import L2BT  # noqa: E402
-from l2bt.serve import Server, ServeSettings, create_app  # noqa: E402
+from l2bt.preprocess import WorkLimit  # noqa: E402
+from l2bt.serve import ServeSettings, create_app  # noqa: E402
+from runs import sample_images  # noqa: E402
+from serving import (  # noqa: E402
+    TIMEOUT,
+    HeldPredictor,
+    live_server,
+    live_version,
+    one_line_error,
+    post_image,
+    wait_until,
+)
 
-TIMEOUT = 60.0  # seconds: only so that a broken server fails the test instead of hanging it
 KEYS = {"score", "verdict", "threshold", "width", "height", "regions", "seconds", "model"}
 KEYS |= {"version", "p_value"}  # SPEC §13
 
@@ -51,89 +73,8 @@ KEYS |= {"version", "p_value"}  # SPEC §13
 # ---- the model and the server -------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def fitted(tmp_path_factory) -> tuple[Path, L2BT]:
-    return fit_tiny_run(tmp_path_factory.mktemp("serve"))
-
-
-def fit_tiny_run(root: Path) -> tuple[Path, L2BT]:
-    """A tiny random-teacher run (one epoch on 4 images) and its folder, with thresholds
-    set inside the maps' range (a random teacher separates nothing, so calibrated ones
-    would give empty masks): pixel at the lower of the sample maps' 90th percentiles,
-    image at the median sample score."""
-    train = []
-    for seed in range(4):
-        train.append(root / f"train/{seed}.png")
-        train[-1].parent.mkdir(exist_ok=True)
-        Image.fromarray(textured_image(40 + 4 * seed, 50, seed)).save(train[-1])
-    config = L2BTConfig(TeacherConfig("dinov2_vits14", "random", 56), TrainConfig(epochs=1))
-    model = L2BT.fit(train, config, device="cpu", cache_dir=root / "cache")
-    predictions = [model.predict(image) for image in sample_images()]
-    model.thresholds = Thresholds(
-        image=float(np.median([p.score for p in predictions])),
-        pixel=min(float(np.quantile(p.anomaly_map, 0.9)) for p in predictions),
-        false_alarm_rate=0.2,
-        guaranteed_rate=0.2,
-        n_calibration=2,
-        calibration_images=("a.png", "b.png"),
-    )
-    return model.save(root / "run"), model
-
-
-@pytest.fixture(scope="module")
-def run_dir(fitted) -> Path:
-    return fitted[0]
-
-
-@pytest.fixture(scope="module")
-def model(fitted) -> L2BT:
-    return fitted[1]
-
-
 def description(model: L2BT, run: str = "run") -> dict:
     return {**model.describe(), "run": run}
-
-
-def sample_images() -> list[np.ndarray]:
-    return [textured_image(h, w, 100 + i) for i, (h, w) in enumerate(((40, 60), (56, 42)))]
-
-
-def live_version(service):
-    """The live version of the one model a test serves."""
-    (entry,) = service.repository.entries.values()
-    return entry.live
-
-
-@contextmanager
-def live_server(predictor, name: str = "run", **settings) -> Iterator[tuple[httpx.Client, object]]:
-    """A real uvicorn server in a thread on a free port, an httpx client for it, and the
-    app's service (to see how many requests wait); shut down on exit."""
-    app = create_app(predictor, name, ServeSettings(**settings))
-    server, thread, port = start_server(app)
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=TIMEOUT) as client:
-            yield client, app.state.service
-    finally:
-        server.should_exit = True
-        thread.join(TIMEOUT)
-    assert not thread.is_alive(), "the server did not stop"
-
-
-def start_server(app) -> tuple[Server, threading.Thread, int]:
-    """`app` served by uvicorn in a thread on a free port: (server, thread, port)."""
-    server = Server(app, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started or not thread.is_alive(), "the server to start")
-    assert server.started, "the server did not start"
-    return server, thread, server.servers[0].sockets[0].getsockname()[1]
-
-
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + TIMEOUT
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.005)
 
 
 @pytest.fixture(scope="module")
@@ -141,23 +82,6 @@ def served(model):
     """A server for the thresholded model, with small limits for the bad-input tests."""
     with live_server(model, max_pixels=4000, max_body_bytes=30_000) as s:
         yield s
-
-
-def encode(image: np.ndarray | Image.Image, fmt: str = "PNG") -> bytes:
-    buffer = io.BytesIO()
-    (image if isinstance(image, Image.Image) else Image.fromarray(image)).save(buffer, fmt)
-    return buffer.getvalue()
-
-
-def post_image(client: httpx.Client, data: bytes, multipart: bool = False, **query):
-    if multipart:
-        return client.post("/v1/predict", params=query, files={"image": ("part.png", data)})
-    return client.post(
-        "/v1/predict",
-        params=query,
-        content=data,
-        headers={"content-type": "application/octet-stream"},
-    )
 
 
 def b64_image(text: str) -> np.ndarray:
@@ -343,14 +267,6 @@ BAD_REQUESTS = {  # name: (send, expected status, words in the error)
 }
 
 
-def one_line_error(response: httpx.Response) -> str:
-    body = response.json()
-    assert list(body) == ["error"], body
-    assert isinstance(body["error"], str) and body["error"]
-    assert "\n" not in body["error"] and "Traceback" not in body["error"]
-    return body["error"]
-
-
 @pytest.mark.parametrize("name", list(BAD_REQUESTS))
 def test_bad_input_is_a_one_line_4xx_and_the_server_keeps_serving(served, name):
     client, _ = served
@@ -362,30 +278,6 @@ def test_bad_input_is_a_one_line_4xx_and_the_server_keeps_serving(served, name):
 
 
 # ---- the worker: batching, a full queue, a failing predictor ----------------------------
-
-
-class HeldPredictor:
-    """The model behind a gate: records each batch's size and waits for `gate` before
-    predicting; raises on an all-black image, with a message of two lines."""
-
-    def __init__(self, model: L2BT) -> None:
-        self.model = model
-        self.batches: list[int] = []
-        self.gate = threading.Event()
-
-    @property
-    def record(self):
-        return self.model.record
-
-    def describe(self):
-        return self.model.describe()
-
-    def predict_maps(self, images):
-        self.batches.append(len(images))
-        assert self.gate.wait(TIMEOUT)
-        if any(not image.any() for image in images):
-            raise RuntimeError("black image\nsecond line")
-        return self.model.predict_maps(images)
 
 
 @contextmanager
@@ -463,64 +355,6 @@ def test_a_predictor_that_raises_is_a_500_line_and_the_worker_goes_on(model):
 # ---- the command --------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def test_l2bt_serve_answers_logs_each_request_and_stops_on_ctrl_c(run_dir, model):
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "l2bt",
-        "serve",
-        "--model",
-        str(run_dir),
-        "--port",
-        str(port),
-        "--device",
-        "cpu",
-        "--batch-size",
-        "2",
-    ]
-    server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=TIMEOUT) as client:
-            wait_until(
-                lambda: server.poll() is not None or answers_health(client),
-                "`l2bt serve` to answer",
-            )
-            assert server.poll() is None, server.stderr.read() if server.stderr else ""
-            image = sample_images()[1]
-            response = post_image(client, encode(image), multipart=True)
-            assert response.status_code == 200, response.text
-            assert response.json()["score"] == model.predict(image).score
-            assert response.json()["model"].endswith(f"/{run_dir.name}")
-        server.send_signal(signal.SIGINT)
-        _, err = server.communicate(timeout=TIMEOUT)
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.communicate()
-    assert server.returncode == 0, err
-    assert any("POST /v1/predict 200" in line and "bytes" in line for line in err.splitlines())
-
-
-def answers_health(client: httpx.Client) -> bool:
-    try:
-        return client.get("/v1/health", timeout=2.0).status_code == 200
-    except httpx.TransportError:
-        return False
-
-
-def test_bad_serve_options_are_one_line(run_dir, capsys):
-    assert main(["serve", "--model", str(run_dir), "--queue-size", "0"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["l2bt serve: error: --queue-size must be positive, got 0"]
-
-
 def test_the_library_imports_without_fastapi_or_uvicorn():
     code = (
         "import sys, l2bt, l2bt.model, l2bt.maps.predict, l2bt.cli; l2bt.cli.build_parser(); "
@@ -531,3 +365,96 @@ def test_the_library_imports_without_fastapi_or_uvicorn():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=TIMEOUT
     ).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("multipart", [False, True])
+def test_an_eps_body_is_415_and_gs_never_runs(stand_in_gs, model, multipart):
+    with live_server(model) as (client, _):
+        response = post_image(client, EPS, multipart=multipart)
+        assert response.status_code == 415
+        assert FORMATS_LINE in one_line_error(response)
+        assert post_image(client, encode(sample_images()[0])).status_code == 200
+    assert not stand_in_gs.exists()
+
+
+def test_a_thin_image_is_413_from_its_header_without_decoding(model, monkeypatch):
+    spy = DecodeSpy()
+    monkeypatch.setattr(image_io, "load_image", spy)  # the one decode path
+    data = thin_png(10, 40000)  # 400,000 pixels; framed in pad mode: 1.6e9
+    with live_server(model, max_pixels=50_000_000) as (client, _):
+        refused = post_image(client, data)
+        assert refused.status_code == 413, refused.text
+        error = one_line_error(refused)
+        assert "1,600,000,000 pixels in pad mode" in error and "--max-pixels" in error
+        assert spy.calls == 0
+        assert post_image(client, encode(sample_images()[0])).status_code == 200
+        assert spy.calls == 1  # the spy does see decoding
+
+
+def test_the_app_reads_mode_and_size_from_the_run(model):
+    app = create_app(model, "run", ServeSettings(max_pixels=1234))
+    check = live_version(app.state.service).header_check
+    teacher = model.config.teacher
+    assert check == WorkLimit(teacher.input_mode, teacher.image_size, 1234)
+
+
+def test_docs_is_an_offline_page_listing_the_endpoints():
+    from fastapi.testclient import TestClient
+
+    from l2bt.run import RunDescription
+    from l2bt.serve import create_app
+
+    class Nothing:
+        record = RunDescription("nothing", teacher=None, weights_id=None, embed_dim=None)
+
+        def predict_maps(self, images):
+            raise AssertionError("not called")
+
+        def describe(self):
+            return self.record.to_dict()
+
+    client = TestClient(create_app(Nothing(), "x"))
+    page = client.get("/docs")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert not re.search(r"https?://", page.text)  # nothing loaded from elsewhere
+    for endpoint in ("POST /v1/predict?map=…&amp;mask=…", "GET /v1/health", "GET /v1/model"):
+        assert endpoint in page.text
+    assert "href='/openapi.json'" in page.text
+    assert client.get("/openapi.json").status_code == 200
+    assert client.get("/redoc").status_code == 404
+
+
+@pytest.mark.usefixtures("feature_cache")
+def test_the_service_and_predict_read_a_12_bit_image_alike(tmp_path):
+    """The run's bit depth travels with the model: `l2bt serve` (through `create_app`)
+    and `l2bt predict` read a 12-bit image in a 16-bit PNG on the same scale, so the
+    same part gets the same map and score."""
+    pytest.importorskip("fastapi")
+    import base64
+    import io
+
+    import tifffile
+
+    from l2bt.maps.layout import read_map
+    from l2bt.maps.tables import read_score_table
+    from l2bt.model import L2BT
+    from serving import live_server, post_image
+
+    write_mvtec_tree(tmp_path / "data")
+    run = tmp_path / "run"
+    fit = ["fit", "--data", str(tmp_path / "data"), "--category", "toy", "--out", str(run)]
+    assert main([*fit, *TINY_TEACHER, "--epochs", "1", "--bit-depth", "12"]) == 0
+    rng = np.random.default_rng(3)
+    part = save16(tmp_path / "part.png", rng.integers(0, 4096, size=(40, 52)))
+    assert main(["predict", "--model", str(run), "--out", str(tmp_path / "maps"), str(part)]) == 0
+    expected_map = read_map(tmp_path / "maps/part.tiff")
+    expected_score = read_score_table(tmp_path / "maps/scores.csv").scores["part"]
+    with live_server(L2BT.load(run, device="cpu")) as (client, _):
+        answer = post_image(client, part.read_bytes(), map="tiff").json()
+    served_map = tifffile.imread(io.BytesIO(base64.b64decode(answer["anomaly_map"])))
+    np.testing.assert_array_equal(served_map, expected_map)
+    assert answer["score"] == expected_score
+    # the file's own 16-bit depth would read it darker: a different map
+    sixteen = L2BT.load(run, device="cpu")
+    sixteen.record = dataclasses.replace(sixteen.record, bit_depth=None)
+    assert not np.array_equal(sixteen.predict(part).anomaly_map, expected_map)

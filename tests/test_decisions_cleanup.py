@@ -1,4 +1,5 @@
-"""Mask clean-up: equal to a plain reference, monotone, shape-preserving, validated."""
+"""decisions/cleanup.py: mask clean-up equal to a plain reference, monotone,
+shape-preserving, validated."""
 
 import numpy as np
 import pytest

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import l2bt.model
-from helpers import one_error_line, teacher_loaded_once, textured_image
+from helpers import encode, one_error_line, teacher_loaded_once, textured_image
 from l2bt.cli import main
 from l2bt.config import L2BTConfig, TeacherConfig, TileSettings
 from l2bt.decisions.thresholds import Thresholds
@@ -138,7 +138,7 @@ def test_the_service_runs_a_tiles_graph(tmp_path):
     """`l2bt serve --model FILE.onnx` of a tiles run: the exported size answers as the
     engine does, another size is a 400 naming the size the graph takes."""
     pytest.importorskip("fastapi")
-    from test_serve import encode, live_server, post_image
+    from serving import live_server, post_image
 
     image = textured_image(40, 50, seed=2)
     run = tiles_model(1.0).save(tmp_path / "run")

@@ -1,5 +1,9 @@
-"""Decisions through the command line: fit calibrates, predict writes masks, verdicts and
-regions, calibrate recomputes thresholds, submissions; and their bad inputs."""
+"""`l2bt calibrate` (cli/calibrate.py) and what a calibrated run gives, on runs fitted with
+calibration images held out (the module's fixtures): fit's stored thresholds, predict's
+masks, verdicts and regions, calibrate's recomputed thresholds and its one-line refusals,
+submissions; and (issue 20) the segmentation threshold and the clean-up stored by fit and
+calibrate, used by predict's masks and regions, and SegF1 at each stored threshold in
+evaluate's figures."""
 
 import csv
 import json
@@ -10,10 +14,11 @@ import tifffile
 from PIL import Image
 from scipy import ndimage
 
+from checkpoints import small_checkpoint
 from helpers import fit_toy, one_error_line, textured_image, write_mvtec_tree
 from l2bt.cli import main
+from l2bt.decisions.thresholds import Thresholds
 from l2bt.maps import submission
-from test_teacher_weights import small_checkpoint
 
 pytestmark = pytest.mark.usefixtures("feature_cache")
 
@@ -159,59 +164,6 @@ def test_calibrate_recomputes_thresholds_on_new_good_images(calibrated, tmp_path
     ]
 
 
-def test_a_run_without_thresholds_predicts_as_before(tmp_path, capsys):
-    write_mvtec_tree(tmp_path / "data")
-    assert fit(tmp_path / "data", tmp_path / "run") == 0  # 6 images: fewer than 40
-    assert "fewer than 40" in capsys.readouterr().out
-    assert json.loads((tmp_path / "run/config.json").read_text())["thresholds"] is None
-    maps = tmp_path / "maps"
-    assert (
-        main(
-            [
-                "predict",
-                "--model",
-                str(tmp_path / "run"),
-                "--out",
-                str(maps),
-                str(tmp_path / "data/toy/test"),
-            ]
-        )
-        == 0
-    )
-    assert "no thresholds" in capsys.readouterr().out
-    assert list(read_csv(maps / "scores.csv")[0]) == ["key", "score"]
-    assert not (maps / "regions.csv").exists() and not list(maps.rglob("*_mask.png"))
-
-
-@pytest.mark.parametrize(
-    "value,match",
-    [
-        ("missing-folder", "calibration folder not found"),
-        ("1.5", "--calibration 1.5"),
-        ("-0.5", "--calibration -0.5"),
-        ("EMPTY", "no image files"),
-    ],
-)
-def test_bad_calibration_values_are_one_line_and_write_nothing(tmp_path, capsys, value, match):
-    write_mvtec_tree(tmp_path / "data")
-    if value == "EMPTY":
-        (tmp_path / "empty").mkdir()
-        value = str(tmp_path / "empty")
-    elif value == "missing-folder":
-        value = str(tmp_path / value)
-    assert fit(tmp_path / "data", tmp_path / "run", "--calibration", value) == 2
-    line = one_error_line(capsys)
-    assert match in line
-    assert not (tmp_path / "run").exists()
-
-
-def test_bad_false_alarm_rate_is_one_line(tmp_path, capsys):
-    write_mvtec_tree(tmp_path / "data")
-    assert fit(tmp_path / "data", tmp_path / "run", "--false-alarm-rate", "1.2") == 2
-    assert "--false-alarm-rate must be in (0, 1), got 1.2" in one_error_line(capsys)
-    assert not (tmp_path / "run").exists()
-
-
 def test_calibrate_with_another_teacher_or_no_images_is_one_line(calibrated, tmp_path, capsys):
     before = (calibrated / "run/config.json").read_text()
     other = tmp_path / "other.pth"
@@ -300,3 +252,172 @@ def test_a_bad_submission_layout_names_object_and_split(calibrated, tmp_path, mo
         == 2
     )
     assert "not an MVTec AD 2 object" in one_error_line(capsys)
+
+
+FLAGS = [
+    "--pixel-false-alarm-rate",
+    "0.1",
+    "--min-region-area",
+    "3",
+    "--close-radius",
+    "1",
+    "--fill-holes",
+]
+
+
+def fit_calibrated(data, out, *extra):
+    return fit_toy(data, out, "--calibration", "0.25", *extra)
+
+
+@pytest.fixture(scope="module")
+def segmented(tmp_path_factory):
+    """A run with a segmentation threshold at β = 0.1 and every clean-up step."""
+    root = tmp_path_factory.mktemp("segmentation")
+    write_mvtec_tree(root / "data", n_train=12)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("L2BT_CACHE_DIR", str(root / "cache"))
+        assert fit_calibrated(root / "data", root / "run", *FLAGS) == 0
+    return root
+
+
+def test_fit_stores_the_segmentation_threshold_and_the_cleanup(segmented):
+    stored = json.loads((segmented / "run/config.json").read_text())["thresholds"]
+    assert stored["pixel_false_alarm_rate"] == 0.1
+    assert stored["cleanup"] == {"min_region_area": 3, "close_radius": 1, "fill_holes": True}
+    assert stored["n_calibration"] == 8  # 1/(n + 1) = 1/9 > 0.1: β is not attainable
+    assert stored["attainable_pixel_rate"] == pytest.approx(1 / 9)
+    assert stored["segmentation"] is not None and stored["segmentation"] <= stored["pixel"]
+
+
+def test_predict_masks_follow_the_stored_rule(segmented, tmp_path):
+    maps = tmp_path / "maps"
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(segmented / "run"),
+                "--out",
+                str(maps),
+                str(segmented / "data/toy/test"),
+            ]
+        )
+        == 0
+    )
+    stored = Thresholds.from_dict(
+        json.loads((segmented / "run/config.json").read_text())["thresholds"]
+    )
+    with open(maps / "scores.csv") as f:
+        keys = [row["key"] for row in csv.DictReader(f)]
+    for key in keys:
+        anomaly_map = tifffile.imread(maps / f"{key}.tiff")
+        mask = np.asarray(Image.open(maps / f"{key}_mask.png"))
+        assert mask.shape == anomaly_map.shape and set(np.unique(mask)) <= {0, 255}
+        expected = stored.cleanup.apply(anomaly_map > stored.mask_threshold)
+        assert np.array_equal(mask == 255, expected)
+
+
+def test_calibrate_recomputes_the_segmentation_threshold(segmented, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("config.json", "students.safetensors"):
+        (run / name).write_bytes((segmented / "run" / name).read_bytes())
+    images = segmented / "data/toy/train/good"
+    assert (
+        main(
+            [
+                "calibrate",
+                "--model",
+                str(run),
+                "--images",
+                str(images),
+                "--weights",
+                "random",
+                "--pixel-false-alarm-rate",
+                "0.05",
+                "--close-radius",
+                "2",
+            ]
+        )
+        == 0
+    )
+    stored = json.loads((run / "config.json").read_text())["thresholds"]
+    assert stored["pixel_false_alarm_rate"] == 0.05 and stored["n_calibration"] == 12
+    assert stored["cleanup"] == {"min_region_area": 0, "close_radius": 2, "fill_holes": False}
+    assert stored["attainable_pixel_rate"] == pytest.approx(1 / 13)
+    described = json.loads((run / "config.json").read_text())["data"]["calibration"]
+    assert described["n_calibration"] == 12  # fit's held-out 8 no longer described
+    assert described["calibration_images"] == stored["calibration_images"]
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--pixel-false-alarm-rate", "1.5"),
+        ("--pixel-false-alarm-rate", "0"),
+        ("--min-region-area", "-1"),
+        ("--close-radius", "-2"),
+    ],
+)
+def test_bad_decision_flags_stop_with_one_line(tmp_path, capsys, flag, value):
+    write_mvtec_tree(tmp_path / "data", n_train=12)
+    assert fit_calibrated(tmp_path / "data", tmp_path / "run", flag, value) == 2
+    assert flag in one_error_line(capsys)
+    assert not (tmp_path / "run").exists()
+
+
+def test_evaluate_reports_seg_f1_at_each_threshold_the_maps_model_stored(segmented, tmp_path):
+    maps = tmp_path / "maps"
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(segmented / "run"),
+                "--out",
+                str(maps / "toy"),
+                str(segmented / "data/toy/test"),
+            ]
+        )
+        == 0
+    )
+    out = tmp_path / "toy.json"
+    assert (
+        main(
+            [
+                "evaluate",
+                "--data",
+                str(segmented / "data"),
+                "--category",
+                "toy",
+                "--maps",
+                str(maps),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    result = json.loads(out.read_text())
+    rules = ["pixel", "segmentation", "pixel+cleanup", "segmentation+cleanup"]
+    assert list(result["seg_f1_at"]) == rules
+    # the masks predict wrote are the segmentation threshold's, cleaned
+    assert result["seg_f1_at"]["segmentation+cleanup"] == result["decisions"]["seg_f1"]
+    (maps / "toy/run.json").unlink()
+    assert (
+        main(
+            [
+                "evaluate",
+                "--data",
+                str(segmented / "data"),
+                "--category",
+                "toy",
+                "--maps",
+                str(maps),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert "seg_f1_at" not in json.loads(out.read_text())

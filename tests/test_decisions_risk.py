@@ -1,4 +1,5 @@
-"""Segmentation threshold by conformal risk control: exact, monotone, and the guarantee."""
+"""decisions/risk.py: the segmentation threshold by conformal risk control: exact,
+monotone, and the guarantee."""
 
 import math
 from fractions import Fraction

@@ -1,8 +1,15 @@
+"""teacher/vit.py: the official variants, state dicts and position embeddings, features and
+the blocks that run, input checks; fp32 features bit-identical to a plain computation and
+bf16 close to them, with bf16 weights cast once."""
+
 import pytest
 import torch
 import torch.nn.functional as F
 
+from checkpoints import reference_pos_embed, relative_error
+from l2bt import L2BT
 from l2bt.errors import InputError
+from l2bt.preprocess import InputGeometry
 from l2bt.teacher import TEACHER_VARIANTS, Teacher, load_teacher
 
 # The official architecture facts (facebookresearch/dinov2 hub backbones), written out
@@ -86,24 +93,6 @@ def test_an_official_layout_checkpoint_loads_strictly(variant, tmp_path):
     assert len(teacher.weights_id) == 16 and teacher.weights_id != "random"
 
 
-def reference_pos_embed(pos_embed, grid_h, grid_w, registers):
-    """The official interpolation, restated: bicubic from 37x37; plain variants by a scale
-    factor with a 0.1 offset, registered ones to a size with antialiasing."""
-    dim = pos_embed.shape[-1]
-    grid = pos_embed[:, 1:].reshape(1, 37, 37, dim).permute(0, 3, 1, 2)
-    if registers:
-        grid = F.interpolate(grid, size=(grid_h, grid_w), mode="bicubic", antialias=True)
-    else:
-        grid = F.interpolate(
-            grid,
-            scale_factor=((grid_h + 0.1) / 37, (grid_w + 0.1) / 37),
-            mode="bicubic",
-            antialias=False,
-        )
-    grid = grid.permute(0, 2, 3, 1).reshape(1, grid_h * grid_w, dim)
-    return torch.cat([pos_embed[:, :1], grid], dim=1)
-
-
 @pytest.mark.parametrize("variant", ["dinov2_vits14", "dinov2_vits14_reg"])
 @pytest.mark.parametrize("grid", [(37, 37), (74, 74), (16, 16), (16, 24), (31, 9)])
 def test_position_embedding_interpolation(variant, grid):
@@ -182,3 +171,99 @@ def test_bad_inputs_are_input_errors(shape, layers, match):
 def test_unknown_variant():
     with pytest.raises(InputError, match="unknown teacher"):
         load_teacher("dinov2_vitx14", weights="random")
+
+
+@pytest.mark.usefixtures("feature_cache")
+@pytest.mark.parametrize("variant", ["dinov2_vits14", "dinov2_vits14_reg"])
+@pytest.mark.parametrize("height,width", [(460, 1130), (1540, 645), (1056, 4224)])
+def test_position_embeddings_of_aspect_grids_follow_the_official_formula(variant, height, width):
+    teacher = load_teacher(variant, weights="random")
+    grid = InputGeometry.aspect(height, width, 518).grid
+    assert grid[0] != grid[1]
+    expected = reference_pos_embed(teacher.pos_embed, *grid, variant.endswith("_reg"))
+    assert torch.allclose(teacher.interpolate_pos_encoding(*grid), expected, atol=1e-6)
+
+
+# bf16 keeps 8 significant bits (relative rounding 2^-9 ≈ 0.002); through 12 blocks the
+# teacher's features stay within 2 % (relative Frobenius error per layer; measured
+# 0.3-0.4 % for ViT-S/14 at 56 px, 0.5-0.6 % for ViT-B/14-reg at 1036 px).
+TEACHER_BF16_RTOL = 0.02
+
+
+@pytest.fixture(scope="module")
+def teachers():
+    return {v: load_teacher(v, weights="random") for v in ("dinov2_vits14", "dinov2_vits14_reg")}
+
+
+def plain_features(teacher, x, layers):
+    """The float32 teacher as first written: every block restated with plain operations."""
+    tokens = teacher.prepare_tokens(x)
+    heads = teacher.arch.num_heads
+    kept = {}
+    for index in range(max(layers) + 1):
+        block = teacher.blocks[index]
+        batch, n, dim = tokens.shape
+        h = F.layer_norm(tokens, (dim,), block.norm1.weight, block.norm1.bias, 1e-6)
+        qkv = F.linear(h, block.attn.qkv.weight, block.attn.qkv.bias)
+        q, k, v = qkv.reshape(batch, n, 3, heads, dim // heads).permute(2, 0, 3, 1, 4)
+        attended = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(batch, n, dim)
+        attended = F.linear(attended, block.attn.proj.weight, block.attn.proj.bias)
+        tokens = tokens + attended * block.ls1.gamma
+        h = F.layer_norm(tokens, (dim,), block.norm2.weight, block.norm2.bias, 1e-6)
+        h = F.linear(
+            F.gelu(F.linear(h, block.mlp.fc1.weight, block.mlp.fc1.bias)),
+            block.mlp.fc2.weight,
+            block.mlp.fc2.bias,
+        )
+        tokens = tokens + h * block.ls2.gamma
+        if index in layers:
+            patches = teacher.norm(tokens)[:, 1 + teacher.arch.num_register_tokens :]
+            kept[index] = patches.reshape(batch, x.shape[2] // 14, x.shape[3] // 14, dim)
+    return tuple(kept[i] for i in layers)
+
+
+@pytest.mark.parametrize("variant", ["dinov2_vits14", "dinov2_vits14_reg"])
+def test_fp32_teacher_is_bit_identical_to_the_plain_computation(teachers, variant):
+    teacher = teachers[variant]
+    x = torch.randn(2, 3, 42, 70, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        teacher.features(x, (3, 11), "bf16")  # a bf16 copy exists: fp32 must not use it
+        got = teacher.features(x, (3, 11))
+        expected = plain_features(teacher, x, (3, 11))
+    assert all(torch.equal(g, e) for g, e in zip(got, expected, strict=True))
+
+
+@pytest.mark.parametrize("variant", ["dinov2_vits14", "dinov2_vits14_reg"])
+def test_bf16_teacher_features_are_close_to_fp32(teachers, variant):
+    teacher = teachers[variant]
+    x = torch.randn(2, 3, 56, 56, generator=torch.Generator().manual_seed(1))
+    fp32 = teacher.features(x, (7, 11))
+    bf16 = teacher.features(x, (7, 11), "bf16")
+    for a, b in zip(bf16, fp32, strict=True):
+        assert a.dtype == torch.float32 and a.shape == b.shape
+        assert 0 < relative_error(a, b) < TEACHER_BF16_RTOL
+
+
+def test_bf16_weights_are_cast_once_and_follow_weight_changes():
+    teacher = load_teacher("dinov2_vits14", weights="random")
+    keys = set(teacher.state_dict())
+    x = torch.randn(1, 3, 28, 28, generator=torch.Generator().manual_seed(2))
+    before = teacher.features(x, (1,), "bf16")[0]
+    copy = teacher.blocks_in(torch.bfloat16)
+    assert teacher.blocks_in(torch.bfloat16) is copy  # reused, not cast again
+    assert copy[0].attn.qkv.weight.dtype == torch.bfloat16
+    assert copy[0].norm1.weight.dtype == torch.float32  # LayerNorm stays float32
+    assert set(teacher.state_dict()) == keys  # the copy is not part of the checkpoint
+    state = {k: v * 1.5 if "fc1" in k else v for k, v in teacher.state_dict().items()}
+    teacher.load_state_dict(state)
+    assert teacher.blocks_in(torch.bfloat16) is not copy
+    after = teacher.features(x, (1,), "bf16")[0]
+    assert relative_error(after, teacher.features(x, (1,))[0]) < TEACHER_BF16_RTOL
+    assert not torch.allclose(after, before)
+
+
+def test_unknown_precision_is_an_input_error(teachers, tmp_path):
+    with pytest.raises(InputError, match="precision"):
+        teachers["dinov2_vits14"].features(torch.zeros(1, 3, 14, 14), (0,), "fp16")
+    with pytest.raises(InputError, match="precision"):  # checked before any work
+        L2BT.fit([tmp_path / "missing.png"], precision="fp16")

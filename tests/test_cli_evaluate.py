@@ -5,9 +5,8 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from helpers import one_error_line, write_mvtec_tree
+from helpers import one_error_line, write_maps, write_mvtec_tree
 from l2bt.cli import main
-from test_evaluate import write_maps
 
 
 def evaluate(data, maps, out=None):

@@ -5,9 +5,8 @@ import pytest
 import tifffile
 from PIL import Image
 
-from helpers import write_mvtec_tree
+from helpers import write_maps, write_mvtec_tree
 from l2bt.cli import main
-from l2bt.data import load_category
 from l2bt.maps.evaluate import evaluate_maps
 from l2bt.metrics import evaluate_arrays
 
@@ -26,21 +25,6 @@ SPEC_KEYS = {
     "oracle",
 }
 LIMITS = {"0.3", "0.1", "0.05", "0.01"}
-
-
-def write_maps(data, maps, noise=0.0, seed=0):
-    """Maps that light up the ground truth (plus noise), in the SPEC §5 layout."""
-    rng = np.random.default_rng(seed)
-    split = load_category(data, "toy")
-    for s in split.test:
-        w, h = Image.open(s.image).size
-        target = np.zeros((h, w), np.float32)
-        if s.mask is not None:
-            target = (np.asarray(Image.open(s.mask)) > 127).astype(np.float32)
-        path = maps / "toy" / f"{s.key}.tiff"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tifffile.imwrite(path, target + noise * rng.random((h, w)).astype(np.float32))
-    return split
 
 
 def test_evaluate_writes_the_spec_json(tmp_path, capsys):

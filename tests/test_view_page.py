@@ -26,7 +26,7 @@ from l2bt.cli import main
 from l2bt.config import TeacherConfig, TrainConfig
 from l2bt.decisions.thresholds import Thresholds
 from l2bt.errors import InputError
-from l2bt.maps.overlay import annotate, colour_bar_height, outline, overlay
+from l2bt.maps.overlay import annotate, colour_bar_height
 from l2bt.maps.tables import write_regions, write_scores
 from l2bt.prediction import Region
 from l2bt.run import NormalScores, RunDescription
@@ -341,29 +341,3 @@ def test_a_headless_browser_renders_the_tiles_in_score_order(tmp_path):
     chromium(page, tmp_path, f"--screenshot={shot}")
     pixels = np.asarray(Image.open(shot).convert("L"), np.float32)
     assert pixels.shape == (900, 1280) and pixels.std() > 10
-
-
-def test_annotate_adds_a_colour_bar_and_the_score_below_the_picture():
-    rng = np.random.default_rng(1)
-    height, width = 50, 240
-    anomaly_map = rng.random((height, width))
-    picture = outline(
-        overlay(rng.integers(0, 255, (height, width, 3), np.uint8), anomaly_map, 0.0, 1.0),
-        anomaly_map > 0.9,
-    )
-    drawn = annotate(picture, 0.0, 1.0, 0.8125, 0.5)
-    strip = colour_bar_height(width)
-    assert drawn.shape == (height + strip, width, 3) and drawn.dtype == np.uint8
-    assert np.array_equal(drawn[:height], picture)  # the picture keeps its coordinates
-    bar_row = drawn[height + strip // 5]  # inside the colour bar (its second fifth)
-    coloured = np.flatnonzero(bar_row.sum(axis=1) > 0)
-    jet = np.asarray(colormaps["jet"]([0.0, 1.0])[:, :3] * 255)
-    assert np.abs(bar_row[coloured[0]] - jet[0]).max() <= 2
-    assert np.abs(bar_row[coloured[-1]] - jet[1]).max() <= 2
-    text = drawn[height + strip // 2 :]
-    assert (text.min(axis=2) > 128).any()  # the labels, in white
-    other = annotate(picture, 0.0, 1.0, 0.25, 0.5)
-    assert not np.array_equal(other[height + strip // 2 :], text)  # the score is drawn
-    no_threshold = annotate(picture, 0.0, 1.0, 0.8125)
-    assert not np.array_equal(no_threshold[height + strip // 2 :], text)
-    assert annotate(picture[:5, :7], -1.0, 1.0, 0.1).shape == (5 + colour_bar_height(7), 7, 3)

@@ -1,12 +1,29 @@
+"""`l2bt predict` (cli/predict.py): the spec layout, one-line refusals (unreadable input,
+not a run, an output inside an input tree, a frame too large, EPS bytes named .jpg) and
+a benchmark's model predicting with its thresholds."""
+
+from __future__ import annotations
+
 import csv
 import hashlib
+import json
+import re
 
 import numpy as np
 import pytest
 import tifffile
 from PIL import Image
 
-from helpers import SHARED_DATA, fit_toy, one_error_line, write_mvtec_tree
+from helpers import (
+    EPS,
+    FORMATS_LINE,
+    SHARED_DATA,
+    TINY_TEACHER,
+    fit_toy,
+    one_error_line,
+    save16,
+    write_mvtec_tree,
+)
 from l2bt.cli import main
 
 pytestmark = pytest.mark.usefixtures("feature_cache")
@@ -36,21 +53,6 @@ def test_fit_then_predict_writes_the_spec_layout(tmp_path, capsys):
         str(p.relative_to(test_dir.parent).with_suffix("")) for p in test_dir.rglob("*.png")
     }
     assert all(np.isfinite(float(r["score"])) for r in rows)
-
-
-def test_missing_data_folder_is_one_line(tmp_path, capsys):
-    assert fit(tmp_path / "nowhere", tmp_path / "run") == 2
-    assert "nowhere" in one_error_line(capsys)
-    assert not (tmp_path / "run").exists()
-
-
-def test_existing_run_folder_is_not_overwritten_without_the_flag(tmp_path, capsys):
-    write_mvtec_tree(tmp_path / "data")
-    (tmp_path / "run").mkdir()
-    (tmp_path / "run/keep.txt").write_text("mine")
-    assert fit(tmp_path / "data", tmp_path / "run") == 2
-    assert "--overwrite" in one_error_line(capsys)
-    assert (tmp_path / "run/keep.txt").read_text() == "mine"
 
 
 def test_unreadable_input_fails_before_any_map_is_written(tmp_path, capsys):
@@ -235,3 +237,97 @@ def test_a_thin_image_whose_frame_is_too_large_is_refused_from_its_header(tmp_pa
         )
         == 0
     )
+
+
+def test_predict_on_eps_bytes_named_jpg_is_one_line_exit_2(stand_in_gs, run_dir, tmp_path, capsys):
+    path = tmp_path / "part.jpg"
+    path.write_bytes(EPS)
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(run_dir),
+                "--device",
+                "cpu",
+                "--out",
+                str(tmp_path / "out"),
+                str(path),
+            ]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{path}: {FORMATS_LINE}" in err[0], err
+    assert not stand_in_gs.exists()
+
+
+@pytest.mark.usefixtures("feature_cache")
+def test_a_benchmark_model_predicts_with_its_thresholds(tmp_path, capsys):
+    write_mvtec_tree(tmp_path / "data", "toy", n_train=16)
+    bench = tmp_path / "bench"
+    args = ["benchmark", "--data", str(tmp_path / "data"), "--categories", "toy"]
+    args += ["--methods", "l2bt", "--calibration", "0.5", "--false-alarm-rate", "0.2"]
+    assert main([*args, "--out", str(bench), *TINY_TEACHER, "--epochs", "1"]) == 0
+    stored = json.loads((bench / "models/l2bt/toy/thresholds.json").read_text())
+    run = bench / "models/l2bt/toy/run"
+    assert json.loads((run / "config.json").read_text())["thresholds"] == stored["thresholds"]
+    capsys.readouterr()
+
+    test = str(tmp_path / "data/toy/test")
+    assert main(["predict", "--model", str(run.parent), "--out", str(tmp_path / "m0"), test]) == 2
+    assert f"pass --model {run}" in one_error_line(capsys)
+    assert main(["predict", "--model", str(run), "--out", str(tmp_path / "maps"), test]) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"wrote 6 maps to .*: \d+\.\d\d images per second", printed)
+    assert "images defective (image threshold" in printed
+
+
+@pytest.mark.usefixtures("feature_cache")
+def test_a_run_records_its_depth_and_predict_keeps_it(tmp_path, capsys):
+    write_mvtec_tree(tmp_path / "data")
+    run = tmp_path / "run"
+    fit = ["fit", "--data", str(tmp_path / "data"), "--category", "toy", "--out", str(run)]
+    assert main([*fit, *TINY_TEACHER, "--epochs", "1", "--bit-depth", "12"]) == 0
+    assert json.loads((run / "config.json").read_text())["bit_depth"] == 12
+    rng = np.random.default_rng(1)
+    good = save16(tmp_path / "good.png", rng.integers(0, 4096, size=(40, 48)))
+    hot = save16(tmp_path / "hot.png", np.full((40, 48), 5000))
+    predict = ["predict", "--model", str(run), "--out"]
+    assert main([*predict, str(tmp_path / "m1"), str(good)]) == 0
+    capsys.readouterr()
+    assert main([*predict, str(tmp_path / "m2"), str(hot)]) == 2
+    line = one_error_line(capsys)
+    assert str(hot) in line and "12-bit" in line
+    assert not (tmp_path / "m2").exists()
+    assert main([*predict, str(tmp_path / "m3"), "--bit-depth", "16", str(good)]) == 2
+    assert "--bit-depth 16 differs" in one_error_line(capsys)
+
+
+def test_a_run_without_thresholds_predicts_as_before(tmp_path, capsys):
+    write_mvtec_tree(tmp_path / "data")
+    assert fit(tmp_path / "data", tmp_path / "run") == 0  # 6 images: fewer than 40
+    assert "fewer than 40" in capsys.readouterr().out
+    assert json.loads((tmp_path / "run/config.json").read_text())["thresholds"] is None
+    maps = tmp_path / "maps"
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(tmp_path / "run"),
+                "--out",
+                str(maps),
+                str(tmp_path / "data/toy/test"),
+            ]
+        )
+        == 0
+    )
+    assert "no thresholds" in capsys.readouterr().out
+    assert list(read_csv(maps / "scores.csv")[0]) == ["key", "score"]
+    assert not (maps / "regions.csv").exists() and not list(maps.rglob("*_mask.png"))
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))

@@ -1,12 +1,15 @@
-"""Operating-system errors (full disk, not a folder, not permitted, exists) are one plain
-line naming the path and the problem, exit 2, with nothing half-written (issue 19, item 4).
+"""cli/main.py: --version and the defaults in every --help; operating-system errors (full
+disk, not a folder, not permitted, exists) are one plain line naming the path and the
+problem, exit 2, with nothing half-written (issue 19, item 4).
 
 Tests run as root, for whom chmod forbids nothing: a full disk is RLIMIT_FSIZE in a child
 process (Python ignores SIGXFSZ, so a write past the limit fails with EFBIG, as one past
 a full disk fails with ENOSPC); a folder that cannot be made is one under a regular file
 (ENOTDIR) or under /sys (EPERM, where the system forbids it)."""
 
+import argparse
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -16,7 +19,8 @@ import pytest
 import tifffile
 
 from helpers import TINY_TEACHER, one_error_line, write_mvtec_tree
-from l2bt.cli import main
+from l2bt import __version__
+from l2bt.cli import build_parser, main
 from l2bt.cli.main import os_problem
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -102,26 +106,6 @@ def test_fit_whose_students_do_not_fit_on_the_disk_is_one_line(run, tmp_path):
     assert not [p for p in tmp_path.iterdir() if ".l2bt-tmp" in p.name]  # no staging left
 
 
-def test_safetensors_write_errors_are_the_os_errors_they_were(tmp_path):
-    from safetensors import SafetensorError
-
-    from l2bt.utils.tensor_files import os_error
-
-    error = os_error(
-        SafetensorError(
-            "Error while serializing: I/O error: No space left on device (os error 28)"
-        ),
-        tmp_path / "s.safetensors",
-    )
-    assert (error.errno, error.strerror, error.filename) == (
-        28,
-        os.strerror(28),
-        str(tmp_path / "s.safetensors"),
-    )
-    unknown = os_error(SafetensorError("something else"), tmp_path / "s")
-    assert unknown.errno == 5 and "something else" in unknown.strerror
-
-
 def blocker(tmp_path):
     path = tmp_path / "a-file"
     path.write_text("not a folder")
@@ -188,3 +172,32 @@ def test_os_problem_lines():
         "/a -> /b: Invalid cross-device link"
     )
     assert os_problem(OSError(5, "Input/output error")) == "Input/output error"
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["--version"])
+    assert stopped.value.code == 0
+    assert capsys.readouterr().out.strip() == f"l2bt {__version__}"
+
+
+def option_actions(parser):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from ((f"{name} {option}", a) for option, a in option_actions(sub))
+        elif action.option_strings:
+            yield action.option_strings[0], action
+
+
+def test_every_option_with_a_default_shows_it_in_help():
+    checked = 0
+    for name, action in option_actions(build_parser()):
+        if action.default in (None, False, argparse.SUPPRESS):
+            continue
+        assert action.help and "default" in action.help, name
+        checked += 1
+    assert checked > 30
+    text = build_parser()._subparsers._group_actions[0].choices["fit"].format_help()
+    assert re.search(r"--epochs EPOCHS\s+default: 50", text)
+    assert "default: 0.0001" in text
