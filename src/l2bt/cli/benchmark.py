@@ -13,6 +13,7 @@ from l2bt.cli.common import (
     TRAIN,
     add_calibration_args,
     add_device_args,
+    add_patch_batch_arg,
     add_teacher_args,
     calibration_settings,
     teacher_config,
@@ -53,6 +54,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_teacher_args(parser)
     parser.add_argument("--epochs", type=int, default=TRAIN.epochs)
     parser.add_argument("--batch-size", type=int, default=4, help="images per predict batch")
+    add_patch_batch_arg(parser)
     parser.add_argument(
         "--dinomaly-iterations",
         type=int,
@@ -95,6 +97,7 @@ def settings_from(args: argparse.Namespace) -> MethodSettings:
     return MethodSettings(
         teacher=teacher_config(args),
         epochs=args.epochs,
+        patch_batch=args.patch_batch,
         device=args.device,
         precision=args.precision,
         cache_dir=args.cache_dir,

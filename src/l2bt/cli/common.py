@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from l2bt.config import (
     FALSE_ALARM_RATE,
     INPUT_MODES,
+    PATCH_BATCH,
     PRECISIONS,
     TeacherConfig,
     TileSettings,
@@ -78,6 +79,18 @@ def add_teacher_args(parser: argparse.ArgumentParser) -> None:
         default=TILES.scale,
         metavar="S",
         help="tiles mode: rescale the image by S in (0, 1] first (default 1, native pixels)",
+    )
+
+
+def add_patch_batch_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--patch-batch",
+        type=int,
+        default=None,
+        metavar="N",
+        help="students' training step: N patches drawn across all cached inputs, or 0 for "
+        "every patch of --batch-size inputs, the paper's recipe (default: 0 in pad mode, "
+        f"{PATCH_BATCH} in tiles and aspect modes)",
     )
 
 

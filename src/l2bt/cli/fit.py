@@ -12,6 +12,7 @@ from l2bt.cli.common import (
     add_calibration_args,
     add_dataset_args,
     add_device_args,
+    add_patch_batch_arg,
     add_teacher_args,
     calibration_settings,
     teacher_config,
@@ -25,8 +26,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_teacher_args(parser)
     parser.add_argument("--epochs", type=int, default=TRAIN.epochs)
     parser.add_argument(
-        "--batch-size", type=int, default=TRAIN.batch_size, help="images per training step"
+        "--batch-size",
+        type=int,
+        default=TRAIN.batch_size,
+        help="images (windows in tiles mode) per training step when --patch-batch is 0",
     )
+    add_patch_batch_arg(parser)
     parser.add_argument("--lr", type=float, default=TRAIN.lr)
     parser.add_argument("--seed", type=int, default=TRAIN.seed)
     add_bit_depth_arg(parser)
@@ -49,9 +54,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise InputError("output folder exists and is not empty (use --overwrite)", out)
-    config = L2BTConfig(
-        teacher_config(args), TrainConfig(args.epochs, args.batch_size, args.lr, args.seed)
-    )
+    train = TrainConfig(args.epochs, args.batch_size, args.lr, args.seed, args.patch_batch)
+    config = L2BTConfig(teacher_config(args), train)
     settings = calibration_settings(args)
     check_bit_depth(args.bit_depth)
     from l2bt.data import load_category
