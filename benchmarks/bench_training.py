@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 
 from common import median_seconds
-from l2bt.config import TeacherConfig, TileSettings, TrainConfig
+from l2bt.config import PATCH_BATCH, TeacherConfig, TileSettings, TrainConfig
 from l2bt.features import TrainFeatures, cached_train_features
 from l2bt.patch_batches import PatchBatches
 from l2bt.students import cosine_loss
@@ -153,8 +153,8 @@ def main() -> None:
     parser.add_argument("--tile-size", type=int, default=224)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=4, help="windows per image step")
-    parser.add_argument("--patch-batch", type=int, default=8192)
-    parser.add_argument("--sweep", default="1024,2048,4096,8192,16384")
+    parser.add_argument("--patch-batch", type=int, default=PATCH_BATCH)
+    parser.add_argument("--sweep", default="512,1024,2048,4096,8192,16384")
     parser.add_argument("--sweep-steps", type=int, default=8)
     parser.add_argument("--out", default="runs/bench_training")
     parser.add_argument("--quick", action="store_true", help="4 small images, 1 epoch")

@@ -8,6 +8,8 @@ settings' own (`l2bt.config`, which imports nothing heavy), written once there.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from l2bt.config import (
@@ -92,6 +94,29 @@ def add_patch_batch_arg(parser: argparse.ArgumentParser) -> None:
         "every patch of --batch-size inputs, the paper's recipe (default: 0 in pad mode, "
         f"{PATCH_BATCH} in tiles and aspect modes)",
     )
+
+
+def add_force_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="run a plan over the sanity limit (tiles mode: a stride under T / 8, or "
+        "windows holding more than 64 times an image's pixels)",
+    )
+
+
+def announce_plan(
+    teacher: TeacherConfig, cached: Sequence[Path], others: Sequence[Path], force: bool
+) -> None:
+    """Print the plan of a run over these images (from their headers), or refuse one over
+    the sanity limit unless `force` (`l2bt.plan`); imports no torch."""
+    from l2bt.data.image_io import image_size
+    from l2bt.plan import check_plan, make_plan
+
+    sizes = [image_size(p) for p in [*cached, *others]]
+    plan = make_plan(sizes[: len(cached)], teacher, sizes[len(cached) :])
+    check_plan(plan, teacher, force)
+    print("\n".join(plan.lines()))
 
 
 def add_calibration_args(parser: argparse.ArgumentParser) -> None:

@@ -12,8 +12,10 @@ from l2bt.cli.common import (
     add_calibration_args,
     add_dataset_args,
     add_device_args,
+    add_force_arg,
     add_patch_batch_arg,
     add_teacher_args,
+    announce_plan,
     calibration_settings,
     teacher_config,
 )
@@ -43,6 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="feature cache folder (default $L2BT_CACHE_DIR or ~/.cache/l2bt)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    add_force_arg(parser)
     parser.set_defaults(func=run)
 
 
@@ -60,7 +63,6 @@ def run(args: argparse.Namespace) -> int:
     check_bit_depth(args.bit_depth)
     from l2bt.data import load_category
     from l2bt.decisions.calibration_images import parse_calibration, split_calibration
-    from l2bt.model import L2BT
     from l2bt.run import DataFacts
 
     choice = parse_calibration(args.calibration)
@@ -70,6 +72,9 @@ def run(args: argparse.Namespace) -> int:
     )
     if images.note:
         print(images.note)
+    announce_plan(config.teacher, images.train, images.calibration, args.force)
+    from l2bt.model import L2BT  # torch: once every argument is checked
+
     data = DataFacts(str(Path(args.data).resolve()), args.category, args.dataset)
     model = L2BT.fit(
         images.train,

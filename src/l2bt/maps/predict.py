@@ -83,13 +83,6 @@ class PredictSummary:
         return statistics.median(self.seconds_per_image) if self.seconds_per_image else 0.0
 
 
-def earlier_prediction(out: Path) -> Path | None:
-    """The file showing `out` holds a prediction, finished or not (`run.json`, written
-    before the first map; or `scores.csv`), or None."""
-    folder = MapsFolder(Path(out))
-    return next((p for p in (folder.run, folder.scores) if p.is_file()), None)
-
-
 def predict_to_folder(
     predictor: Predictor,
     items: Sequence[PredictItem],
