@@ -38,7 +38,7 @@ from l2bt.run import NormalScores, TrainingFacts
 from l2bt.students import Student, as_columns, cosine_loss, low_precision_step
 from l2bt.teacher import COMPUTE_DTYPES
 from l2bt.utils.device import device_name
-from l2bt.utils.progress import progress_bar
+from l2bt.utils.progress import progress_bar, tell_estimate
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,9 @@ def train_students(
                         f"step {step + 1} (try a lower --lr)"
                     )
                 total += loss * weight
+                if epoch == step == 0:
+                    seconds = time.perf_counter() - start
+                    tell_estimate("students", 1, config.epochs * len(steps), seconds)
                 bar.update(1)
             epoch_losses.append(total)
             bar.set_postfix(epoch=epoch + 1, loss=f"{epoch_losses[-1]:.4f}")

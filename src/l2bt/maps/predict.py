@@ -54,7 +54,7 @@ from l2bt.preprocess import header_limit
 from l2bt.run import RunDescription
 from l2bt.utils.atomic import remove_stale_leftovers
 from l2bt.utils.host import usable_cores
-from l2bt.utils.progress import progress_bar
+from l2bt.utils.progress import progress_bar, tell_estimate
 
 MAX_IO_WORKERS = 8  # threads decoding inputs and encoding outputs beside the predictor
 
@@ -198,6 +198,7 @@ def _predict_batches(
     previous one's files; fill `results` (decisions, no maps); each image's share of its
     batch's seconds."""
     seconds: list[float] = []
+    started = time.perf_counter()
     reading = steps.reading(batches[0]) if batches else []
     writing: list[Future[None]] = []
     for index, batch in enumerate(batches):
@@ -207,6 +208,9 @@ def _predict_batches(
         tic = time.perf_counter()
         predictions = [decide(p, thresholds) for p in predictor.predict_maps(images)]
         seconds += [(time.perf_counter() - tic) / len(batch)] * len(batch)
+        if index == 0:
+            total = sum(len(b) for b in batches)
+            tell_estimate("predict", len(batch), total, time.perf_counter() - started)
         _finish(writing, steps.bar)  # the previous batch's files, written meanwhile
         writing = [
             steps.pool.submit(steps.write, item.key, image, prediction)
