@@ -75,11 +75,7 @@ def train_students(
     forward, backward = new_students(features.dim, config.seed)
     forward.to(device).train()
     backward.to(device).train()
-    params = [*forward.parameters(), *backward.parameters()]
-    # fused: one kernel per step instead of ~10 passes per parameter (3x faster on a CPU)
-    optimizer = torch.optim.Adam(
-        params, lr=config.lr, fused=True if dtype != torch.float32 else None
-    )
+    optimizer = _adam([*forward.parameters(), *backward.parameters()], config.lr, dtype)
     steps = training_steps(features, config, patch_batch)
     order_rng = np.random.default_rng(config.seed)
     epoch_losses: list[float] = []
@@ -89,11 +85,7 @@ def train_students(
             total = 0.0
             for step, (early, late, weight) in enumerate(steps.epoch(order_rng, device)):
                 loss = _step(forward, backward, optimizer, early, late, dtype)
-                if not math.isfinite(loss):
-                    raise InputError(
-                        f"training diverged: loss is {loss} at epoch {epoch + 1}, "
-                        f"step {step + 1} (try a lower --lr)"
-                    )
+                _check_finite(loss, epoch, step)
                 total += loss * weight
                 if epoch == step == 0:
                     seconds = time.perf_counter() - start
@@ -104,6 +96,19 @@ def train_students(
     forward.eval()
     backward.eval()
     return forward, backward, TrainingHistory(tuple(epoch_losses), time.perf_counter() - start)
+
+
+def _check_finite(loss: float, epoch: int, step: int) -> None:
+    if not math.isfinite(loss):
+        raise InputError(
+            f"training diverged: loss is {loss} at epoch {epoch + 1}, step {step + 1} "
+            "(try a lower --lr)"
+        )
+
+
+def _adam(params: list[torch.nn.Parameter], lr: float, dtype: torch.dtype) -> torch.optim.Adam:
+    # fused: one kernel per step instead of ~10 passes per parameter (3x faster on a CPU)
+    return torch.optim.Adam(params, lr=lr, fused=True if dtype != torch.float32 else None)
 
 
 Step = tuple[torch.Tensor, torch.Tensor, float]  # early, late (N, D) float32; epoch weight
