@@ -48,3 +48,40 @@ def test_names_listed_by_the_cli_match_the_library():
     assert common.INPUT_MODES == INPUT_MODES
     assert benchmark.METHOD_NAMES == METHOD_NAMES
     assert tuple(f"+{mode}" for mode in INPUT_MODES) == INPUT_MODE_SUFFIXES
+
+
+def _answer_without_torch(argv: list[str]) -> tuple[int, str, str]:
+    """(exit status, stderr, "True" or "False": torch imported) of `l2bt ARGV`, run alone."""
+    code = (
+        "import sys\nfrom l2bt.cli import main\nstatus = main(sys.argv[1:])\n"
+        "print('torch' in sys.modules)\nsys.exit(status)"
+    )
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True)
+    return done.returncode, done.stderr.strip(), done.stdout.strip().splitlines()[-1]
+
+
+def test_argument_errors_are_one_line_before_torch(tmp_path):
+    from helpers import write_mvtec_tree
+
+    data = write_mvtec_tree(tmp_path / "data").parent
+    out, nope = str(tmp_path / "out"), str(tmp_path / "nope")
+    fit = ["fit", "--data", str(data), "--category", "toy", "--out", out]
+    cases = [
+        (["fit", "--data", nope, "--category", "toy", "--out", out], "data folder not found"),
+        ([*fit, "--tile-size", "230"], "--tile-size must be a positive multiple"),
+        ([*fit, "--input-mode", "tiles", "--tile-size", "224", "--tile-overlap", "223"], "--force"),
+        ([*fit, "--patch-batch", "-1"], "--patch-batch"),
+        (["benchmark", "--data", nope, "--out", out], "data folder not found"),
+        (
+            ["predict", "--model", nope, "--out", out, str(data), "--batch-size", "0"],
+            "--batch-size",
+        ),
+        (["calibrate", "--model", nope, "--images", str(data)], "not an l2bt run folder"),
+        (["export", "--model", nope, "--out", out], "not an l2bt run folder"),
+        (["serve", "--model", nope], "model not found"),
+        (["make-synthetic", "--out", out, "--size", "-3"], "--size"),
+    ]
+    for argv, problem in cases:
+        status, err, torch_imported = _answer_without_torch(argv)
+        assert status == 2 and len(err.splitlines()) == 1 and problem in err, (argv, err)
+        assert torch_imported == "False", argv

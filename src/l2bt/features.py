@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ from l2bt.preprocess import InputGeometry, group_indices, normalise, teacher_pix
 from l2bt.teacher import Teacher
 from l2bt.utils.atomic import atomic_folder, remove_stale_leftovers
 from l2bt.utils.device import to_host
-from l2bt.utils.progress import progress_bar
+from l2bt.utils.progress import progress_bar, tell_estimate
 
 CACHE_FORMAT = 2
 
@@ -242,6 +243,7 @@ def _extract(
     shape = (int(offsets[-1]), teacher.embed_dim)
     early = np.lib.format.open_memmap(staging / "early.npy", "w+", np.float16, shape)
     late = np.lib.format.open_memmap(staging / "late.npy", "w+", np.float16, shape)
+    start = time.perf_counter()
     with progress_bar(total=len(grids), desc="teacher features", unit="input") as bar:
         for indices, x in batches:
             a, b = teacher.features(x, layers, precision)
@@ -249,6 +251,9 @@ def _extract(
                 rows = slice(offsets[i], offsets[i + 1])
                 to_host(a[row].flatten(0, 1).half(), out=early[rows])  # (h, w, D) -> (h·w, D)
                 to_host(b[row].flatten(0, 1).half(), out=late[rows])
+            if bar.n == 0:
+                elapsed = time.perf_counter() - start
+                tell_estimate("teacher features", len(indices), len(grids), elapsed)
             bar.update(len(indices))
     early.flush()
     late.flush()

@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from l2bt.anomaly_map import patch_anomaly, predict_images
-from l2bt.config import L2BTConfig, Precision, check_precision
+from l2bt.config import L2BTConfig, Precision, check_precision, resolved_patch_batch
 from l2bt.data.image_io import read_image, to_rgb_array
 from l2bt.decisions.calibrate import CalibrationSettings, calibrate
 from l2bt.decisions.decide import decided
@@ -140,14 +140,16 @@ class L2BT:
             teacher, images, config.teacher, device, compute, root, bit_depth=bit_depth
         )
         feature_seconds = time.perf_counter() - start
-        forward, backward, history = train_students(features, config.train, device, compute)
+        patch_batch = resolved_patch_batch(config.train, config.teacher.input_mode)
+        train = replace(config.train, patch_batch=patch_batch)  # the record says which
+        forward, backward, history = train_students(features, train, device, compute, patch_batch)
         record = RunDescription(
             method=L2BT_METHOD,
             teacher=config.teacher,
             weights_id=teacher.weights_id,
             embed_dim=teacher.embed_dim,
             precision=compute,
-            train=config.train,
+            train=train,
             bit_depth=bit_depth,
             normal_scores=normal_score_range(features, forward, backward, device, compute),
             training=describe_training(images, history, feature_seconds, device),

@@ -1,5 +1,16 @@
 """Training the two students on cached teacher features of defect-free images.
 
+A step is either every patch of `batch_size` inputs (`ImageSteps`: the paper's recipe,
+4 images per step, the default in pad mode, where every image has the same grid) or a
+fixed number of patches drawn across all cached inputs (`PatchSteps`, `l2bt.patch_batches`:
+the default in tiles and aspect modes). Tiles mode's inputs are windows of a few hundred
+patches, so 4 of them make a step too small to keep a CPU's matrix units busy; aspect
+mode's images have different grids, so its image steps differ in size. Patch steps are
+sized for the hardware (`PATCH_BATCH`, measured by benchmarks/bench_training.py) and mix
+every input into every step. Either
+way an epoch sees every patch once, and the epoch's loss is the mean of its steps'
+losses weighted by their share of the inputs (image steps) or patches (patch steps).
+
 Precision "fp32" trains with autograd in float32. "bf16" runs each step's products in
 bfloat16 on column batches (`l2bt.students.low_precision_step`: weights cast once per
 step from float32 masters, float32 gradients, loss in float32) and steps a fused Adam;
@@ -11,7 +22,7 @@ from __future__ import annotations
 import math
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,11 +33,12 @@ from l2bt.anomaly_map import patch_anomaly
 from l2bt.config import Precision, TrainConfig
 from l2bt.errors import InputError
 from l2bt.features import TrainFeatures
+from l2bt.patch_batches import PatchBatches
 from l2bt.run import NormalScores, TrainingFacts
 from l2bt.students import Student, as_columns, cosine_loss, low_precision_step
 from l2bt.teacher import COMPUTE_DTYPES
 from l2bt.utils.device import device_name
-from l2bt.utils.progress import progress_bar
+from l2bt.utils.progress import progress_bar, tell_estimate
 
 
 @dataclass(frozen=True)
@@ -49,49 +61,105 @@ def train_students(
     config: TrainConfig,
     device: torch.device,
     precision: Precision = "fp32",
+    patch_batch: int = 0,
 ) -> tuple[Student, Student, TrainingHistory]:
     """Fit forward (early → late) and backward (late → early) students with the cosine loss.
 
-    Each step takes every patch of `batch_size` images; the loss is the sum of the two
-    students' (1 − mean cosine) losses, minimised with Adam. A non-finite loss stops
-    training with an `InputError` rather than writing a broken model. `precision` is the
-    students' compute precision, "fp32" or "bf16" (see the module docstring).
+    Each step takes every patch of `batch_size` inputs when `patch_batch` is 0 (the
+    paper's recipe), else `patch_batch` patches drawn across all inputs (see the module
+    docstring); the loss is the sum of the two students' (1 − mean cosine) losses,
+    minimised with Adam. A non-finite loss stops training with an `InputError` rather
+    than writing a broken model. `precision` is "fp32" or "bf16" (module docstring).
     """
     dtype = COMPUTE_DTYPES[precision]
     forward, backward = new_students(features.dim, config.seed)
     forward.to(device).train()
     backward.to(device).train()
-    params = [*forward.parameters(), *backward.parameters()]
-    # fused: one kernel per step instead of ~10 passes per parameter (3x faster on a CPU)
-    optimizer = torch.optim.Adam(
-        params, lr=config.lr, fused=True if dtype != torch.float32 else None
-    )
+    optimizer = _adam([*forward.parameters(), *backward.parameters()], config.lr, dtype)
+    steps = training_steps(features, config, patch_batch)
     order_rng = np.random.default_rng(config.seed)
-    n_images = len(features)
-    steps_per_epoch = math.ceil(n_images / config.batch_size)
     epoch_losses: list[float] = []
     start = time.perf_counter()
-    bar = progress_bar(total=config.epochs * steps_per_epoch, desc="students", unit="step")
-    with bar:
+    with progress_bar(total=config.epochs * len(steps), desc="students", unit="step") as bar:
         for epoch in range(config.epochs):
-            order = order_rng.permutation(n_images)
             total = 0.0
-            for step in range(steps_per_epoch):
-                indices = order[step * config.batch_size : (step + 1) * config.batch_size]
-                early, late = features.patches(indices, device)
+            for step, (early, late, weight) in enumerate(steps.epoch(order_rng, device)):
                 loss = _step(forward, backward, optimizer, early, late, dtype)
-                if not math.isfinite(loss):
-                    raise InputError(
-                        f"training diverged: loss is {loss} at epoch {epoch + 1}, "
-                        f"step {step + 1} (try a lower --lr)"
-                    )
-                total += loss * len(indices)
+                _check_finite(loss, epoch, step)
+                total += loss * weight
+                if epoch == step == 0:
+                    seconds = time.perf_counter() - start
+                    tell_estimate("students", 1, config.epochs * len(steps), seconds)
                 bar.update(1)
-            epoch_losses.append(total / n_images)
+            epoch_losses.append(total)
             bar.set_postfix(epoch=epoch + 1, loss=f"{epoch_losses[-1]:.4f}")
     forward.eval()
     backward.eval()
     return forward, backward, TrainingHistory(tuple(epoch_losses), time.perf_counter() - start)
+
+
+def _check_finite(loss: float, epoch: int, step: int) -> None:
+    if not math.isfinite(loss):
+        raise InputError(
+            f"training diverged: loss is {loss} at epoch {epoch + 1}, step {step + 1} "
+            "(try a lower --lr)"
+        )
+
+
+def _adam(params: list[torch.nn.Parameter], lr: float, dtype: torch.dtype) -> torch.optim.Adam:
+    # fused: one kernel per step instead of ~10 passes per parameter (3x faster on a CPU)
+    return torch.optim.Adam(params, lr=lr, fused=True if dtype != torch.float32 else None)
+
+
+Step = tuple[torch.Tensor, torch.Tensor, float]  # early, late (N, D) float32; epoch weight
+
+
+@dataclass(frozen=True)
+class ImageSteps:
+    """Steps of every patch of `batch_size` inputs, a fresh permutation per epoch; a step
+    weighs its share of the inputs in the epoch's loss."""
+
+    features: TrainFeatures
+    batch_size: int
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.features) / self.batch_size)
+
+    def epoch(self, rng: np.random.Generator, device: torch.device) -> Iterator[Step]:
+        n_inputs = len(self.features)
+        order = rng.permutation(n_inputs)
+        for start in range(0, n_inputs, self.batch_size):
+            indices = order[start : start + self.batch_size]
+            early, late = self.features.patches(indices, device)
+            yield early, late, len(indices) / n_inputs
+
+
+@dataclass(frozen=True)
+class PatchSteps:
+    """Steps of `PatchBatches` over all cached patches; a step weighs its share of them."""
+
+    features: TrainFeatures
+    batches: PatchBatches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def epoch(self, rng: np.random.Generator, device: torch.device) -> Iterator[Step]:
+        for blocks in self.batches.epoch(rng):
+            early, late = (
+                torch.from_numpy(self.batches.gather(array, blocks)).to(device).float()
+                for array in (self.features.early, self.features.late)
+            )
+            yield early, late, early.shape[0] / self.batches.n_rows
+
+
+def training_steps(
+    features: TrainFeatures, config: TrainConfig, patch_batch: int
+) -> ImageSteps | PatchSteps:
+    """Image steps when `patch_batch` is 0, else patch batches of that many patches."""
+    if patch_batch == 0:
+        return ImageSteps(features, config.batch_size)
+    return PatchSteps(features, PatchBatches(features.n_patches, patch_batch))
 
 
 def _step(

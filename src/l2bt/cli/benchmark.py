@@ -13,7 +13,10 @@ from l2bt.cli.common import (
     TRAIN,
     add_calibration_args,
     add_device_args,
+    add_force_arg,
+    add_patch_batch_arg,
     add_teacher_args,
+    announce_plan,
     calibration_settings,
     teacher_config,
 )
@@ -53,6 +56,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_teacher_args(parser)
     parser.add_argument("--epochs", type=int, default=TRAIN.epochs)
     parser.add_argument("--batch-size", type=int, default=4, help="images per predict batch")
+    add_patch_batch_arg(parser)
     parser.add_argument(
         "--dinomaly-iterations",
         type=int,
@@ -86,6 +90,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "ADDRESS (without one: a local Ray instance); --out and --cache-dir "
         "must be on storage every node sees",
     )
+    add_force_arg(parser)
     parser.set_defaults(func=run)
 
 
@@ -95,6 +100,7 @@ def settings_from(args: argparse.Namespace) -> MethodSettings:
     return MethodSettings(
         teacher=teacher_config(args),
         epochs=args.epochs,
+        patch_batch=args.patch_batch,
         device=args.device,
         precision=args.precision,
         cache_dir=args.cache_dir,
@@ -104,18 +110,31 @@ def settings_from(args: argparse.Namespace) -> MethodSettings:
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    from l2bt.benchmark.jobs import BenchmarkConfig
-    from l2bt.benchmark.runner import parse_categories, run_benchmark
-    from l2bt.data import list_categories
+def announce(args: argparse.Namespace, settings: MethodSettings) -> list[str]:
+    """The categories found (none when --categories names them), every named or found
+    one's layout checked, and the plan of the run's teacher over their images printed."""
+    from l2bt.data import list_categories, load_category
 
+    found = [] if args.categories else list_categories(args.data, args.dataset)
+    names = [c.strip() for c in (args.categories or "").split(",") if c.strip()] or found
+    splits = [load_category(args.data, name, args.dataset) for name in names]
+    if splits:
+        cached = [s.image for split in splits for s in (*split.train, *split.validation)]
+        tested = [s.image for split in splits for s in split.test]
+        announce_plan(settings.teacher, cached, tested, args.force)
+    return found
+
+
+def run(args: argparse.Namespace) -> int:
     decisions = calibration_settings(args)
     if args.ray is not None and args.cache_dir is None:
         args.cache_dir = str(Path(args.out) / "cache")  # on the storage every node sees
     settings = settings_from(args)
-    categories = parse_categories(
-        args.categories, [] if args.categories else list_categories(args.data, args.dataset)
-    )
+    found = announce(args, settings)
+    from l2bt.benchmark.jobs import BenchmarkConfig  # torch: once every argument is checked
+    from l2bt.benchmark.runner import parse_categories, run_benchmark
+
+    categories = parse_categories(args.categories, found)
     config = BenchmarkConfig(
         data=str(Path(args.data).resolve()),
         dataset=args.dataset,

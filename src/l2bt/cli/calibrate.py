@@ -35,11 +35,16 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from l2bt.decisions.calibration_images import calibration_folder_images
-    from l2bt.model import L2BT
-    from l2bt.run import CONFIG_FILE
+    from l2bt.errors import InputError
+    from l2bt.run import CONFIG_FILE, read_run
 
     settings = calibration_settings(args)
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be 1 or more, got {args.batch_size}")
+    read_run(Path(args.model))  # a run folder, its config.json checked
     images = calibration_folder_images(Path(args.images))
+    from l2bt.model import L2BT  # torch: once every argument is checked
+
     model = L2BT.load(
         args.model, device=args.device, precision=args.precision, weights=args.weights
     )

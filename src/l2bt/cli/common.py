@@ -8,11 +8,14 @@ settings' own (`l2bt.config`, which imports nothing heavy), written once there.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from l2bt.config import (
     FALSE_ALARM_RATE,
     INPUT_MODES,
+    PATCH_BATCH,
     PRECISIONS,
     TeacherConfig,
     TileSettings,
@@ -79,6 +82,41 @@ def add_teacher_args(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="tiles mode: rescale the image by S in (0, 1] first (default 1, native pixels)",
     )
+
+
+def add_patch_batch_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--patch-batch",
+        type=int,
+        default=None,
+        metavar="N",
+        help="students' training step: N patches drawn across all cached inputs, or 0 for "
+        "every patch of --batch-size inputs, the paper's recipe (default: 0 in pad mode, "
+        f"{PATCH_BATCH} in tiles and aspect modes)",
+    )
+
+
+def add_force_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="run a plan over the sanity limit (tiles mode: a stride under T / 8, or "
+        "windows holding more than 64 times an image's pixels)",
+    )
+
+
+def announce_plan(
+    teacher: TeacherConfig, cached: Sequence[Path], others: Sequence[Path], force: bool
+) -> None:
+    """Print the plan of a run over these images (from their headers), or refuse one over
+    the sanity limit unless `force` (`l2bt.plan`); imports no torch."""
+    from l2bt.data.image_io import image_size
+    from l2bt.plan import check_plan, make_plan
+
+    sizes = [image_size(p) for p in [*cached, *others]]
+    plan = make_plan(sizes[: len(cached)], teacher, sizes[len(cached) :])
+    check_plan(plan, teacher, force)
+    print("\n".join(plan.lines()))
 
 
 def add_calibration_args(parser: argparse.ArgumentParser) -> None:

@@ -49,6 +49,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from l2bt.run import read_run
+
+    read_run(Path(args.model))  # a run folder, its config.json checked, before torch
     from l2bt.export.exporter import check_opset, export_onnx, require_export_tools
     from l2bt.model import L2BT
 

@@ -12,7 +12,10 @@ from l2bt.cli.common import (
     add_calibration_args,
     add_dataset_args,
     add_device_args,
+    add_force_arg,
+    add_patch_batch_arg,
     add_teacher_args,
+    announce_plan,
     calibration_settings,
     teacher_config,
 )
@@ -25,8 +28,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_teacher_args(parser)
     parser.add_argument("--epochs", type=int, default=TRAIN.epochs)
     parser.add_argument(
-        "--batch-size", type=int, default=TRAIN.batch_size, help="images per training step"
+        "--batch-size",
+        type=int,
+        default=TRAIN.batch_size,
+        help="images (windows in tiles mode) per training step when --patch-batch is 0",
     )
+    add_patch_batch_arg(parser)
     parser.add_argument("--lr", type=float, default=TRAIN.lr)
     parser.add_argument("--seed", type=int, default=TRAIN.seed)
     add_bit_depth_arg(parser)
@@ -38,6 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="feature cache folder (default $L2BT_CACHE_DIR or ~/.cache/l2bt)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    add_force_arg(parser)
     parser.set_defaults(func=run)
 
 
@@ -49,14 +57,12 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise InputError("output folder exists and is not empty (use --overwrite)", out)
-    config = L2BTConfig(
-        teacher_config(args), TrainConfig(args.epochs, args.batch_size, args.lr, args.seed)
-    )
+    train = TrainConfig(args.epochs, args.batch_size, args.lr, args.seed, args.patch_batch)
+    config = L2BTConfig(teacher_config(args), train)
     settings = calibration_settings(args)
     check_bit_depth(args.bit_depth)
     from l2bt.data import load_category
     from l2bt.decisions.calibration_images import parse_calibration, split_calibration
-    from l2bt.model import L2BT
     from l2bt.run import DataFacts
 
     choice = parse_calibration(args.calibration)
@@ -66,6 +72,9 @@ def run(args: argparse.Namespace) -> int:
     )
     if images.note:
         print(images.note)
+    announce_plan(config.teacher, images.train, images.calibration, args.force)
+    from l2bt.model import L2BT  # torch: once every argument is checked
+
     data = DataFacts(str(Path(args.data).resolve()), args.category, args.dataset)
     model = L2BT.fit(
         images.train,

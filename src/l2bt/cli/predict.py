@@ -8,7 +8,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from l2bt.cli.common import add_bit_depth_arg, add_trained_run_args, run_bit_depth
+from l2bt.cli.common import (
+    add_bit_depth_arg,
+    add_force_arg,
+    add_trained_run_args,
+    announce_plan,
+    run_bit_depth,
+)
 
 if TYPE_CHECKING:
     from l2bt.engines import Engine
@@ -70,6 +76,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "all there are not predicted again (their scores are read back from their maps); "
         "scores.csv and regions.csv are written in full",
     )
+    add_force_arg(parser)
     parser.set_defaults(func=run)
 
 
@@ -81,8 +88,11 @@ def run(args: argparse.Namespace) -> int:
     if args.submission is not None:
         return _submission(args)
     from l2bt.maps.inputs import collect_inputs
-    from l2bt.maps.predict import PredictOptions, earlier_prediction, predict_to_folder
+    from l2bt.maps.layout import earlier_prediction
 
+    for flag, value in (("--batch-size", args.batch_size), ("--max-pixels", args.max_pixels)):
+        if value < 1:
+            raise InputError(f"{flag} must be 1 or more, got {value}")
     items = collect_inputs(args.inputs)
     found = earlier_prediction(Path(args.out))
     if not args.resume and found is not None:
@@ -91,6 +101,9 @@ def run(args: argparse.Namespace) -> int:
             "to finish it, or choose another --out",
             args.out,
         )
+    _announce(args, [item.image for item in items])
+    from l2bt.maps.predict import PredictOptions, predict_to_folder  # torch, from here on
+
     model = _load(args)
     run_bit_depth(args.bit_depth, model.record.bit_depth)
     tic = time.perf_counter()
@@ -127,6 +140,16 @@ def _submission(args: argparse.Namespace) -> int:
         kinds = "maps and thresholded masks" if summary.thresholded else "maps only (no thresholds)"
         print(f"{summary.object_name}: {summary.n_images} images, {kinds}, in {args.submission}")
     return 0
+
+
+def _announce(args: argparse.Namespace, images: list[Path]) -> None:
+    """The plan of a run folder's teacher over `images` (an exported file has its own)."""
+    from l2bt.run import CONFIG_FILE, read_run
+
+    if (Path(args.model) / CONFIG_FILE).is_file():
+        teacher = read_run(Path(args.model)).teacher
+        if teacher is not None:
+            announce_plan(teacher, [], images, args.force)
 
 
 def _load(args: argparse.Namespace) -> Engine:

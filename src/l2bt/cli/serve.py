@@ -125,6 +125,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    _check_paths(args)
     from l2bt.serve import ServeSettings
 
     settings = ServeSettings(
@@ -148,6 +149,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_paths(args: argparse.Namespace) -> None:
+    """The served model or folder is there (before the service's imports: torch)."""
+    from l2bt.errors import InputError
+
+    if args.model is not None and not Path(args.model).exists():
+        raise InputError("model not found", args.model)
+    if args.model is None and not Path(args.models).is_dir():
+        raise InputError("--models must be a folder", args.models)
+
+
 def _sources(args: argparse.Namespace) -> tuple[Path | None, list[ModelSource]]:
     """The served folder (None for --model) and its models."""
     from l2bt.errors import InputError
@@ -155,12 +166,8 @@ def _sources(args: argparse.Namespace) -> tuple[Path | None, list[ModelSource]]:
 
     if args.model is not None:
         path = Path(args.model)
-        if not path.exists():
-            raise InputError("model not found", path)
         return None, [ModelSource(path.stem if path.is_file() else path.name, path)]
     folder = Path(args.models)
-    if not folder.is_dir():
-        raise InputError("--models must be a folder", folder)
     sources = discover(folder)
     if not sources:
         raise InputError("no run folders (with config.json) nor .onnx files here", folder)

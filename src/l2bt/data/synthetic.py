@@ -32,6 +32,9 @@ MIN_CONTRAST = 24  # grey levels every defect pixel moves, at least
 Shape = tuple[int, int]  # (height, width)
 
 
+MIN_SIZE = 64  # the long side of the smallest images: room for every kind of defect
+
+
 @dataclass(frozen=True)
 class SyntheticConfig:
     size: int = 2048  # long side in pixels; images are size × 3/4·size (landscape)
@@ -40,6 +43,13 @@ class SyntheticConfig:
     n_train: int = 20
     n_test_good: int = 5
     n_test_defective: int = 16
+
+    def __post_init__(self) -> None:
+        if self.size < MIN_SIZE:
+            raise InputError(f"--size must be at least {MIN_SIZE}, got {self.size}")
+        counts = (self.n_train, self.n_test_good, self.n_test_defective)
+        if min(counts) < 0:
+            raise InputError(f"image counts must be 0 or more, got {', '.join(map(str, counts))}")
 
     @property
     def shape(self) -> tuple[int, int]:

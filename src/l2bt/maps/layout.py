@@ -231,3 +231,10 @@ def map_shape(path: Path) -> tuple[int, int]:
     if len(shape) != 2:
         raise InputError(f"anomaly map must be 2-D, got shape {shape}", path)
     return int(shape[0]), int(shape[1])
+
+
+def earlier_prediction(out: Path) -> Path | None:
+    """The file showing `out` holds a prediction, finished or not (`run.json`, written
+    before the first map; or `scores.csv`), or None."""
+    folder = MapsFolder(Path(out))
+    return next((p for p in (folder.run, folder.scores) if p.is_file()), None)

@@ -54,7 +54,7 @@ from l2bt.preprocess import header_limit
 from l2bt.run import RunDescription
 from l2bt.utils.atomic import remove_stale_leftovers
 from l2bt.utils.host import usable_cores
-from l2bt.utils.progress import progress_bar
+from l2bt.utils.progress import progress_bar, tell_estimate
 
 MAX_IO_WORKERS = 8  # threads decoding inputs and encoding outputs beside the predictor
 
@@ -81,13 +81,6 @@ class PredictSummary:
     @property
     def median_seconds(self) -> float:
         return statistics.median(self.seconds_per_image) if self.seconds_per_image else 0.0
-
-
-def earlier_prediction(out: Path) -> Path | None:
-    """The file showing `out` holds a prediction, finished or not (`run.json`, written
-    before the first map; or `scores.csv`), or None."""
-    folder = MapsFolder(Path(out))
-    return next((p for p in (folder.run, folder.scores) if p.is_file()), None)
 
 
 def predict_to_folder(
@@ -205,6 +198,7 @@ def _predict_batches(
     previous one's files; fill `results` (decisions, no maps); each image's share of its
     batch's seconds."""
     seconds: list[float] = []
+    started = time.perf_counter()
     reading = steps.reading(batches[0]) if batches else []
     writing: list[Future[None]] = []
     for index, batch in enumerate(batches):
@@ -214,6 +208,9 @@ def _predict_batches(
         tic = time.perf_counter()
         predictions = [decide(p, thresholds) for p in predictor.predict_maps(images)]
         seconds += [(time.perf_counter() - tic) / len(batch)] * len(batch)
+        if index == 0:
+            total = sum(len(b) for b in batches)
+            tell_estimate("predict", len(batch), total, time.perf_counter() - started)
         _finish(writing, steps.bar)  # the previous batch's files, written meanwhile
         writing = [
             steps.pool.submit(steps.write, item.key, image, prediction)

@@ -26,6 +26,7 @@ class MethodSettings:
 
     teacher: TeacherConfig = field(default_factory=TeacherConfig)  # and the input settings
     epochs: int = 50
+    patch_batch: int | None = None  # L2BT's patches per step (TrainConfig.patch_batch)
     device: str = "auto"
     precision: Precision = "fp32"
     cache_dir: str | None = None

@@ -54,6 +54,17 @@ def progress_enabled() -> bool:
     return _enabled[0]
 
 
+def tell_estimate(what: str, done: int, total: int, seconds: float) -> None:
+    """After a long step's first batch, one line on how long all of it will take
+    (`l2bt.plan.estimate_line`); nothing with progress off or for a step estimated
+    under LOG_SECONDS in all."""
+    from l2bt.plan import estimate_line
+
+    if progress_enabled() and done < total and seconds * total >= LOG_SECONDS * max(done, 1):
+        sys.stderr.write(estimate_line(what, done, total, seconds) + "\n")
+        sys.stderr.flush()
+
+
 class LogLines:
     """The part of tqdm's interface l2bt uses, printing whole lines as the module says."""
 
