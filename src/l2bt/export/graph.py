@@ -14,6 +14,8 @@ parity: benchmarks/README.md.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -135,7 +137,7 @@ class L2BTGraph(nn.Module):
         image sits in it, as `InputGeometry` (symbolic sizes while exporting)."""
         if not self.pad:
             return (height, width), (0, 0)
-        side = torch.sym_max(height, width)
+        side = cast(int, torch.sym_max(height, width))  # a SymInt while exporting
         return (side, side), ((side - height) // 2, (side - width) // 2)
 
     def teacher_input(

@@ -30,9 +30,8 @@ class L2BTMethod:
         size = image_size or settings.teacher.image_size
         self.name = "l2bt" if image_size is None else f"l2bt@{image_size}"
         self.settings = settings
-        self.config = L2BTConfig(
-            replace(settings.teacher, image_size=size), TrainConfig(epochs=settings.epochs)
-        )
+        train = TrainConfig() if settings.epochs is None else TrainConfig(epochs=settings.epochs)
+        self.config = L2BTConfig(replace(settings.teacher, image_size=size), train)
         self.model: L2BT | None = None
 
     def fit(self, train_images: Sequence[Path], work_dir: Path) -> None:
