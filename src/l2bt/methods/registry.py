@@ -85,7 +85,7 @@ def _zoo_method(spec: str, settings: MethodSettings) -> Method:
     name, size, suffix = match.groups()
     if suffix not in (None, "+tiles"):
         raise InputError(f"method {spec}: anomalib models take +tiles only, not {suffix}")
-    if size is not None and int(size) < 32:
-        raise InputError(f"method {spec}: the input size must be at least 32 px")
     model = zoo_model(name)
+    if size is not None and int(size) < model.min_size:
+        raise InputError(f"method {spec}: the input size must be at least {model.min_size} px")
     return ZooMethod(spec, model, settings, None if size is None else int(size), suffix == "+tiles")

@@ -16,7 +16,9 @@ from typing import Any, Literal
 
 from l2bt.errors import InputError
 
-RandomWeights = Literal["pre_trained", "timm"]  # a constructor flag, or timm patched
+# How a model gets random weights: its constructor's flag, timm's hard-coded download
+# switched off while it is made, or (EfficientAD) its teacher's download skipped at fit.
+RandomWeights = Literal["pre_trained", "timm", "skip_download"]
 
 
 @dataclass(frozen=True)
@@ -35,8 +37,8 @@ class Schedule:
         }
 
     def words(self) -> str:
-        parts = [f"{self.max_epochs} epochs"] if self.max_epochs is not None else []
-        parts += [f"{self.max_steps} steps"] if self.max_steps is not None else []
+        parts = [_count(self.max_epochs, "epoch")] if self.max_epochs is not None else []
+        parts += [_count(self.max_steps, "step")] if self.max_steps is not None else []
         return f"{' or '.join(parts) or 'no limit'} ({self.source})"
 
 
@@ -54,6 +56,7 @@ class ZooModel:
     steps: int | None
     needs_imagenet: bool = False  # EfficientAD's penalty images (ImageNette)
     batch_size: int = 32  # training images per step (anomalib's Folder default)
+    min_size: int = 32  # the smallest input its network takes
 
     def schedule(self, epochs: int | None, max_steps: int | None) -> Schedule:
         """The authors' schedule, or the one `--epochs` / `--max-steps` set."""
@@ -81,11 +84,12 @@ ZOO_MODELS: dict[str, ZooModel] = {
             256,
             None,
             "pretrained_teacher_s.pth (PDN distilled from wide_resnet101_2)",
-            "pre_trained",
+            "skip_download",
             None,
             70_000,
             needs_imagenet=True,
             batch_size=1,  # as EfficientAD requires
+            min_size=256,  # its autoencoder's 8 × 8 bottleneck kernel
         ),
         ZooModel(
             "reverse_distillation",
@@ -131,3 +135,7 @@ def zoo_model(name: str) -> ZooModel:
             f"unknown anomalib model {name!r}; available: {', '.join(sorted(ZOO_MODELS))}"
         )
     return ZOO_MODELS[name]
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

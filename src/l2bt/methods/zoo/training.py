@@ -53,7 +53,7 @@ def build(model: ZooModel, size: int, schedule: Schedule, random: bool, imagenet
     namespace: dict[str, Any] = {
         "trainer_arguments": property(lambda self: {**own_arguments(self), **arguments})
     }
-    if random and model.name == "efficient_ad":
+    if random and model.random_weights == "skip_download":
         namespace["prepare_pretrained_model"] = lambda self: None  # keep the random teacher
     scheduled = type(base.__name__, (base,), namespace)
     crop = model.crop_at(size)
