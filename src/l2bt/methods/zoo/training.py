@@ -136,4 +136,4 @@ def load_state(module: Any, tensors: dict[str, torch.Tensor]) -> None:
 
 def as_input(image: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 -> (3, H, W) float32 in [0, 1], as anomalib reads an image file."""
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255.0  # a copy
