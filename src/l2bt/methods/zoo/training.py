@@ -47,6 +47,7 @@ def build(model: ZooModel, size: int, schedule: Schedule, random: bool, imagenet
     """The anomalib Lightning module of `model` for `size` px inputs (see the docstring)."""
     from anomalib import models
 
+    torch.manual_seed(SEED)  # random backbones and PaDiM's feature choice are drawn here
     base = getattr(models, model.class_name)
     arguments = schedule.trainer_arguments()
     own_arguments = base.trainer_arguments.fget
