@@ -16,6 +16,8 @@ from l2bt.cli import main
 from l2bt.config import TeacherConfig, TileSettings
 from l2bt.data.image_io import read_image
 from l2bt.methods import MethodSettings, make_method
+from l2bt.methods.zoo import zoo_model
+from l2bt.methods.zoo.models import Schedule
 from l2bt.tiling import TileLayout
 
 pytestmark = [pytest.mark.usefixtures("feature_cache")]
@@ -127,6 +129,18 @@ def test_zoo_models_run_beside_l2bt_in_one_benchmark(small_tree, tmp_path):
     report = (bench / "results.md").read_text()
     assert "## anomalib models" in report and "wide_resnet50_2" in report
     assert "## The original resolution against the 256 × 256 protocol" in report
+    # A zoo job killed after fitting resumes from its kept model; finished jobs are kept.
+    padim_path = bench / "results/anomalib:padim@64" / f"{CATEGORY}.json"
+    kept = {m: (bench / "results" / m / f"{CATEGORY}.json").stat().st_mtime_ns for m in rows}
+    padim_path.unlink()
+    assert main(benchmark_args(small_tree, bench, methods)) == 0
+    resumed = json.loads(padim_path.read_text())
+    assert resumed["run"]["description"]["training"]["reloaded"] is True
+    assert resumed["aupro"] == padim["aupro"]
+    for method in rows:
+        if method != "anomalib:padim@64":
+            path = bench / "results" / method / f"{CATEGORY}.json"
+            assert path.stat().st_mtime_ns == kept[method]
 
 
 @pytest.mark.needs_data
@@ -150,8 +164,7 @@ def test_a_zoo_map_is_anomalib_s_own_prediction_and_is_reloaded(small_tree, tmp_
     image = read_image(image_path)
     (first,), (second,) = method.predict_maps([image]), again.predict_maps([image])
     assert first.anomaly_map.shape == image.shape[:2]
-    # The same tensors; the reloaded ones are laid out contiguously, so sums may round apart.
-    np.testing.assert_allclose(first.anomaly_map, second.anomaly_map, rtol=1e-6)
+    np.testing.assert_array_equal(first.anomaly_map, second.anomaly_map)
 
 
 @pytest.mark.needs_data
@@ -170,6 +183,15 @@ def test_padim_on_native_windows_gives_maps_of_each_image_s_size(small_tree, tmp
     for image, prediction in zip(images, method.predict_maps(images), strict=True):
         assert prediction.anomaly_map.shape == image.shape[:2]
         assert np.isfinite(prediction.anomaly_map).all() and prediction.anomaly_map.std() > 0
+
+
+def test_a_zoo_model_trains_on_its_authors_schedule_unless_told_otherwise():
+    efficient, padim = zoo_model("efficient_ad"), zoo_model("padim")
+    assert efficient.schedule(None, None) == Schedule(None, 70_000, "authors' default")
+    assert efficient.schedule(1, None).trainer_arguments() == {"max_epochs": 1, "max_steps": 70_000}
+    assert padim.schedule(None, 5).trainer_arguments() == {"max_epochs": 1, "max_steps": 5}
+    assert padim.schedule(None, None).words() == "1 epoch (authors' default)"
+    assert padim.schedule(3, 5).words() == "3 epochs or 5 steps (--epochs 3, --max-steps 5)"
 
 
 def test_an_unknown_zoo_model_lists_the_available_ones_in_one_line(tmp_path, capsys):

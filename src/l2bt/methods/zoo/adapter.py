@@ -14,6 +14,7 @@ map (SPEC §11). Memory: one batch of inputs and maps, plus the model.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -91,15 +92,16 @@ class ZooMethod:
         run = training.train(
             self.module, self.model, work_dir / training.STAGING, work_dir / "anomalib", accelerator
         )
+        shutil.rmtree(work_dir / training.STAGING)  # the model is what is kept
         self.facts = {
             "n_train_images": len(images),
             "n_train_inputs": staged,
             **asdict(run),
             "engine_seconds": round(time.perf_counter() - tic, 3),
         }
-        save_artefact(
-            work_dir, MODEL_FILE, training.state(self.module), MODEL_FORMAT, key, self.describe()
-        )
+        tensors = training.state(self.module)
+        save_artefact(work_dir, MODEL_FILE, tensors, MODEL_FORMAT, key, self.describe())
+        training.load_state(self.module, tensors)  # as stored, so a reload predicts identically
         self._ready()
 
     def _build(self) -> Any:

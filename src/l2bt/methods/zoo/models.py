@@ -59,12 +59,18 @@ class ZooModel:
     min_size: int = 32  # the smallest input its network takes
 
     def schedule(self, epochs: int | None, max_steps: int | None) -> Schedule:
-        """The authors' schedule, or the one `--epochs` / `--max-steps` set."""
+        """The authors' schedule, each kind of limit replaced where `--epochs` or
+        `--max-steps` sets it (training stops at the first limit reached)."""
         if epochs is None and max_steps is None:
             return Schedule(self.epochs, self.steps, "authors' default")
         flags = [f"--epochs {epochs}"] if epochs is not None else []
         flags += [f"--max-steps {max_steps}"] if max_steps is not None else []
-        return Schedule(epochs, max_steps, ", ".join(flags))
+        kept = [] if epochs is not None and max_steps is not None else ["authors' other limit"]
+        return Schedule(
+            self.epochs if epochs is None else epochs,
+            self.steps if max_steps is None else max_steps,
+            ", ".join(flags + kept),
+        )
 
     def crop_at(self, size: int) -> int | None:
         """The crop for an input of `size` px: the default crop scaled, a multiple of 14."""
