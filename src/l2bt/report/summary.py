@@ -149,6 +149,23 @@ def _low_res_size(result: dict[str, Any]) -> int | None:
     return (result.get("low_res_protocol") or {}).get("size")
 
 
+def low_res_sections(
+    results: Results, methods: Sequence[str], categories: Sequence[str]
+) -> list[str]:
+    """One side-by-side table per low-resolution size, of the results scored at it (a zoo
+    model at its own input, the others at `--low-res-protocol`)."""
+    lines: list[str] = []
+    for size in sorted({s for r in results.values() if (s := _low_res_size(r)) is not None}):
+        side = low_res_columns(size)
+        at_size = {k: r for k, r in results.items() if _low_res_size(r) == size}
+        lines += ["", f"## The original resolution against the {size} × {size} protocol", ""]
+        lines += markdown_table(
+            ["method", "category", *(n for n, _ in side)],
+            table_rows(at_size, methods, categories, side),
+        )
+    return lines
+
+
 ZOO_TEXT = (
     "anomalib's models, trained through anomalib's Engine on the same training images as "
     "every method; maps are raw (anomalib's normalisation off), upsampled bilinearly to each "
@@ -324,15 +341,7 @@ def write_summary(out: Path, methods: Sequence[str], categories: Sequence[str]) 
         table_rows(results, methods, categories, decisions),
     )
     lines += seg_f1_section(results, methods, categories)
-    sizes = {r["low_res_protocol"]["size"] for r in results.values() if r.get("low_res_protocol")}
-    for size in sorted(sizes):
-        side = low_res_columns(size)
-        at_size = {k: r for k, r in results.items() if _low_res_size(r) == size}
-        lines += ["", f"## The original resolution against the {size} × {size} protocol", ""]
-        lines += markdown_table(
-            ["method", "category", *(n for n, _ in side)],
-            table_rows(at_size, methods, categories, side),
-        )
+    lines += low_res_sections(results, methods, categories)
     lines += zoo_section(results, methods, categories)
     missing = [f"{m}/{c}" for m in methods for c in categories if (m, c) not in results]
     if missing:
