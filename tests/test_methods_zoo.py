@@ -239,3 +239,22 @@ def test_a_zoo_model_failing_inside_anomalib_is_reported_and_the_others_go_on(
     assert f"[{CATEGORY} / anomalib:padim@64] failed: RuntimeError: broken inside anomalib" in err
     assert (bench / "results/l2bt" / f"{CATEGORY}.json").is_file()
     assert not (bench / "results/anomalib:padim@64").exists()
+
+
+@pytest.mark.parametrize("frame, crop", [(8, 4), (9, 4), (8, 5)])
+def test_a_centre_crop_s_map_is_put_back_where_torchvision_cropped_it(frame, crop):
+    import torch
+    from torchvision.transforms.v2.functional import center_crop
+
+    from l2bt.methods.zoo.maps import uncrop
+
+    positions = torch.arange(frame * frame, dtype=torch.float32).reshape(1, frame, frame)
+    cropped = center_crop(positions, [crop, crop])  # (1, crop, crop): each value its position
+    top, left = divmod(int(cropped[0, 0, 0]), frame)
+    restored = uncrop(cropped, frame)
+    assert restored.shape == (1, frame, frame)
+    kept = (slice(None), slice(top, top + crop), slice(left, left + crop))
+    assert torch.equal(restored[kept], positions[kept])
+    # The border repeats the crop's edge.
+    assert torch.equal(restored[0, :top, left : left + crop], cropped[0, :1].expand(top, crop))
+    assert torch.equal(restored[0, top : top + crop, :left], cropped[0, :, :1].expand(crop, left))
