@@ -9,9 +9,10 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# The CPU build of torch 2.13.0 first: a looser requirement on an empty env pulls CUDA wheels.
-	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[dev,export,serve,ray]"
+	# torch 2.14.1 with its torchvision first (anomalib, the zoo extra, needs torchvision; a
+	# looser requirement on an empty env pulls other wheels).
+	$(BIN)/python -c "import torchvision" 2>/dev/null || $(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install -q -e ".[dev,export,serve,ray,zoo]"
 	touch $(STAMP)
 
 # Offline without the official weights: make demo WEIGHTS=path/to/checkpoint.pth (or random)

@@ -97,7 +97,7 @@ def run_job(config: BenchmarkConfig, job: Job, out: Path) -> dict[str, Any]:
     evaluation = evaluate_maps(
         split,
         maps_root,
-        low_res_protocol=config.low_res_protocol,
+        low_res_protocol=getattr(method, "protocol_size", None) or config.low_res_protocol,
         mask_rules=None if thresholds is None else stored_mask_rules(thresholds),
     )
     write_overlays(maps_root / job.category, {s.key: s.image for s in split.test}, thresholds)

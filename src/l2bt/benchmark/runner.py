@@ -41,7 +41,7 @@ from l2bt.benchmark.jobs import (
 from l2bt.data import load_category
 from l2bt.data.sample import CategorySplit
 from l2bt.errors import InputError
-from l2bt.methods import ExternalMaps, MethodSettings, make_method
+from l2bt.methods import MethodSettings, make_method
 from l2bt.report.plots import plot_smallest_defects
 from l2bt.report.summary import write_summary
 from l2bt.teacher import load_teacher
@@ -100,7 +100,7 @@ def plan_benchmark(config: BenchmarkConfig, out: Path) -> BenchmarkRun:
         raise InputError(f"a method is named twice in --methods: {', '.join(names)}")
     splits = [load_category(config.data, c, config.dataset) for c in config.categories]
     weights_id = None
-    if not all(isinstance(m, ExternalMaps) for m in methods):
+    if any(getattr(m, "uses_teacher", True) for m in methods):
         weights_id = check_teacher(config.settings)  # offline without weights stops here
     check_resumable(config, out)
     jobs = [

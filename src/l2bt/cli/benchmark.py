@@ -29,6 +29,7 @@ METHOD_NAMES = (
     "l2bt@N",
     "patchcore",
     "dinomaly",
+    "anomalib:NAME[@N][+tiles]",
     "external:NAME=DIR",
 )  # l2bt.methods.METHOD_NAMES
 LOCAL_RAY = "local"  # `--ray` without an address: start a local Ray instance
@@ -54,7 +55,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", required=True, help="benchmark folder")
     add_teacher_args(parser)
-    parser.add_argument("--epochs", type=int, default=TRAIN.epochs)
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help=f"training epochs of every method (default: each its own; l2bt {TRAIN.epochs}, "
+        "an anomalib model its authors' schedule)",
+    )
+    parser.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="optimiser steps of every anomalib model (default: its authors' schedule)",
+    )
+    parser.add_argument(
+        "--imagenet-dir",
+        default=None,
+        help="ImageNette (class folders of images) for anomalib:efficient_ad "
+        "(default: anomalib's ./datasets/imagenette)",
+    )
     parser.add_argument("--batch-size", type=int, default=4, help="images per predict batch")
     add_patch_batch_arg(parser)
     parser.add_argument(
@@ -101,6 +120,8 @@ def settings_from(args: argparse.Namespace) -> MethodSettings:
         teacher=teacher_config(args),
         epochs=args.epochs,
         patch_batch=args.patch_batch,
+        max_steps=args.max_steps,
+        imagenet_dir=args.imagenet_dir,
         device=args.device,
         precision=args.precision,
         cache_dir=args.cache_dir,

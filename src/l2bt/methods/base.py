@@ -25,8 +25,10 @@ class MethodSettings:
     """Settings the benchmark passes to every method (each uses those that apply)."""
 
     teacher: TeacherConfig = field(default_factory=TeacherConfig)  # and the input settings
-    epochs: int = 50
+    epochs: int | None = None  # None: each method's own default (L2BT 50, a zoo model its authors')
     patch_batch: int | None = None  # L2BT's patches per step (TrainConfig.patch_batch)
+    max_steps: int | None = None  # a zoo model's optimiser steps (None: its own schedule)
+    imagenet_dir: str | None = None  # EfficientAD's ImageNette (None: anomalib's default)
     device: str = "auto"
     precision: Precision = "fp32"
     cache_dir: str | None = None
@@ -36,10 +38,13 @@ class MethodSettings:
 
     def __post_init__(self) -> None:
         check_precision(self.precision)
-        if self.epochs < 1 or self.batch_size < 1:
-            raise InputError(
-                f"--epochs and --batch-size must be ≥ 1, got {self.epochs} and {self.batch_size}"
-            )
+        for flag, value in (
+            ("--epochs", self.epochs),
+            ("--max-steps", self.max_steps),
+            ("--batch-size", self.batch_size),
+        ):
+            if value is not None and value < 1:
+                raise InputError(f"{flag} must be ≥ 1, got {value}")
 
 
 class Method(Protocol):

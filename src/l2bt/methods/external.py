@@ -13,6 +13,8 @@ from l2bt.errors import InputError
 
 
 class ExternalMaps:
+    uses_teacher = False  # nothing is fitted or predicted here
+
     def __init__(self, name: str, maps_dir: Path) -> None:
         if not maps_dir.is_dir():
             raise InputError("external maps folder not found", maps_dir)

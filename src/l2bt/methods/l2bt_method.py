@@ -30,7 +30,8 @@ class L2BTMethod:
         size = image_size or settings.teacher.image_size
         self.name = "l2bt" if image_size is None else f"l2bt@{image_size}"
         self.settings = settings
-        train = TrainConfig(epochs=settings.epochs, patch_batch=settings.patch_batch)
+        epochs = TrainConfig.epochs if settings.epochs is None else settings.epochs
+        train = TrainConfig(epochs=epochs, patch_batch=settings.patch_batch)
         self.config = L2BTConfig(replace(settings.teacher, image_size=size), train)
         self.model: L2BT | None = None
 

@@ -3,7 +3,8 @@
 A name is a base method (`l2bt`, `l2bt@N`, `patchcore`, `dinomaly`) optionally followed
 by an input-mode suffix (`+pad`, `+aspect`, `+tiles`, SPEC §11) that sets that method's
 input mode against the run's; its results are filed under the whole name. External maps
-(`external:NAME=DIR`) take no suffix: their maps are made elsewhere.
+(`external:NAME=DIR`) take no suffix: their maps are made elsewhere. anomalib's models
+(`anomalib:NAME[@N][+tiles]`, SPEC §12) take `+tiles` only: their own input is a square.
 """
 
 from __future__ import annotations
@@ -18,7 +19,14 @@ from l2bt.errors import InputError
 from l2bt.methods.base import Method, MethodSettings
 from l2bt.methods.external import ExternalMaps
 
-METHOD_NAMES = ("l2bt", "l2bt@N", "patchcore", "dinomaly", "external:NAME=DIR")
+METHOD_NAMES = (
+    "l2bt",
+    "l2bt@N",
+    "patchcore",
+    "dinomaly",
+    "anomalib:NAME[@N][+tiles]",
+    "external:NAME=DIR",
+)
 INPUT_MODE_SUFFIXES = ("+pad", "+aspect", "+tiles")  # SPEC §9, §11 (l2bt.preprocess.INPUT_MODES)
 
 
@@ -27,6 +35,8 @@ def make_method(spec: str, settings: MethodSettings) -> Method | ExternalMaps:
     spec = spec.strip()
     if match := re.fullmatch(r"external:([\w.-]+)=(.+)", spec):
         return ExternalMaps(match.group(1), Path(match.group(2)))
+    if spec.startswith("anomalib:"):
+        return _zoo_method(spec, settings)
     base, plus, mode = spec.rpartition("+")
     if not plus:
         return _base_method(spec, settings)
@@ -62,3 +72,20 @@ def _base_method(spec: str, settings: MethodSettings) -> Method:
         f"unknown method {spec!r}; choose from {', '.join(METHOD_NAMES)}, "
         f"optionally followed by {', '.join(INPUT_MODE_SUFFIXES)}"
     )
+
+
+def _zoo_method(spec: str, settings: MethodSettings) -> Method:
+    """`anomalib:NAME[@N][+tiles]`: anomalib's model NAME at N px (default its own)."""
+    from l2bt.methods.zoo import zoo_model
+    from l2bt.methods.zoo.adapter import ZooMethod
+
+    match = re.fullmatch(r"anomalib:(\w+)(?:@(\d+))?(\+\w+)?", spec)
+    if match is None:
+        raise InputError(f"method {spec}: write anomalib:NAME, anomalib:NAME@N or +tiles")
+    name, size, suffix = match.groups()
+    if suffix not in (None, "+tiles"):
+        raise InputError(f"method {spec}: anomalib models take +tiles only, not {suffix}")
+    model = zoo_model(name)
+    if size is not None and int(size) < model.min_size:
+        raise InputError(f"method {spec}: the input size must be at least {model.min_size} px")
+    return ZooMethod(spec, model, settings, None if size is None else int(size), suffix == "+tiles")

@@ -27,7 +27,7 @@ class Provenance:
     weights_id: str | None  # "random", a checkpoint's SHA-256 prefix, or None: unknown
     image_size: int | None
     input_mode: str | None
-    epochs: int | None
+    epochs: int | str | None
     precision: str | None
     calibration: str  # in words
 
@@ -67,7 +67,7 @@ def from_benchmark(described: dict[str, Any]) -> Provenance:
         described.get("teacher_weights_id"),
         teacher.get("image_size"),
         teacher.get("input_mode"),
-        settings.get("epochs"),
+        settings.get("epochs") or "each method's own (l2bt 50; anomalib models their authors')",
         settings.get("precision"),
         calibration,
     )

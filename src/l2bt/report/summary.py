@@ -129,18 +129,91 @@ def run_columns() -> list[tuple[str, Getter]]:
 
 
 def low_res_columns(size: int) -> list[tuple[str, Getter]]:
-    """The side-by-side table: the original resolution next to N × N."""
+    """The side-by-side table: the original resolution next to N × N, at 30 % and 5 %."""
     columns: list[tuple[str, Getter]] = []
-    for size_bin in ("q1", "all"):
-        columns += [
-            (f"AUPRO@30% {size_bin}", _path("aupro", "0.3", size_bin)),
-            (f"at {size}² {size_bin}", _path("low_res_protocol", "aupro", "0.3", size_bin)),
-        ]
+    for limit in ("0.3", "0.05"):
+        for size_bin in ("q1", "all"):
+            name = f"AUPRO@{float(limit):.0%} {size_bin}"
+            columns += [
+                (name, _path("aupro", limit, size_bin)),
+                (f"at {size}² {size_bin}", _path("low_res_protocol", "aupro", limit, size_bin)),
+            ]
     columns += [
         ("P-AUROC", _path("p_auroc")),
         (f"at {size}² P-AUROC", _path("low_res_protocol", "p_auroc")),
     ]
     return columns
+
+
+def _low_res_size(result: dict[str, Any]) -> int | None:
+    return (result.get("low_res_protocol") or {}).get("size")
+
+
+def low_res_sections(
+    results: Results, methods: Sequence[str], categories: Sequence[str]
+) -> list[str]:
+    """One side-by-side table per low-resolution size, of the results scored at it (a zoo
+    model at its own input, the others at `--low-res-protocol`)."""
+    lines: list[str] = []
+    for size in sorted({s for r in results.values() if (s := _low_res_size(r)) is not None}):
+        side = low_res_columns(size)
+        at_size = {k: r for k, r in results.items() if _low_res_size(r) == size}
+        lines += ["", f"## The original resolution against the {size} × {size} protocol", ""]
+        lines += markdown_table(
+            ["method", "category", *(n for n, _ in side)],
+            table_rows(at_size, methods, categories, side),
+        )
+    return lines
+
+
+ZOO_TEXT = (
+    "anomalib's models, trained through anomalib's Engine on the same training images as "
+    "every method; maps are raw (anomalib's normalisation off), upsampled bilinearly to each "
+    "image's size (with `+tiles`: native windows blended, smoothed and cropped as l2bt's "
+    "tiles). Their low-resolution table scores the same maps as anomalib's own protocol does "
+    "(masks resized to the model's input)."
+)
+ZOO_RANDOM_WARNING = (
+    "**Warning: random backbones; these scores say nothing about the methods** (a "
+    "smoke test of the pipeline, not a measurement)."
+)
+
+
+def zoo_columns() -> list[tuple[str, Getter]]:
+    """What made each anomalib model's figures (from its result's description)."""
+    described = ("run", "description")
+    return [
+        ("anomalib class", _path(*described, "anomalib_class")),
+        ("backbone", _path(*described, "backbone")),
+        ("weights", _path(*described, "backbone_weights")),
+        ("input px", _path(*described, "input_size")),
+        ("input", _path(*described, "input_mode")),
+        ("schedule", _path(*described, "schedule")),
+        ("epochs run", _path(*described, "training", "epochs")),
+        ("steps run", _path(*described, "training", "steps")),
+    ]
+
+
+def zoo_section(results: Results, methods: Sequence[str], categories: Sequence[str]) -> list[str]:
+    """The lines of the "anomalib models" section; none without a zoo method."""
+    zoo = {k: r for k, r in results.items() if _path("run", "description", "anomalib_class")(r)}
+    if not zoo:
+        return []
+    columns = zoo_columns()
+    weights = _path("run", "description", "backbone_weights")
+    random = any(weights(r) == "random" for r in zoo.values())
+    return [
+        "",
+        "## anomalib models",
+        "",
+        ZOO_TEXT,
+        *(["", ZOO_RANDOM_WARNING] if random else []),
+        "",
+        *markdown_table(
+            ["method", "category", *(n for n, _ in columns)],
+            [r for r in table_rows(zoo, methods, categories, columns) if r[1] != "mean"],
+        ),
+    ]
 
 
 def load_results(out: Path, methods: Sequence[str], categories: Sequence[str]) -> Results:
@@ -268,14 +341,8 @@ def write_summary(out: Path, methods: Sequence[str], categories: Sequence[str]) 
         table_rows(results, methods, categories, decisions),
     )
     lines += seg_f1_section(results, methods, categories)
-    sizes = {r["low_res_protocol"]["size"] for r in results.values() if r.get("low_res_protocol")}
-    for size in sorted(sizes):
-        side = low_res_columns(size)
-        lines += ["", f"## The original resolution against the {size} × {size} protocol", ""]
-        lines += markdown_table(
-            ["method", "category", *(n for n, _ in side)],
-            table_rows(results, methods, categories, side),
-        )
+    lines += low_res_sections(results, methods, categories)
+    lines += zoo_section(results, methods, categories)
     missing = [f"{m}/{c}" for m in methods for c in categories if (m, c) not in results]
     if missing:
         lines += ["", f"Not finished yet: {', '.join(missing)}."]
