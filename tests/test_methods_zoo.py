@@ -204,13 +204,15 @@ def test_an_unknown_zoo_model_lists_the_available_ones_in_one_line(tmp_path, cap
     assert not (tmp_path / "b").exists()
 
 
+@pytest.mark.needs_data
 def test_a_missing_pretrained_file_stops_before_any_work(tmp_path, capsys, monkeypatch):
     import anomalib.utils.path
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setattr(anomalib.utils.path, "get_pretrained_weights_dir", lambda: tmp_path / "pre")
-    args = ["benchmark", "--data", str(tmp_path), "--categories", "x", "--out", str(tmp_path / "b")]
+    data = ["--data", str(SHARED_DATA), "--categories", MINI.name]
+    args = ["benchmark", *data, "--out", str(tmp_path / "b")]
     assert main([*args, "--methods", "anomalib:patchcore"]) == 2
     line = one_error_line(capsys)
     assert "anomalib:patchcore" in line and "timm/wide_resnet50_2" in line

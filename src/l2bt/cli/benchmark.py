@@ -146,11 +146,21 @@ def announce(args: argparse.Namespace, settings: MethodSettings) -> list[str]:
     return found
 
 
+def check_zoo_names(methods: str) -> None:
+    """anomalib model names checked among the arguments, before the data (no torch)."""
+    from l2bt.methods.registry import parse_zoo_name
+
+    for spec in (m.strip() for m in methods.split(",")):
+        if spec.startswith("anomalib:"):
+            parse_zoo_name(spec)
+
+
 def run(args: argparse.Namespace) -> int:
     decisions = calibration_settings(args)
     if args.ray is not None and args.cache_dir is None:
         args.cache_dir = str(Path(args.out) / "cache")  # on the storage every node sees
     settings = settings_from(args)
+    check_zoo_names(args.methods)
     found = announce(args, settings)
     from l2bt.benchmark.jobs import BenchmarkConfig  # torch: once every argument is checked
     from l2bt.benchmark.runner import parse_categories, run_benchmark

@@ -18,6 +18,7 @@ from l2bt.config import InputMode
 from l2bt.errors import InputError
 from l2bt.methods.base import Method, MethodSettings
 from l2bt.methods.external import ExternalMaps
+from l2bt.methods.zoo import ZooModel, zoo_model
 
 METHOD_NAMES = (
     "l2bt",
@@ -74,11 +75,8 @@ def _base_method(spec: str, settings: MethodSettings) -> Method:
     )
 
 
-def _zoo_method(spec: str, settings: MethodSettings) -> Method:
-    """`anomalib:NAME[@N][+tiles]`: anomalib's model NAME at N px (default its own)."""
-    from l2bt.methods.zoo import zoo_model
-    from l2bt.methods.zoo.adapter import ZooMethod
-
+def parse_zoo_name(spec: str) -> tuple[ZooModel, int | None, bool]:
+    """`anomalib:NAME[@N][+tiles]` -> (the model's row, N or None, tiles?); no torch."""
     match = re.fullmatch(r"anomalib:(\w+)(?:@(\d+))?(\+\w+)?", spec)
     if match is None:
         raise InputError(f"method {spec}: write anomalib:NAME, anomalib:NAME@N or +tiles")
@@ -88,4 +86,12 @@ def _zoo_method(spec: str, settings: MethodSettings) -> Method:
     model = zoo_model(name)
     if size is not None and int(size) < model.min_size:
         raise InputError(f"method {spec}: the input size must be at least {model.min_size} px")
-    return ZooMethod(spec, model, settings, None if size is None else int(size), suffix == "+tiles")
+    return model, None if size is None else int(size), suffix == "+tiles"
+
+
+def _zoo_method(spec: str, settings: MethodSettings) -> Method:
+    """`anomalib:NAME[@N][+tiles]`: anomalib's model NAME at N px (default its own)."""
+    from l2bt.methods.zoo.adapter import ZooMethod
+
+    model, size, tiles = parse_zoo_name(spec)
+    return ZooMethod(spec, model, settings, size, tiles)
